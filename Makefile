@@ -1,0 +1,45 @@
+# Wharf: the commands a newcomer needs. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+PLUGINS := memcached http
+EXAMPLES := log-target
+
+.PHONY: all deps build test demo bench lint fmt clean
+
+all: build
+
+## deps: install what is missing (wasm32-wasip2 target, memcached)
+deps:
+	@scripts/install-deps.sh
+
+## build: target/release/wharf and target/plugins/<name>.wasm
+build: deps
+	$(CARGO) build --release --locked -p wharf
+	$(CARGO) build --release --locked --target wasm32-wasip2 \
+		$(foreach p,$(PLUGINS),-p wharf-plugin-$(p)) $(foreach e,$(EXAMPLES),-p wharf-example-$(e))
+	@mkdir -p target/plugins
+	@$(foreach p,$(PLUGINS),cp target/wasm32-wasip2/release/wharf_plugin_$(p).wasm target/plugins/$(p).wasm;)
+	@$(foreach e,$(EXAMPLES),cp target/wasm32-wasip2/release/wharf_example_$(subst -,_,$(e)).wasm target/plugins/$(e).wasm;)
+	@ls -1 target/release/wharf target/plugins/*.wasm
+
+## demo: a sidecar in front of a real memcached, end to end
+demo: build
+	@scripts/demo.sh
+
+## test: the whole suite, against real servers it starts itself
+test: build
+	$(CARGO) test --release --locked --workspace
+
+## bench: benchmarks that print tables (ratios against raw disk / native)
+bench: build
+	$(CARGO) bench --locked -p wharf-log
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

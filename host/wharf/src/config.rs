@@ -1,0 +1,363 @@
+//! `wharf.toml`: the sidecar's configuration.
+//!
+//! Every field is documented with its default in `docs/configuration.md`.
+//! Paths are relative to the directory of the config file. Unknown keys are
+//! errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wharf_log::Durability;
+
+/// A config that could not be loaded: the file, the key and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the offending key, e.g. `namespaces.orders.partitions`.
+    pub key: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, Namespace>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address of the HTTP API. Default `127.0.0.1:7070` (loopback only).
+    pub http: SocketAddr,
+    /// Where the logs, watermarks, DLQs and the compiled-plugin cache live.
+    /// Default `data`, relative to the config file.
+    pub data_dir: PathBuf,
+    /// `fsync` (default): a write is acknowledged only after fdatasync.
+    /// `buffered`: no fsync; acks say `"durable": false`. For tests only.
+    pub durability: Durability,
+    /// Segment files roll at this size. Default 64 MiB.
+    pub segment_max_bytes: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("data"),
+            durability: Durability::Fsync,
+            segment_max_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// Number of partitions (independent logs). Default 4. Messages with the
+    /// same key always land in the same partition.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub retry: Retry,
+    pub target: Target,
+}
+
+fn default_partitions() -> u32 {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Most messages handed to the plugin in one `deliver` call. Default 100.
+    pub batch_max: usize,
+    /// How long to wait for a batch to fill once one message is ready.
+    /// Default 2 ms.
+    pub linger_ms: u64,
+    /// Most messages read from the log but not yet finished, per partition.
+    /// Default 1000.
+    pub max_in_flight: usize,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self { batch_max: 100, linger_ms: 2, max_in_flight: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Attempts before a message goes to the DLQ. Default 10.
+    pub max_attempts: u32,
+    /// First backoff. Default 100 ms.
+    pub initial_backoff_ms: u64,
+    /// Backoff cap. Default 30 000 ms.
+    pub max_backoff_ms: u64,
+    /// Growth per attempt. Default 2.0. The actual wait is drawn uniformly
+    /// from `[0, backoff]` (full jitter), and never less than a retry-after
+    /// the plugin asked for.
+    pub multiplier: f64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 30_000, multiplier: 2.0 }
+    }
+}
+
+impl Retry {
+    /// The backoff ceiling before attempt `attempt + 1` (attempt ≥ 1).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let ms = (self.initial_backoff_ms as f64 * exp).min(self.max_backoff_ms as f64);
+        Duration::from_millis(ms as u64)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Path of the plugin component (`.wasm`). Required.
+    pub plugin: PathBuf,
+    /// `host:port` addresses the plugin may open TCP connections to.
+    /// Default: none.
+    #[serde(default)]
+    pub allow_connect: Vec<String>,
+    /// URL prefixes the plugin may send wasi:http requests to. Default: none.
+    #[serde(default)]
+    pub allow_http: Vec<String>,
+    /// Handed to the plugin's `init`. Values must be strings, numbers or
+    /// booleans; they reach the plugin as strings. Default: empty.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Linear-memory limit per plugin instance. Default 64 MiB.
+    #[serde(default = "default_memory_limit_mib")]
+    pub memory_limit_mib: u64,
+    /// Deadline of one plugin call, covering CPU and blocking I/O. Default 10 000 ms.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Consecutive traps or deadlines after which the plugin is quarantined
+    /// (its namespace stops delivering until a restart). Default 5.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
+}
+
+fn default_memory_limit_mib() -> u64 {
+    64
+}
+fn default_call_timeout_ms() -> u64 {
+    10_000
+}
+fn default_quarantine_after() -> u32 {
+    5
+}
+
+/// The config after validation, with every path made absolute.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub server: Server,
+    pub namespaces: BTreeMap<String, LoadedNamespace>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedNamespace {
+    pub name: String,
+    pub partitions: u32,
+    pub delivery: Delivery,
+    pub retry: Retry,
+    pub target: Target,
+    /// Resolved `allow_connect` entries.
+    pub allow_connect: Vec<SocketAddr>,
+    /// `target.config` with every value as a string.
+    pub plugin_config: Vec<(String, String)>,
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
+    let err = |key: &str, problem: String| ConfigError {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+    let parsed: Config = toml::from_str(&text).map_err(|e| {
+        let key = e.span().map(|s| describe_span(&text, s)).unwrap_or_else(|| "(document)".into());
+        err(&key, e.message().to_string())
+    })?;
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut server = parsed.server;
+    server.data_dir = base.join(&server.data_dir);
+    if server.segment_max_bytes < 4096 {
+        return Err(err("server.segment_max_bytes", "must be at least 4096".into()));
+    }
+    let mut namespaces = BTreeMap::new();
+    for (name, ns) in parsed.namespaces {
+        let key = |k: &str| format!("namespaces.{name}.{k}");
+        if !valid_namespace_name(&name) {
+            return Err(err(
+                &format!("namespaces.{name}"),
+                "a namespace name is 1-64 characters of a-z, 0-9, '-' and '_'".into(),
+            ));
+        }
+        if !(1..=1024).contains(&ns.partitions) {
+            return Err(err(&key("partitions"), "must be between 1 and 1024".into()));
+        }
+        if ns.delivery.batch_max == 0 || ns.delivery.max_in_flight < ns.delivery.batch_max {
+            return Err(err(
+                &key("delivery"),
+                "batch_max must be at least 1 and max_in_flight at least batch_max".into(),
+            ));
+        }
+        if ns.retry.max_attempts == 0 || ns.retry.multiplier < 1.0 {
+            return Err(err(&key("retry"), "max_attempts must be ≥ 1 and multiplier ≥ 1.0".into()));
+        }
+        let mut target = ns.target;
+        target.plugin = base.join(&target.plugin);
+        if !target.plugin.is_file() {
+            return Err(err(
+                &key("target.plugin"),
+                format!("no plugin file at {} (run `make build` first?)", target.plugin.display()),
+            ));
+        }
+        let mut allow_connect = Vec::new();
+        for a in &target.allow_connect {
+            let addr = a.parse::<SocketAddr>().map_err(|_| {
+                err(&key("target.allow_connect"), format!("{a:?} is not an ip:port address"))
+            })?;
+            allow_connect.push(addr);
+        }
+        for p in &target.allow_http {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                return Err(err(
+                    &key("target.allow_http"),
+                    format!("{p:?} must start with http:// or https://"),
+                ));
+            }
+        }
+        let mut plugin_config = Vec::new();
+        for (k, v) in &target.config {
+            let s = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(err(
+                        &key(&format!("target.config.{k}")),
+                        "must be a string, number or boolean".into(),
+                    ));
+                }
+            };
+            plugin_config.push((k.clone(), s));
+        }
+        namespaces.insert(
+            name.clone(),
+            LoadedNamespace {
+                name,
+                partitions: ns.partitions,
+                delivery: ns.delivery,
+                retry: ns.retry,
+                target,
+                allow_connect,
+                plugin_config,
+            },
+        );
+    }
+    Ok(Loaded { server, namespaces })
+}
+
+pub fn valid_namespace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Names the TOML line of a parse error, e.g. `line 7: partitions = "four"`.
+fn describe_span(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no} `{line}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        std::fs::write(dir.join("p.wasm"), b"\0asm").expect("write plugin");
+        let f = dir.join("wharf.toml");
+        std::fs::write(&f, body).expect("write config");
+        f
+    }
+
+    #[test]
+    fn the_documented_shape_loads_with_paths_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            r#"
+[server]
+http = "127.0.0.1:7070"
+data_dir = "data"
+
+[namespaces.orders]
+partitions = 4
+
+[namespaces.orders.target]
+plugin = "p.wasm"
+allow_connect = ["127.0.0.1:11211"]
+config = { servers = "127.0.0.1:11211", ttl_seconds = 60 }
+"#,
+        );
+        let c = load(&f).expect("loads");
+        assert_eq!(c.server.data_dir, dir.path().join("data"));
+        let ns = &c.namespaces["orders"];
+        assert_eq!(ns.partitions, 4);
+        assert_eq!(ns.target.plugin, dir.path().join("p.wasm"));
+        assert!(ns.plugin_config.contains(&("ttl_seconds".into(), "60".into())));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(dir.path(), "[server]\nhttp_port = 1\n");
+        let e = load(&f).expect_err("unknown key");
+        assert!(e.key.contains("line 2"), "{e}");
+        assert!(e.problem.contains("http_port"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_partition_count_names_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(dir.path(), "[namespaces.a]\npartitions = 0\n[namespaces.a.target]\nplugin = \"p.wasm\"\n");
+        let e = load(&f).expect_err("zero partitions");
+        assert_eq!(e.key, "namespaces.a.partitions");
+    }
+
+    #[test]
+    fn a_missing_plugin_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(dir.path(), "[namespaces.a.target]\nplugin = \"nope.wasm\"\n");
+        let e = load(&f).expect_err("missing plugin");
+        assert_eq!(e.key, "namespaces.a.target.plugin");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = Retry::default();
+        assert_eq!(r.ceiling(1), Duration::from_millis(100));
+        assert_eq!(r.ceiling(2), Duration::from_millis(200));
+        assert_eq!(r.ceiling(30), Duration::from_millis(30_000));
+    }
+}

@@ -1,0 +1,442 @@
+//! The delivery engine: one loop per partition, from the log to the plugin.
+//!
+//! Invariants:
+//! - A message leaves the in-flight window only when the target confirmed
+//!   it (`delivered`) or its DLQ entry is durable. Only then may the
+//!   partition's watermark pass it, so a crash at any point re-delivers
+//!   instead of losing (at-least-once).
+//! - Messages with the same key reach the plugin in sequence order: only
+//!   the oldest unfinished message of a key is eligible. A message waiting
+//!   for a retry holds back later messages of its key only. Keyless
+//!   messages are unordered.
+//! - A trap, a deadline or a wrong outcome count throws the instance away
+//!   and schedules every message of the batch for a retry.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::clock::now_ms;
+use crate::dlq::{DlqEntry, Failure};
+use crate::envelope::{Envelope, message_id};
+use crate::node::{Namespace, PartitionRt};
+use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError};
+
+/// Persist the watermark at most this often while busy.
+const WATERMARK_EVERY: Duration = Duration::from_millis(200);
+
+/// The in-flight window of one partition, shared with the API for lookups.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pending: BTreeMap<u64, Pending>,
+    /// Per key, the unfinished sequences in order; the front is eligible.
+    keys: HashMap<String, VecDeque<u64>>,
+    /// Next sequence to read from the log.
+    next_read: u64,
+    pub delivered_total: u64,
+    pub retries_total: u64,
+    pub dead_lettered_total: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    env: Envelope,
+    /// Attempts made so far.
+    attempts: u32,
+    /// Not before this wall-clock time (ms).
+    due_ms: u64,
+    in_flight: bool,
+    failures: Vec<Failure>,
+}
+
+/// What the API reports about one message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageState {
+    pub state: &'static str,
+    pub attempts: u32,
+    pub next_attempt_at_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl Tracker {
+    /// All sequences below this are finished.
+    pub fn watermark(&self) -> u64 {
+        self.pending.keys().next().copied().unwrap_or(self.next_read)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.pending.values().filter(|p| p.in_flight).count()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn retrying_keys(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|q| q.front().and_then(|s| self.pending.get(s)).is_some_and(|p| p.attempts > 0))
+            .count()
+    }
+
+    /// State of a message still in the window, or `None` if it is not.
+    pub fn state_of(&self, seq: u64) -> Option<MessageState> {
+        let p = self.pending.get(&seq)?;
+        let now = now_ms();
+        let state = if p.in_flight {
+            "in_flight"
+        } else if p.attempts > 0 {
+            "retrying"
+        } else if p.env.deliver_at_ms.is_some_and(|t| t > now) {
+            "delayed"
+        } else {
+            "pending"
+        };
+        Some(MessageState {
+            state,
+            attempts: p.attempts,
+            next_attempt_at_ms: (p.attempts > 0 && !p.in_flight).then_some(p.due_ms),
+            last_error: p.failures.last().map(|f| f.reason.clone()),
+        })
+    }
+
+    pub fn has_read(&self, seq: u64) -> bool {
+        seq < self.next_read
+    }
+
+    fn is_eligible(&self, seq: u64, p: &Pending, now: u64) -> bool {
+        !p.in_flight
+            && p.due_ms <= now
+            && p.env.key.as_ref().is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(&seq))
+    }
+
+    /// Earliest time something not in flight becomes due.
+    fn next_due_ms(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter(|(seq, p)| {
+                !p.in_flight
+                    && p.env.key.as_ref().is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(seq))
+            })
+            .map(|(_, p)| p.due_ms)
+            .min()
+    }
+
+    fn finish(&mut self, seq: u64) -> Option<Pending> {
+        let p = self.pending.remove(&seq)?;
+        if let Some(k) = &p.env.key
+            && let Some(q) = self.keys.get_mut(k)
+        {
+            q.retain(|s| *s != seq);
+            if q.is_empty() {
+                self.keys.remove(k);
+            }
+        }
+        Some(p)
+    }
+}
+
+pub struct Engine {
+    ns: Arc<Namespace>,
+    part: Arc<PartitionRt>,
+    log: Arc<wharf_log::Partition>,
+    plugin: Plugin,
+    instance: Option<Instance>,
+    shutdown: watch::Receiver<bool>,
+    consecutive_failures: u32,
+    persisted_watermark: u64,
+    last_persist: Instant,
+}
+
+impl Engine {
+    pub fn new(
+        ns: Arc<Namespace>,
+        part: Arc<PartitionRt>,
+        plugin: Plugin,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        // Only called for partitions whose log opened.
+        let log = part.log.clone().unwrap_or_else(|| unreachable!("engine for a halted partition"));
+        let watermark = log.watermark();
+        if let Ok(mut t) = part.tracker.lock() {
+            t.next_read = watermark;
+        }
+        Self {
+            ns,
+            part,
+            log,
+            plugin,
+            instance: None,
+            shutdown,
+            consecutive_failures: 0,
+            persisted_watermark: watermark,
+            last_persist: Instant::now(),
+        }
+    }
+
+    #[tracing::instrument(name = "delivery", skip_all, fields(namespace = %self.ns.name, partition = self.part.index))]
+    pub async fn run(mut self) {
+        let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
+        loop {
+            if *self.shutdown.borrow() || self.part.halted_reason().is_some() {
+                break;
+            }
+            if self.quarantined() {
+                // Paused until an operator acts; keep the watermark exact.
+                let _ = self.shutdown.changed().await;
+                continue;
+            }
+            if let Err(reason) = self.fill().await {
+                self.part.halt(reason);
+                break;
+            }
+            let batch = self.select();
+            if batch.is_empty() {
+                self.persist_watermark(true).await;
+                let wait = self.tracker(|t| t.next_due_ms()).map(|due| {
+                    Duration::from_millis(due.saturating_sub(now_ms()).max(1))
+                });
+                let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
+                tokio::select! {
+                    _ = self.part.notify.notified() => tokio::time::sleep(linger).await,
+                    _ = sleep => {}
+                    _ = self.shutdown.changed() => {}
+                }
+                continue;
+            }
+            self.deliver(batch).await;
+            self.persist_watermark(false).await;
+        }
+        self.persist_watermark(true).await;
+        tracing::info!("delivery stopped");
+    }
+
+    fn tracker<R>(&self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        let mut guard = match self.part.tracker.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    fn quarantined(&self) -> bool {
+        self.ns.plugin.lock().map(|p| p.state == "quarantined").unwrap_or(false)
+    }
+
+    /// Reads new records into the window, up to `max_in_flight`.
+    async fn fill(&mut self) -> Result<(), String> {
+        let max = self.ns.cfg.delivery.max_in_flight;
+        let (from, room) = self.tracker(|t| (t.next_read, max.saturating_sub(t.pending.len())));
+        if room == 0 || from >= self.log.next_seq() {
+            return Ok(());
+        }
+        let log = self.log.clone();
+        let records = tokio::task::spawn_blocking(move || log.read(from, room, 16 << 20))
+            .await
+            .map_err(|e| format!("log reader panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let mut decoded = Vec::with_capacity(records.len());
+        for r in records {
+            let env = Envelope::decode(&r.payload)
+                .map_err(|e| format!("record {} of partition {} does not decode: {e}", r.seq, self.part.index))?;
+            decoded.push((r.seq, env));
+        }
+        self.tracker(|t| {
+            for (seq, env) in decoded {
+                let due_ms = env.deliver_at_ms.unwrap_or(0);
+                if let Some(k) = &env.key {
+                    t.keys.entry(k.clone()).or_default().push_back(seq);
+                }
+                t.pending.insert(seq, Pending { env, attempts: 0, due_ms, in_flight: false, failures: Vec::new() });
+                t.next_read = seq + 1;
+            }
+        });
+        Ok(())
+    }
+
+    /// Picks the eligible messages (oldest first) and marks them in flight.
+    fn select(&mut self) -> Vec<(u64, Message)> {
+        let max = self.ns.cfg.delivery.batch_max;
+        let (ns, part) = (self.ns.name.clone(), self.part.index);
+        self.tracker(|t| {
+            let now = now_ms();
+            let seqs: Vec<u64> = t
+                .pending
+                .iter()
+                .filter(|(seq, p)| t.is_eligible(**seq, p, now))
+                .map(|(seq, _)| *seq)
+                .take(max)
+                .collect();
+            seqs.into_iter()
+                .filter_map(|seq| {
+                    let p = t.pending.get_mut(&seq)?;
+                    p.in_flight = true;
+                    Some((seq, to_message(&ns, part, seq, p)))
+                })
+                .collect()
+        })
+    }
+
+    async fn deliver(&mut self, batch: Vec<(u64, Message)>) {
+        let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
+        let wit_batch = Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None };
+        let started = Instant::now();
+        let result = match self.instance.as_mut() {
+            Some(i) => i.deliver(&wit_batch).await,
+            None => match self.plugin.instantiate().await {
+                Ok(mut i) => {
+                    let r = i.deliver(&wit_batch).await;
+                    self.instance = Some(i);
+                    r
+                }
+                Err(e) => Err(e),
+            },
+        };
+        tracing::debug!(messages = seqs.len(), elapsed_us = started.elapsed().as_micros() as u64, "plugin call");
+        match result {
+            Ok(outcomes) => {
+                self.consecutive_failures = 0;
+                for (seq, outcome) in seqs.into_iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Delivered => {
+                            self.tracker(|t| {
+                                t.finish(seq);
+                                t.delivered_total += 1;
+                            });
+                        }
+                        Outcome::Reject(reason) => self.dead_letter(seq, "reject", reason).await,
+                        Outcome::Retry(r) => {
+                            self.retry_later(seq, "retry", r.reason, r.after_ms.map(Duration::from_millis)).await
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let kind = match &e {
+                    PluginError::Trap(_) => "trap",
+                    PluginError::Deadline(_) => "deadline",
+                    PluginError::WrongCount { .. } => "wrong_count",
+                    PluginError::Init(_) => "init",
+                    _ => "load",
+                };
+                tracing::warn!(error = %e, kind, messages = seqs.len(), "plugin call failed; instance discarded, batch will be retried");
+                self.instance = None;
+                self.consecutive_failures += 1;
+                let limit = self.ns.cfg.target.quarantine_after;
+                if self.consecutive_failures >= limit {
+                    let reason = format!("{limit} consecutive plugin failures, last: {e}");
+                    tracing::error!(%reason, "plugin quarantined; namespace delivery paused");
+                    if let Ok(mut p) = self.ns.plugin.lock() {
+                        p.state = "quarantined";
+                        p.reason = Some(reason);
+                    }
+                }
+                for seq in seqs {
+                    self.retry_later(seq, kind, e.to_string(), None).await;
+                }
+            }
+        }
+    }
+
+    /// Schedules another attempt, or dead-letters when attempts run out.
+    async fn retry_later(&mut self, seq: u64, kind: &str, reason: String, after: Option<Duration>) {
+        let policy = &self.ns.cfg.retry;
+        let exhausted = self.tracker(|t| {
+            let Some(p) = t.pending.get_mut(&seq) else { return false };
+            p.attempts += 1;
+            p.in_flight = false;
+            p.failures.push(Failure { attempt: p.attempts, at_ms: now_ms(), kind: kind.into(), reason: reason.clone() });
+            if p.attempts >= policy.max_attempts {
+                return true;
+            }
+            let ceiling = policy.ceiling(p.attempts).as_millis() as u64;
+            let jitter = rand::rng().random_range(0..=ceiling);
+            let wait = jitter.max(after.map(|a| a.as_millis() as u64).unwrap_or(0));
+            p.due_ms = now_ms() + wait;
+            t.retries_total += 1;
+            false
+        });
+        if exhausted {
+            self.dead_letter(seq, "exhausted", format!("gave up after {} attempts: {reason}", policy.max_attempts)).await;
+        }
+    }
+
+    /// Makes the DLQ entry durable, then finishes the message. If the DLQ
+    /// write fails the message stays in the window and is retried.
+    async fn dead_letter(&mut self, seq: u64, kind: &str, reason: String) {
+        let entry = self.tracker(|t| {
+            let p = t.pending.get_mut(&seq)?;
+            p.in_flight = false;
+            if kind == "reject" {
+                p.attempts += 1;
+                p.failures.push(Failure { attempt: p.attempts, at_ms: now_ms(), kind: kind.into(), reason: reason.clone() });
+            }
+            Some(DlqEntry {
+                message_id: message_id(self.part.index, seq),
+                partition: self.part.index,
+                sequence: seq,
+                envelope: p.env.clone(),
+                failures: p.failures.clone(),
+                plugin_digest: self.plugin.digest.clone(),
+                dead_lettered_at_ms: now_ms(),
+                replays: 0,
+            })
+        });
+        let Some(entry) = entry else { return };
+        let id = entry.message_id.clone();
+        let dlq = self.ns.dlq.clone();
+        match tokio::task::spawn_blocking(move || dlq.push(entry)).await {
+            Ok(Ok(())) => {
+                tracing::warn!(message_id = %id, %reason, "message dead-lettered");
+                self.tracker(|t| {
+                    t.finish(seq);
+                    t.dead_lettered_total += 1;
+                });
+            }
+            Ok(Err(e)) => {
+                tracing::error!(message_id = %id, error = %e, "dlq write failed; message stays pending");
+                self.tracker(|t| {
+                    if let Some(p) = t.pending.get_mut(&seq) {
+                        p.due_ms = now_ms() + 1000;
+                    }
+                });
+            }
+            Err(e) => tracing::error!(message_id = %id, error = %e, "dlq writer panicked"),
+        }
+    }
+
+    /// Persists the watermark if it moved (rate-limited unless `force`).
+    async fn persist_watermark(&mut self, force: bool) {
+        let wm = self.tracker(|t| t.watermark());
+        if wm <= self.persisted_watermark || (!force && self.last_persist.elapsed() < WATERMARK_EVERY) {
+            return;
+        }
+        let log = self.log.clone();
+        match tokio::task::spawn_blocking(move || log.advance_watermark(wm)).await {
+            Ok(Ok(())) => {
+                self.persisted_watermark = wm;
+                self.last_persist = Instant::now();
+            }
+            Ok(Err(e)) => tracing::error!(watermark = wm, error = %e, "watermark not persisted; will retry"),
+            Err(e) => tracing::error!(error = %e, "watermark writer panicked"),
+        }
+    }
+}
+
+fn to_message(ns: &str, partition: u32, seq: u64, p: &Pending) -> Message {
+    Message {
+        id: message_id(partition, seq),
+        namespace: ns.to_string(),
+        partition,
+        sequence: seq,
+        key: p.env.key.clone(),
+        payload: p.env.payload.clone(),
+        headers: p.env.headers.clone(),
+        idempotency_key: p.env.idempotency_key.clone(),
+        attempt: p.attempts + 1,
+        written_at_ms: p.env.written_at_ms,
+    }
+}

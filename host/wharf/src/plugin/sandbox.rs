@@ -1,0 +1,120 @@
+//! What a plugin instance may touch: the per-store state and its policies.
+//!
+//! - no filesystem (no preopens), no environment, no arguments, no stdin;
+//! - TCP only to the namespace's `allow_connect` addresses (plus the implicit
+//!   wildcard bind the OS does before a connect); no UDP, no listening, no
+//!   DNS lookups;
+//! - wasi:http only to URLs starting with an `allow_http` prefix (wasi-http
+//!   ignores socket rules, so the check lives in `send_request`);
+//! - linear memory capped by `memory_limit_mib`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// The network a namespace's plugin may reach.
+#[derive(Debug, Clone, Default)]
+pub struct NetPolicy {
+    pub tcp: Arc<Vec<SocketAddr>>,
+    pub http_prefixes: Arc<Vec<String>>,
+}
+
+/// The data of one plugin `Store`.
+pub struct StoreState {
+    pub namespace: Arc<str>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: HttpFilter,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+}
+
+impl StoreState {
+    pub fn new(namespace: Arc<str>, net: &NetPolicy, memory_limit_bytes: usize) -> Self {
+        let allowed = net.tcp.clone();
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(true)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(move |addr, use_| {
+                let ok = match use_ {
+                    // The OS binds an ephemeral port before each connect.
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                    _ => false,
+                };
+                Box::pin(async move { ok })
+            });
+        Self {
+            namespace,
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpFilter { prefixes: net.http_prefixes.clone() },
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit_bytes)
+                .instances(16)
+                .tables(64)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { hooks: &mut self.hooks, table: &mut self.table, ctx: &mut self.http }
+    }
+}
+
+/// Lets a request through only if its URL starts with an allowed prefix.
+struct HttpFilter {
+    prefixes: Arc<Vec<String>>,
+}
+
+impl HttpFilter {
+    fn allows(&self, uri: &str) -> bool {
+        self.prefixes.iter().any(|p| uri.starts_with(p.as_str()))
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for HttpFilter {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri().to_string();
+        if !self.allows(&uri) {
+            tracing::warn!(%uri, "plugin http request denied by allow_http");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let mut default: &mut dyn WasiHttpHooks = wasmtime_wasi_http::default_hooks();
+        default.send_request(request, options, fut)
+    }
+}

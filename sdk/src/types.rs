@@ -1,0 +1,178 @@
+//! The data a plugin receives and returns.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// One durable message, as a client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Stable id, unique within the namespace (`<partition>-<sequence>`).
+    pub id: String,
+    pub namespace: String,
+    pub partition: u32,
+    /// Dense, monotonic position of the message in its partition's log.
+    pub sequence: u64,
+    /// Ordering key; messages with the same key arrive in write order.
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// The client's idempotency key, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// 1 on the first delivery attempt, 2 on the first retry, and so on.
+    pub attempt: u32,
+    /// When the host made the message durable, in ms since the Unix epoch.
+    pub written_at_ms: u64,
+}
+
+impl Message {
+    /// A message with this id and payload, in partition 0 of namespace
+    /// `"default"`, on its first attempt. Mostly for tests; see also
+    /// [`crate::testing`].
+    pub fn new(id: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            id: id.into(),
+            namespace: "default".to_string(),
+            partition: 0,
+            sequence: 0,
+            key: None,
+            payload: payload.into(),
+            headers: Vec::new(),
+            idempotency_key: None,
+            attempt: 1,
+            written_at_ms: 0,
+        }
+    }
+
+    /// Set the key.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Add a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set the idempotency key.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Set the namespace.
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Set the attempt number.
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// The first header with this name (compared ASCII case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The key to deduplicate on: the client's idempotency key, or else the
+    /// message id (stable across redeliveries).
+    pub fn dedup_key(&self) -> &str {
+        self.idempotency_key.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The payload as text, with invalid UTF-8 replaced.
+    pub fn payload_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.payload)
+    }
+}
+
+/// The messages for one call to `deliver`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batch {
+    pub messages: Vec<Message>,
+    /// Set when the batch is one committed multi-chunk transaction.
+    pub transaction_id: Option<String>,
+}
+
+impl Batch {
+    /// A batch of these messages, outside any transaction.
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self { messages, transaction_id: None }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target has the message.
+    Delivered,
+    /// A transient failure: the host retries with backoff, waiting at least
+    /// `after` if it is set.
+    Retry { reason: String, after: Option<Duration> },
+    /// A permanent failure: the host moves the message to the dead-letter
+    /// queue.
+    Reject { reason: String },
+}
+
+impl Outcome {
+    /// A retry with no requested wait.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Outcome::Retry { reason: reason.into(), after: None }
+    }
+
+    /// A reject.
+    pub fn reject(reason: impl Into<String>) -> Self {
+        Outcome::Reject { reason: reason.into() }
+    }
+
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered)
+    }
+
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Outcome::Retry { .. })
+    }
+
+    pub fn is_reject(&self) -> bool {
+        matches!(self, Outcome::Reject { .. })
+    }
+
+    /// The reason of a retry or reject.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Delivered => None,
+            Outcome::Retry { reason, .. } | Outcome::Reject { reason } => Some(reason),
+        }
+    }
+}
+
+impl From<Error> for Outcome {
+    fn from(err: Error) -> Self {
+        let after = err.retry_after();
+        let retry = err.is_retry();
+        let reason = err.reason().to_string();
+        if retry { Outcome::Retry { reason, after } } else { Outcome::Reject { reason } }
+    }
+}
+
+impl From<Result<(), Error>> for Outcome {
+    fn from(result: Result<(), Error>) -> Self {
+        match result {
+            Ok(()) => Outcome::Delivered,
+            Err(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Test harness: real servers on free 127.0.0.1 ports, and the real `wharf`
+//! binary. Everything started here is stopped by PID when dropped.
+//!
+//! The binary and plugins must be built first (`make build`); the harness
+//! says so plainly when they are missing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// `target/release/wharf`, built by `make build`.
+pub fn wharf_bin() -> PathBuf {
+    let p = target_dir().join("release/wharf");
+    assert!(p.is_file(), "{} is missing: run `make build` first", p.display());
+    p
+}
+
+/// `target/plugins/<name>.wasm`, built by `make build`.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = target_dir().join("plugins").join(format!("{name}.wasm"));
+    assert!(p.is_file(), "{} is missing: run `make build` first", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on port {port} within 60 s");
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------- memcached
+
+/// A real memcached on a free port.
+pub struct Memcached {
+    pub port: u16,
+    child: Child,
+}
+
+impl Memcached {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("memcached is not installed: run `make deps`");
+        let mut child = Command::new(bin)
+            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64", "-u", "root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn memcached");
+        wait_for_port(port, "memcached", &mut child);
+        Self { port, child }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `get <key>` over the text protocol.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "get {key}\r\n").ok()?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        if line.starts_with("END") {
+            return None;
+        }
+        let len: usize = line.split_whitespace().nth(3)?.parse().ok()?;
+        let mut buf = vec![0; len + 2];
+        r.read_exact(&mut buf).ok()?;
+        buf.truncate(len);
+        Some(buf)
+    }
+
+    pub fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- HTTP sink
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the sink answers; change it while the test runs.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Answer this status (e.g. 503) to everything while set.
+    pub fail_all: Option<u16>,
+    /// Answer 400 to messages whose `x-wharf-key` is listed.
+    pub reject_keys: Vec<String>,
+    /// Sleep this long before answering.
+    pub delay: Duration,
+}
+
+/// A real HTTP server on a free port that records what it accepted.
+pub struct HttpSink {
+    pub port: u16,
+    pub accepted: Arc<Mutex<Vec<Received>>>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl HttpSink {
+    pub fn start() -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind http sink"));
+        let port = server.server_addr().to_ip().map(|a| a.port()).expect("ip addr");
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(Behaviour::default()));
+        for _ in 0..4 {
+            let (server, accepted, behaviour) = (server.clone(), accepted.clone(), behaviour.clone());
+            std::thread::spawn(move || {
+                while let Ok(mut req) = server.recv() {
+                    let mut body = Vec::new();
+                    let _ = req.as_reader().read_to_end(&mut body);
+                    let rec = Received {
+                        path: req.url().to_string(),
+                        headers: req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
+                        body,
+                    };
+                    let b = behaviour.lock().map(|b| b.clone()).unwrap_or_default();
+                    std::thread::sleep(b.delay);
+                    let status = if let Some(s) = b.fail_all {
+                        s
+                    } else if rec.header("x-wharf-key").is_some_and(|k| b.reject_keys.iter().any(|r| r == k)) {
+                        400
+                    } else {
+                        200
+                    };
+                    if status < 300 {
+                        accepted.lock().expect("lock").push(rec);
+                    }
+                    let mut resp = tiny_http::Response::from_string(format!("status {status}")).with_status_code(status);
+                    if status == 503 {
+                        resp.add_header(tiny_http::Header::from_bytes("Retry-After", "0").expect("header"));
+                    }
+                    let _ = req.respond(resp);
+                }
+            });
+        }
+        Self { port, accepted, behaviour, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn accepted(&self) -> Vec<Received> {
+        self.accepted.lock().expect("lock").clone()
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.behaviour.lock().expect("lock"));
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+// -------------------------------------------------------------------- wharf
+
+/// A `wharf serve` process over a data dir that outlives restarts.
+pub struct Wharf {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    agent: ureq::Agent,
+}
+
+/// A response: status and JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Wharf {
+    /// Starts wharf with `namespaces` (TOML for the `[namespaces.*]` tables)
+    /// and a fresh data dir.
+    pub fn start(namespaces: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "[server]\nhttp = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n{namespaces}\n"
+        );
+        std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut w = Self { port, dir, child: None, agent };
+        w.spawn();
+        w
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("wharf.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("wharf.log"))
+            .expect("log file");
+        let mut child = Command::new(wharf_bin())
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("RUST_LOG", std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf");
+        wait_for_port(self.port, "wharf", &mut child);
+        self.child = Some(child);
+    }
+
+    /// The process's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("wharf.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, no warning.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        let mut r = self.agent.get(&self.url(path)).call().expect("GET");
+        reply(&mut r)
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        let mut r = self.agent.delete(&self.url(path)).call().expect("DELETE");
+        reply(&mut r)
+    }
+
+    pub fn post_raw(&self, path: &str, body: &str) -> Reply {
+        let mut r = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("POST");
+        reply(&mut r)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.post_raw(path, &body.to_string())
+    }
+
+    /// Writes one message; returns the reply.
+    pub fn write(&self, ns: &str, key: Option<&str>, payload: &[u8]) -> Reply {
+        let mut body = serde_json::json!({"payload": b64(payload)});
+        if let Some(k) = key {
+            body["key"] = Value::from(k);
+        }
+        self.post(&format!("/v1/namespaces/{ns}/messages"), &body)
+    }
+
+    pub fn status(&self) -> Value {
+        self.get("/v1/status").body
+    }
+}
+
+fn reply(r: &mut ureq::http::Response<ureq::Body>) -> Reply {
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
