@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PLUGINS := memcached http
 EXAMPLES := log-target
+FIXTURES := misbehave
 
 .PHONY: all deps build test demo bench lint fmt clean
 
@@ -15,11 +16,13 @@ deps:
 ## build: target/release/wharf and target/plugins/<name>.wasm
 build: deps
 	$(CARGO) build --release --locked -p wharf
-	$(CARGO) build --release --locked --target wasm32-wasip2 \
-		$(foreach p,$(PLUGINS),-p wharf-plugin-$(p)) $(foreach e,$(EXAMPLES),-p wharf-example-$(e))
+	$(CARGO) build --profile plugin --locked --target wasm32-wasip2 \
+		$(foreach p,$(PLUGINS),-p wharf-plugin-$(p)) $(foreach e,$(EXAMPLES),-p wharf-example-$(e)) \
+		$(foreach f,$(FIXTURES),-p wharf-fixture-$(f))
 	@mkdir -p target/plugins
-	@$(foreach p,$(PLUGINS),cp target/wasm32-wasip2/release/wharf_plugin_$(p).wasm target/plugins/$(p).wasm;)
-	@$(foreach e,$(EXAMPLES),cp target/wasm32-wasip2/release/wharf_example_$(subst -,_,$(e)).wasm target/plugins/$(e).wasm;)
+	@$(foreach p,$(PLUGINS),cp target/wasm32-wasip2/plugin/wharf_plugin_$(p).wasm target/plugins/$(p).wasm;)
+	@$(foreach e,$(EXAMPLES),cp target/wasm32-wasip2/plugin/wharf_example_$(subst -,_,$(e)).wasm target/plugins/$(e).wasm;)
+	@$(foreach f,$(FIXTURES),cp target/wasm32-wasip2/plugin/wharf_fixture_$(f).wasm target/plugins/fixture-$(f).wasm;)
 	@ls -1 target/release/wharf target/plugins/*.wasm
 
 ## demo: a sidecar in front of a real memcached, end to end

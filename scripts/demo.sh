@@ -83,5 +83,13 @@ for i in 1 2 3 4 5; do
 done
 
 echo "==> status"
-curl -fsS "http://127.0.0.1:$http_port/v1/status" | python3 -m json.tool | head -40
+curl -fsS "http://127.0.0.1:$http_port/v1/status" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for name, ns in s["namespaces"].items():
+    p = ns["plugin"]
+    print("   namespace %s: plugin %s %s dlq=%d" % (name, p["state"], p["digest"], ns["dlq_size"]))
+    for q in ns["partitions"]:
+        print("     partition %d: head=%d delivered_watermark=%d backlog=%d" % (q["partition"], q["head_sequence"], q["delivered_watermark"], q["backlog"]))
+'
 echo "==> demo ok: 5 writes made durable, then delivered to memcached through the Wasm plugin"

@@ -75,6 +75,7 @@ pub trait Target: Sized + 'static {
 /// checks that the type implements [`Target`].
 #[cfg(target_arch = "wasm32")]
 #[macro_export]
+#[rustfmt::skip]
 macro_rules! export_target {
     ($plugin:ty) => {
         const _: () = {
@@ -89,13 +90,15 @@ macro_rules! export_target {
                 fn init(
                     config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    __WHARF_RUNNER.with(|runner| $crate::__private::wit_init(&mut runner.borrow_mut(), config))
+                    __WHARF_RUNNER
+                        .with(|runner| $crate::__private::wit_init(&mut runner.borrow_mut(), config))
                 }
 
                 fn deliver(
                     batch: $crate::__private::bindings::Batch,
                 ) -> ::std::vec::Vec<$crate::__private::bindings::Outcome> {
-                    __WHARF_RUNNER.with(|runner| $crate::__private::wit_deliver(&mut runner.borrow_mut(), batch))
+                    __WHARF_RUNNER
+                        .with(|runner| $crate::__private::wit_deliver(&mut runner.borrow_mut(), batch))
                 }
             }
 
@@ -142,9 +145,13 @@ pub mod __private {
     #[cfg(target_arch = "wasm32")]
     mod wasm {
         use super::bindings::wharf::target::types as wit;
-        use crate::{Batch, Config, Message, Outcome, Runner, Target};
+        use crate::runner::Runner;
+        use crate::{Batch, Config, Message, Outcome, Target};
 
-        pub fn wit_init<T: Target>(runner: &mut Runner<T>, config: Vec<(String, String)>) -> Result<(), String> {
+        pub fn wit_init<T: Target>(
+            runner: &mut Runner<T>,
+            config: Vec<(String, String)>,
+        ) -> Result<(), String> {
             runner.init(Config::new(config))
         }
 

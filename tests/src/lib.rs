@@ -188,14 +188,19 @@ impl HttpSink {
                     let _ = req.as_reader().read_to_end(&mut body);
                     let rec = Received {
                         path: req.url().to_string(),
-                        headers: req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|h| (h.field.to_string(), h.value.to_string()))
+                            .collect(),
                         body,
                     };
                     let b = behaviour.lock().map(|b| b.clone()).unwrap_or_default();
                     std::thread::sleep(b.delay);
                     let status = if let Some(s) = b.fail_all {
                         s
-                    } else if rec.header("x-wharf-key").is_some_and(|k| b.reject_keys.iter().any(|r| r == k)) {
+                    } else if rec.header("x-wharf-key").is_some_and(|k| b.reject_keys.iter().any(|r| r == k))
+                    {
                         400
                     } else {
                         200
@@ -203,7 +208,8 @@ impl HttpSink {
                     if status < 300 {
                         accepted.lock().expect("lock").push(rec);
                     }
-                    let mut resp = tiny_http::Response::from_string(format!("status {status}")).with_status_code(status);
+                    let mut resp =
+                        tiny_http::Response::from_string(format!("status {status}")).with_status_code(status);
                     if status == 503 {
                         resp.add_header(tiny_http::Header::from_bytes("Retry-After", "0").expect("header"));
                     }
@@ -256,9 +262,7 @@ impl Wharf {
     pub fn start(namespaces: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let config = format!(
-            "[server]\nhttp = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n{namespaces}\n"
-        );
+        let config = format!("[server]\nhttp = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n{namespaces}\n");
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -69,7 +69,7 @@ fn bad_input_gets_a_typed_error_and_changes_nothing() {
         assert_eq!(r.body["error"]["code"], json!(code), "{path} {body}: {:?}", r.body);
         assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let big = "A".repeat((1 << 20) * 4 / 3 + 8);
+    let big = wharf_tests::b64(&vec![7u8; (1 << 20) + 1]);
     let r = wharf.post_raw("/v1/namespaces/orders/messages", &format!(r#"{{"payload":"{big}"}}"#));
     assert_eq!(r.status, 413, "{:?}", r.body);
     assert_eq!(heads(&wharf), before, "a rejected write appended something");
@@ -140,7 +140,8 @@ fn sigkill_while_writing_and_delivering_loses_no_acknowledged_message() {
                     let url = format!("http://127.0.0.1:{port}/v1/namespaces/orders/messages");
                     // Errors (connection refused while the host is down) are
                     // not acks; only a 200 with durable=true is.
-                    if let Ok(mut r) = agent.post(&url).header("content-type", "application/json").send(body.to_string())
+                    if let Ok(mut r) =
+                        agent.post(&url).header("content-type", "application/json").send(body.to_string())
                         && r.status() == 200
                         && let Ok(v) = r.body_mut().read_json::<serde_json::Value>()
                         && v["durable"] == json!(true)
@@ -165,7 +166,9 @@ fn sigkill_while_writing_and_delivering_loses_no_acknowledged_message() {
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() > 50, "too few acknowledged writes to mean anything: {}", acked.len());
     for (key, val) in &acked {
-        let got = eventually(Duration::from_secs(60), &format!("{key} in memcached"), || mc.get(&format!("t:{key}")));
+        let got = eventually(Duration::from_secs(60), &format!("{key} in memcached"), || {
+            mc.get(&format!("t:{key}"))
+        });
         assert_eq!(&got, val.as_bytes(), "{key}");
     }
 }

@@ -1,0 +1,40 @@
+//! `wharf-log`: the embedded write-ahead log of Wharf.
+//!
+//! A data directory holds partitions; a partition is a directory of
+//! append-only segment files plus a persisted delivered watermark. See
+//! `docs/log-format.md` for the on-disk format and every invariant, and the
+//! module docs: [`frame`] → [`segment`] → `partition`, `scan` (the torn-tail
+//! vs corruption rule), `watermark`, `manifest` (salvage gaps), `verify`,
+//! `salvage`, [`storage`] (I/O abstraction) and `fault` (crash simulation).
+//!
+//! No async runtime, no networking: blocking calls, internal locking,
+//! `Partition` is `Send + Sync`.
+
+mod error;
+mod fault;
+pub mod frame;
+mod manifest;
+mod options;
+mod partition;
+mod salvage;
+mod scan;
+pub mod segment;
+pub mod storage;
+mod verify;
+mod watermark;
+pub mod cli;
+
+pub use error::{Corruption, CorruptionKind, LogError};
+pub use fault::{FaultStorage, Rng};
+pub use frame::MAX_RECORD_LEN;
+pub use manifest::{MANIFEST_FILE, SalvageEntry, SalvageManifest};
+pub use options::{Durability, LogOptions, Retention};
+pub use partition::{Appended, Partition, PartitionStats, Record, Recovery};
+pub use salvage::{SalvageReport, salvage, salvage_with};
+pub use scan::{Progress, TornTail};
+pub use storage::{FsStorage, Storage, StorageFile};
+pub use verify::{DumpRecord, PartitionReport, VerifyProblem, VerifyReport, dump, dump_with, find_partitions, verify, verify_with};
+pub use watermark::WATERMARK_FILE;
+
+/// Name of the directory (inside a partition) where salvage moves regions.
+pub const QUARANTINE_DIR: &str = "quarantine";

@@ -190,7 +190,8 @@ async fn lookup(
     Path((ns, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "message_not_found", format!("no message {id:?}"));
+    let not_found =
+        || ApiError::new(StatusCode::NOT_FOUND, "message_not_found", format!("no message {id:?}"));
     let (partition, seq) = parse_message_id(&id).ok_or_else(not_found)?;
     let part = ns.partitions.get(partition as usize).ok_or_else(not_found)?;
     let log = part.log.as_ref().ok_or_else(not_found)?;
@@ -262,7 +263,11 @@ async fn dlq_delete(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string()))?;
     if !deleted {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "message_not_found", format!("no dlq entry {id:?}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "message_not_found",
+            format!("no dlq entry {id:?}"),
+        ));
     }
     Ok(Json(json!({"message_id": id, "deleted": true})))
 }
@@ -274,11 +279,19 @@ async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             .partitions
             .iter()
             .map(|p| {
-                let (head, watermark) = p.log.as_ref().map(|l| (l.next_seq(), l.watermark())).unwrap_or((0, 0));
+                let (head, watermark) =
+                    p.log.as_ref().map(|l| (l.next_seq(), l.watermark())).unwrap_or((0, 0));
                 let t = p.tracker.lock();
                 let (in_flight, pending, retrying_keys, delivered, retries, dead) = t
                     .map(|t| {
-                        (t.in_flight(), t.pending(), t.retrying_keys(), t.delivered_total, t.retries_total, t.dead_lettered_total)
+                        (
+                            t.in_flight(),
+                            t.pending(),
+                            t.retrying_keys(),
+                            t.delivered_total,
+                            t.retries_total,
+                            t.dead_lettered_total,
+                        )
                     })
                     .unwrap_or_default();
                 json!({

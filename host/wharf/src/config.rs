@@ -171,7 +171,6 @@ pub struct Loaded {
 
 #[derive(Debug, Clone)]
 pub struct LoadedNamespace {
-    pub name: String,
     pub partitions: u32,
     pub delivery: Delivery,
     pub retry: Retry,
@@ -184,11 +183,8 @@ pub struct LoadedNamespace {
 
 /// Reads, parses and validates a config file.
 pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
-    let err = |key: &str, problem: String| ConfigError {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        problem,
-    };
+    let err =
+        |key: &str, problem: String| ConfigError { file: file.to_path_buf(), key: key.to_string(), problem };
     let text = std::fs::read_to_string(file).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
     let parsed: Config = toml::from_str(&text).map_err(|e| {
         let key = e.span().map(|s| describe_span(&text, s)).unwrap_or_else(|| "(document)".into());
@@ -231,9 +227,9 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
         }
         let mut allow_connect = Vec::new();
         for a in &target.allow_connect {
-            let addr = a.parse::<SocketAddr>().map_err(|_| {
-                err(&key("target.allow_connect"), format!("{a:?} is not an ip:port address"))
-            })?;
+            let addr = a
+                .parse::<SocketAddr>()
+                .map_err(|_| err(&key("target.allow_connect"), format!("{a:?} is not an ip:port address")))?;
             allow_connect.push(addr);
         }
         for p in &target.allow_http {
@@ -261,9 +257,8 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
             plugin_config.push((k.clone(), s));
         }
         namespaces.insert(
-            name.clone(),
+            name,
             LoadedNamespace {
-                name,
                 partitions: ns.partitions,
                 delivery: ns.delivery,
                 retry: ns.retry,
@@ -340,7 +335,8 @@ config = { servers = "127.0.0.1:11211", ttl_seconds = 60 }
     #[test]
     fn a_bad_partition_count_names_the_key() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let f = write(dir.path(), "[namespaces.a]\npartitions = 0\n[namespaces.a.target]\nplugin = \"p.wasm\"\n");
+        let f =
+            write(dir.path(), "[namespaces.a]\npartitions = 0\n[namespaces.a.target]\nplugin = \"p.wasm\"\n");
         let e = load(&f).expect_err("zero partitions");
         assert_eq!(e.key, "namespaces.a.partitions");
     }

@@ -119,7 +119,10 @@ impl Tracker {
             .iter()
             .filter(|(seq, p)| {
                 !p.in_flight
-                    && p.env.key.as_ref().is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(seq))
+                    && p.env
+                        .key
+                        .as_ref()
+                        .is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(seq))
             })
             .map(|(_, p)| p.due_ms)
             .min()
@@ -196,9 +199,9 @@ impl Engine {
             let batch = self.select();
             if batch.is_empty() {
                 self.persist_watermark(true).await;
-                let wait = self.tracker(|t| t.next_due_ms()).map(|due| {
-                    Duration::from_millis(due.saturating_sub(now_ms()).max(1))
-                });
+                let wait = self
+                    .tracker(|t| t.next_due_ms())
+                    .map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
                 let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
                 tokio::select! {
                     _ = self.part.notify.notified() => tokio::time::sleep(linger).await,
@@ -240,8 +243,9 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         let mut decoded = Vec::with_capacity(records.len());
         for r in records {
-            let env = Envelope::decode(&r.payload)
-                .map_err(|e| format!("record {} of partition {} does not decode: {e}", r.seq, self.part.index))?;
+            let env = Envelope::decode(&r.payload).map_err(|e| {
+                format!("record {} of partition {} does not decode: {e}", r.seq, self.part.index)
+            })?;
             decoded.push((r.seq, env));
         }
         self.tracker(|t| {
@@ -250,7 +254,10 @@ impl Engine {
                 if let Some(k) = &env.key {
                     t.keys.entry(k.clone()).or_default().push_back(seq);
                 }
-                t.pending.insert(seq, Pending { env, attempts: 0, due_ms, in_flight: false, failures: Vec::new() });
+                t.pending.insert(
+                    seq,
+                    Pending { env, attempts: 0, due_ms, in_flight: false, failures: Vec::new() },
+                );
                 t.next_read = seq + 1;
             }
         });
@@ -295,7 +302,11 @@ impl Engine {
                 Err(e) => Err(e),
             },
         };
-        tracing::debug!(messages = seqs.len(), elapsed_us = started.elapsed().as_micros() as u64, "plugin call");
+        tracing::debug!(
+            messages = seqs.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "plugin call"
+        );
         match result {
             Ok(outcomes) => {
                 self.consecutive_failures = 0;
@@ -309,7 +320,8 @@ impl Engine {
                         }
                         Outcome::Reject(reason) => self.dead_letter(seq, "reject", reason).await,
                         Outcome::Retry(r) => {
-                            self.retry_later(seq, "retry", r.reason, r.after_ms.map(Duration::from_millis)).await
+                            self.retry_later(seq, "retry", r.reason, r.after_ms.map(Duration::from_millis))
+                                .await
                         }
                     }
                 }
@@ -348,7 +360,12 @@ impl Engine {
             let Some(p) = t.pending.get_mut(&seq) else { return false };
             p.attempts += 1;
             p.in_flight = false;
-            p.failures.push(Failure { attempt: p.attempts, at_ms: now_ms(), kind: kind.into(), reason: reason.clone() });
+            p.failures.push(Failure {
+                attempt: p.attempts,
+                at_ms: now_ms(),
+                kind: kind.into(),
+                reason: reason.clone(),
+            });
             if p.attempts >= policy.max_attempts {
                 return true;
             }
@@ -360,7 +377,12 @@ impl Engine {
             false
         });
         if exhausted {
-            self.dead_letter(seq, "exhausted", format!("gave up after {} attempts: {reason}", policy.max_attempts)).await;
+            self.dead_letter(
+                seq,
+                "exhausted",
+                format!("gave up after {} attempts: {reason}", policy.max_attempts),
+            )
+            .await;
         }
     }
 
@@ -372,7 +394,12 @@ impl Engine {
             p.in_flight = false;
             if kind == "reject" {
                 p.attempts += 1;
-                p.failures.push(Failure { attempt: p.attempts, at_ms: now_ms(), kind: kind.into(), reason: reason.clone() });
+                p.failures.push(Failure {
+                    attempt: p.attempts,
+                    at_ms: now_ms(),
+                    kind: kind.into(),
+                    reason: reason.clone(),
+                });
             }
             Some(DlqEntry {
                 message_id: message_id(self.part.index, seq),

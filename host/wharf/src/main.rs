@@ -2,7 +2,6 @@
 
 mod api;
 mod clock;
-mod cmd_log;
 mod config;
 mod delivery;
 mod dlq;
@@ -50,9 +49,20 @@ enum Cmd {
         #[arg(long, short, default_value = "wharf.toml")]
         config: PathBuf,
     },
-    /// Inspect and repair the embedded log.
+    /// Inspect plugins.
     #[command(subcommand)]
-    Log(cmd_log::LogCmd),
+    Plugin(PluginCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCmd {
+    /// Print a plugin's WIT version, exports and imports; exit 1 if the
+    /// host cannot load it.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,7 +80,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
-        Cmd::Log(cmd) => cmd_log::run(cmd),
+        Cmd::Plugin(PluginCmd::Check { file, json }) => plugin_check(&file, json),
     };
     match result {
         Ok(code) => code,
@@ -116,9 +126,7 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding the HTTP API to {}", cfg.server.http))?;
         tracing::info!(http = %cfg.server.http, data_dir = %cfg.server.data_dir.display(), "wharf serving");
-        axum::serve(listener, api::router(node.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        axum::serve(listener, api::router(node.clone())).with_graceful_shutdown(shutdown_signal()).await?;
         tracing::info!("shutting down: draining delivery loops");
         node.shutdown();
         let drain = futures_join(tasks);
@@ -130,6 +138,27 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 use node::Node;
+
+fn plugin_check(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cache = std::env::temp_dir().join("wharf-plugin-check-cache");
+    let report = plugin::Runtime::new(&cache)?.inspect(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("plugin   {}", file.display());
+        println!("digest   {}", report.digest);
+        println!("wit      {}", report.wit.unwrap_or("none supported"));
+        println!("exports  {}", report.exports.join(", "));
+        println!("imports");
+        for i in &report.imports {
+            println!("  {i}");
+        }
+        if let Some(p) = &report.problem {
+            println!("problem  {p}");
+        }
+    }
+    Ok(if report.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {

@@ -14,11 +14,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// Returns the component and its digest (`sha256:<hex>`).
-pub fn compile_cached(
-    engine: &Engine,
-    dir: &Path,
-    wasm: &[u8],
-) -> Result<(Component, String), String> {
+pub fn compile_cached(engine: &Engine, dir: &Path, wasm: &[u8]) -> Result<(Component, String), String> {
     let hex = hex::encode(Sha256::digest(wasm));
     let digest = format!("sha256:{hex}");
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -34,7 +30,9 @@ pub fn compile_cached(
                 tracing::debug!(%digest, "plugin loaded from compile cache");
                 return Ok((c, digest));
             }
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable, recompiling"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable, recompiling")
+            }
         }
     }
     let started = std::time::Instant::now();

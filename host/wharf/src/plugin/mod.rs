@@ -28,8 +28,8 @@ mod bindings {
     });
 }
 
-pub use bindings::wharf::target::types::{Batch, Message, Outcome};
 use bindings::wharf::target::host::Level;
+pub use bindings::wharf::target::types::{Batch, Message, Outcome};
 
 /// The WIT package versions this host can load.
 pub const SUPPORTED_WIT: &[&str] = &["wharf:target@0.1.0"];
@@ -51,13 +51,6 @@ pub enum PluginError {
     Deadline(Duration),
     #[error("plugin returned {got} outcomes for {want} messages")]
     WrongCount { got: usize, want: usize },
-}
-
-impl PluginError {
-    /// Whether the instance must be thrown away (it may be in any state).
-    pub fn poisons_instance(&self) -> bool {
-        matches!(self, Self::Trap(_) | Self::Deadline(_))
-    }
 }
 
 /// One wasmtime engine for the process, with a background epoch ticker.
@@ -111,6 +104,44 @@ impl Runtime {
         let pre = bindings::TargetPre::new(pre)
             .map_err(|e| invalid(format!("does not export wharf:target@0.1.0: {e}")))?;
         Ok(Plugin { pre, digest, settings: Arc::new(settings) })
+    }
+}
+
+/// What `wharf plugin check` prints about a component.
+#[derive(Debug, serde::Serialize)]
+pub struct Inspection {
+    pub digest: String,
+    /// The `wharf:target` version the component implements, if any.
+    pub wit: Option<&'static str>,
+    pub problem: Option<String>,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+}
+
+impl Runtime {
+    /// Compiles a component and reports its exports, imports and whether it
+    /// implements a supported `wharf:target` version.
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, PluginError> {
+        let bytes = std::fs::read(path)
+            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
+        let invalid = |reason: String| PluginError::Invalid { path: path.display().to_string(), reason };
+        let (component, digest) =
+            cache::compile_cached(&self.engine, &self.cache_dir, &bytes).map_err(invalid)?;
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let checked = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports not satisfied by the host: {e}"))
+            .and_then(|pre| {
+                bindings::TargetPre::new(pre).map_err(|e| format!("does not export wharf:target@0.1.0: {e}"))
+            });
+        let (wit, problem) = match checked {
+            Ok(_) => (Some(SUPPORTED_WIT[0]), None),
+            Err(p) => (None, Some(p)),
+        };
+        Ok(Inspection { digest, wit, problem, exports, imports })
     }
 }
 
@@ -175,8 +206,7 @@ impl Instance {
     pub async fn deliver(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
         set_deadline(&mut self.store, self.call_timeout);
         let want = batch.messages.len();
-        let out =
-            bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch)).await?;
+        let out = bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch)).await?;
         if out.len() != want {
             return Err(PluginError::WrongCount { got: out.len(), want });
         }

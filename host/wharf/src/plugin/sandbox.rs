@@ -38,10 +38,8 @@ impl StoreState {
     pub fn new(namespace: Arc<str>, net: &NetPolicy, memory_limit_bytes: usize) -> Self {
         let allowed = net.tcp.clone();
         let mut wasi = WasiCtx::builder();
-        wasi.allow_tcp(true)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(move |addr, use_| {
+        wasi.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(false).socket_addr_check(
+            move |addr, use_| {
                 let ok = match use_ {
                     // The OS binds an ephemeral port before each connect.
                     SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
@@ -49,7 +47,8 @@ impl StoreState {
                     _ => false,
                 };
                 Box::pin(async move { ok })
-            });
+            },
+        );
         Self {
             namespace,
             wasi: wasi.build(),
@@ -114,7 +113,7 @@ impl WasiHttpHooks for HttpFilter {
             tracing::warn!(%uri, "plugin http request denied by allow_http");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let mut default: &mut dyn WasiHttpHooks = wasmtime_wasi_http::default_hooks();
+        let default: &mut dyn WasiHttpHooks = wasmtime_wasi_http::default_hooks();
         default.send_request(request, options, fut)
     }
 }

@@ -1,0 +1,51 @@
+//! Policies: durability, segment size, retention.
+
+use std::time::Duration;
+
+/// When an append is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Default. `append` returns only after an fdatasync covered its records
+    /// (group commit: concurrent appenders share one fdatasync).
+    /// Acks say `synced: true`.
+    #[default]
+    Fsync,
+    /// `append` returns after write(2); nothing is fsync'ed on the append
+    /// path, so a crash may lose acknowledged records. Acks say
+    /// `synced: false`. (`advance_watermark` still fsyncs the records below
+    /// the new watermark first, so the watermark never exceeds the log.)
+    Buffered,
+}
+
+/// How long delivered segments (wholly below the watermark) are kept.
+/// The last (active) segment is never deleted. Retention is applied when
+/// the watermark advances and on open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Default: delete delivered segments as soon as the watermark passes them.
+    #[default]
+    KeepNothing,
+    /// Keep the newest delivered segments whose total size is at most this
+    /// many bytes; delete older ones.
+    KeepBytes(u64),
+    /// Keep delivered segments last written less than this long ago.
+    KeepFor(Duration),
+}
+
+/// Options for [`crate::Partition::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A segment rolls when the next batch would take it past this size
+    /// (a batch is never split; an oversized batch gets a segment alone).
+    /// Default 64 MiB.
+    pub segment_max_bytes: u64,
+    pub durability: Durability,
+    pub retention: Retention,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { segment_max_bytes: 64 << 20, durability: Durability::Fsync, retention: Retention::KeepNothing }
+    }
+}

@@ -1,0 +1,639 @@
+//! A partition: one append-only log in one directory.
+//!
+//! Directory layout:
+//!
+//! ```text
+//! <dir>/LOCK                      advisory lock held while open
+//! <dir>/{base:020}.seg            segments (see segment.rs)
+//! <dir>/watermark                 delivered watermark (see watermark.rs)
+//! <dir>/salvage.json              salvage manifest, if ever salvaged
+//! <dir>/quarantine/               regions moved aside by salvage
+//! ```
+//!
+//! # Concurrency and group commit
+//!
+//! Appenders serialise on the `writer` mutex only to assign sequences and
+//! write(2) their frames. Then (policy `Fsync`) they wait on the `sync`
+//! mutex/condvar: if no fdatasync is in flight, the caller becomes the
+//! *leader*, notes `target = written` (everything written so far), drops the
+//! lock, fdatasyncs the active segment, sets `synced = target` and wakes
+//! everybody; callers whose records are `< synced` return, one of the rest
+//! leads the next round. Writes keep flowing while a sync is in flight, so
+//! one fdatasync covers every writer that arrived during the previous one.
+//! Lock order: `writer` → `sync`, `writer` → `segments`,
+//! `watermark` → `segments`; `sync` is never held across I/O.
+//!
+//! Sealing: before a new segment is created the old one is fdatasync'ed
+//! completely, so a sync of the active segment covers all earlier records.
+//!
+//! Visibility: readers see records `< acked` (`synced` for `Fsync`,
+//! `written` for `Buffered`), read with pread from the segment files.
+//!
+//! Failure: if a write or fdatasync fails the partition is *halted*: no
+//! more appends (the file may hold a partial frame and the kernel may have
+//! dropped dirty pages), until it is reopened, which runs recovery.
+//!
+//! Watermark and GC: `advance_watermark(to)` ignores `to <= current`,
+//! rejects `to > acked`, persists crash-safely, then deletes segments whose
+//! records are all `< watermark` (oldest first, with a directory fsync after
+//! each removal so a crash never leaves a hole), subject to `Retention`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::SystemTime;
+
+use crate::error::{Corruption, CorruptionKind, LogError};
+use crate::frame::{self, Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN};
+use crate::manifest;
+use crate::options::{Durability, LogOptions, Retention};
+use crate::scan::{self, ScanArgs, TornTail};
+use crate::segment::{self, Segment};
+use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile, parent, read_full_at};
+use crate::watermark;
+
+pub(crate) const LOCK_FILE: &str = "LOCK";
+const READ_CHUNK: usize = 256 << 10;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Acknowledgement of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// True iff an fdatasync covered these records before `append` returned.
+    pub synced: bool,
+    /// Every record with seq < this was fdatasync'ed when the ack was made.
+    pub synced_through: u64,
+}
+
+/// A record read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What `open` found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    pub next_seq: u64,
+    pub first_seq: u64,
+    pub watermark: u64,
+    pub segments: usize,
+    /// A torn (never acknowledged) tail that was truncated.
+    pub truncated_tail: Option<TornTail>,
+    /// Explicit salvage gaps `[from, to)` crossed (from the manifest).
+    pub salvage_gaps: Vec<(u64, u64)>,
+    /// Leftover `*.tmp` files removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Segments deleted because they were below the watermark.
+    pub deleted_segments: Vec<PathBuf>,
+}
+
+/// Counters and positions.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStats {
+    pub next_seq: u64,
+    pub first_seq: u64,
+    /// Records `< acked_seq` are acknowledged and readable.
+    pub acked_seq: u64,
+    /// Records `< synced_seq` are fdatasync'ed.
+    pub synced_seq: u64,
+    pub watermark: u64,
+    pub segments: usize,
+    /// Bytes in segment files (headers included).
+    pub bytes: u64,
+    /// fdatasync calls on segment data (group commits and segment seals).
+    pub fsyncs: u64,
+    /// Successful `append` calls.
+    pub appends: u64,
+    /// Records appended since open.
+    pub records: u64,
+    pub halted: Option<String>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    next_seq: u64,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    written: u64,
+    synced: u64,
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    syncing: bool,
+}
+
+/// One partition's log. `Send + Sync`; share it with `Arc`.
+pub struct Partition {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    opts: LogOptions,
+    writer: Mutex<Writer>,
+    sync: Mutex<SyncState>,
+    synced_cv: Condvar,
+    segments: Mutex<Vec<Arc<Segment>>>,
+    next_seq: AtomicU64,
+    acked: AtomicU64,
+    watermark: Mutex<u64>,
+    watermark_cache: AtomicU64,
+    halted: OnceLock<String>,
+    fsyncs: AtomicU64,
+    appends: AtomicU64,
+    records: AtomicU64,
+    _lock: LockGuard,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("dir", &self.dir)
+            .field("opts", &self.opts)
+            .field("next_seq", &self.next_seq())
+            .field("watermark", &self.watermark())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partition {
+    /// Opens (creating if missing) the partition in `dir` on the real
+    /// filesystem and runs recovery.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<(Partition, Recovery), LogError> {
+        Self::open_with(Arc::new(FsStorage), dir, opts)
+    }
+
+    /// Same, on any [`Storage`].
+    pub fn open_with(storage: Arc<dyn Storage>, dir: &Path, opts: LogOptions) -> Result<(Partition, Recovery), LogError> {
+        let st = &*storage;
+        if !st.exists(dir) {
+            st.create_dir_all(dir).map_err(LogError::io("create dir", dir))?;
+            st.sync_dir(parent(dir)).map_err(LogError::io("fsync dir", parent(dir)))?;
+        }
+        let guard = st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                LogError::Locked { dir: dir.to_path_buf() }
+            } else {
+                LogError::io("lock", dir.join(LOCK_FILE))(e)
+            }
+        })?;
+
+        // Leftovers of interrupted atomic writes / segment creations.
+        let mut removed_temp_files = Vec::new();
+        for e in st.list_dir(dir).map_err(LogError::io("list", dir))? {
+            if !e.is_dir && e.name.ends_with(".tmp") {
+                let p = dir.join(&e.name);
+                st.remove_file(&p).map_err(LogError::io("remove", &p))?;
+                removed_temp_files.push(p);
+            }
+        }
+        if !removed_temp_files.is_empty() {
+            st.sync_dir(dir).map_err(LogError::io("fsync dir", dir))?;
+        }
+
+        let wm = watermark::load(st, dir)?;
+        let manifest = manifest::load(st, dir)?;
+        let scan = scan::scan_partition(
+            st,
+            dir,
+            ScanArgs {
+                phase: "open",
+                manifest: &manifest,
+                stop_at_first: true,
+                progress: &mut |_| {},
+                on_record: &mut |_| true,
+            },
+        )?;
+        if let Some(p) = scan.problems.into_iter().next() {
+            return Err(LogError::Corrupt(p.corruption));
+        }
+        let next_seq = scan.next_seq.unwrap_or(wm);
+        if wm > next_seq {
+            return Err(LogError::Corrupt(Corruption {
+                file: watermark::path(dir),
+                offset: 0,
+                kind: CorruptionKind::BadWatermark { reason: format!("watermark {wm} is beyond the log end {next_seq}") },
+            }));
+        }
+        if let Some(t) = &scan.torn {
+            tracing::warn!(
+                file = %t.file.display(),
+                offset = t.offset,
+                bytes_dropped = t.bytes_dropped,
+                "truncating torn tail of the log (never acknowledged)"
+            );
+            if t.offset == 0 {
+                st.remove_file(&t.file).map_err(LogError::io("remove", &t.file))?;
+                st.sync_dir(dir).map_err(LogError::io("fsync dir", dir))?;
+            } else {
+                let f = st.open(&t.file, OpenMode::Append).map_err(LogError::io("open", &t.file))?;
+                f.set_len(t.offset).map_err(LogError::io("truncate", &t.file))?;
+                f.sync_data().map_err(LogError::io("fdatasync", &t.file))?;
+            }
+        }
+
+        let mut segments = Vec::with_capacity(scan.segments.len());
+        let n = scan.segments.len();
+        for (i, s) in scan.segments.into_iter().enumerate() {
+            let mode = if i + 1 == n { OpenMode::Append } else { OpenMode::Read };
+            let file = st.open(&s.path, mode).map_err(LogError::io("open", &s.path))?;
+            segments.push(Arc::new(Segment::new(s.base_seq, s.path, file, s.valid_len, s.end_seq, s.index)));
+        }
+        if segments.is_empty() {
+            let seg = segment::create_segment(st, dir, next_seq).map_err(LogError::io("create segment", dir))?;
+            segments.push(Arc::new(seg));
+        }
+        let active = segments.last().cloned().ok_or_else(|| LogError::Halted {
+            dir: dir.to_path_buf(),
+            reason: "no active segment".into(),
+        })?;
+
+        let p = Partition {
+            dir: dir.to_path_buf(),
+            storage: storage.clone(),
+            opts,
+            sync: Mutex::new(SyncState {
+                written: next_seq,
+                synced: next_seq,
+                file: active.file.clone(),
+                path: active.path.clone(),
+                syncing: false,
+            }),
+            writer: Mutex::new(Writer { active, next_seq, buf: Vec::new() }),
+            synced_cv: Condvar::new(),
+            segments: Mutex::new(segments),
+            next_seq: AtomicU64::new(next_seq),
+            acked: AtomicU64::new(next_seq),
+            watermark: Mutex::new(wm),
+            watermark_cache: AtomicU64::new(wm),
+            halted: OnceLock::new(),
+            fsyncs: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            _lock: guard,
+        };
+        let deleted_segments = p.gc(wm)?;
+        let recovery = Recovery {
+            next_seq,
+            first_seq: p.first_seq(),
+            watermark: wm,
+            segments: lock(&p.segments).len(),
+            truncated_tail: scan.torn,
+            salvage_gaps: scan.gaps_crossed,
+            removed_temp_files,
+            deleted_segments,
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            next_seq = recovery.next_seq,
+            first_seq = recovery.first_seq,
+            watermark = recovery.watermark,
+            segments = recovery.segments,
+            "partition opened"
+        );
+        Ok((p, recovery))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &LogOptions {
+        &self.opts
+    }
+
+    fn halted_err(&self) -> Option<LogError> {
+        self.halted.get().map(|r| LogError::Halted { dir: self.dir.clone(), reason: r.clone() })
+    }
+
+    fn halt(&self, reason: String) {
+        tracing::error!(dir = %self.dir.display(), reason = %reason, "partition halted");
+        let _ = self.halted.set(reason);
+    }
+
+    /// Appends all records contiguously and in order; blocks until durable
+    /// per the policy. On `Err` nothing of the batch is acknowledged.
+    pub fn append(&self, records: &[&[u8]]) -> Result<Appended, LogError> {
+        if records.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        if let Some(r) = records.iter().find(|r| r.len() > MAX_RECORD_LEN) {
+            return Err(LogError::RecordTooLarge { len: r.len(), max: MAX_RECORD_LEN });
+        }
+        let n = records.len() as u64;
+        let mut w = lock(&self.writer);
+        if let Some(e) = self.halted_err() {
+            return Err(e);
+        }
+        let first = w.next_seq;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        for (i, r) in records.iter().enumerate() {
+            frame::encode(first + i as u64, r, &mut buf);
+        }
+        let active = w.active.clone();
+        if active.len() + buf.len() as u64 > self.opts.segment_max_bytes
+            && active.end_seq() > active.base_seq
+            && let Err(e) = self.roll(&mut w)
+        {
+            self.halt(e.to_string());
+            return Err(e);
+        }
+        let active = w.active.clone();
+        let start = active.len();
+        if let Err(e) = active.file.append(&buf) {
+            self.halt(format!("write {}: {e}", active.path.display()));
+            return Err(LogError::Io { path: active.path.clone(), op: "write", source: e });
+        }
+        {
+            let mut idx = lock(&active.index);
+            let mut off = start;
+            for (i, r) in records.iter().enumerate() {
+                segment::maybe_index(&mut idx, first + i as u64, off);
+                off += frame::frame_len(r.len()) as u64;
+            }
+        }
+        active.len.store(start + buf.len() as u64, Ordering::Release);
+        active.end_seq.store(first + n, Ordering::Release);
+        w.buf = buf;
+        w.next_seq = first + n;
+        self.next_seq.store(first + n, Ordering::Release);
+        {
+            let mut s = lock(&self.sync);
+            s.written = first + n;
+            if !Arc::ptr_eq(&s.file, &active.file) {
+                s.file = active.file.clone();
+                s.path = active.path.clone();
+            }
+        }
+        if self.opts.durability == Durability::Buffered {
+            self.acked.fetch_max(first + n, Ordering::AcqRel);
+        }
+        drop(w);
+
+        let (synced, synced_through) = match self.opts.durability {
+            Durability::Fsync => (true, self.wait_durable(first + n)?),
+            Durability::Buffered => (false, lock(&self.sync).synced),
+        };
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(n, Ordering::Relaxed);
+        Ok(Appended { first_seq: first, last_seq: first + n - 1, synced, synced_through })
+    }
+
+    /// Group commit: returns once every record `< end` is fdatasync'ed,
+    /// leading a sync round if none is in flight. Returns `synced`.
+    fn wait_durable(&self, end: u64) -> Result<u64, LogError> {
+        let mut s = lock(&self.sync);
+        loop {
+            if s.synced >= end {
+                return Ok(s.synced);
+            }
+            if let Some(e) = self.halted_err() {
+                return Err(e);
+            }
+            if s.syncing {
+                s = self.synced_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            s.syncing = true;
+            let target = s.written;
+            let file = s.file.clone();
+            let path = s.path.clone();
+            drop(s);
+            let res = file.sync_data();
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            s = lock(&self.sync);
+            s.syncing = false;
+            match res {
+                Ok(()) => {
+                    s.synced = s.synced.max(target);
+                    self.acked.fetch_max(s.synced, Ordering::AcqRel);
+                    self.synced_cv.notify_all();
+                }
+                Err(e) => {
+                    self.halt(format!("fdatasync {}: {e}", path.display()));
+                    self.synced_cv.notify_all();
+                    return Err(LogError::Io { path, op: "fdatasync", source: e });
+                }
+            }
+        }
+    }
+
+    /// Seals the active segment (fdatasync) and starts a new one.
+    fn roll(&self, w: &mut Writer) -> Result<(), LogError> {
+        let old = w.active.clone();
+        old.file.sync_data().map_err(LogError::io("fdatasync", &old.path))?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut s = lock(&self.sync);
+            s.synced = s.synced.max(old.end_seq());
+            self.acked.fetch_max(s.synced, Ordering::AcqRel);
+            self.synced_cv.notify_all();
+        }
+        let seg = segment::create_segment(&*self.storage, &self.dir, w.next_seq)
+            .map_err(LogError::io("create segment", &self.dir))?;
+        let seg = Arc::new(seg);
+        lock(&self.segments).push(seg.clone());
+        tracing::debug!(file = %seg.path.display(), base_seq = seg.base_seq, "rolled segment");
+        w.active = seg;
+        Ok(())
+    }
+
+    /// fdatasyncs everything written so far (useful with `Buffered`).
+    /// Returns the sequence below which everything is durable.
+    pub fn flush(&self) -> Result<u64, LogError> {
+        let written = lock(&self.sync).written;
+        self.wait_durable(written)
+    }
+
+    /// Records with seq in `[from_seq, acked)`: at most `max_records`, and
+    /// stopping before `max_bytes` of payload would be exceeded (but at
+    /// least one record if any). Sequences below `first_seq()` no longer
+    /// exist and are skipped; records carry their seq, so a caller sees any
+    /// skipped range (GC or salvage gap) by the first seq it gets.
+    pub fn read(&self, from_seq: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, LogError> {
+        let limit = self.acked.load(Ordering::Acquire);
+        let segs: Vec<Arc<Segment>> = lock(&self.segments).clone();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let Some(first) = segs.first() else { return Ok(out) };
+        let mut seq = from_seq.max(first.base_seq);
+        let mut i = segs.partition_point(|s| s.base_seq <= seq).saturating_sub(1);
+        while i < segs.len() && out.len() < max_records && seq < limit {
+            let seg = &segs[i];
+            seq = seq.max(seg.base_seq);
+            if seq >= seg.end_seq() {
+                i += 1;
+                continue;
+            }
+            let (mut cur, mut off) = seg.seek(seq);
+            let seg_len = seg.len();
+            let mut buf = Vec::new();
+            'seg: while cur < limit && out.len() < max_records && off < seg_len {
+                let mut want = READ_CHUNK.min((seg_len - off) as usize);
+                'fill: loop {
+                    buf.resize(want, 0);
+                    let got = read_full_at(&*seg.file, &mut buf, off).map_err(LogError::io("read", &seg.path))?;
+                    buf.truncate(got);
+                    if got == 0 {
+                        return Err(LogError::Corrupt(Corruption {
+                            file: seg.path.clone(),
+                            offset: off,
+                            kind: CorruptionKind::TruncatedRecord,
+                        }));
+                    }
+                    let mut p = 0usize;
+                    while cur < limit && out.len() < max_records {
+                        let corrupt = |kind| {
+                            LogError::Corrupt(Corruption { file: seg.path.clone(), offset: off + p as u64, kind })
+                        };
+                        match frame::decode(&buf[p..]) {
+                            Decoded::Record { seq: s, payload, frame_len, .. } => {
+                                if s != cur {
+                                    return Err(corrupt(CorruptionKind::SequenceGap { expected: cur, found: s }));
+                                }
+                                if s >= seq {
+                                    if !out.is_empty() && bytes + payload.len() > max_bytes {
+                                        return Ok(out);
+                                    }
+                                    bytes += payload.len();
+                                    out.push(Record { seq: s, payload: payload.to_vec() });
+                                }
+                                cur += 1;
+                                p += frame_len;
+                            }
+                            Decoded::Incomplete if p > 0 => {
+                                off += p as u64;
+                                continue 'seg;
+                            }
+                            Decoded::Incomplete => {
+                                let need = frame::peek(&buf).map_or(FRAME_HEADER_LEN, |(len, _, _)| {
+                                    frame::frame_len((len as usize).min(MAX_RECORD_LEN))
+                                });
+                                if need <= buf.len() || off + need as u64 > seg_len {
+                                    return Err(corrupt(CorruptionKind::TruncatedRecord));
+                                }
+                                want = need;
+                                continue 'fill;
+                            }
+                            Decoded::BadLength { len } => return Err(corrupt(CorruptionKind::BadLength { len })),
+                            Decoded::ChecksumMismatch => return Err(corrupt(CorruptionKind::ChecksumMismatch)),
+                        }
+                    }
+                    break 'seg;
+                }
+            }
+            seq = cur;
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// The sequence the next append will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// Lowest sequence still stored.
+    pub fn first_seq(&self) -> u64 {
+        lock(&self.segments).first().map_or(0, |s| s.base_seq)
+    }
+
+    /// All seq < watermark are delivered.
+    pub fn watermark(&self) -> u64 {
+        self.watermark_cache.load(Ordering::Acquire)
+    }
+
+    /// Persists a new delivered watermark (crash-safe; a value not above the
+    /// current one is ignored), then deletes segments wholly below it
+    /// subject to retention. Errors if `to` exceeds the acknowledged end.
+    pub fn advance_watermark(&self, to: u64) -> Result<(), LogError> {
+        let mut wm = lock(&self.watermark);
+        if to <= *wm {
+            return Ok(());
+        }
+        let acked = self.acked.load(Ordering::Acquire);
+        if to > acked {
+            return Err(LogError::WatermarkBeyondEnd { requested: to, acked });
+        }
+        if self.opts.durability == Durability::Buffered {
+            // Never let the persisted watermark get ahead of durable records.
+            self.wait_durable(to)?;
+        }
+        watermark::store(&*self.storage, &self.dir, to)?;
+        *wm = to;
+        self.watermark_cache.store(to, Ordering::Release);
+        self.gc(to)?;
+        Ok(())
+    }
+
+    /// Deletes delivered segments (all records < `wm`) per retention; never
+    /// the last one. Oldest first, fsyncing the directory after each.
+    fn gc(&self, wm: u64) -> Result<Vec<PathBuf>, LogError> {
+        let victims: Vec<Arc<Segment>> = {
+            let mut segs = lock(&self.segments);
+            let mut delivered = 0;
+            while delivered + 1 < segs.len() && segs[delivered + 1].base_seq <= wm {
+                delivered += 1;
+            }
+            let count = match self.opts.retention {
+                Retention::KeepNothing => delivered,
+                Retention::KeepBytes(keep) => {
+                    let mut kept = 0u64;
+                    let mut keep_from = delivered;
+                    while keep_from > 0 && kept + segs[keep_from - 1].len() <= keep {
+                        kept += segs[keep_from - 1].len();
+                        keep_from -= 1;
+                    }
+                    keep_from
+                }
+                Retention::KeepFor(age) => {
+                    let now = SystemTime::now();
+                    segs[..delivered]
+                        .iter()
+                        .take_while(|s| {
+                            self.storage
+                                .modified(&s.path)
+                                .ok()
+                                .and_then(|m| now.duration_since(m).ok())
+                                .is_some_and(|d| d >= age)
+                        })
+                        .count()
+                }
+            };
+            segs.drain(..count).collect()
+        };
+        let mut deleted = Vec::new();
+        for s in victims {
+            self.storage.remove_file(&s.path).map_err(LogError::io("remove", &s.path))?;
+            self.storage.sync_dir(&self.dir).map_err(LogError::io("fsync dir", &self.dir))?;
+            tracing::debug!(file = %s.path.display(), "deleted delivered segment");
+            deleted.push(s.path.clone());
+        }
+        Ok(deleted)
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let segs = lock(&self.segments);
+        PartitionStats {
+            next_seq: self.next_seq(),
+            first_seq: segs.first().map_or(0, |s| s.base_seq),
+            acked_seq: self.acked.load(Ordering::Acquire),
+            synced_seq: lock(&self.sync).synced,
+            watermark: self.watermark(),
+            segments: segs.len(),
+            bytes: segs.iter().map(|s| s.len()).sum(),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            appends: self.appends.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            halted: self.halted.get().cloned(),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+#![allow(dead_code)]
+//! Shared helpers for the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wharf_log::{FaultStorage, LogOptions, Partition, Recovery, Storage};
+
+pub fn small_opts(segment_max_bytes: u64) -> LogOptions {
+    LogOptions { segment_max_bytes, ..LogOptions::default() }
+}
+
+pub fn mem_open(fs: &FaultStorage, dir: &Path, opts: LogOptions) -> Result<(Partition, Recovery), wharf_log::LogError> {
+    Partition::open_with(Arc::new(fs.clone()) as Arc<dyn Storage>, dir, opts)
+}
+
+pub fn payload(seq: u64) -> Vec<u8> {
+    format!("record-{seq}-{}", "x".repeat((seq % 37) as usize)).into_bytes()
+}
+
+pub fn append_n(p: &Partition, n: u64) {
+    for _ in 0..n {
+        let s = p.next_seq();
+        p.append(&[&payload(s)]).expect("append");
+    }
+}
+
+pub fn read_all(p: &Partition) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let recs = p.read(from, 1000, 1 << 20).expect("read");
+        let Some(last) = recs.last() else { break };
+        from = last.seq + 1;
+        out.extend(recs.into_iter().map(|r| (r.seq, r.payload)));
+    }
+    out
+}
+
+pub fn segments(fs: &FaultStorage, dir: &Path) -> Vec<PathBuf> {
+    fs.list_dir(dir)
+        .expect("list")
+        .into_iter()
+        .filter(|e| e.name.ends_with(".seg"))
+        .map(|e| dir.join(e.name))
+        .collect()
+}
+
+pub fn flip_bit(fs: &FaultStorage, file: &Path, offset: usize) {
+    let mut b = fs.read(file).expect("file exists");
+    b[offset] ^= 0x10;
+    fs.overwrite(file, b);
+}

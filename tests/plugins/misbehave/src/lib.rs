@@ -1,0 +1,61 @@
+//! A plugin that misbehaves on command (`config.mode`), for sandbox tests.
+//!
+//! - `ok`: delivers everything.
+//! - `loop`: spins forever on the CPU (the epoch deadline must stop it).
+//! - `sleep`: blocks in a host call for an hour (the tokio deadline must stop it).
+//! - `oom`: allocates until memory runs out (the store limit must stop it).
+//! - `panic`: panics (a trap; the instance must be thrown away).
+//! - `panic-first`: panics on a message's first attempt, delivers on the next.
+//! - `connect`: opens a TCP connection to `config.addr` and writes the payload.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+
+use wharf_sdk::{Config, Error, Message, Target};
+
+#[derive(Debug)]
+pub struct Misbehave {
+    mode: String,
+    addr: Option<String>,
+}
+
+impl Target for Misbehave {
+    fn init(config: Config) -> Result<Self, Error> {
+        Ok(Self { mode: config.require("mode")?.to_string(), addr: config.get("addr").map(str::to_string) })
+    }
+
+    fn deliver_one(&mut self, msg: &Message) -> Result<(), Error> {
+        match self.mode.as_str() {
+            "ok" => Ok(()),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("misbehave: panic on purpose"),
+            "panic-first" if msg.attempt == 1 => panic!("misbehave: panic on the first attempt"),
+            "panic-first" => Ok(()),
+            "connect" => {
+                let addr = self.addr.as_deref().ok_or_else(|| Error::reject("connect mode needs addr"))?;
+                let mut s = TcpStream::connect(addr)?;
+                s.write_all(&msg.payload)?;
+                Ok(())
+            }
+            other => Err(Error::reject(format!("unknown mode {other:?}"))),
+        }
+    }
+}
+
+wharf_sdk::export_target!(Misbehave);
