@@ -16,9 +16,10 @@
 //! write(2) their frames. Then (policy `Fsync`) they wait on the `sync`
 //! mutex/condvar: if no fdatasync is in flight, the caller becomes the
 //! *leader*, notes `target = written` (everything written so far), drops the
-//! lock, fdatasyncs the active segment, sets `synced = target` and wakes
-//! everybody; callers whose records are `< synced` return, one of the rest
-//! leads the next round. Writes keep flowing while a sync is in flight, so
+//! lock, fdatasyncs the active segment, sets `synced = target`, unparks the
+//! followers whose records are now `< synced`, and unparks exactly one of
+//! the remaining followers to lead the next round (targeted wake-ups: with
+//! many writers a condvar `notify_all` would wake every thread per round). Writes keep flowing while a sync is in flight, so
 //! one fdatasync covers every writer that arrived during the previous one.
 //! Lock order: `writer` → `sync`, `writer` → `segments`,
 //! `watermark` → `segments`; `sync` is never held across I/O.
@@ -40,7 +41,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::Thread;
 use std::time::SystemTime;
 
 use crate::error::{Corruption, CorruptionKind, LogError};
@@ -130,6 +132,32 @@ struct SyncState {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
     syncing: bool,
+    /// Parked followers: (ticket, end seq they wait for, thread).
+    waiters: Vec<(u64, u64, Thread)>,
+    next_ticket: u64,
+}
+
+impl SyncState {
+    /// Wakes the followers whose records are now durable and, if others
+    /// remain and no sync is in flight, exactly one of them to lead the next
+    /// round (targeted wake-ups: no thundering herd). `all` wakes everyone
+    /// (the partition halted).
+    fn release(&mut self, all: bool) {
+        let synced = self.synced;
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if all || self.waiters[i].1 <= synced {
+                self.waiters.swap_remove(i).2.unpark();
+            } else {
+                i += 1;
+            }
+        }
+        if !self.syncing
+            && let Some(pos) = (0..self.waiters.len()).min_by_key(|&i| self.waiters[i].1)
+        {
+            self.waiters.swap_remove(pos).2.unpark();
+        }
+    }
 }
 
 /// One partition's log. `Send + Sync`; share it with `Arc`.
@@ -139,7 +167,6 @@ pub struct Partition {
     opts: LogOptions,
     writer: Mutex<Writer>,
     sync: Mutex<SyncState>,
-    synced_cv: Condvar,
     segments: Mutex<Vec<Arc<Segment>>>,
     next_seq: AtomicU64,
     acked: AtomicU64,
@@ -265,9 +292,10 @@ impl Partition {
                 file: active.file.clone(),
                 path: active.path.clone(),
                 syncing: false,
+                waiters: Vec::new(),
+                next_ticket: 0,
             }),
             writer: Mutex::new(Writer { active, next_seq, buf: Vec::new() }),
-            synced_cv: Condvar::new(),
             segments: Mutex::new(segments),
             next_seq: AtomicU64::new(next_seq),
             acked: AtomicU64::new(next_seq),
@@ -344,12 +372,14 @@ impl Partition {
             && let Err(e) = self.roll(&mut w)
         {
             self.halt(e.to_string());
+            lock(&self.sync).release(true);
             return Err(e);
         }
         let active = w.active.clone();
         let start = active.len();
         if let Err(e) = active.file.append(&buf) {
             self.halt(format!("write {}: {e}", active.path.display()));
+            lock(&self.sync).release(true);
             return Err(LogError::Io { path: active.path.clone(), op: "write", source: e });
         }
         {
@@ -396,10 +426,24 @@ impl Partition {
                 return Ok(s.synced);
             }
             if let Some(e) = self.halted_err() {
+                s.release(true);
                 return Err(e);
             }
             if s.syncing {
-                s = self.synced_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                // Follower: park until a leader's sync covers `end`, or we
+                // are picked to lead the next round.
+                let ticket = s.next_ticket;
+                s.next_ticket += 1;
+                s.waiters.push((ticket, end, std::thread::current()));
+                drop(s);
+                loop {
+                    std::thread::park();
+                    s = lock(&self.sync);
+                    if !s.waiters.iter().any(|w| w.0 == ticket) {
+                        break;
+                    }
+                    drop(s); // spurious wake-up: still registered
+                }
                 continue;
             }
             s.syncing = true;
@@ -415,11 +459,11 @@ impl Partition {
                 Ok(()) => {
                     s.synced = s.synced.max(target);
                     self.acked.fetch_max(s.synced, Ordering::AcqRel);
-                    self.synced_cv.notify_all();
+                    s.release(false);
                 }
                 Err(e) => {
                     self.halt(format!("fdatasync {}: {e}", path.display()));
-                    self.synced_cv.notify_all();
+                    s.release(true);
                     return Err(LogError::Io { path, op: "fdatasync", source: e });
                 }
             }
@@ -435,7 +479,7 @@ impl Partition {
             let mut s = lock(&self.sync);
             s.synced = s.synced.max(old.end_seq());
             self.acked.fetch_max(s.synced, Ordering::AcqRel);
-            self.synced_cv.notify_all();
+            s.release(false);
         }
         let seg = segment::create_segment(&*self.storage, &self.dir, w.next_seq)
             .map_err(LogError::io("create segment", &self.dir))?;

@@ -137,6 +137,7 @@ fn validate(req: WriteRequest) -> Result<Envelope, ApiError> {
         idempotency_key: req.idempotency_key,
         written_at_ms: now,
         deliver_at_ms: req.deliver_at_ms.or(req.delay_ms.map(|d| now.saturating_add(d))),
+        replays: 0,
     })
 }
 
@@ -243,7 +244,7 @@ async fn dlq_list(
                 "idempotency_key": e.envelope.idempotency_key,
                 "written_at_ms": e.envelope.written_at_ms,
                 "dead_lettered_at_ms": e.dead_lettered_at_ms,
-                "plugin_digest": e.plugin_digest, "replays": e.replays,
+                "plugin_digest": e.plugin_digest, "replays": e.envelope.replays,
                 "failures": e.failures,
             })
         })

@@ -68,7 +68,71 @@ pub struct Namespace {
     pub delivery: Delivery,
     #[serde(default)]
     pub retry: Retry,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub breaker: Breaker,
+    #[serde(default)]
+    pub dlq: DlqPolicy,
     pub target: Target,
+}
+
+/// Admission control: past any of these, writes get `429 backlog_full`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Undelivered messages in the namespace. Default 1 000 000.
+    pub max_backlog_messages: u64,
+    /// Bytes the namespace's logs hold above their watermarks. Default 1 GiB.
+    pub max_backlog_bytes: u64,
+    /// Age of the oldest undelivered message, ms; 0 turns the check off.
+    /// Default 0.
+    pub max_backlog_age_ms: u64,
+    /// Longest `delay_ms` (or `deliver_at_ms` from now) a write may ask for.
+    /// Default 30 days.
+    pub max_delay_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_backlog_messages: 1_000_000,
+            max_backlog_bytes: 1 << 30,
+            max_backlog_age_ms: 0,
+            max_delay_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// The circuit breaker in front of the target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Breaker {
+    /// Consecutive failed calls (every message retried, or the call failed)
+    /// that open the breaker. Default 5.
+    pub failures: u32,
+    /// How long the breaker stays open before one probe call. Default 5000 ms.
+    pub cooldown_ms: u64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self { failures: 5, cooldown_ms: 5000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqPolicy {
+    /// A message may be replayed from the DLQ this many times; after that a
+    /// replay request skips it with a reason. Default 3.
+    pub max_replays: u32,
+}
+
+impl Default for DlqPolicy {
+    fn default() -> Self {
+        Self { max_replays: 3 }
+    }
 }
 
 fn default_partitions() -> u32 {
@@ -86,11 +150,14 @@ pub struct Delivery {
     /// Most messages read from the log but not yet finished, per partition.
     /// Default 1000.
     pub max_in_flight: usize,
+    /// A call slower than this counts as throttling: the batch size halves.
+    /// Default 1000 ms.
+    pub slow_call_ms: u64,
 }
 
 impl Default for Delivery {
     fn default() -> Self {
-        Self { batch_max: 100, linger_ms: 2, max_in_flight: 1000 }
+        Self { batch_max: 100, linger_ms: 2, max_in_flight: 1000, slow_call_ms: 1000 }
     }
 }
 
@@ -174,6 +241,9 @@ pub struct LoadedNamespace {
     pub partitions: u32,
     pub delivery: Delivery,
     pub retry: Retry,
+    pub limits: Limits,
+    pub breaker: Breaker,
+    pub dlq: DlqPolicy,
     pub target: Target,
     /// Resolved `allow_connect` entries.
     pub allow_connect: Vec<SocketAddr>,
@@ -262,6 +332,9 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 partitions: ns.partitions,
                 delivery: ns.delivery,
                 retry: ns.retry,
+                limits: ns.limits,
+                breaker: ns.breaker,
+                dlq: ns.dlq,
                 target,
                 allow_connect,
                 plugin_config,

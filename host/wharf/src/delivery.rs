@@ -39,6 +39,21 @@ pub struct Tracker {
     pub delivered_total: u64,
     pub retries_total: u64,
     pub dead_lettered_total: u64,
+    /// Current AIMD batch size.
+    pub batch_limit: usize,
+    pub breaker: BreakerState,
+}
+
+/// The circuit breaker in front of the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum BreakerState {
+    #[default]
+    Closed,
+    /// No calls until `until_ms`; then one probe.
+    Open { until_ms: u64 },
+    /// The next call is a probe of one message.
+    HalfOpen,
 }
 
 #[derive(Debug, Clone)]
@@ -149,9 +164,20 @@ pub struct Engine {
     plugin: Plugin,
     instance: Option<Instance>,
     shutdown: watch::Receiver<bool>,
+    /// Consecutive traps/deadlines/init failures (quarantine counter).
     consecutive_failures: u32,
+    /// Consecutive calls where nothing succeeded (breaker counter).
+    failed_calls: u32,
     persisted_watermark: u64,
     last_persist: Instant,
+}
+
+/// What one plugin call amounted to, for the breaker and AIMD.
+struct CallSummary {
+    /// Nothing was delivered or rejected: every message is to be retried.
+    failed: bool,
+    /// The target pushed back: retry-after, a slow call, or a failure.
+    throttled: bool,
 }
 
 impl Engine {
@@ -166,6 +192,7 @@ impl Engine {
         let watermark = log.watermark();
         if let Ok(mut t) = part.tracker.lock() {
             t.next_read = watermark;
+            t.batch_limit = ns.cfg.delivery.batch_max;
         }
         Self {
             ns,
@@ -175,6 +202,7 @@ impl Engine {
             instance: None,
             shutdown,
             consecutive_failures: 0,
+            failed_calls: 0,
             persisted_watermark: watermark,
             last_persist: Instant::now(),
         }
@@ -190,6 +218,13 @@ impl Engine {
             if self.quarantined() {
                 // Paused until an operator acts; keep the watermark exact.
                 let _ = self.shutdown.changed().await;
+                continue;
+            }
+            if let Some(wait) = self.breaker_wait() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.shutdown.changed() => {}
+                }
                 continue;
             }
             if let Err(reason) = self.fill().await {
@@ -210,7 +245,8 @@ impl Engine {
                 }
                 continue;
             }
-            self.deliver(batch).await;
+            let summary = self.deliver(batch).await;
+            self.adapt(summary);
             self.persist_watermark(false).await;
         }
         self.persist_watermark(true).await;
@@ -223,6 +259,47 @@ impl Engine {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
+    }
+
+    /// While the breaker is open: how long until the probe.
+    fn breaker_wait(&mut self) -> Option<Duration> {
+        self.tracker(|t| match t.breaker {
+            BreakerState::Open { until_ms } => {
+                let now = now_ms();
+                if now < until_ms {
+                    return Some(Duration::from_millis(until_ms - now));
+                }
+                tracing::info!("circuit breaker half-open: probing the target with one message");
+                t.breaker = BreakerState::HalfOpen;
+                None
+            }
+            _ => None,
+        })
+    }
+
+    /// Feeds one call's result to the breaker and the AIMD batch size.
+    fn adapt(&mut self, call: CallSummary) {
+        let cfg = &self.ns.cfg;
+        self.failed_calls = if call.failed { self.failed_calls + 1 } else { 0 };
+        let failed_calls = self.failed_calls;
+        self.tracker(|t| {
+            t.batch_limit = if call.throttled {
+                (t.batch_limit / 2).max(1)
+            } else {
+                (t.batch_limit + 1).min(cfg.delivery.batch_max)
+            };
+            let open = call.failed && (t.breaker == BreakerState::HalfOpen || failed_calls >= cfg.breaker.failures);
+            if open {
+                let until_ms = now_ms() + cfg.breaker.cooldown_ms;
+                if !matches!(t.breaker, BreakerState::Open { .. }) {
+                    tracing::warn!(failed_calls, cooldown_ms = cfg.breaker.cooldown_ms, "circuit breaker open");
+                }
+                t.breaker = BreakerState::Open { until_ms };
+            } else if !call.failed && t.breaker != BreakerState::Closed {
+                tracing::info!("circuit breaker closed");
+                t.breaker = BreakerState::Closed;
+            }
+        });
     }
 
     fn quarantined(&self) -> bool {
@@ -266,9 +343,9 @@ impl Engine {
 
     /// Picks the eligible messages (oldest first) and marks them in flight.
     fn select(&mut self) -> Vec<(u64, Message)> {
-        let max = self.ns.cfg.delivery.batch_max;
         let (ns, part) = (self.ns.name.clone(), self.part.index);
         self.tracker(|t| {
+            let max = if t.breaker == BreakerState::HalfOpen { 1 } else { t.batch_limit.max(1) };
             let now = now_ms();
             let seqs: Vec<u64> = t
                 .pending
@@ -287,7 +364,7 @@ impl Engine {
         })
     }
 
-    async fn deliver(&mut self, batch: Vec<(u64, Message)>) {
+    async fn deliver(&mut self, batch: Vec<(u64, Message)>) -> CallSummary {
         let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
         let wit_batch = Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None };
         let started = Instant::now();
@@ -302,14 +379,14 @@ impl Engine {
                 Err(e) => Err(e),
             },
         };
-        tracing::debug!(
-            messages = seqs.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "plugin call"
-        );
+        let elapsed = started.elapsed();
+        tracing::debug!(messages = seqs.len(), elapsed_us = elapsed.as_micros() as u64, "plugin call");
+        let slow = elapsed > Duration::from_millis(self.ns.cfg.delivery.slow_call_ms);
         match result {
             Ok(outcomes) => {
                 self.consecutive_failures = 0;
+                let failed = outcomes.iter().all(|o| matches!(o, Outcome::Retry(_)));
+                let pushed_back = outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
                 for (seq, outcome) in seqs.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Delivered => {
@@ -325,6 +402,7 @@ impl Engine {
                         }
                     }
                 }
+                CallSummary { failed, throttled: failed || pushed_back || slow }
             }
             Err(e) => {
                 let kind = match &e {
@@ -349,6 +427,7 @@ impl Engine {
                 for seq in seqs {
                     self.retry_later(seq, kind, e.to_string(), None).await;
                 }
+                CallSummary { failed: true, throttled: true }
             }
         }
     }
@@ -409,7 +488,6 @@ impl Engine {
                 failures: p.failures.clone(),
                 plugin_digest: self.plugin.digest.clone(),
                 dead_lettered_at_ms: now_ms(),
-                replays: 0,
             })
         });
         let Some(entry) = entry else { return };

@@ -36,8 +36,6 @@ pub struct DlqEntry {
     pub failures: Vec<Failure>,
     pub plugin_digest: String,
     pub dead_lettered_at_ms: u64,
-    /// How many times this message was replayed from the DLQ before.
-    pub replays: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -19,6 +19,8 @@ pub struct Envelope {
     pub written_at_ms: u64,
     /// Do not deliver before this time (ms since the Unix epoch).
     pub deliver_at_ms: Option<u64>,
+    /// How many times this message came back from the DLQ.
+    pub replays: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,7 @@ mod tests {
             idempotency_key: None,
             written_at_ms: 42,
             deliver_at_ms: Some(43),
+            replays: 2,
         };
         assert_eq!(Envelope::decode(&e.encode()).expect("decodes"), e);
     }

@@ -20,8 +20,15 @@ const WRITE_CHUNK: usize = 4096;
 pub(super) fn send(request: &Request, url: &Url<'_>) -> io::Result<Response> {
     let timeout_ns = u64::try_from(request.timeout.as_nanos()).unwrap_or(u64::MAX);
 
-    let entries: Vec<(String, Vec<u8>)> =
+    let mut entries: Vec<(String, Vec<u8>)> =
         request.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
+    // Send a content-length rather than a chunked body: simple servers
+    // handle it, and the host checks that the body matches it.
+    let bodyless =
+        request.body.is_empty() && matches!(request.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
+    if !bodyless && !entries.iter().any(|(n, _)| n == "content-length") {
+        entries.push(("content-length".to_string(), request.body.len().to_string().into_bytes()));
+    }
     let headers = Fields::from_list(&entries).map_err(|e| header_error(e, &request.headers))?;
     let req = OutgoingRequest::new(headers);
     let method = match request.method.as_str() {
@@ -53,13 +60,9 @@ pub(super) fn send(request: &Request, url: &Url<'_>) -> io::Result<Response> {
     let body = req.body().map_err(|()| io::Error::other("request body already taken"))?;
     let future = outgoing_handler::handle(req, Some(options)).map_err(error_code)?;
 
-    {
-        let stream = body.write().map_err(|()| io::Error::other("request body stream already taken"))?;
-        for chunk in request.body.chunks(WRITE_CHUNK) {
-            stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
-        }
-    }
-    OutgoingBody::finish(body, None).map_err(error_code)?;
+    // If sending the body fails (e.g. the connection was refused), the
+    // response future usually holds the real reason: prefer it.
+    let body_error = write_body(body, &request.body).err();
 
     // Wait for the response head, but no longer than the timeout.
     let deadline = monotonic_clock::subscribe_duration(timeout_ns);
@@ -72,12 +75,25 @@ pub(super) fn send(request: &Request, url: &Url<'_>) -> io::Result<Response> {
         }
         let woke = wasip2::io::poll::poll(&[&ready, &deadline]);
         if woke.contains(&1) && !woke.contains(&0) {
+            if let Some(err) = body_error {
+                return Err(err);
+            }
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no response within {} ms", request.timeout.as_millis()),
             ));
         }
     }
+}
+
+fn write_body(body: OutgoingBody, bytes: &[u8]) -> io::Result<()> {
+    {
+        let stream = body.write().map_err(|()| io::Error::other("request body stream already taken"))?;
+        for chunk in bytes.chunks(WRITE_CHUNK) {
+            stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(error_code)
 }
 
 fn read_response(response: wasip2::http::types::IncomingResponse) -> io::Result<Response> {
