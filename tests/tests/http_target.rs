@@ -66,7 +66,7 @@ fn a_503_storm_is_retried_until_it_passes_and_keeps_per_key_order() {
         .as_array()
         .expect("partitions")
         .iter()
-        .map(|p| p["retries_total"].as_u64().unwrap_or(0))
+        .map(|p| p["delivery"]["retries_total"].as_u64().unwrap_or(0))
         .sum::<u64>();
     assert!(retrying > 0, "status shows no retries");
     sink.set(|b| b.fail_all = None);

@@ -31,7 +31,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/namespaces/{ns}/messages", post(write))
         .route("/v1/namespaces/{ns}/messages/{id}", get(lookup))
-        .route("/v1/namespaces/{ns}/dlq", get(dlq_list))
+        .route("/v1/namespaces/{ns}/dlq", get(dlq_list).delete(dlq_purge))
+        .route("/v1/namespaces/{ns}/dlq/replay", post(dlq_replay))
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD * 2 + 64 * 1024))
         .with_state(node)
@@ -95,7 +96,7 @@ struct WriteResponse {
     visible: bool,
 }
 
-fn validate(req: WriteRequest) -> Result<Envelope, ApiError> {
+fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError> {
     let payload = base64::engine::general_purpose::STANDARD
         .decode(req.payload.as_bytes())
         .map_err(|e| ApiError::bad("invalid_base64", format!("payload is not standard base64: {e}")))?;
@@ -130,13 +131,21 @@ fn validate(req: WriteRequest) -> Result<Envelope, ApiError> {
         return Err(ApiError::bad("invalid_delay", "give delay_ms or deliver_at_ms, not both"));
     }
     let now = now_ms();
+    let deliver_at_ms = req.deliver_at_ms.or(req.delay_ms.map(|d| now.saturating_add(d)));
+    let max_delay = ns.cfg.limits.max_delay_ms;
+    if deliver_at_ms.is_some_and(|t| t.saturating_sub(now) > max_delay) {
+        return Err(ApiError::bad(
+            "invalid_delay",
+            format!("a delay may be at most {max_delay} ms (limits.max_delay_ms)"),
+        ));
+    }
     Ok(Envelope {
         key: req.key,
         payload,
         headers: req.headers.into_iter().collect(),
         idempotency_key: req.idempotency_key,
         written_at_ms: now,
-        deliver_at_ms: req.deliver_at_ms.or(req.delay_ms.map(|d| now.saturating_add(d))),
+        deliver_at_ms,
         replays: 0,
     })
 }
@@ -145,11 +154,52 @@ async fn write(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
     body: Bytes,
-) -> Result<Json<WriteResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let ns = namespace(&node, &ns)?;
     let req: WriteRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
-    let env = validate(req)?;
+    let env = validate(req, &ns)?;
+    if let Err(reason) = admit(&ns) {
+        let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "backlog_full", reason).into_response();
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return Ok(resp);
+    }
+    Ok(Json(append(&ns, env).await?).into_response())
+}
+
+/// Admission control: refuses a write while the namespace's undelivered
+/// backlog is past a configured limit. Explicit, never a silent drop.
+fn admit(ns: &Namespace) -> Result<(), String> {
+    let limits = &ns.cfg.limits;
+    let (mut messages, mut bytes, mut oldest) = (0u64, 0u64, None::<u64>);
+    for p in &ns.partitions {
+        if let Some(log) = &p.log {
+            let st = log.stats();
+            messages += st.next_seq.saturating_sub(st.watermark);
+            bytes += st.bytes;
+        }
+        if let Some(t) = p.tracker.lock().ok().and_then(|t| t.oldest_written_at_ms()) {
+            oldest = Some(oldest.map_or(t, |o: u64| o.min(t)));
+        }
+    }
+    if messages >= limits.max_backlog_messages {
+        return Err(format!("{messages} undelivered messages; the limit is {}", limits.max_backlog_messages));
+    }
+    if bytes >= limits.max_backlog_bytes {
+        return Err(format!("{bytes} bytes held in the log; the limit is {}", limits.max_backlog_bytes));
+    }
+    let age = oldest.map(|o| now_ms().saturating_sub(o)).unwrap_or(0);
+    if limits.max_backlog_age_ms > 0 && age >= limits.max_backlog_age_ms {
+        return Err(format!(
+            "the oldest undelivered message is {age} ms old; the limit is {} ms",
+            limits.max_backlog_age_ms
+        ));
+    }
+    Ok(())
+}
+
+/// Appends one message durably and wakes its partition's delivery loop.
+async fn append(ns: &Namespace, env: Envelope) -> Result<WriteResponse, ApiError> {
     let partition = ns.partition_for(env.key.as_deref());
     let part = ns.partitions[partition as usize].clone();
     let halted = |reason: String| {
@@ -177,13 +227,13 @@ async fn write(
         }
     };
     part.notify.notify_one();
-    Ok(Json(WriteResponse {
+    Ok(WriteResponse {
         message_id: message_id(partition, appended.first_seq),
         partition,
         sequence: appended.first_seq,
         durable: appended.synced,
         visible: false,
-    }))
+    })
 }
 
 async fn lookup(
@@ -273,6 +323,83 @@ async fn dlq_delete(
     Ok(Json(json!({"message_id": id, "deleted": true})))
 }
 
+async fn dlq_purge(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let dlq = ns.dlq.clone();
+    let purged = tokio::task::spawn_blocking(move || dlq.purge())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string()))?;
+    tracing::warn!(namespace = %ns.name, purged, "dlq purged");
+    Ok(Json(json!({"purged": purged})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// Entries to replay; all when absent.
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    /// At most this many messages per second; unlimited when absent.
+    #[serde(default)]
+    rate_per_sec: Option<f64>,
+}
+
+/// Puts DLQ entries back on their partition as new messages (new ids, one
+/// more replay counted), then deletes the entries. A crash between the two
+/// steps leaves the entry in the DLQ as well: at-least-once, never lost.
+async fn dlq_replay(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let req: ReplayRequest = if body.is_empty() {
+        ReplayRequest { ids: None, rate_per_sec: None }
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?
+    };
+    if req.rate_per_sec.is_some_and(|r| !(r > 0.0)) {
+        return Err(ApiError::bad("invalid_rate", "rate_per_sec must be positive"));
+    }
+    let ids = req.ids.unwrap_or_else(|| ns.dlq.ids());
+    let pause = req.rate_per_sec.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+    let max = ns.cfg.dlq.max_replays;
+    let (mut replayed, mut skipped, mut not_found) = (Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        let Some(entry) = ns.dlq.get(&id) else {
+            not_found.push(id);
+            continue;
+        };
+        if entry.envelope.replays >= max {
+            skipped.push(json!({"message_id": id, "reason": format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays)}));
+            continue;
+        }
+        let mut env = entry.envelope.clone();
+        env.replays += 1;
+        env.deliver_at_ms = None;
+        let ack = append(&ns, env).await?;
+        let dlq = ns.dlq.clone();
+        let old = id.clone();
+        tokio::task::spawn_blocking(move || dlq.delete(&old))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string())
+            })?;
+        tracing::info!(namespace = %ns.name, message_id = %id, new_message_id = %ack.message_id, "dlq entry replayed");
+        replayed.push(json!({"message_id": id, "new_message_id": ack.message_id}));
+        if let Some(p) = pause {
+            tokio::time::sleep(p).await;
+        }
+    }
+    Ok(Json(json!({"replayed": replayed, "skipped": skipped, "not_found": not_found})))
+}
+
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let mut namespaces = serde_json::Map::new();
     for (name, ns) in &node.namespaces {
@@ -280,33 +407,17 @@ async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             .partitions
             .iter()
             .map(|p| {
-                let (head, watermark) =
-                    p.log.as_ref().map(|l| (l.next_seq(), l.watermark())).unwrap_or((0, 0));
-                let t = p.tracker.lock();
-                let (in_flight, pending, retrying_keys, delivered, retries, dead) = t
-                    .map(|t| {
-                        (
-                            t.in_flight(),
-                            t.pending(),
-                            t.retrying_keys(),
-                            t.delivered_total,
-                            t.retries_total,
-                            t.dead_lettered_total,
-                        )
-                    })
-                    .unwrap_or_default();
+                let st = p.log.as_ref().map(|l| l.stats());
+                let (head, durable, watermark) =
+                    st.as_ref().map(|s| (s.next_seq, s.synced_seq, s.watermark)).unwrap_or((0, 0, 0));
+                let window = p.tracker.lock().map(|t| json!(t.snapshot())).unwrap_or_default();
                 json!({
                     "partition": p.index,
                     "head_sequence": head,
-                    "durable_sequence": head,
+                    "durable_sequence": durable,
                     "delivered_watermark": watermark,
                     "backlog": head.saturating_sub(watermark),
-                    "in_flight": in_flight,
-                    "window": pending,
-                    "retrying_keys": retrying_keys,
-                    "delivered_total": delivered,
-                    "retries_total": retries,
-                    "dead_lettered_total": dead,
+                    "delivery": window,
                     "halted": p.halted_reason().is_some(),
                     "halted_reason": p.halted_reason(),
                 })

@@ -43,7 +43,9 @@ pub fn run(cmd: LogCmd) -> anyhow::Result<ExitCode> {
         LogCmd::Dump { partition_dir, from, limit, json } => {
             wharf_log::cli::dump_cmd(&partition_dir, from, limit, json, &mut out, &mut err)
         }
-        LogCmd::Salvage { partition_dir, json } => wharf_log::cli::salvage_cmd(&partition_dir, json, &mut out, &mut err),
+        LogCmd::Salvage { partition_dir, json } => {
+            wharf_log::cli::salvage_cmd(&partition_dir, json, &mut out, &mut err)
+        }
     };
     out.flush()?;
     Ok(ExitCode::from(code?))

@@ -44,6 +44,23 @@ pub struct Tracker {
     pub breaker: BreakerState,
 }
 
+/// Counters and state of one partition's delivery loop.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrackerSnapshot {
+    /// Messages read from the log and not finished.
+    pub window: usize,
+    /// Messages inside a plugin call right now.
+    pub in_flight: usize,
+    /// Keys whose oldest message is waiting for a retry.
+    pub retrying_keys: usize,
+    pub delivered_total: u64,
+    pub retries_total: u64,
+    pub dead_lettered_total: u64,
+    /// Current AIMD batch size.
+    pub batch_limit: usize,
+    pub breaker: BreakerState,
+}
+
 /// The circuit breaker in front of the target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -82,15 +99,21 @@ impl Tracker {
         self.pending.keys().next().copied().unwrap_or(self.next_read)
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.pending.values().filter(|p| p.in_flight).count()
+    /// What `/v1/status` shows about the delivery loop.
+    pub fn snapshot(&self) -> TrackerSnapshot {
+        TrackerSnapshot {
+            window: self.pending.len(),
+            in_flight: self.pending.values().filter(|p| p.in_flight).count(),
+            retrying_keys: self.retrying_keys(),
+            delivered_total: self.delivered_total,
+            retries_total: self.retries_total,
+            dead_lettered_total: self.dead_lettered_total,
+            batch_limit: self.batch_limit,
+            breaker: self.breaker,
+        }
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn retrying_keys(&self) -> usize {
+    fn retrying_keys(&self) -> usize {
         self.keys
             .values()
             .filter(|q| q.front().and_then(|s| self.pending.get(s)).is_some_and(|p| p.attempts > 0))
@@ -116,6 +139,11 @@ impl Tracker {
             next_attempt_at_ms: (p.attempts > 0 && !p.in_flight).then_some(p.due_ms),
             last_error: p.failures.last().map(|f| f.reason.clone()),
         })
+    }
+
+    /// Write time of the oldest message in the window, if any.
+    pub fn oldest_written_at_ms(&self) -> Option<u64> {
+        self.pending.values().next().map(|p| p.env.written_at_ms)
     }
 
     pub fn has_read(&self, seq: u64) -> bool {
@@ -288,11 +316,16 @@ impl Engine {
             } else {
                 (t.batch_limit + 1).min(cfg.delivery.batch_max)
             };
-            let open = call.failed && (t.breaker == BreakerState::HalfOpen || failed_calls >= cfg.breaker.failures);
+            let open =
+                call.failed && (t.breaker == BreakerState::HalfOpen || failed_calls >= cfg.breaker.failures);
             if open {
                 let until_ms = now_ms() + cfg.breaker.cooldown_ms;
                 if !matches!(t.breaker, BreakerState::Open { .. }) {
-                    tracing::warn!(failed_calls, cooldown_ms = cfg.breaker.cooldown_ms, "circuit breaker open");
+                    tracing::warn!(
+                        failed_calls,
+                        cooldown_ms = cfg.breaker.cooldown_ms,
+                        "circuit breaker open"
+                    );
                 }
                 t.breaker = BreakerState::Open { until_ms };
             } else if !call.failed && t.breaker != BreakerState::Closed {
@@ -386,7 +419,8 @@ impl Engine {
             Ok(outcomes) => {
                 self.consecutive_failures = 0;
                 let failed = outcomes.iter().all(|o| matches!(o, Outcome::Retry(_)));
-                let pushed_back = outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
+                let pushed_back =
+                    outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
                 for (seq, outcome) in seqs.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Delivered => {

@@ -101,6 +101,29 @@ impl Dlq {
         Ok(self.live.lock().map(|mut l| l.remove(message_id).is_some()).unwrap_or(false))
     }
 
+    /// Deletes every entry durably (one append of tombstones). Returns how many.
+    pub fn purge(&self) -> Result<usize, DlqError> {
+        let ids: Vec<String> = self.live.lock().map(|l| l.keys().cloned().collect()).unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<Vec<u8>> =
+            ids.iter().map(|id| encode(&DlqRecord::Deleted { message_id: id.clone() })).collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        self.log.append(&refs)?;
+        if let Ok(mut live) = self.live.lock() {
+            for id in &ids {
+                live.remove(id);
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Every live entry's id, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.live.lock().map(|l| l.keys().cloned().collect()).unwrap_or_default()
+    }
+
     pub fn contains(&self, message_id: &str) -> bool {
         self.live.lock().map(|l| l.contains_key(message_id)).unwrap_or(false)
     }

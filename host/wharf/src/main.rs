@@ -2,6 +2,7 @@
 
 mod api;
 mod clock;
+mod cmd_remote;
 mod config;
 mod delivery;
 mod dlq;
@@ -52,6 +53,19 @@ enum Cmd {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Show a running sidecar's protocol state: per partition head, durable
+    /// sequence, watermark, backlog, in-flight, retries, breaker, halts.
+    Status {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+    },
+    /// Inspect, replay and purge a namespace's dead-letter queue.
+    Dlq {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(subcommand)]
+        cmd: cmd_remote::DlqCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +95,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Plugin(PluginCmd::Check { file, json }) => plugin_check(&file, json),
+        Cmd::Status { server } => cmd_remote::status(&server),
+        Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,211 @@
+//! Commands that talk to a running `wharf serve` over its HTTP API:
+//! `wharf status` and `wharf dlq list|replay|purge`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+#[derive(clap::Args, Debug)]
+pub struct Server {
+    /// Base URL of the running sidecar's HTTP API.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7070", env = "WHARF_URL")]
+    pub server: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCmd {
+    /// List dead-lettered messages of a namespace.
+    List {
+        namespace: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this message id (the `next_after` of the last page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Put entries back on their partition (all, or the given ids).
+    Replay {
+        namespace: String,
+        /// Message ids to replay; all entries when none are given.
+        ids: Vec<String>,
+        /// At most this many messages per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Delete every entry of the namespace's DLQ, or only the given ids.
+    Purge { namespace: String, ids: Vec<String> },
+}
+
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(base: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(600)))
+            .build()
+            .into();
+        Self { base: base.trim_end_matches('/').to_string(), agent }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let result = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            (_, Some(b)) => {
+                self.agent.post(&url).header("content-type", "application/json").send(b.to_string())
+            }
+            (_, None) => self.agent.post(&url).send_empty(),
+        };
+        let mut resp = result.with_context(|| format!("cannot reach wharf at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().context("reading the reply")?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            let code = value["error"]["code"].as_str().unwrap_or("error");
+            let msg = value["error"]["message"].as_str().unwrap_or("");
+            bail!("{method} {path}: {status} {code}: {msg}");
+        }
+        Ok(value)
+    }
+}
+
+pub fn status(server: &Server) -> anyhow::Result<ExitCode> {
+    let s = Client::new(&server.server).call("GET", "/v1/status", None)?;
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "wharf {} at {} (durability: {})",
+        s["version"].as_str().unwrap_or("?"),
+        server.server,
+        s["durability"]
+    );
+    let empty = serde_json::Map::new();
+    for (name, ns) in s["namespaces"].as_object().unwrap_or(&empty) {
+        let p = &ns["plugin"];
+        println!();
+        println!(
+            "namespace {name}: plugin {} {} ({}), dlq {}",
+            p["state"].as_str().unwrap_or("?"),
+            p["wit"].as_str().unwrap_or("?"),
+            p["digest"].as_str().map(|d| &d[..d.len().min(19)]).unwrap_or("-"),
+            ns["dlq_size"]
+        );
+        if let Some(r) = p["reason"].as_str() {
+            println!("  reason: {r}");
+        }
+        println!(
+            "  {:>4} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>6}  state",
+            "part", "head", "durable", "watermark", "backlog", "inflight", "retrykey", "breaker", "batch"
+        );
+        for part in ns["partitions"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let d = &part["delivery"];
+            let state = match part["halted_reason"].as_str() {
+                Some(r) => format!("HALTED: {r}"),
+                None => "ok".into(),
+            };
+            println!(
+                "  {:>4} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>6}  {state}",
+                part["partition"],
+                part["head_sequence"],
+                part["durable_sequence"],
+                part["delivered_watermark"],
+                part["backlog"],
+                d["in_flight"],
+                d["retrying_keys"],
+                d["breaker"]["state"].as_str().unwrap_or("-"),
+                d["batch_limit"],
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&server.server);
+    let out = match cmd {
+        DlqCmd::List { namespace, limit, after } => {
+            let mut path = format!("/v1/namespaces/{namespace}/dlq?limit={limit}");
+            if let Some(a) = after {
+                path.push_str(&format!("&after={a}"));
+            }
+            let v = c.call("GET", &path, None)?;
+            if !server.json {
+                println!("{} entries in the dlq of {namespace}", v["total"]);
+                for e in v["entries"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let last = e["failures"].as_array().and_then(|f| f.last()).cloned().unwrap_or_default();
+                    println!(
+                        "  {:<14} key={:<20} attempts={:<3} replays={} last: {} {}",
+                        e["message_id"].as_str().unwrap_or("?"),
+                        e["key"].as_str().unwrap_or("-"),
+                        e["failures"].as_array().map(Vec::len).unwrap_or(0),
+                        e["replays"],
+                        last["kind"].as_str().unwrap_or(""),
+                        last["reason"].as_str().unwrap_or(""),
+                    );
+                }
+                if let Some(n) = v["next_after"].as_str() {
+                    println!("more: --after {n}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
+        }
+        DlqCmd::Replay { namespace, ids, rate } => {
+            let mut body = json!({});
+            if !ids.is_empty() {
+                body["ids"] = json!(ids);
+            }
+            if let Some(r) = rate {
+                body["rate_per_sec"] = json!(r);
+            }
+            if !server.json {
+                eprintln!("replaying (this can take a while with --rate) ...");
+            }
+            let v = c.call("POST", &format!("/v1/namespaces/{namespace}/dlq/replay"), Some(body))?;
+            if !server.json {
+                let n = |k: &str| v[k].as_array().map(Vec::len).unwrap_or(0);
+                println!(
+                    "replayed {}, skipped {}, not found {}",
+                    n("replayed"),
+                    n("skipped"),
+                    n("not_found")
+                );
+                for s in v["skipped"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    println!("  skipped {}: {}", s["message_id"], s["reason"]);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
+        }
+        DlqCmd::Purge { namespace, ids } if ids.is_empty() => {
+            c.call("DELETE", &format!("/v1/namespaces/{namespace}/dlq"), None)?
+        }
+        DlqCmd::Purge { namespace, ids } => {
+            for (i, id) in ids.iter().enumerate() {
+                c.call("DELETE", &format!("/v1/namespaces/{namespace}/dlq/{id}"), None)?;
+                if !server.json {
+                    eprintln!("deleted {id} ({}/{})", i + 1, ids.len());
+                }
+            }
+            json!({"purged": ids.len()})
+        }
+    };
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

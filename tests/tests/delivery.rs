@@ -1,0 +1,192 @@
+//! The delivery engine against a real HTTP target: DLQ replay, delays,
+//! admission control, slow targets, and "where is my data".
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wharf_tests::{HttpSink, Wharf, eventually, plugin};
+
+fn namespace(sink: &HttpSink, extra: &str) -> String {
+    format!(
+        r#"
+[namespaces.hooks]
+partitions = 2
+{extra}
+
+[namespaces.hooks.target]
+plugin = "{}"
+allow_http = ["{url}"]
+config = {{ url = "{url}hook" }}
+"#,
+        plugin("http").display(),
+        url = sink.url()
+    )
+}
+
+fn dlq_ids(w: &Wharf) -> Vec<String> {
+    w.get("/v1/namespaces/hooks/dlq").body["entries"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|x| x["message_id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_dead_letter_is_replayed_once_the_target_accepts_it_and_replays_are_capped() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespace(&sink, "[namespaces.hooks.dlq]\nmax_replays = 1\n"));
+    sink.set(|b| b.reject_keys = vec!["late".into()]);
+    let first = wharf.write("hooks", Some("late"), b"payload-1");
+    let id = first.body["message_id"].as_str().expect("id").to_string();
+    eventually(Duration::from_secs(30), "the dlq entry", || {
+        (dlq_ids(&wharf) == vec![id.clone()]).then_some(())
+    });
+
+    // Still rejected: the replay dead-letters it again, with replays = 1.
+    let r = wharf.post("/v1/namespaces/hooks/dlq/replay", &json!({}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let new_id = r.body["replayed"][0]["new_message_id"].as_str().expect("new id").to_string();
+    assert_ne!(new_id, id);
+    eventually(Duration::from_secs(30), "the replayed message back in the dlq", || {
+        (dlq_ids(&wharf) == vec![new_id.clone()]).then_some(())
+    });
+    let entry = wharf.get("/v1/namespaces/hooks/dlq").body["entries"][0].clone();
+    assert_eq!(entry["replays"], json!(1));
+
+    // The cap: a second replay is refused with a reason, the entry stays.
+    let r = wharf.post("/v1/namespaces/hooks/dlq/replay", &json!({"ids": [new_id]}));
+    assert_eq!(r.body["replayed"], json!([]), "{:?}", r.body);
+    assert!(r.body["skipped"][0]["reason"].as_str().expect("reason").contains("max_replays"));
+    assert_eq!(dlq_ids(&wharf), vec![new_id.clone()]);
+
+    // Purge empties it.
+    assert_eq!(wharf.delete("/v1/namespaces/hooks/dlq").body["purged"], json!(1));
+    assert!(dlq_ids(&wharf).is_empty());
+    assert!(sink.accepted().is_empty());
+}
+
+#[test]
+fn a_replay_delivers_when_the_target_has_recovered() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespace(&sink, ""));
+    sink.set(|b| b.reject_keys = vec!["k".into()]);
+    let id = wharf.write("hooks", Some("k"), b"v").body["message_id"].as_str().expect("id").to_string();
+    eventually(Duration::from_secs(30), "the dlq entry", || {
+        (dlq_ids(&wharf) == vec![id.clone()]).then_some(())
+    });
+    sink.set(|b| b.reject_keys.clear());
+    let r = wharf.post("/v1/namespaces/hooks/dlq/replay", &json!({"ids": [id], "rate_per_sec": 10.0}));
+    assert_eq!(r.body["replayed"].as_array().map(Vec::len), Some(1), "{:?}", r.body);
+    let got =
+        eventually(Duration::from_secs(30), "the replayed delivery", || sink.accepted().first().cloned());
+    assert_eq!(got.body, b"v");
+    assert!(dlq_ids(&wharf).is_empty());
+}
+
+#[test]
+fn a_delayed_message_waits_survives_a_restart_and_does_not_block_others() {
+    let sink = HttpSink::start();
+    let mut wharf = Wharf::start(&namespace(&sink, ""));
+    let written = Instant::now();
+    let r = wharf.post(
+        "/v1/namespaces/hooks/messages",
+        &json!({"key": "later", "payload": wharf_tests::b64(b"delayed"), "delay_ms": 3000}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let id = r.body["message_id"].as_str().expect("id").to_string();
+    let s = eventually(Duration::from_secs(5), "state delayed", || {
+        let s = wharf.get(&format!("/v1/namespaces/hooks/messages/{id}"));
+        (s.body["state"] == json!("delayed")).then_some(s)
+    });
+    assert_eq!(s.status, 200);
+    wharf.write("hooks", Some("now"), b"immediate");
+    eventually(Duration::from_secs(10), "the undelayed message", || {
+        (sink.accepted().len() == 1).then_some(())
+    });
+    assert_eq!(sink.accepted()[0].body, b"immediate");
+    wharf.kill();
+    wharf.restart();
+    let got = eventually(Duration::from_secs(30), "the delayed message", || {
+        sink.accepted().into_iter().find(|r| r.body == b"delayed")
+    });
+    assert!(written.elapsed() >= Duration::from_millis(3000), "delivered early");
+    assert_eq!(got.header("x-wharf-key"), Some("later"));
+
+    let too_far = wharf.post(
+        "/v1/namespaces/hooks/messages",
+        &json!({"payload": "eA==", "delay_ms": 10_u64 * 365 * 24 * 3600 * 1000}),
+    );
+    assert_eq!(too_far.status, 400);
+    assert_eq!(too_far.body["error"]["code"], json!("invalid_delay"));
+}
+
+#[test]
+fn writes_get_429_backlog_full_past_the_backlog_limit_and_nothing_is_dropped() {
+    let sink = HttpSink::start();
+    sink.set(|b| b.fail_all = Some(503));
+    let wharf = Wharf::start(&namespace(
+        &sink,
+        "[namespaces.hooks.limits]\nmax_backlog_messages = 5\n[namespaces.hooks.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 10\nmax_backoff_ms = 50\n",
+    ));
+    for i in 0..5 {
+        assert_eq!(wharf.write("hooks", Some(&format!("k{i}")), b"x").status, 200);
+    }
+    let r = wharf.write("hooks", Some("k6"), b"x");
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], json!("backlog_full"));
+    sink.set(|b| b.fail_all = None);
+    eventually(Duration::from_secs(60), "the backlog to drain", || {
+        (sink.accepted().len() == 5).then_some(())
+    });
+    eventually(Duration::from_secs(10), "writes accepted again", || {
+        (wharf.write("hooks", Some("k7"), b"x").status == 200).then_some(())
+    });
+}
+
+#[test]
+fn a_slow_target_shrinks_the_batch_and_still_gets_everything() {
+    let sink = HttpSink::start();
+    sink.set(|b| b.delay = Duration::from_millis(60));
+    let wharf = Wharf::start(&namespace(&sink, "[namespaces.hooks.delivery]\nslow_call_ms = 100\n"));
+    for i in 0..40 {
+        assert_eq!(wharf.write("hooks", Some(&format!("s{i}")), b"x").status, 200);
+    }
+    eventually(Duration::from_secs(60), "all 40", || (sink.accepted().len() >= 40).then_some(()));
+    let limits: Vec<u64> = wharf.status()["namespaces"]["hooks"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["delivery"]["batch_limit"].as_u64().expect("batch_limit"))
+        .collect();
+    assert!(limits.iter().any(|l| *l < 100), "batch size never adapted: {limits:?}");
+}
+
+#[test]
+fn the_breaker_opens_on_a_dead_target_and_closes_after_a_probe() {
+    let sink = HttpSink::start();
+    sink.set(|b| b.fail_all = Some(500));
+    let wharf = Wharf::start(&namespace(
+        &sink,
+        "[namespaces.hooks.breaker]\nfailures = 2\ncooldown_ms = 500\n[namespaces.hooks.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 5\nmax_backoff_ms = 20\n",
+    ));
+    wharf.write("hooks", Some("a"), b"x");
+    eventually(Duration::from_secs(30), "an open breaker", || {
+        let st = wharf.status();
+        st["namespaces"]["hooks"]["partitions"]
+            .as_array()?
+            .iter()
+            .any(|p| p["delivery"]["breaker"]["state"] == json!("open"))
+            .then_some(())
+    });
+    sink.set(|b| b.fail_all = None);
+    eventually(Duration::from_secs(30), "delivery after the probe", || {
+        (sink.accepted().len() == 1).then_some(())
+    });
+    eventually(Duration::from_secs(10), "a closed breaker", || {
+        let st = wharf.status();
+        st["namespaces"]["hooks"]["partitions"]
+            .as_array()?
+            .iter()
+            .all(|p| p["delivery"]["breaker"]["state"] == json!("closed"))
+            .then_some(())
+    });
+}
