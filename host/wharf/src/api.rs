@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::clock::now_ms;
 use crate::envelope::{Envelope, message_id, parse_message_id};
+use crate::metrics;
 use crate::node::{Namespace, Node};
 
 /// Input limits; a violation is a 400 or 413 that writes nothing.
@@ -28,6 +29,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
         .route("/v1/status", get(status))
         .route("/v1/namespaces/{ns}/messages", post(write))
         .route("/v1/namespaces/{ns}/messages/{id}", get(lookup))
@@ -159,17 +161,26 @@ async fn write(
     let req: WriteRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
     let env = validate(req, &ns)?;
-    if let Err(reason) = admit(&ns) {
+    if let Err((kind, reason)) = admit(&ns) {
+        metrics::get().admission_rejections.get_or_create(&metrics::ns_kind(&ns.name, kind)).inc();
         let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "backlog_full", reason).into_response();
         resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         return Ok(resp);
     }
-    Ok(Json(append(&ns, env).await?).into_response())
+    let started = std::time::Instant::now();
+    let bytes = env.payload.len() as u64;
+    let ack = append(&ns, env).await?;
+    let m = metrics::get();
+    let label = metrics::ns(&ns.name);
+    m.writes.get_or_create(&label).inc();
+    m.write_bytes.get_or_create(&label).inc_by(bytes);
+    m.append_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    Ok(Json(ack).into_response())
 }
 
 /// Admission control: refuses a write while the namespace's undelivered
 /// backlog is past a configured limit. Explicit, never a silent drop.
-fn admit(ns: &Namespace) -> Result<(), String> {
+fn admit(ns: &Namespace) -> Result<(), (&'static str, String)> {
     let limits = &ns.cfg.limits;
     let (mut messages, mut bytes, mut oldest) = (0u64, 0u64, None::<u64>);
     for p in &ns.partitions {
@@ -183,16 +194,25 @@ fn admit(ns: &Namespace) -> Result<(), String> {
         }
     }
     if messages >= limits.max_backlog_messages {
-        return Err(format!("{messages} undelivered messages; the limit is {}", limits.max_backlog_messages));
+        return Err((
+            "messages",
+            format!("{messages} undelivered messages; the limit is {}", limits.max_backlog_messages),
+        ));
     }
     if bytes >= limits.max_backlog_bytes {
-        return Err(format!("{bytes} bytes held in the log; the limit is {}", limits.max_backlog_bytes));
+        return Err((
+            "bytes",
+            format!("{bytes} bytes held in the log; the limit is {}", limits.max_backlog_bytes),
+        ));
     }
     let age = oldest.map(|o| now_ms().saturating_sub(o)).unwrap_or(0);
     if limits.max_backlog_age_ms > 0 && age >= limits.max_backlog_age_ms {
-        return Err(format!(
-            "the oldest undelivered message is {age} ms old; the limit is {} ms",
-            limits.max_backlog_age_ms
+        return Err((
+            "age",
+            format!(
+                "the oldest undelivered message is {age} ms old; the limit is {} ms",
+                limits.max_backlog_age_ms
+            ),
         ));
     }
     Ok(())
@@ -434,4 +454,10 @@ async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "durability": node.durability,
         "namespaces": namespaces,
     }))
+}
+
+async fn metrics_text(State(node): State<Arc<Node>>) -> Response {
+    let body = metrics::get().render(&node);
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response()
 }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::clock::now_ms;
 use crate::dlq::{DlqEntry, Failure};
 use crate::envelope::{Envelope, message_id};
+use crate::metrics;
 use crate::node::{Namespace, PartitionRt};
 use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError};
 
@@ -415,6 +416,10 @@ impl Engine {
         let elapsed = started.elapsed();
         tracing::debug!(messages = seqs.len(), elapsed_us = elapsed.as_micros() as u64, "plugin call");
         let slow = elapsed > Duration::from_millis(self.ns.cfg.delivery.slow_call_ms);
+        let m = metrics::get();
+        let label = metrics::ns(&self.ns.name);
+        m.plugin_call_latency.get_or_create(&label).observe(elapsed.as_secs_f64());
+        m.plugin_batch_size.get_or_create(&label).observe(seqs.len() as f64);
         match result {
             Ok(outcomes) => {
                 self.consecutive_failures = 0;
@@ -424,10 +429,15 @@ impl Engine {
                 for (seq, outcome) in seqs.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Delivered => {
-                            self.tracker(|t| {
-                                t.finish(seq);
+                            let written = self.tracker(|t| {
                                 t.delivered_total += 1;
+                                t.finish(seq).map(|p| p.env.written_at_ms)
                             });
+                            m.delivered.get_or_create(&label).inc();
+                            if let Some(w) = written {
+                                let secs = now_ms().saturating_sub(w) as f64 / 1000.0;
+                                m.delivery_latency.get_or_create(&label).observe(secs);
+                            }
                         }
                         Outcome::Reject(reason) => self.dead_letter(seq, "reject", reason).await,
                         Outcome::Retry(r) => {
@@ -449,10 +459,12 @@ impl Engine {
                 tracing::warn!(error = %e, kind, messages = seqs.len(), "plugin call failed; instance discarded, batch will be retried");
                 self.instance = None;
                 self.consecutive_failures += 1;
+                m.plugin_failures.get_or_create(&metrics::ns_kind(&self.ns.name, kind)).inc();
                 let limit = self.ns.cfg.target.quarantine_after;
                 if self.consecutive_failures >= limit {
                     let reason = format!("{limit} consecutive plugin failures, last: {e}");
                     tracing::error!(%reason, "plugin quarantined; namespace delivery paused");
+                    m.plugin_quarantines.get_or_create(&label).inc();
                     if let Ok(mut p) = self.ns.plugin.lock() {
                         p.state = "quarantined";
                         p.reason = Some(reason);
@@ -467,7 +479,7 @@ impl Engine {
     }
 
     /// Schedules another attempt, or dead-letters when attempts run out.
-    async fn retry_later(&mut self, seq: u64, kind: &str, reason: String, after: Option<Duration>) {
+    async fn retry_later(&mut self, seq: u64, kind: &'static str, reason: String, after: Option<Duration>) {
         let policy = &self.ns.cfg.retry;
         let exhausted = self.tracker(|t| {
             let Some(p) = t.pending.get_mut(&seq) else { return false };
@@ -489,6 +501,9 @@ impl Engine {
             t.retries_total += 1;
             false
         });
+        if !exhausted {
+            metrics::get().retries.get_or_create(&metrics::ns_kind(&self.ns.name, kind)).inc();
+        }
         if exhausted {
             self.dead_letter(
                 seq,
@@ -501,7 +516,7 @@ impl Engine {
 
     /// Makes the DLQ entry durable, then finishes the message. If the DLQ
     /// write fails the message stays in the window and is retried.
-    async fn dead_letter(&mut self, seq: u64, kind: &str, reason: String) {
+    async fn dead_letter(&mut self, seq: u64, kind: &'static str, reason: String) {
         let entry = self.tracker(|t| {
             let p = t.pending.get_mut(&seq)?;
             p.in_flight = false;
@@ -534,6 +549,7 @@ impl Engine {
                     t.finish(seq);
                     t.dead_lettered_total += 1;
                 });
+                metrics::get().dead_lettered.get_or_create(&metrics::ns_kind(&self.ns.name, kind)).inc();
             }
             Ok(Err(e)) => {
                 tracing::error!(message_id = %id, error = %e, "dlq write failed; message stays pending");

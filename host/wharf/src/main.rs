@@ -2,11 +2,13 @@
 
 mod api;
 mod clock;
+mod cmd_log;
 mod cmd_remote;
 mod config;
 mod delivery;
 mod dlq;
 mod envelope;
+mod metrics;
 mod node;
 mod plugin;
 
@@ -50,6 +52,9 @@ enum Cmd {
         #[arg(long, short, default_value = "wharf.toml")]
         config: PathBuf,
     },
+    /// Inspect and repair the embedded log.
+    #[command(subcommand)]
+    Log(cmd_log::LogCmd),
     /// Inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
+        Cmd::Log(cmd) => cmd_log::run(cmd),
         Cmd::Plugin(PluginCmd::Check { file, json }) => plugin_check(&file, json),
         Cmd::Status { server } => cmd_remote::status(&server),
         Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),

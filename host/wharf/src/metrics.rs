@@ -1,0 +1,218 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text).
+//!
+//! Names follow `wharf_<thing>_<unit>[_total]` (the client library adds
+//! `_total` to counters). Labels are bounded: namespace, partition, and small
+//! fixed enums (`kind`, `reason`, `outcome`); never keys or message ids.
+//! Event metrics are recorded per batch or per request where they happen;
+//! state (backlog, watermarks, DLQ size, halts) is read at scrape time from
+//! the same sources `/v1/status` uses.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::clock::now_ms;
+use crate::node::Node;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Ns {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsPart {
+    pub namespace: String,
+    pub partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsKind {
+    pub namespace: String,
+    pub kind: &'static str,
+}
+
+type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
+/// Every metric the host records.
+pub struct Metrics {
+    registry: Registry,
+    pub writes: Family<Ns, Counter>,
+    pub write_bytes: Family<Ns, Counter>,
+    pub append_latency: Hist<Ns>,
+    pub admission_rejections: Family<NsKind, Counter>,
+    pub delivered: Family<Ns, Counter>,
+    pub delivery_latency: Hist<Ns>,
+    pub retries: Family<NsKind, Counter>,
+    pub dead_lettered: Family<NsKind, Counter>,
+    pub plugin_call_latency: Hist<Ns>,
+    pub plugin_batch_size: Hist<Ns>,
+    pub plugin_failures: Family<NsKind, Counter>,
+    pub plugin_quarantines: Family<Ns, Counter>,
+    // Read at scrape time.
+    backlog_messages: Family<NsPart, Gauge>,
+    backlog_bytes: Family<NsPart, Gauge>,
+    backlog_age: Family<NsPart, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    head: Family<NsPart, Gauge>,
+    durable: Family<NsPart, Gauge>,
+    watermark: Family<NsPart, Gauge>,
+    in_flight: Family<NsPart, Gauge>,
+    halted: Family<NsPart, Gauge>,
+    fsyncs: Family<NsPart, Gauge>,
+    appends: Family<NsPart, Gauge>,
+    dlq_messages: Family<Ns, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut r = Registry::default();
+        macro_rules! reg {
+            ($name:literal, $help:literal, $m:expr) => {{
+                let m = $m;
+                r.register($name, $help, m.clone());
+                m
+            }};
+        }
+        let lat = || Hist::<Ns>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        Self {
+            writes: reg!("wharf_writes", "Messages acknowledged to clients", Family::default()),
+            write_bytes: reg!(
+                "wharf_write_bytes",
+                "Payload bytes acknowledged to clients",
+                Family::default()
+            ),
+            append_latency: reg!(
+                "wharf_append_seconds",
+                "Time from request to durable append (dominated by the group-commit fdatasync)",
+                lat()
+            ),
+            admission_rejections: reg!(
+                "wharf_admission_rejections",
+                "Writes refused by admission control, by reason",
+                Family::default()
+            ),
+            delivered: reg!("wharf_delivered", "Messages the target confirmed", Family::default()),
+            delivery_latency: reg!(
+                "wharf_delivery_latency_seconds",
+                "Time from durable write to confirmed delivery",
+                lat()
+            ),
+            retries: reg!("wharf_retries", "Delivery attempts scheduled again, by kind", Family::default()),
+            dead_lettered: reg!(
+                "wharf_dead_lettered",
+                "Messages moved to the DLQ, by kind",
+                Family::default()
+            ),
+            plugin_call_latency: reg!("wharf_plugin_call_seconds", "Duration of one deliver call", lat()),
+            plugin_batch_size: reg!(
+                "wharf_plugin_batch_messages",
+                "Messages per deliver call",
+                Hist::<Ns>::new_with_constructor(size_histogram as fn() -> Histogram)
+            ),
+            plugin_failures: reg!(
+                "wharf_plugin_failures",
+                "Failed plugin calls (trap, deadline, wrong_count, init), each discarding the instance",
+                Family::default()
+            ),
+            plugin_quarantines: reg!("wharf_plugin_quarantines", "Plugins quarantined", Family::default()),
+            backlog_messages: reg!("wharf_backlog_messages", "Undelivered messages", Family::default()),
+            backlog_bytes: reg!(
+                "wharf_backlog_bytes",
+                "Bytes held in the partition's segments",
+                Family::default()
+            ),
+            backlog_age: reg!(
+                "wharf_backlog_age_seconds",
+                "Age of the oldest undelivered message in the delivery window",
+                Family::default()
+            ),
+            head: reg!("wharf_log_head_sequence", "Next sequence to be appended", Family::default()),
+            durable: reg!(
+                "wharf_log_durable_sequence",
+                "Records below this are fdatasync'd",
+                Family::default()
+            ),
+            watermark: reg!(
+                "wharf_log_watermark_sequence",
+                "Persisted delivered watermark (all below are finished)",
+                Family::default()
+            ),
+            in_flight: reg!("wharf_in_flight_messages", "Messages inside a plugin call", Family::default()),
+            halted: reg!("wharf_partition_halted", "1 when the partition is halted", Family::default()),
+            fsyncs: reg!(
+                "wharf_log_fsyncs",
+                "fdatasync calls since start (appends / fsyncs = group-commit size)",
+                Family::default()
+            ),
+            appends: reg!("wharf_log_appends", "Append calls since start", Family::default()),
+            dlq_messages: reg!("wharf_dlq_messages", "Entries in the DLQ", Family::default()),
+            registry: r,
+        }
+    }
+
+    /// Reads the state gauges from the node and encodes everything.
+    pub fn render(&self, node: &Node) -> String {
+        let now = now_ms();
+        for (name, ns) in &node.namespaces {
+            self.dlq_messages.get_or_create(&Ns { namespace: name.clone() }).set(ns.dlq.len() as i64);
+            for p in &ns.partitions {
+                let l = NsPart { namespace: name.clone(), partition: p.index };
+                self.halted.get_or_create(&l).set(i64::from(p.halted_reason().is_some()));
+                if let Some(log) = &p.log {
+                    let st = log.stats();
+                    self.head.get_or_create(&l).set(st.next_seq as i64);
+                    self.durable.get_or_create(&l).set(st.synced_seq as i64);
+                    self.watermark.get_or_create(&l).set(st.watermark as i64);
+                    self.backlog_messages
+                        .get_or_create(&l)
+                        .set(st.next_seq.saturating_sub(st.watermark) as i64);
+                    self.backlog_bytes.get_or_create(&l).set(st.bytes as i64);
+                    self.fsyncs.get_or_create(&l).set(st.fsyncs as i64);
+                    self.appends.get_or_create(&l).set(st.appends as i64);
+                }
+                if let Ok(t) = p.tracker.lock() {
+                    let age = t.oldest_written_at_ms().map(|w| now.saturating_sub(w)).unwrap_or(0);
+                    self.backlog_age.get_or_create(&l).set(age as f64 / 1000.0);
+                    self.in_flight.get_or_create(&l).set(t.snapshot().in_flight as i64);
+                }
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+pub fn ns(namespace: &str) -> Ns {
+    Ns { namespace: namespace.to_string() }
+}
+
+pub fn ns_kind(namespace: &str, kind: &'static str) -> NsKind {
+    NsKind { namespace: namespace.to_string(), kind }
+}
