@@ -145,3 +145,31 @@ fn the_status_command_prints_a_table_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(v["namespaces"]["ledger"]["partitions"].is_array());
 }
+
+#[test]
+fn every_metric_the_grafana_dashboard_uses_exists() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&config(&sink));
+    let metrics = wharf.get("/metrics").body.as_str().expect("text").to_string();
+    let dash = std::fs::read_to_string(wharf_tests::root().join("examples/grafana/wharf-dashboard.json"))
+        .expect("dashboard");
+    let mut names: Vec<&str> = dash
+        .match_indices("wharf_")
+        .map(|(i, _)| {
+            let rest = &dash[i..];
+            &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+        })
+        .filter(|n| n.len() > "wharf_".len())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let base =
+            ["_bucket", "_total", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        assert!(
+            metrics.contains(&format!("# TYPE {base} ")),
+            "the dashboard uses {name}, /metrics has no {base}"
+        );
+    }
+}

@@ -86,7 +86,12 @@ pub fn verify_json(r: &VerifyReport) -> Value {
 }
 
 /// `wharf log verify DATA_DIR [--json]`.
-pub fn verify_cmd(data_dir: &Path, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, LogError> {
+pub fn verify_cmd(
+    data_dir: &Path,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, LogError> {
     verify_cmd_with(&FsStorage, data_dir, json, out, err)
 }
 
@@ -104,10 +109,8 @@ pub fn verify_cmd_with(
         writeln!(out, "{}", verify_json(&report)).map_err(out_err)?;
         return Ok(code);
     }
-    let (segs, bytes, recs) = report
-        .partitions
-        .iter()
-        .fold((0, 0, 0), |(s, b, r), p| (s + p.segments, b + p.bytes, r + p.records));
+    let (segs, bytes, recs) =
+        report.partitions.iter().fold((0, 0, 0), |(s, b, r), p| (s + p.segments, b + p.bytes, r + p.records));
     writeln!(
         out,
         "verified {} partition(s) under {}: {segs} segment(s), {bytes} bytes, {recs} record(s)",
@@ -117,8 +120,15 @@ pub fn verify_cmd_with(
     .map_err(out_err)?;
     for p in &report.partitions {
         for c in &p.problems {
-            writeln!(out, "problem: {} offset {}: {} [{}]", c.file.display(), c.offset, c.kind, c.kind.code())
-                .map_err(out_err)?;
+            writeln!(
+                out,
+                "problem: {} offset {}: {} [{}]",
+                c.file.display(),
+                c.offset,
+                c.kind,
+                c.kind.code()
+            )
+            .map_err(out_err)?;
         }
         if let Some(t) = &p.torn_tail {
             writeln!(
@@ -178,31 +188,38 @@ pub fn dump_cmd_with(
     let mut prog = Progressor::new(err);
     let mut printed = 0u64;
     let mut write_err = None;
-    let res = crate::dump_with(storage, partition_dir, from.unwrap_or(0), &mut |p| prog.report(p), &mut |r| {
-        let (enc, text) = payload_repr(r.payload);
-        let line = if json {
-            json!({
-                "seq": r.seq,
-                "file": r.file,
-                "offset": r.offset,
-                "len": r.payload.len(),
-                "crc": r.crc,
-                "payload_encoding": enc,
-                "payload": text,
-            })
-            .to_string()
-        } else if enc == "utf8" {
-            format!("seq={} len={} crc={:08x} offset={} payload={:?}", r.seq, r.payload.len(), r.crc, r.offset, text)
-        } else {
-            format!("seq={} len={} crc={:08x} offset={} payload=hex:{}", r.seq, r.payload.len(), r.crc, r.offset, text)
-        };
-        if let Err(e) = writeln!(out, "{line}") {
-            write_err = Some(e);
-            return false;
-        }
-        printed += 1;
-        printed < limit
-    });
+    let res =
+        crate::dump_with(storage, partition_dir, from.unwrap_or(0), &mut |p| prog.report(p), &mut |r| {
+            let (enc, text) = payload_repr(r.payload);
+            let line = if json {
+                json!({
+                    "seq": r.seq,
+                    "file": r.file,
+                    "offset": r.offset,
+                    "len": r.payload.len(),
+                    "crc": r.crc,
+                    "payload_encoding": enc,
+                    "payload": text,
+                })
+                .to_string()
+            } else {
+                let seg = r.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let shown = if enc == "utf8" { format!("{text:?}") } else { format!("hex:{text}") };
+                format!(
+                    "seq={} len={} crc={:08x} segment={seg} offset={} payload={shown}",
+                    r.seq,
+                    r.payload.len(),
+                    r.crc,
+                    r.offset
+                )
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_err = Some(e);
+                return false;
+            }
+            printed += 1;
+            printed < limit
+        });
     if let Some(e) = write_err {
         return Err(out_err(e));
     }
@@ -220,7 +237,12 @@ pub fn salvage_json(r: &SalvageReport) -> Value {
 }
 
 /// `wharf log salvage PARTITION_DIR [--json]`.
-pub fn salvage_cmd(partition_dir: &Path, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, LogError> {
+pub fn salvage_cmd(
+    partition_dir: &Path,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, LogError> {
     salvage_cmd_with(&FsStorage, partition_dir, json, out, err)
 }
 
@@ -250,11 +272,17 @@ pub fn salvage_cmd_with(
         } else {
             "no sequences skipped".to_string()
         };
-        writeln!(out, "salvaged {} offset {} ({}): {moved}; {gap}", a.segment, a.offset, a.kind).map_err(out_err)?;
+        writeln!(out, "salvaged {} offset {} ({}): {moved}; {gap}", a.segment, a.offset, a.kind)
+            .map_err(out_err)?;
     }
     if let Some(t) = &report.torn_tail {
-        writeln!(out, "note: torn tail in {} at offset {} is dropped on next open", t.file.display(), t.offset)
-            .map_err(out_err)?;
+        writeln!(
+            out,
+            "note: torn tail in {} at offset {} is dropped on next open",
+            t.file.display(),
+            t.offset
+        )
+        .map_err(out_err)?;
     }
     Ok(0)
 }

@@ -226,12 +226,8 @@ impl FaultStorage {
                     }
                 }
             }
-            let node = Node(Mutex::new(NodeData {
-                durable: data.clone(),
-                data,
-                dirty_from: None,
-                mtime: d.mtime,
-            }));
+            let node =
+                Node(Mutex::new(NodeData { durable: data.clone(), data, dirty_from: None, mtime: d.mtime }));
             fresh.insert(path.clone(), Arc::new(node));
         }
         ns.live = fresh.clone();

@@ -10,6 +10,7 @@
 //! No async runtime, no networking: blocking calls, internal locking,
 //! `Partition` is `Send + Sync`.
 
+pub mod cli;
 mod error;
 mod fault;
 pub mod frame;
@@ -22,7 +23,6 @@ pub mod segment;
 pub mod storage;
 mod verify;
 mod watermark;
-pub mod cli;
 
 pub use error::{Corruption, CorruptionKind, LogError};
 pub use fault::{FaultStorage, Rng};
@@ -33,7 +33,10 @@ pub use partition::{Appended, Partition, PartitionStats, Record, Recovery};
 pub use salvage::{SalvageReport, salvage, salvage_with};
 pub use scan::{Progress, TornTail};
 pub use storage::{FsStorage, Storage, StorageFile};
-pub use verify::{DumpRecord, PartitionReport, VerifyProblem, VerifyReport, dump, dump_with, find_partitions, verify, verify_with};
+pub use verify::{
+    DumpRecord, PartitionReport, VerifyProblem, VerifyReport, dump, dump_with, find_partitions, verify,
+    verify_with,
+};
 pub use watermark::WATERMARK_FILE;
 
 /// Name of the directory (inside a partition) where salvage moves regions.

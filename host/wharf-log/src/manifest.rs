@@ -5,9 +5,9 @@
 //! records one region salvage moved aside and the sequence range
 //! `[from_seq, to_seq)` that is therefore missing. Sequences are never
 //! renumbered: the records after a salvaged region keep their original
-//! sequences, and recovery/verify accept a jump from `from_seq` straight to
-//! `to_seq` between two consecutive segments *only* if an entry names
-//! exactly that range (logged with `tracing::warn!` on every open). Any
+//! sequences, and recovery/verify accept a jump from `expected` straight to
+//! `found` between two consecutive segments *only* if the recorded ranges
+//! together cover exactly `[expected, found)` without a hole (logged with `tracing::warn!` on every open). Any
 //! other jump is corruption.
 
 use std::path::{Path, PathBuf};
@@ -48,9 +48,22 @@ pub struct SalvageManifest {
 }
 
 impl SalvageManifest {
-    /// Whether a jump from `expected` to `found` is an explicit salvage gap.
+    /// Whether a jump from `expected` to `found` is an explicit salvage gap:
+    /// the union of the recorded ranges covers `[expected, found)`.
     pub fn allows_gap(&self, expected: u64, found: u64) -> bool {
-        expected < found && self.entries.iter().any(|e| e.from_seq == expected && e.to_seq == found)
+        if expected >= found {
+            return false;
+        }
+        let mut cur = expected;
+        while cur < found {
+            let next =
+                self.entries.iter().filter(|e| e.from_seq <= cur && cur < e.to_seq).map(|e| e.to_seq).max();
+            match next {
+                Some(n) => cur = n,
+                None => return false,
+            }
+        }
+        true
     }
 }
 
@@ -65,7 +78,11 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<SalvageManifest,
     }
     let bytes = read_all(storage, &p).map_err(LogError::io("read", &p))?;
     let bad = |reason: String| {
-        LogError::Corrupt(Corruption { file: p.clone(), offset: 0, kind: CorruptionKind::BadManifest { reason } })
+        LogError::Corrupt(Corruption {
+            file: p.clone(),
+            offset: 0,
+            kind: CorruptionKind::BadManifest { reason },
+        })
     };
     let m: SalvageManifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     if m.version != VERSION {
@@ -76,6 +93,7 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<SalvageManifest,
 
 pub(crate) fn store(storage: &dyn Storage, dir: &Path, m: &SalvageManifest) -> Result<(), LogError> {
     let p = path(dir);
-    let bytes = serde_json::to_vec_pretty(m).map_err(|e| LogError::io("encode manifest", &p)(std::io::Error::other(e)))?;
+    let bytes = serde_json::to_vec_pretty(m)
+        .map_err(|e| LogError::io("encode manifest", &p)(std::io::Error::other(e)))?;
     write_atomic(storage, &p, &bytes).map_err(LogError::io("persist manifest", p))
 }

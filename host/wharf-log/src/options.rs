@@ -46,6 +46,10 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { segment_max_bytes: 64 << 20, durability: Durability::Fsync, retention: Retention::KeepNothing }
+        LogOptions {
+            segment_max_bytes: 64 << 20,
+            durability: Durability::Fsync,
+            retention: Retention::KeepNothing,
+        }
     }
 }

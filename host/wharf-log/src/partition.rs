@@ -12,17 +12,25 @@
 //!
 //! # Concurrency and group commit
 //!
-//! Appenders serialise on the `writer` mutex only to assign sequences and
-//! write(2) their frames. Then (policy `Fsync`) they wait on the `sync`
-//! mutex/condvar: if no fdatasync is in flight, the caller becomes the
-//! *leader*, notes `target = written` (everything written so far), drops the
-//! lock, fdatasyncs the active segment, sets `synced = target`, unparks the
-//! followers whose records are now `< synced`, and unparks exactly one of
-//! the remaining followers to lead the next round (targeted wake-ups: with
-//! many writers a condvar `notify_all` would wake every thread per round). Writes keep flowing while a sync is in flight, so
-//! one fdatasync covers every writer that arrived during the previous one.
+//! `Fsync` appends never write themselves. Under the short, I/O-free `sync`
+//! mutex an appender takes its sequences, encodes its frames onto the
+//! pending queue, and then either
+//! - *leads* a round, if none is in flight: it first *gathers* (while other
+//!   appenders are in flight but not yet queued — typically the followers
+//!   the previous round just woke, coming straight back — it waits for them,
+//!   at most half the smoothed fdatasync time and 200 µs), takes the whole
+//!   queue, writes it with one write(2) under the `writer` mutex, fdatasyncs
+//!   the active segment, sets `synced`, and wakes exactly the followers it
+//!   covered (they return without touching the lock) plus one remaining
+//!   follower to lead the next round (unparking happens after the lock is
+//!   dropped); or
+//! - *follows*: parks until a round covers it or it is picked to lead.
+//!
+//! Appends keep queueing while a round's fdatasync is in flight, so one
+//! fdatasync covers everybody who arrived during the previous one.
+//! `Buffered` appends write(2) directly under the `writer` mutex.
 //! Lock order: `writer` → `sync`, `writer` → `segments`,
-//! `watermark` → `segments`; `sync` is never held across I/O.
+//! `watermark` → `segments`; `sync` is never held across I/O or parking.
 //!
 //! Sealing: before a new segment is created the old one is fdatasync'ed
 //! completely, so a sync of the active segment covers all earlier records.
@@ -40,7 +48,7 @@
 //! each removal so a crash never leaves a hole), subject to `Retention`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -161,31 +169,79 @@ struct SyncState {
     synced: u64,
     /// A leader round is in flight.
     syncing: bool,
-    /// Parked followers: (ticket, end seq they wait for, thread).
-    waiters: Vec<(u64, u64, Thread)>,
-    next_ticket: u64,
+    /// Parked followers.
+    waiters: Vec<Waiter>,
+}
+
+/// A parked follower: released as covered (its records are durable, it
+/// returns without touching the lock) or to re-check (lead the next round,
+/// or the partition halted).
+#[derive(Debug)]
+struct Waiter {
+    end: u64,
+    thread: Thread,
+    slot: Arc<WaitSlot>,
+}
+
+const WAITING: u8 = 0;
+const COVERED: u8 = 1;
+const RECHECK: u8 = 2;
+
+#[derive(Debug, Default)]
+struct WaitSlot {
+    state: AtomicU8,
+    synced: AtomicU64,
+}
+
+impl Waiter {
+    fn wake(self, state: u8, synced: u64) {
+        self.slot.synced.store(synced, Ordering::Relaxed);
+        self.slot.state.store(state, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Followers to unpark, after the `sync` lock is dropped (so they do not
+/// wake into a convoy on it).
+#[must_use]
+struct Wakeups {
+    list: Vec<(Waiter, u8)>,
+    synced: u64,
+}
+
+impl Wakeups {
+    fn run(self) {
+        for (w, state) in self.list {
+            w.wake(state, self.synced);
+        }
+    }
 }
 
 impl SyncState {
-    /// Wakes the followers whose records are now durable and, if others
+    /// Takes the followers whose records are now durable and, if others
     /// remain and no sync is in flight, exactly one of them to lead the next
-    /// round (targeted wake-ups: no thundering herd). `all` wakes everyone
-    /// (the partition halted).
-    fn release(&mut self, all: bool) {
+    /// round (targeted wake-ups: no thundering herd, and covered followers
+    /// return without touching the lock). `all` makes everyone re-check (the
+    /// partition halted).
+    fn release(&mut self, all: bool) -> Wakeups {
         let synced = self.synced;
+        let mut list = Vec::new();
         let mut i = 0;
         while i < self.waiters.len() {
-            if all || self.waiters[i].1 <= synced {
-                self.waiters.swap_remove(i).2.unpark();
+            if all {
+                list.push((self.waiters.swap_remove(i), RECHECK));
+            } else if self.waiters[i].end <= synced {
+                list.push((self.waiters.swap_remove(i), COVERED));
             } else {
                 i += 1;
             }
         }
         if !self.syncing
-            && let Some(pos) = (0..self.waiters.len()).min_by_key(|&i| self.waiters[i].1)
+            && let Some(pos) = (0..self.waiters.len()).min_by_key(|&i| self.waiters[i].end)
         {
-            self.waiters.swap_remove(pos).2.unpark();
+            list.push((self.waiters.swap_remove(pos), RECHECK));
         }
+        Wakeups { list, synced }
     }
 }
 
@@ -231,11 +287,20 @@ impl Partition {
     }
 
     /// Same, on any [`Storage`].
-    pub fn open_with(storage: Arc<dyn Storage>, dir: &Path, opts: LogOptions) -> Result<(Partition, Recovery), LogError> {
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        opts: LogOptions,
+    ) -> Result<(Partition, Recovery), LogError> {
         let st = &*storage;
         if !st.exists(dir) {
+            // Create missing ancestors too, and make each new entry durable.
+            let missing: Vec<&Path> =
+                dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !st.exists(a)).collect();
             st.create_dir_all(dir).map_err(LogError::io("create dir", dir))?;
-            st.sync_dir(parent(dir)).map_err(LogError::io("fsync dir", parent(dir)))?;
+            for d in missing.iter().rev() {
+                st.sync_dir(parent(d)).map_err(LogError::io("fsync dir", parent(d)))?;
+            }
         }
         let guard = st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -279,7 +344,9 @@ impl Partition {
             return Err(LogError::Corrupt(Corruption {
                 file: watermark::path(dir),
                 offset: 0,
-                kind: CorruptionKind::BadWatermark { reason: format!("watermark {wm} is beyond the log end {next_seq}") },
+                kind: CorruptionKind::BadWatermark {
+                    reason: format!("watermark {wm} is beyond the log end {next_seq}"),
+                },
             }));
         }
         if let Some(t) = &scan.torn {
@@ -307,13 +374,14 @@ impl Partition {
             segments.push(Arc::new(Segment::new(s.base_seq, s.path, file, s.valid_len, s.end_seq, s.index)));
         }
         if segments.is_empty() {
-            let seg = segment::create_segment(st, dir, next_seq).map_err(LogError::io("create segment", dir))?;
+            let seg =
+                segment::create_segment(st, dir, next_seq).map_err(LogError::io("create segment", dir))?;
             segments.push(Arc::new(seg));
         }
-        let active = segments.last().cloned().ok_or_else(|| LogError::Halted {
-            dir: dir.to_path_buf(),
-            reason: "no active segment".into(),
-        })?;
+        let active = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| LogError::Halted { dir: dir.to_path_buf(), reason: "no active segment".into() })?;
 
         let p = Partition {
             dir: dir.to_path_buf(),
@@ -327,7 +395,6 @@ impl Partition {
                 synced: next_seq,
                 syncing: false,
                 waiters: Vec::new(),
-                next_ticket: 0,
                 pending_appends: 0,
                 gathering: None,
             }),
@@ -492,7 +559,8 @@ impl Partition {
 
     fn halt_and_wake(&self, reason: String) {
         self.halt(reason);
-        lock(&self.sync).release(true);
+        let wake = lock(&self.sync).release(true);
+        wake.run();
     }
 
     /// Group commit: returns once every record `< end` is fdatasync'ed.
@@ -506,22 +574,24 @@ impl Partition {
                 return Ok(s.synced);
             }
             if let Some(e) = self.halted_err() {
-                s.release(true);
+                let wake = s.release(true);
+                drop(s);
+                wake.run();
                 return Err(e);
             }
             if s.syncing {
-                let ticket = s.next_ticket;
-                s.next_ticket += 1;
-                s.waiters.push((ticket, end, std::thread::current()));
+                let slot = Arc::new(WaitSlot::default());
+                s.waiters.push(Waiter { end, thread: std::thread::current(), slot: slot.clone() });
                 drop(s);
                 loop {
                     std::thread::park();
-                    s = lock(&self.sync);
-                    if !s.waiters.iter().any(|w| w.0 == ticket) {
-                        break;
+                    match slot.state.load(Ordering::Acquire) {
+                        COVERED => return Ok(slot.synced.load(Ordering::Relaxed)),
+                        WAITING => {} // spurious wake-up: still registered
+                        _ => break,
                     }
-                    drop(s); // spurious wake-up: still registered
                 }
+                s = lock(&self.sync);
                 continue;
             }
             // Lead a round. First gather: while other appenders are in
@@ -564,7 +634,9 @@ impl Partition {
             if let Err(e) = wrote {
                 let mut s = lock(&self.sync);
                 s.syncing = false;
-                s.release(true);
+                let wake = s.release(true);
+                drop(s);
+                wake.run();
                 return Err(e);
             }
             let t0 = Instant::now();
@@ -585,11 +657,20 @@ impl Partition {
                 Ok(()) => {
                     s.synced = s.synced.max(target);
                     self.acked.fetch_max(s.synced, Ordering::AcqRel);
-                    s.release(false);
+                    let synced = s.synced;
+                    let wake = s.release(false);
+                    drop(s);
+                    wake.run();
+                    if synced >= end {
+                        return Ok(synced);
+                    }
+                    s = lock(&self.sync);
                 }
                 Err(e) => {
                     self.halt(format!("fdatasync {}: {e}", path.display()));
-                    s.release(true);
+                    let wake = s.release(true);
+                    drop(s);
+                    wake.run();
                     return Err(LogError::Io { path, op: "fdatasync", source: e });
                 }
             }
@@ -601,12 +682,13 @@ impl Partition {
         let old = w.active.clone();
         old.file.sync_data().map_err(LogError::io("fdatasync", &old.path))?;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        {
+        let wake = {
             let mut s = lock(&self.sync);
             s.synced = s.synced.max(old.end_seq());
             self.acked.fetch_max(s.synced, Ordering::AcqRel);
-            s.release(false);
-        }
+            s.release(false)
+        };
+        wake.run();
         let seg = segment::create_segment(&*self.storage, &self.dir, base)
             .map_err(LogError::io("create segment", &self.dir))?;
         let seg = Arc::new(seg);
@@ -651,7 +733,8 @@ impl Partition {
                 let mut want = READ_CHUNK.min((seg_len - off) as usize);
                 'fill: loop {
                     buf.resize(want, 0);
-                    let got = read_full_at(&*seg.file, &mut buf, off).map_err(LogError::io("read", &seg.path))?;
+                    let got =
+                        read_full_at(&*seg.file, &mut buf, off).map_err(LogError::io("read", &seg.path))?;
                     buf.truncate(got);
                     if got == 0 {
                         return Err(LogError::Corrupt(Corruption {
@@ -663,12 +746,19 @@ impl Partition {
                     let mut p = 0usize;
                     while cur < limit && out.len() < max_records {
                         let corrupt = |kind| {
-                            LogError::Corrupt(Corruption { file: seg.path.clone(), offset: off + p as u64, kind })
+                            LogError::Corrupt(Corruption {
+                                file: seg.path.clone(),
+                                offset: off + p as u64,
+                                kind,
+                            })
                         };
                         match frame::decode(&buf[p..]) {
                             Decoded::Record { seq: s, payload, frame_len, .. } => {
                                 if s != cur {
-                                    return Err(corrupt(CorruptionKind::SequenceGap { expected: cur, found: s }));
+                                    return Err(corrupt(CorruptionKind::SequenceGap {
+                                        expected: cur,
+                                        found: s,
+                                    }));
                                 }
                                 if s >= seq {
                                     if !out.is_empty() && bytes + payload.len() > max_bytes {
@@ -694,8 +784,12 @@ impl Partition {
                                 want = need;
                                 continue 'fill;
                             }
-                            Decoded::BadLength { len } => return Err(corrupt(CorruptionKind::BadLength { len })),
-                            Decoded::ChecksumMismatch => return Err(corrupt(CorruptionKind::ChecksumMismatch)),
+                            Decoded::BadLength { len } => {
+                                return Err(corrupt(CorruptionKind::BadLength { len }));
+                            }
+                            Decoded::ChecksumMismatch => {
+                                return Err(corrupt(CorruptionKind::ChecksumMismatch));
+                            }
                         }
                     }
                     break 'seg;

@@ -46,7 +46,10 @@ pub struct SalvageReport {
 const MAX_ROUNDS: usize = 100_000;
 
 /// [`salvage_with`] on the real filesystem.
-pub fn salvage(partition_dir: &Path, progress: &mut dyn FnMut(&Progress<'_>)) -> Result<SalvageReport, LogError> {
+pub fn salvage(
+    partition_dir: &Path,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<SalvageReport, LogError> {
     salvage_with(&FsStorage, partition_dir, progress)
 }
 
@@ -98,10 +101,15 @@ pub fn salvage_with(
         let mut resync = p.resync;
         if let CorruptionKind::SequenceGap { expected, found } = p.corruption.kind
             && x == 0
-            && found < expected
         {
-            // Overlapping segment: drop the records already seen.
-            resync = segment::find_resync(&bytes, HEADER_LEN, expected);
+            resync = if found > expected {
+                // Chain gap (a segment is missing): nothing to move, only
+                // the gap to record.
+                Some((0, found))
+            } else {
+                // Overlapping segment: drop the records already seen.
+                segment::find_resync(&bytes, HEADER_LEN, expected)
+            };
         }
         let end = resync.map_or(bytes.len(), |(y, _)| y as usize);
         let seg_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -146,7 +154,10 @@ pub fn salvage_with(
             at_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         };
         let known = m.entries.iter().any(|e| {
-            e.from_seq == entry.from_seq && e.to_seq == entry.to_seq && e.segment == entry.segment && e.offset == entry.offset
+            e.from_seq == entry.from_seq
+                && e.to_seq == entry.to_seq
+                && e.segment == entry.segment
+                && e.offset == entry.offset
         });
         if !known {
             m.entries.push(entry.clone());
@@ -175,5 +186,8 @@ pub fn salvage_with(
         );
         actions.push(entry);
     }
-    Err(LogError::Unsalvageable { dir: dir.to_path_buf(), reason: format!("gave up after {MAX_ROUNDS} rounds") })
+    Err(LogError::Unsalvageable {
+        dir: dir.to_path_buf(),
+        reason: format!("gave up after {MAX_ROUNDS} rounds"),
+    })
 }

@@ -140,7 +140,11 @@ fn frame_kind(p: &FrameProblem) -> CorruptionKind {
 }
 
 /// Scans a partition directory. Read-only.
-pub(crate) fn scan_partition(storage: &dyn Storage, dir: &Path, args: ScanArgs<'_>) -> Result<Scan, LogError> {
+pub(crate) fn scan_partition(
+    storage: &dyn Storage,
+    dir: &Path,
+    args: ScanArgs<'_>,
+) -> Result<Scan, LogError> {
     let files = list_segments(storage, dir)?;
     let mut scan = Scan { files: files.clone(), ..Scan::default() };
     let mut expected: Option<u64> = None;
@@ -175,7 +179,8 @@ pub(crate) fn scan_partition(storage: &dyn Storage, dir: &Path, args: ScanArgs<'
                 let min = expected.unwrap_or(*name_base);
                 let resync = segment::find_resync(&bytes, HEADER_LEN.min(bytes.len()), min);
                 if is_last && resync.is_none() {
-                    scan.torn = Some(TornTail { file: path.clone(), offset: 0, bytes_dropped: bytes.len() as u64 });
+                    scan.torn =
+                        Some(TornTail { file: path.clone(), offset: 0, bytes_dropped: bytes.len() as u64 });
                     break;
                 }
                 scan.problems.push(problem(0, CorruptionKind::BadHeader { reason }, expected, resync));

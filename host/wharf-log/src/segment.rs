@@ -106,7 +106,10 @@ pub(crate) enum FrameProblem {
     BadLength(u64),
     ChecksumMismatch,
     /// A valid frame, but with the wrong sequence.
-    WrongSeq { expected: u64, found: u64 },
+    WrongSeq {
+        expected: u64,
+        found: u64,
+    },
 }
 
 /// One step of walking a segment's frames.
@@ -165,8 +168,8 @@ pub(crate) fn find_resync(bytes: &[u8], from: usize, min_seq: u64) -> Option<(u6
     while o + FRAME_HEADER_LEN <= bytes.len() {
         if let Some((len, _, seq)) = frame::peek(&bytes[o..]) {
             let max_seq = min_seq.saturating_add(((o - from) / FRAME_HEADER_LEN) as u64 + 1);
-            let fits = (len as usize) <= frame::MAX_RECORD_LEN
-                && o + frame::frame_len(len as usize) <= bytes.len();
+            let fits =
+                (len as usize) <= frame::MAX_RECORD_LEN && o + frame::frame_len(len as usize) <= bytes.len();
             if fits
                 && seq >= min_seq
                 && seq <= max_seq
@@ -195,7 +198,14 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(base_seq: u64, path: PathBuf, file: Arc<dyn StorageFile>, len: u64, end_seq: u64, index: Vec<(u64, u64)>) -> Self {
+    pub fn new(
+        base_seq: u64,
+        path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        len: u64,
+        end_seq: u64,
+        index: Vec<(u64, u64)>,
+    ) -> Self {
         Segment {
             base_seq,
             path,

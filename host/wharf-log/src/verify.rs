@@ -64,7 +64,8 @@ pub fn find_partitions(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<Pat
         let entries = storage.list_dir(&d).map_err(LogError::io("list", &d))?;
         let is_partition = entries.iter().any(|e| {
             !e.is_dir
-                && (crate::segment::parse_segment_file_name(&e.name).is_some() || e.name == watermark::WATERMARK_FILE)
+                && (crate::segment::parse_segment_file_name(&e.name).is_some()
+                    || e.name == watermark::WATERMARK_FILE)
         });
         if is_partition {
             out.push(d);

@@ -123,7 +123,11 @@ fn a_missing_middle_segment_is_a_sequence_gap_at_the_next_segment() {
     let c = open_err(&fs, 300);
     assert_eq!(c.file, segs[2]);
     assert_eq!(c.offset, 0);
-    assert!(matches!(c.kind, CorruptionKind::SequenceGap { expected, .. } if expected == missing_first), "{:?}", c.kind);
+    assert!(
+        matches!(c.kind, CorruptionKind::SequenceGap { expected, .. } if expected == missing_first),
+        "{:?}",
+        c.kind
+    );
 }
 
 #[test]

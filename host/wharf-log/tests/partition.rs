@@ -111,7 +111,10 @@ fn the_watermark_is_persisted_never_moves_backward_and_gcs_delivered_segments() 
     // Everything from the watermark on is still readable.
     let r = p.read(25, 100, 1 << 20).expect("read");
     assert_eq!(r.first().map(|r| r.seq), Some(25));
-    assert!(matches!(p.advance_watermark(41), Err(LogError::WatermarkBeyondEnd { requested: 41, acked: 40 })));
+    assert!(matches!(
+        p.advance_watermark(41),
+        Err(LogError::WatermarkBeyondEnd { requested: 41, acked: 40 })
+    ));
     drop(p);
     let (p, rec) = mem_open(&fs, dir, small_opts(300)).expect("reopen");
     assert_eq!((rec.watermark, p.watermark()), (25, 25));
@@ -200,6 +203,37 @@ fn many_concurrent_writers_share_fsyncs_through_group_commit() {
     assert_eq!(s.appends, (threads * per) as u64);
     assert!(s.fsyncs * 3 < s.appends, "expected shared fsyncs: {} fsyncs for {} acks", s.fsyncs, s.appends);
     assert_eq!(read_all(&p).len(), threads * per);
+}
+
+#[test]
+fn a_failed_group_commit_wakes_every_waiting_writer_with_an_error() {
+    let fs = FaultStorage::new();
+    fs.set_sync_delay(Duration::from_millis(2));
+    let (p, _) = mem_open(&fs, Path::new("/d"), LogOptions::default()).expect("open");
+    let p = Arc::new(p);
+    append_n(&p, 1);
+    fs.crash_at_sync(3);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..16 {
+        let (p, tx) = (p.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut ok = 0;
+            for i in 0..20 {
+                match p.append(&[format!("{t}-{i}").as_bytes()]) {
+                    Ok(_) => ok += 1,
+                    Err(_) => break,
+                }
+            }
+            tx.send(ok).expect("send");
+        });
+    }
+    let mut acked = 0;
+    for _ in 0..16 {
+        acked += rx.recv_timeout(Duration::from_secs(20)).expect("a writer hung after the failed fdatasync");
+    }
+    assert!(p.stats().halted.is_some());
+    assert!(acked < 16 * 20);
+    assert_eq!(p.stats().synced_seq, 1 + acked as u64, "every ack is covered by a successful fdatasync");
 }
 
 #[test]

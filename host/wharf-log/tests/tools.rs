@@ -49,7 +49,10 @@ fn verify_reports_every_problem_with_file_offset_and_kind_and_keeps_going() {
     let r = verify_with(&fs, Path::new("/data"), &mut |_| {}).expect("verify");
     assert!(!r.is_clean());
     let got: Vec<_> = r.problems().map(|c| (c.file.clone(), c.offset, c.kind.code())).collect();
-    assert_eq!(got, vec![(o[2].1.clone(), o[2].2, "checksum_mismatch"), (o[30].1.clone(), o[30].2, "checksum_mismatch")]);
+    assert_eq!(
+        got,
+        vec![(o[2].1.clone(), o[2].2, "checksum_mismatch"), (o[30].1.clone(), o[30].2, "checksum_mismatch")]
+    );
     // The damaged partition still reports the right end, resynchronised.
     assert_eq!(r.partitions[0].next_seq, Some(40));
     assert_eq!(r.partitions[0].records, 38);
@@ -141,6 +144,7 @@ fn salvage_repairs_a_bad_header_and_a_lost_segment() {
     assert_eq!(report.actions[0].kind, "bad_header");
     assert_eq!(report.actions[0].bytes_moved, 32);
     assert_eq!(report.actions[1].kind, "sequence_gap");
+    assert_eq!((report.actions[1].bytes_moved, report.actions[1].quarantine.clone()), (0, None));
     let (p, rec) = mem_open(&fs, dir, LogOptions::default()).expect("open");
     assert_eq!(rec.next_seq, 40);
     let got = read_all(&p);
@@ -162,11 +166,13 @@ fn a_salvage_interrupted_by_a_crash_completes_when_run_again() {
         fs.clear_crash_points();
         if crashed {
             fs.crash(k);
-            salvage_with(&fs, dir, &mut |_| {}).unwrap_or_else(|e| panic!("rerun after crash at op {k}: {e}"));
+            salvage_with(&fs, dir, &mut |_| {})
+                .unwrap_or_else(|e| panic!("rerun after crash at op {k}: {e}"));
         } else {
             first.expect("salvage");
         }
-        let (p, rec) = mem_open(&fs, dir, LogOptions::default()).unwrap_or_else(|e| panic!("crash at op {k}: {e}"));
+        let (p, rec) =
+            mem_open(&fs, dir, LogOptions::default()).unwrap_or_else(|e| panic!("crash at op {k}: {e}"));
         assert_eq!(rec.next_seq, 30);
         let seqs: Vec<u64> = read_all(&p).into_iter().map(|r| r.0).collect();
         assert_eq!(seqs, (0..30).filter(|s| *s != 4).collect::<Vec<_>>(), "crash at op {k}");
@@ -193,7 +199,8 @@ fn the_cli_verify_exits_zero_when_clean_and_one_naming_file_offset_and_kind() {
     out.clear();
     assert_eq!(cli::verify_cmd_with(&fs, Path::new("/data"), false, &mut out, &mut err).expect("verify"), 1);
     let text = String::from_utf8_lossy(&out);
-    let want = format!("problem: {} offset {}: checksum mismatch [checksum_mismatch]", o[3].1.display(), o[3].2);
+    let want =
+        format!("problem: {} offset {}: checksum mismatch [checksum_mismatch]", o[3].1.display(), o[3].2);
     assert!(text.contains(&want), "{text}");
     out.clear();
     assert_eq!(cli::verify_cmd_with(&fs, Path::new("/data"), true, &mut out, &mut err).expect("verify"), 1);
@@ -238,4 +245,46 @@ fn the_cli_salvage_reports_what_it_moved() {
     out.clear();
     cli::salvage_cmd_with(&fs, dir, false, &mut out, &mut err).expect("salvage");
     assert!(String::from_utf8_lossy(&out).starts_with("nothing to salvage"));
+}
+
+#[test]
+fn after_random_damage_salvage_always_lets_the_partition_open_with_only_intact_records() {
+    for seed in 0..300u64 {
+        let fs = FaultStorage::new();
+        let dir = Path::new("/p");
+        build(&fs, dir, 60, 300);
+        let mut rng = wharf_log::Rng::new(seed);
+        let segs = segments(&fs, dir);
+        for _ in 0..1 + rng.below(5) {
+            let f = &segs[rng.below(segs.len() as u64) as usize];
+            let len = fs.read(f).expect("file").len() as u64;
+            let at = rng.below(len) as usize;
+            let mut b = fs.read(f).expect("file");
+            match rng.below(4) {
+                0 => b.truncate(at),                             // cut short
+                1 => b[at..(at + 40).min(len as usize)].fill(0), // zeroed run
+                _ => b[at] ^= 1 << rng.below(8),                 // bit flip
+            }
+            fs.overwrite(f, b);
+        }
+        let report =
+            salvage_with(&fs, dir, &mut |_| {}).unwrap_or_else(|e| panic!("seed {seed}: salvage: {e}"));
+        let (p, rec) =
+            mem_open(&fs, dir, LogOptions::default()).unwrap_or_else(|e| panic!("seed {seed}: open: {e}"));
+        let got = read_all(&p);
+        let mut prev = None;
+        for (seq, pl) in &got {
+            assert_eq!(pl, &payload(*seq), "seed {seed}: seq {seq} damaged");
+            assert!(prev.is_none_or(|p| p < *seq), "seed {seed}: order");
+            prev = Some(*seq);
+        }
+        // Everything missing is accounted for: a salvage gap, or a torn tail.
+        let gaps = (0..60u64)
+            .filter(|s| report.actions.iter().any(|a| a.from_seq <= *s && *s < a.to_seq))
+            .count() as u64;
+        let torn = 60 - rec.next_seq;
+        assert_eq!(got.len() as u64 + gaps + torn, 60, "seed {seed}: {report:?} {rec:?}");
+        drop(p);
+        assert!(verify_with(&fs, dir, &mut |_| {}).expect("verify").is_clean(), "seed {seed}");
+    }
 }

@@ -8,6 +8,9 @@ pub enum Error {
     /// librdkafka reported an error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A Kafka topic could not be created.
+    #[error("kafka: creating topic {topic}: {code}")]
+    CreateTopic { topic: String, code: rdkafka::types::RDKafkaErrorCode },
     /// An SQS request failed.
     #[error("sqs: {0}")]
     Sqs(String),

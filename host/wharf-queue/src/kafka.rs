@@ -21,24 +21,32 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::util::{not_before, now_ms};
-use crate::{Ack, Consumer, Delivery, Durability, Error, KafkaConfig, Position, Producer, Receipt, Record, Result, headers};
+use crate::{
+    Ack, Consumer, Delivery, Durability, Error, KafkaConfig, Position, Producer, Receipt, Record, Result,
+    headers,
+};
 
 /// librdkafka properties Wharf sets for safety; configuration may not change them.
-const RESERVED: &[&str] = &["acks", "enable.idempotence", "enable.auto.commit", "enable.auto.offset.store", "group.id"];
+const RESERVED: &[&str] =
+    &["acks", "enable.idempotence", "enable.auto.commit", "enable.auto.offset.store", "group.id"];
 
 fn base_config(cfg: &KafkaConfig) -> Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in &cfg.properties {
         if RESERVED.contains(&k.as_str()) {
-            return Err(Error::Config(format!("kafka property {k} is set by wharf and cannot be overridden")));
+            return Err(Error::Config(format!(
+                "kafka property {k} is set by wharf and cannot be overridden"
+            )));
         }
         c.set(k, v);
     }
@@ -74,11 +82,7 @@ pub async fn provision(cfg: &KafkaConfig) -> Result<()> {
     for result in admin.create_topics(&topics, &opts).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Kafka(KafkaError::AdminOp(code))).inspect_err(|_| {
-                    tracing::warn!(topic = %name, ?code, "creating kafka topic failed");
-                });
-            }
+            Err((topic, code)) => return Err(Error::CreateTopic { topic, code }),
         }
     }
     Ok(())
@@ -160,7 +164,8 @@ fn record_headers(record: &Record<'_>) -> OwnedHeaders {
 
 impl Producer for KafkaProducer {
     async fn append_record(&self, record: Record<'_>) -> Result<Ack> {
-        let f = enqueue(&self.producer, &self.topic, record.key, record.payload, record_headers(&record)).await?;
+        let f =
+            enqueue(&self.producer, &self.topic, record.key, record.payload, record_headers(&record)).await?;
         settle(&self.topic, f).await
     }
 
@@ -239,7 +244,11 @@ impl ConsumerContext for GroupContext {
                         if let Some(p) = st.partitions.remove(&elem.partition())
                             && let Some(to) = p.to_commit()
                         {
-                            let _ = commit.add_partition_offset(&self.topic, elem.partition(), Offset::Offset(to));
+                            let _ = commit.add_partition_offset(
+                                &self.topic,
+                                elem.partition(),
+                                Offset::Offset(to),
+                            );
                         }
                         st.held.retain(|(_, d)| !matches!(&d.receipt, Receipt::Kafka { partition, .. } if *partition == elem.partition()));
                     }
@@ -307,6 +316,14 @@ impl KafkaConsumer {
         })
     }
 
+    /// The partitions of the topic currently assigned to this member.
+    pub fn assigned_partitions(&self) -> Result<Vec<i32>> {
+        let tpl = self.consumer.assignment()?;
+        let mut v: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     fn to_delivery(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> (Delivery, u64) {
         let mut attempt = 1u32;
         let mut origin = None;
@@ -327,7 +344,11 @@ impl KafkaConsumer {
             key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             payload: m.payload().unwrap_or_default().to_vec(),
             attempt,
-            receipt: Receipt::Kafka { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() },
+            receipt: Receipt::Kafka {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
         };
         (d, due)
     }
@@ -342,7 +363,7 @@ impl KafkaConsumer {
         st.held.first().map(|(due, _)| Instant::now() + Duration::from_millis(due.saturating_sub(now)))
     }
 
-    fn receipt<'d>(&self, d: &'d Delivery) -> Result<(i32, i64)> {
+    fn receipt(&self, d: &Delivery) -> Result<(i32, i64)> {
         match &d.receipt {
             Receipt::Kafka { topic, partition, offset } if *topic == self.topic => Ok((*partition, *offset)),
             other => Err(Error::ForeignDelivery(format!("{other:?}"))),
@@ -380,12 +401,9 @@ impl KafkaConsumer {
                 }
                 Ok(())
             }
-            Err(e) => {
-                // The messages stay acked here; the next ack or close retries.
-                // If the partition moved, its next owner delivers them again.
-                tracing::warn!(error = %e, "kafka offset commit failed");
-                Err(e.into())
-            }
+            // The messages stay acked here; the next ack or close retries.
+            // If the partition moved, its next owner delivers them again.
+            Err(e) => Err(e.into()),
         }
     }
 

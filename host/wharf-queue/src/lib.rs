@@ -50,7 +50,8 @@ pub mod headers {
     pub const DLQ_REASON: &str = "wharf-dlq-reason";
     /// SQS only: the key (SQS has no native key on standard queues).
     pub const KEY: &str = "wharf-key";
-    /// SQS only: `base64` when the body is the base64 of the payload.
+    /// SQS only: `base64` when the body is the base64 of the payload,
+    /// `empty` for an empty payload (SQS rejects empty bodies).
     pub const ENCODING: &str = "wharf-encoding";
 }
 
@@ -169,6 +170,8 @@ pub trait Consumer: Send + Sync {
     /// The target confirmed the delivery: never deliver it again.
     /// Kafka: marks it done and commits the partition's offset up to (not
     /// past) the first message still unacked. SQS: DeleteMessage.
+    /// On `Err` the ack may not have reached the broker and the message may
+    /// be delivered again (at least once).
     fn ack(&self, delivery: &Delivery) -> impl Future<Output = Result<()>> + Send;
 
     /// Delivery failed: deliver it again after `delay` (zero: as soon as

@@ -3,64 +3,79 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::clock::now_ms;
-use crate::envelope::{Envelope, message_id, parse_message_id};
+use crate::envelope::parse_message_id;
+use crate::error::ApiError;
 use crate::metrics;
 use crate::node::{Namespace, Node};
-
-/// Input limits; a violation is a 400 or 413 that writes nothing.
-pub const MAX_PAYLOAD: usize = 1 << 20;
-pub const MAX_KEY: usize = 1024;
-pub const MAX_HEADERS: usize = 64;
-pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+use crate::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/status", get(status))
-        .route("/v1/namespaces/{ns}/messages", post(write))
+    let namespaced = Router::new()
+        .route("/v1/namespaces/{ns}/messages", post(write_one))
+        .route("/v1/namespaces/{ns}/messages/batch", post(write_many))
         .route("/v1/namespaces/{ns}/messages/{id}", get(lookup))
         .route("/v1/namespaces/{ns}/dlq", get(dlq_list).delete(dlq_purge))
         .route("/v1/namespaces/{ns}/dlq/replay", post(dlq_replay))
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
-        .layer(DefaultBodyLimit::max(MAX_PAYLOAD * 2 + 64 * 1024))
+        .route("/v1/status", get(status))
+        .route_layer(middleware::from_fn_with_state(node.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .merge(namespaced)
+        .layer(DefaultBodyLimit::max(MAX_BATCH * 1024 + MAX_PAYLOAD * 2))
         .with_state(node)
 }
 
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// Bearer-token auth. With no token configured anywhere, the API is open
+/// (and bound to loopback by default). Otherwise a namespace's routes take
+/// that namespace's tokens or an admin token; `/v1/status` takes an admin
+/// token. A token for one namespace cannot touch another.
+async fn authorize(State(node): State<Arc<Node>>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if node.auth_enabled() {
+        let ns = req.uri().path().strip_prefix("/v1/namespaces/").and_then(|r| r.split('/').next());
+        check_token(&node, req.headers(), ns)?;
+    }
+    Ok(next.run(req).await)
 }
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
-    }
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+fn check_token(node: &Node, headers: &HeaderMap, ns: Option<&str>) -> Result<(), ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "an Authorization: Bearer token is required",
+            )
+        })?;
+    let matches = |list: &[String]| list.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    let ok = matches(&node.admin_tokens)
+        || ns.and_then(|n| node.namespaces.get(n)).is_some_and(|n| matches(&n.cfg.tokens));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may not access this resource"))
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
@@ -69,191 +84,66 @@ fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
     })
 }
 
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
+}
+
+/// `POST /v1/namespaces/{ns}/messages/batch`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WriteRequest {
-    payload: String,
+struct WriteMany {
+    messages: Vec<WriteRequest>,
     #[serde(default)]
-    key: Option<String>,
+    wait: WaitFor,
     #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    /// Deliver no earlier than this many ms from now.
-    #[serde(default)]
-    delay_ms: Option<u64>,
-    /// Deliver no earlier than this time, ms since the Unix epoch.
-    #[serde(default)]
-    deliver_at_ms: Option<u64>,
+    timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct WriteResponse {
-    message_id: String,
-    partition: u32,
-    sequence: u64,
-    /// True iff the record was covered by an fdatasync of its segment file
-    /// before this reply was sent.
-    durable: bool,
-    visible: bool,
+fn wait_timeout(ms: Option<u64>) -> Duration {
+    Duration::from_millis(ms.unwrap_or(5000))
 }
 
-fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError> {
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(req.payload.as_bytes())
-        .map_err(|e| ApiError::bad("invalid_base64", format!("payload is not standard base64: {e}")))?;
-    if payload.len() > MAX_PAYLOAD {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()),
-        ));
-    }
-    if let Some(k) = &req.key
-        && (k.is_empty() || k.len() > MAX_KEY)
-    {
-        return Err(ApiError::bad("invalid_key", format!("key must be 1..={MAX_KEY} bytes")));
-    }
-    if let Some(k) = &req.idempotency_key
-        && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
-    {
-        return Err(ApiError::bad(
-            "invalid_idempotency_key",
-            format!("idempotency_key must be 1..={MAX_IDEMPOTENCY_KEY} bytes"),
-        ));
-    }
-    let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if req.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
-        return Err(ApiError::bad(
-            "too_many_headers",
-            format!("at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
-        ));
-    }
-    if req.delay_ms.is_some() && req.deliver_at_ms.is_some() {
-        return Err(ApiError::bad("invalid_delay", "give delay_ms or deliver_at_ms, not both"));
-    }
-    let now = now_ms();
-    let deliver_at_ms = req.deliver_at_ms.or(req.delay_ms.map(|d| now.saturating_add(d)));
-    let max_delay = ns.cfg.limits.max_delay_ms;
-    if deliver_at_ms.is_some_and(|t| t.saturating_sub(now) > max_delay) {
-        return Err(ApiError::bad(
-            "invalid_delay",
-            format!("a delay may be at most {max_delay} ms (limits.max_delay_ms)"),
-        ));
-    }
-    Ok(Envelope {
-        key: req.key,
-        payload,
-        headers: req.headers.into_iter().collect(),
-        idempotency_key: req.idempotency_key,
-        written_at_ms: now,
-        deliver_at_ms,
-        replays: 0,
-    })
-}
-
-async fn write(
+async fn write_one(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<write::WriteAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let req: WriteRequest = serde_json::from_slice(&body)
+    // One message plus `wait` and `timeout_ms`; unknown fields are errors
+    // (serde's `flatten` would let them through).
+    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    let wait: WaitFor = parse_json(fields.remove("wait").unwrap_or(json!("durable")).to_string().as_bytes())?;
+    let timeout_ms: Option<u64> =
+        parse_json(fields.remove("timeout_ms").unwrap_or_default().to_string().as_bytes())?;
+    let message: WriteRequest = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
-    let env = validate(req, &ns)?;
-    if let Err((kind, reason)) = admit(&ns) {
-        metrics::get().admission_rejections.get_or_create(&metrics::ns_kind(&ns.name, kind)).inc();
-        let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "backlog_full", reason).into_response();
-        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-        return Ok(resp);
-    }
-    let started = std::time::Instant::now();
-    let bytes = env.payload.len() as u64;
-    let ack = append(&ns, env).await?;
-    let m = metrics::get();
-    let label = metrics::ns(&ns.name);
-    m.writes.get_or_create(&label).inc();
-    m.write_bytes.get_or_create(&label).inc_by(bytes);
-    m.append_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
-    Ok(Json(ack).into_response())
+    let results = write::write_batch(&ns, vec![message], wait, wait_timeout(timeout_ms)).await?;
+    results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result"))).map(Json)
 }
 
-/// Admission control: refuses a write while the namespace's undelivered
-/// backlog is past a configured limit. Explicit, never a silent drop.
-fn admit(ns: &Namespace) -> Result<(), (&'static str, String)> {
-    let limits = &ns.cfg.limits;
-    let (mut messages, mut bytes, mut oldest) = (0u64, 0u64, None::<u64>);
-    for p in &ns.partitions {
-        if let Some(log) = &p.log {
-            let st = log.stats();
-            messages += st.next_seq.saturating_sub(st.watermark);
-            bytes += st.bytes;
-        }
-        if let Some(t) = p.tracker.lock().ok().and_then(|t| t.oldest_written_at_ms()) {
-            oldest = Some(oldest.map_or(t, |o: u64| o.min(t)));
-        }
-    }
-    if messages >= limits.max_backlog_messages {
-        return Err((
-            "messages",
-            format!("{messages} undelivered messages; the limit is {}", limits.max_backlog_messages),
+async fn write_many(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let req: WriteMany = parse_json(&body)?;
+    if req.messages.is_empty() || req.messages.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("a batch holds 1..={MAX_BATCH} messages; this one has {}", req.messages.len()),
         ));
     }
-    if bytes >= limits.max_backlog_bytes {
-        return Err((
-            "bytes",
-            format!("{bytes} bytes held in the log; the limit is {}", limits.max_backlog_bytes),
-        ));
-    }
-    let age = oldest.map(|o| now_ms().saturating_sub(o)).unwrap_or(0);
-    if limits.max_backlog_age_ms > 0 && age >= limits.max_backlog_age_ms {
-        return Err((
-            "age",
-            format!(
-                "the oldest undelivered message is {age} ms old; the limit is {} ms",
-                limits.max_backlog_age_ms
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Appends one message durably and wakes its partition's delivery loop.
-async fn append(ns: &Namespace, env: Envelope) -> Result<WriteResponse, ApiError> {
-    let partition = ns.partition_for(env.key.as_deref());
-    let part = ns.partitions[partition as usize].clone();
-    let halted = |reason: String| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "partition_halted",
-            format!("partition {partition} of {} is halted: {reason}", ns.name),
-        )
-    };
-    if let Some(reason) = part.halted_reason() {
-        return Err(halted(reason));
-    }
-    let Some(log) = part.log.clone() else { return Err(halted("log not open".into())) };
-    let bytes = env.encode();
-    let appended = tokio::task::spawn_blocking(move || log.append(&[&bytes]))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let appended = match appended {
-        Ok(a) => a,
-        Err(e) => {
-            // The log refuses further appends after a failed write; halt so
-            // the client is told plainly instead of on every request.
-            part.halt(e.to_string());
-            return Err(halted(e.to_string()));
-        }
-    };
-    part.notify.notify_one();
-    Ok(WriteResponse {
-        message_id: message_id(partition, appended.first_seq),
-        partition,
-        sequence: appended.first_seq,
-        durable: appended.synced,
-        visible: false,
-    })
+    let results = write::write_batch(&ns, req.messages, req.wait, wait_timeout(req.timeout_ms)).await?;
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(ack) => json!(ack),
+            Err(e) => e.body(),
+        })
+        .collect();
+    Ok(Json(json!({"results": results})))
 }
 
 async fn lookup(
@@ -402,12 +292,12 @@ async fn dlq_replay(
         let mut env = entry.envelope.clone();
         env.replays += 1;
         env.deliver_at_ms = None;
-        let ack = append(&ns, env).await?;
+        let ack = write::append_envelope(&ns, env).await?;
         let dlq = ns.dlq.clone();
         let old = id.clone();
         tokio::task::spawn_blocking(move || dlq.delete(&old))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string())
             })?;

@@ -44,6 +44,9 @@ pub struct Server {
     pub durability: Durability,
     /// Segment files roll at this size. Default 64 MiB.
     pub segment_max_bytes: u64,
+    /// Bearer tokens with access to everything. Default: none. When no
+    /// admin or namespace token is configured the API is open.
+    pub admin_tokens: Vec<String>,
 }
 
 impl Default for Server {
@@ -53,6 +56,7 @@ impl Default for Server {
             data_dir: PathBuf::from("data"),
             durability: Durability::Fsync,
             segment_max_bytes: 64 << 20,
+            admin_tokens: Vec::new(),
         }
     }
 }
@@ -74,7 +78,26 @@ pub struct Namespace {
     pub breaker: Breaker,
     #[serde(default)]
     pub dlq: DlqPolicy,
+    #[serde(default)]
+    pub idempotency: IdempotencyPolicy,
+    /// Bearer tokens that may write to and read this namespace. Default:
+    /// none (then only admin tokens may, if any are configured).
+    #[serde(default)]
+    pub tokens: Vec<String>,
     pub target: Target,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyPolicy {
+    /// How long an `idempotency_key` is remembered. Default 24 h.
+    pub window_ms: u64,
+}
+
+impl Default for IdempotencyPolicy {
+    fn default() -> Self {
+        Self { window_ms: 24 * 3600 * 1000 }
+    }
 }
 
 /// Admission control: past any of these, writes get `429 backlog_full`.
@@ -244,6 +267,8 @@ pub struct LoadedNamespace {
     pub limits: Limits,
     pub breaker: Breaker,
     pub dlq: DlqPolicy,
+    pub idempotency: IdempotencyPolicy,
+    pub tokens: Vec<String>,
     pub target: Target,
     /// Resolved `allow_connect` entries.
     pub allow_connect: Vec<SocketAddr>,
@@ -335,6 +360,8 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 limits: ns.limits,
                 breaker: ns.breaker,
                 dlq: ns.dlq,
+                idempotency: ns.idempotency,
+                tokens: ns.tokens,
                 target,
                 allow_connect,
                 plugin_config,

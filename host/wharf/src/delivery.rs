@@ -147,6 +147,11 @@ impl Tracker {
         self.pending.values().next().map(|p| p.env.written_at_ms)
     }
 
+    /// Delivered or dead-lettered.
+    pub fn is_finished(&self, seq: u64) -> bool {
+        seq < self.next_read && !self.pending.contains_key(&seq)
+    }
+
     pub fn has_read(&self, seq: u64) -> bool {
         seq < self.next_read
     }
@@ -275,6 +280,7 @@ impl Engine {
                 continue;
             }
             let summary = self.deliver(batch).await;
+            self.part.delivered.notify_waiters();
             self.adapt(summary);
             self.persist_watermark(false).await;
         }

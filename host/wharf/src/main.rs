@@ -8,9 +8,12 @@ mod config;
 mod delivery;
 mod dlq;
 mod envelope;
+mod error;
+mod idempotency;
 mod metrics;
 mod node;
 mod plugin;
+mod write;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

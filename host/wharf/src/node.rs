@@ -16,12 +16,15 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Loaded, LoadedNamespace};
 use crate::delivery::Tracker;
 use crate::dlq::Dlq;
+use crate::envelope::{Envelope, message_id};
+use crate::idempotency::{Idempotency, Seen};
 use crate::plugin::{NetPolicy, Plugin, PluginSettings, Runtime};
 
 #[derive(Debug)]
 pub struct Node {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
     pub durability: wharf_log::Durability,
+    pub admin_tokens: Vec<String>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -31,6 +34,7 @@ pub struct Namespace {
     pub cfg: LoadedNamespace,
     pub partitions: Vec<Arc<PartitionRt>>,
     pub dlq: Arc<Dlq>,
+    pub idempotency: Idempotency,
     pub plugin: Mutex<PluginStatus>,
     round_robin: AtomicU32,
 }
@@ -56,6 +60,8 @@ pub struct PartitionRt {
     pub halted: Mutex<Option<String>>,
     /// Woken after each append.
     pub notify: Notify,
+    /// Woken after each delivery batch (for writes waiting for `visible`).
+    pub delivered: Notify,
     pub tracker: Mutex<Tracker>,
 }
 
@@ -105,6 +111,13 @@ impl Node {
                 .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts.clone())))
                 .collect();
             let dlq = Arc::new(Dlq::open(&dir.join("dlq"), opts.clone())?);
+            let partitions: Vec<Arc<PartitionRt>> = partitions;
+            let idempotency = Idempotency::open(
+                &dir.join("idempotency"),
+                opts.clone(),
+                Duration::from_millis(ns.idempotency.window_ms),
+                retained_idempotency_keys(&partitions),
+            )?;
             let plugin = Mutex::new(PluginStatus {
                 path: ns.target.plugin.display().to_string(),
                 digest: None,
@@ -119,13 +132,19 @@ impl Node {
                     cfg: ns.clone(),
                     partitions,
                     dlq,
+                    idempotency,
                     plugin,
                     round_robin: AtomicU32::new(0),
                 }),
             );
         }
         let (shutdown, _) = watch::channel(false);
-        Ok(Self { namespaces, durability: cfg.server.durability, shutdown })
+        Ok(Self {
+            namespaces,
+            durability: cfg.server.durability,
+            admin_tokens: cfg.server.admin_tokens.clone(),
+            shutdown,
+        })
     }
 
     /// Loads each namespace's plugin and starts one delivery loop per
@@ -150,9 +169,37 @@ impl Node {
         tasks
     }
 
+    /// Whether any token is configured (then every /v1 call needs one).
+    pub fn auth_enabled(&self) -> bool {
+        !self.admin_tokens.is_empty() || self.namespaces.values().any(|n| !n.cfg.tokens.is_empty())
+    }
+
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
     }
+}
+
+/// Every message still in the logs that carries an idempotency key. A
+/// partition that fails to read here is skipped: it is halted already, or
+/// will halt when its delivery loop reads the same records.
+fn retained_idempotency_keys(partitions: &[Arc<PartitionRt>]) -> Vec<Seen> {
+    let mut out = Vec::new();
+    for p in partitions {
+        let Some(log) = &p.log else { continue };
+        let mut from = log.first_seq();
+        while let Ok(records) = log.read(from, 4096, 16 << 20) {
+            let Some(last) = records.last() else { break };
+            from = last.seq + 1;
+            for r in records {
+                if let Ok(Envelope { idempotency_key: Some(key), written_at_ms, .. }) =
+                    Envelope::decode(&r.payload)
+                {
+                    out.push(Seen { key, message_id: message_id(p.index, r.seq), at_ms: written_at_ms });
+                }
+            }
+        }
+    }
+    out
 }
 
 fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions) -> PartitionRt {
@@ -178,6 +225,7 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions)
         log,
         halted: Mutex::new(halted),
         notify: Notify::new(),
+        delivered: Notify::new(),
         tracker: Mutex::new(Tracker::default()),
     }
 }

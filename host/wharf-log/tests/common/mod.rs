@@ -10,7 +10,11 @@ pub fn small_opts(segment_max_bytes: u64) -> LogOptions {
     LogOptions { segment_max_bytes, ..LogOptions::default() }
 }
 
-pub fn mem_open(fs: &FaultStorage, dir: &Path, opts: LogOptions) -> Result<(Partition, Recovery), wharf_log::LogError> {
+pub fn mem_open(
+    fs: &FaultStorage,
+    dir: &Path,
+    opts: LogOptions,
+) -> Result<(Partition, Recovery), wharf_log::LogError> {
     Partition::open_with(Arc::new(fs.clone()) as Arc<dyn Storage>, dir, opts)
 }
 

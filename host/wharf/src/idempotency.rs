@@ -1,0 +1,199 @@
+//! The idempotency window of a namespace: `idempotency_key` → the message id
+//! of the first write that used it, for `idempotency.window_ms`.
+//!
+//! Durable in `<data_dir>/<ns>/idempotency/`, a `wharf_log::Partition` whose
+//! records are a version byte plus postcard of [`Seen`]. Order of a write:
+//! message appended (durable) → key recorded (durable) → reply. A crash
+//! between the two is covered at start-up: every retained message in the
+//! namespace's logs that carries an idempotency key is folded into the window
+//! (and recorded) before the API opens; the message just appended is in its
+//! partition's active segment, which is never garbage-collected.
+//!
+//! Concurrent writes with the same key: the first reserves the key, the
+//! others wait for it and then answer as duplicates of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::clock::now_ms;
+
+const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seen {
+    pub key: String,
+    pub message_id: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// A write with this key is between reserve and complete.
+    Pending(Arc<Notify>),
+    Done {
+        message_id: String,
+        at_ms: u64,
+    },
+}
+
+#[derive(Debug)]
+pub struct Idempotency {
+    window_ms: u64,
+    log: wharf_log::Partition,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// (log sequence, time) of recorded keys, oldest first, for GC.
+    order: Mutex<VecDeque<(u64, u64, String)>>,
+}
+
+/// The answer to [`Idempotency::reserve`].
+#[derive(Debug)]
+pub enum Reservation {
+    /// First use: write, then call `complete` (or `release` on failure).
+    Reserved,
+    /// Seen before: the original message id.
+    Duplicate(String),
+}
+
+impl Idempotency {
+    /// Opens the window and folds in `retained`: messages still in the
+    /// namespace's logs that carry an idempotency key.
+    pub fn open(
+        dir: &Path,
+        opts: wharf_log::LogOptions,
+        window: Duration,
+        retained: Vec<Seen>,
+    ) -> Result<Self, wharf_log::LogError> {
+        let (log, _) = wharf_log::Partition::open(dir, opts)?;
+        let window_ms = window.as_millis() as u64;
+        let cutoff = now_ms().saturating_sub(window_ms);
+        let mut slots = HashMap::new();
+        let mut order = VecDeque::new();
+        let mut from = log.first_seq().max(log.watermark());
+        loop {
+            let records = log.read(from, 4096, 8 << 20)?;
+            let Some(last) = records.last() else { break };
+            from = last.seq + 1;
+            for r in records {
+                match decode(&r.payload) {
+                    Some(s) if s.at_ms >= cutoff => {
+                        order.push_back((r.seq, s.at_ms, s.key.clone()));
+                        slots.insert(s.key, Slot::Done { message_id: s.message_id, at_ms: s.at_ms });
+                    }
+                    Some(_) => {}
+                    None => tracing::warn!(seq = r.seq, "idempotency record does not decode; ignored"),
+                }
+            }
+        }
+        let this = Self { window_ms, log, slots: Mutex::new(slots), order: Mutex::new(order) };
+        let missing: Vec<Seen> =
+            retained.into_iter().filter(|s| s.at_ms >= cutoff && !this.lock().contains_key(&s.key)).collect();
+        if !missing.is_empty() {
+            tracing::info!(keys = missing.len(), "idempotency keys recovered from the message log");
+            for s in missing {
+                this.record(s)?;
+            }
+        }
+        Ok(this)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `key`, or returns the message id that already used it.
+    pub async fn reserve(&self, key: &str) -> Reservation {
+        loop {
+            let wait = {
+                let mut slots = self.lock();
+                match slots.get(key) {
+                    Some(Slot::Done { message_id, at_ms })
+                        if now_ms().saturating_sub(*at_ms) < self.window_ms =>
+                    {
+                        return Reservation::Duplicate(message_id.clone());
+                    }
+                    Some(Slot::Pending(n)) => n.clone(),
+                    _ => {
+                        slots.insert(key.to_string(), Slot::Pending(Arc::new(Notify::new())));
+                        return Reservation::Reserved;
+                    }
+                }
+            };
+            // `notified` registers before the re-check on the next loop turn.
+            let notified = wait.notified();
+            if matches!(self.lock().get(key), Some(Slot::Pending(_))) {
+                notified.await;
+            }
+        }
+    }
+
+    /// Records the key durably (blocking; call from a blocking thread).
+    pub fn complete(&self, key: &str, message_id: &str) -> Result<(), wharf_log::LogError> {
+        self.record(Seen { key: key.to_string(), message_id: message_id.to_string(), at_ms: now_ms() })
+    }
+
+    /// Gives up a reservation after a failed write.
+    pub fn release(&self, key: &str) {
+        if let Some(Slot::Pending(n)) = self.lock().remove(key) {
+            n.notify_waiters();
+        }
+    }
+
+    fn record(&self, s: Seen) -> Result<(), wharf_log::LogError> {
+        let bytes = encode(&s);
+        let appended = self.log.append(&[&bytes]);
+        let previous = {
+            let mut slots = self.lock();
+            match &appended {
+                Ok(_) => slots.insert(s.key.clone(), Slot::Done { message_id: s.message_id, at_ms: s.at_ms }),
+                Err(_) => slots.remove(&s.key),
+            }
+        };
+        if let Some(Slot::Pending(n)) = previous {
+            n.notify_waiters();
+        }
+        let appended = appended?;
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.push_back((appended.first_seq, s.at_ms, s.key));
+        self.expire(&mut order)
+    }
+
+    /// Forgets keys older than the window and lets the log drop them.
+    fn expire(&self, order: &mut VecDeque<(u64, u64, String)>) -> Result<(), wharf_log::LogError> {
+        let cutoff = now_ms().saturating_sub(self.window_ms);
+        let mut moved = None;
+        while let Some((seq, at, _)) = order.front() {
+            if *at >= cutoff {
+                break;
+            }
+            moved = Some(seq + 1);
+            if let Some((_, _, key)) = order.pop_front() {
+                let mut slots = self.lock();
+                if matches!(slots.get(&key), Some(Slot::Done { at_ms, .. }) if *at_ms < cutoff) {
+                    slots.remove(&key);
+                }
+            }
+        }
+        match moved {
+            Some(wm) => self.log.advance_watermark(wm),
+            None => Ok(()),
+        }
+    }
+}
+
+fn encode(s: &Seen) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    out.extend(postcard::to_stdvec(s).unwrap_or_default());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<Seen> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => postcard::from_bytes(rest).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,381 @@
+//! The write path, shared by every protocol: validate, admit, deduplicate,
+//! append durably, optionally wait until the target confirmed.
+//!
+//! Each message of a batch is acknowledged on its own. The messages of one
+//! partition are appended in one call, in request order, so a batch costs one
+//! group-committed fdatasync per partition and keeps per-key order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ms;
+use crate::envelope::{Envelope, message_id, parse_message_id};
+use crate::error::ApiError;
+use crate::idempotency::Reservation;
+use crate::metrics;
+use crate::node::{Namespace, PartitionRt};
+
+/// Input limits; a violation is a 400 or 413 that writes nothing.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+pub const MAX_KEY: usize = 1024;
+pub const MAX_HEADERS: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+pub const MAX_BATCH: usize = 1000;
+/// Longest a write may wait for `visible`.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// One message as a client sends it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRequest {
+    /// Standard base64.
+    pub payload: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Deliver no earlier than this many ms from now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Deliver no earlier than this time, ms since the Unix epoch.
+    #[serde(default)]
+    pub deliver_at_ms: Option<u64>,
+}
+
+/// What a write waits for before it answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// The record is in the log (fdatasync'd under the default policy).
+    #[default]
+    Durable,
+    /// The target confirmed delivery, or the timeout passed.
+    Visible,
+}
+
+/// The acknowledgement of one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteAck {
+    pub message_id: String,
+    pub partition: u32,
+    pub sequence: u64,
+    /// True iff the record was covered by an fdatasync of its segment file
+    /// before this reply (for a duplicate: when it was first written).
+    pub durable: bool,
+    /// True iff the target confirmed delivery before this reply.
+    pub visible: bool,
+    /// True when the idempotency key was already used in the window; nothing
+    /// was written and `message_id` is the original one.
+    pub duplicate: bool,
+}
+
+pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError> {
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(req.payload.as_bytes())
+        .map_err(|e| ApiError::bad("invalid_base64", format!("payload is not standard base64: {e}")))?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()),
+        ));
+    }
+    if let Some(k) = &req.key
+        && (k.is_empty() || k.len() > MAX_KEY)
+    {
+        return Err(ApiError::bad("invalid_key", format!("key must be 1..={MAX_KEY} bytes")));
+    }
+    if let Some(k) = &req.idempotency_key
+        && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(ApiError::bad(
+            "invalid_idempotency_key",
+            format!("idempotency_key must be 1..={MAX_IDEMPOTENCY_KEY} bytes"),
+        ));
+    }
+    let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if req.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::bad(
+            "too_many_headers",
+            format!("at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
+        ));
+    }
+    if req.delay_ms.is_some() && req.deliver_at_ms.is_some() {
+        return Err(ApiError::bad("invalid_delay", "give delay_ms or deliver_at_ms, not both"));
+    }
+    let now = now_ms();
+    let deliver_at_ms = req.deliver_at_ms.or(req.delay_ms.map(|d| now.saturating_add(d)));
+    let max_delay = ns.cfg.limits.max_delay_ms;
+    if deliver_at_ms.is_some_and(|t| t.saturating_sub(now) > max_delay) {
+        return Err(ApiError::bad(
+            "invalid_delay",
+            format!("a delay may be at most {max_delay} ms (limits.max_delay_ms)"),
+        ));
+    }
+    Ok(Envelope {
+        key: req.key,
+        payload,
+        headers: req.headers.into_iter().collect(),
+        idempotency_key: req.idempotency_key,
+        written_at_ms: now,
+        deliver_at_ms,
+        replays: 0,
+    })
+}
+
+/// Admission control: refuses writes while the namespace's undelivered
+/// backlog is past a configured limit. Explicit, never a silent drop.
+pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
+    let limits = &ns.cfg.limits;
+    let (mut messages, mut bytes, mut oldest) = (0u64, 0u64, None::<u64>);
+    for p in &ns.partitions {
+        if let Some(log) = &p.log {
+            let st = log.stats();
+            messages += st.next_seq.saturating_sub(st.watermark);
+            bytes += st.bytes;
+        }
+        if let Some(t) = p.tracker.lock().ok().and_then(|t| t.oldest_written_at_ms()) {
+            oldest = Some(oldest.map_or(t, |o: u64| o.min(t)));
+        }
+    }
+    let age = oldest.map(|o| now_ms().saturating_sub(o)).unwrap_or(0);
+    let refused = if messages >= limits.max_backlog_messages {
+        Some((
+            "messages",
+            format!("{messages} undelivered messages; the limit is {}", limits.max_backlog_messages),
+        ))
+    } else if bytes >= limits.max_backlog_bytes {
+        Some(("bytes", format!("{bytes} bytes held in the log; the limit is {}", limits.max_backlog_bytes)))
+    } else if limits.max_backlog_age_ms > 0 && age >= limits.max_backlog_age_ms {
+        Some((
+            "age",
+            format!(
+                "the oldest undelivered message is {age} ms old; the limit is {} ms",
+                limits.max_backlog_age_ms
+            ),
+        ))
+    } else {
+        None
+    };
+    match refused {
+        None => Ok(()),
+        Some((kind, reason)) => {
+            metrics::get().admission_rejections.get_or_create(&metrics::ns_kind(&ns.name, kind)).inc();
+            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "backlog_full", reason))
+        }
+    }
+}
+
+/// Writes a batch (one request = a batch of one). A batch-level refusal
+/// (admission) is an `Err`; otherwise each message has its own result.
+pub async fn write_batch(
+    ns: &Arc<Namespace>,
+    requests: Vec<WriteRequest>,
+    wait: WaitFor,
+    timeout: Duration,
+) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
+    let started = Instant::now();
+    let envelopes: Vec<Result<Envelope, ApiError>> = requests.into_iter().map(|r| validate(r, ns)).collect();
+    admit(ns)?;
+    let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; envelopes.len()];
+    // Messages to append, per partition, in request order.
+    let mut by_partition: BTreeMap<u32, Vec<(usize, Envelope)>> = BTreeMap::new();
+    // Idempotency keys reserved by this batch, and their first index.
+    let mut reserved: HashMap<String, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (i, env) in envelopes.into_iter().enumerate() {
+        let env = match env {
+            Ok(e) => e,
+            Err(e) => {
+                results[i] = Some(Err(e));
+                continue;
+            }
+        };
+        if let Some(k) = &env.idempotency_key {
+            if let Some(first) = reserved.get(k) {
+                repeats.push((i, *first));
+                continue;
+            }
+            match ns.idempotency.reserve(k).await {
+                Reservation::Duplicate(id) => {
+                    results[i] = Some(Ok(duplicate_ack(&id)));
+                    continue;
+                }
+                Reservation::Reserved => {
+                    reserved.insert(k.clone(), i);
+                }
+            }
+        }
+        by_partition.entry(ns.partition_for(env.key.as_deref())).or_default().push((i, env));
+    }
+
+    let mut tasks = Vec::new();
+    for (partition, items) in by_partition {
+        let part = ns.partitions[partition as usize].clone();
+        tasks.push((partition, part.clone(), tokio::spawn(append(part, items))));
+    }
+    let mut keys_to_record = Vec::new();
+    for (partition, part, task) in tasks {
+        let outcome = task.await.unwrap_or_else(|e| Err((Vec::new(), ApiError::internal(e.to_string()))));
+        match outcome {
+            Ok(acks) => {
+                part.notify.notify_one();
+                for (i, seq, synced, idem) in acks {
+                    let id = message_id(partition, seq);
+                    if let Some(k) = idem {
+                        keys_to_record.push((k, id.clone()));
+                    }
+                    results[i] = Some(Ok(WriteAck {
+                        message_id: id,
+                        partition,
+                        sequence: seq,
+                        durable: synced,
+                        visible: false,
+                        duplicate: false,
+                    }));
+                }
+            }
+            Err((items, e)) => {
+                for (i, idem) in items {
+                    if let Some(k) = idem {
+                        ns.idempotency.release(&k);
+                    }
+                    results[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    if !keys_to_record.is_empty() {
+        let ns2 = ns.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            keys_to_record.iter().try_for_each(|(k, id)| ns2.idempotency.complete(k, id))
+        })
+        .await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            // The messages are durable; only the dedup window lost them until
+            // the next start, which folds retained messages back in.
+            tracing::error!(namespace = %ns.name, "idempotency keys not recorded; they are recovered at next start");
+        }
+    }
+    for (i, first) in repeats {
+        results[i] = Some(match &results[first] {
+            Some(Ok(ack)) => Ok(WriteAck { duplicate: true, ..ack.clone() }),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(ApiError::internal("duplicate of a message with no result")),
+        });
+    }
+    let mut results: Vec<Result<WriteAck, ApiError>> =
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::internal("no result")))).collect();
+    let m = metrics::get();
+    let label = metrics::ns(&ns.name);
+    let written = results.iter().filter(|r| matches!(r, Ok(a) if !a.duplicate)).count();
+    m.writes.get_or_create(&label).inc_by(written as u64);
+    m.append_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    if wait == WaitFor::Visible {
+        let deadline = Instant::now() + timeout.min(MAX_WAIT);
+        for ack in results.iter_mut().flatten() {
+            ack.visible = wait_visible(ns, ack, deadline).await;
+        }
+    }
+    Ok(results)
+}
+
+type Appended = Vec<(usize, u64, bool, Option<String>)>;
+type Failed = (Vec<(usize, Option<String>)>, ApiError);
+
+/// Appends one partition's share of a batch in a single durable call.
+async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result<Appended, Failed> {
+    let index: Vec<(usize, Option<String>)> =
+        items.iter().map(|(i, e)| (*i, e.idempotency_key.clone())).collect();
+    let halted = |reason: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "partition_halted",
+            format!("partition {} of {} is halted: {reason}", part.index, part.namespace),
+        )
+    };
+    if let Some(reason) = part.halted_reason() {
+        return Err((index, halted(reason)));
+    }
+    let Some(log) = part.log.clone() else { return Err((index, halted("log not open".into()))) };
+    let bytes_total: u64 = items.iter().map(|(_, e)| e.payload.len() as u64).sum();
+    let encoded: Vec<Vec<u8>> = items.iter().map(|(_, e)| e.encode()).collect();
+    let appended = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        log.append(&refs)
+    })
+    .await;
+    let appended = match appended {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            // The log refuses further appends after a failed write; halt so
+            // the client is told plainly instead of on every request.
+            part.halt(e.to_string());
+            return Err((index, halted(e.to_string())));
+        }
+        Err(e) => return Err((index, ApiError::internal(e.to_string()))),
+    };
+    metrics::get().write_bytes.get_or_create(&metrics::ns(&part.namespace)).inc_by(bytes_total);
+    Ok(index
+        .into_iter()
+        .enumerate()
+        .map(|(n, (i, idem))| (i, appended.first_seq + n as u64, appended.synced, idem))
+        .collect())
+}
+
+fn duplicate_ack(id: &str) -> WriteAck {
+    let (partition, sequence) = parse_message_id(id).unwrap_or_default();
+    WriteAck {
+        message_id: id.to_string(),
+        partition,
+        sequence,
+        durable: true,
+        visible: false,
+        duplicate: true,
+    }
+}
+
+/// Waits until the message is finished; true iff it was delivered (not
+/// dead-lettered) before `deadline`.
+async fn wait_visible(ns: &Namespace, ack: &WriteAck, deadline: Instant) -> bool {
+    let Some(part) = ns.partitions.get(ack.partition as usize) else { return false };
+    loop {
+        let notified = part.delivered.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let finished = part.tracker.lock().map(|t| t.is_finished(ack.sequence)).unwrap_or(false);
+        if finished {
+            return !ns.dlq.contains(&ack.message_id);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Appends an envelope as it is (a DLQ replay): no validation, no dedup.
+pub async fn append_envelope(ns: &Namespace, env: Envelope) -> Result<WriteAck, ApiError> {
+    let partition = ns.partition_for(env.key.as_deref());
+    let part = ns.partitions[partition as usize].clone();
+    let acks = append(part.clone(), vec![(0, env)]).await.map_err(|(_, e)| e)?;
+    part.notify.notify_one();
+    let (_, sequence, durable, _) =
+        acks.into_iter().next().ok_or_else(|| ApiError::internal("empty append"))?;
+    Ok(WriteAck {
+        message_id: message_id(partition, sequence),
+        partition,
+        sequence,
+        durable,
+        visible: false,
+        duplicate: false,
+    })
+}
