@@ -244,6 +244,8 @@ impl Drop for HttpSink {
 /// A `wharf serve` process over a data dir that outlives restarts.
 pub struct Wharf {
     pub port: u16,
+    /// The gRPC API (`server.grpc`).
+    pub grpc_port: u16,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     agent: ureq::Agent,
@@ -261,15 +263,17 @@ impl Wharf {
     /// and a fresh data dir.
     pub fn start(namespaces: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let config = format!("[server]\nhttp = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n{namespaces}\n");
+        let (port, grpc_port) = (free_port(), free_port());
+        let config = format!(
+            "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\ndata_dir = \"data\"\n\n{namespaces}\n"
+        );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut w = Self { port, dir, child: None, agent };
+        let mut w = Self { port, grpc_port, dir, child: None, agent };
         w.spawn();
         w
     }
@@ -313,6 +317,14 @@ impl Wharf {
         }
     }
 
+    /// Sends SIGHUP (config reload).
+    pub fn hangup(&self) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill").args(["-HUP", &c.id().to_string()]).status().map(|s| s.success());
+            assert_eq!(ok.ok(), Some(true), "kill -HUP failed");
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -320,6 +332,11 @@ impl Wharf {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:<grpc_port>`, for a gRPC client.
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
     pub fn get(&self, path: &str) -> Reply {

@@ -65,9 +65,9 @@ pub struct KafkaConfig {
     /// Consumer session timeout: how soon a dead consumer's partitions move.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
-    /// Extra librdkafka properties, applied to producers and consumers last
-    /// (they may override Wharf's, e.g. to add TLS; safety-critical ones
-    /// like `acks` and `enable.auto.commit` are rejected).
+    /// Extra librdkafka properties, applied to producers and consumers
+    /// (safety-critical ones like `acks` and `enable.auto.commit` are
+    /// rejected). librdkafka is built without TLS/SASL.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }

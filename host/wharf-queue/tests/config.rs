@@ -24,7 +24,9 @@ fn the_three_kinds_parse_with_defaults() {
     assert_eq!(k.dlq_topic(), "orders.dlq");
     assert_eq!(k.group, "wharf");
 
-    let s = parse(r#"queue = { kind = "sqs", endpoint = "http://127.0.0.1:4566", queue = "orders", fifo = true }"#);
+    let s = parse(
+        r#"queue = { kind = "sqs", endpoint = "http://127.0.0.1:4566", queue = "orders", fifo = true }"#,
+    );
     assert_eq!(s, QueueConfig::Sqs(SqsConfig::new(Some("http://127.0.0.1:4566".into()), "orders", true)));
     let QueueConfig::Sqs(s) = s else { unreachable!() };
     assert_eq!(s.queue_name(), "orders.fifo");

@@ -16,6 +16,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::delivery::MessageState;
+use crate::dlq::DlqEntry;
 use crate::envelope::parse_message_id;
 use crate::error::ApiError;
 use crate::metrics;
@@ -31,6 +33,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/namespaces/{ns}/dlq/replay", post(dlq_replay))
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
         .route("/v1/status", get(status))
+        .merge(crate::admin::router())
         .route_layer(middleware::from_fn_with_state(node.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -52,21 +55,28 @@ async fn authorize(State(node): State<Arc<Node>>, req: Request, next: Next) -> R
     Ok(next.run(req).await)
 }
 
-fn check_token(node: &Node, headers: &HeaderMap, ns: Option<&str>) -> Result<(), ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "an Authorization: Bearer token is required",
-            )
-        })?;
+pub(crate) fn check_token(node: &Node, headers: &HeaderMap, ns: Option<&str>) -> Result<(), ApiError> {
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    check_authorization(node, authorization, ns)
+}
+
+/// [`check_token`] on the value of an `authorization` header (or gRPC
+/// metadata entry): `Bearer <token>`.
+pub(crate) fn check_authorization(
+    node: &Node,
+    authorization: Option<&str>,
+    ns: Option<&str>,
+) -> Result<(), ApiError> {
+    let token = authorization.and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an Authorization: Bearer token is required",
+        )
+    })?;
     let matches = |list: &[String]| list.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
     let ok = matches(&node.admin_tokens)
-        || ns.and_then(|n| node.namespaces.get(n)).is_some_and(|n| matches(&n.cfg.tokens));
+        || ns.and_then(|n| node.namespace(n)).is_some_and(|n| matches(&n.cfg.tokens));
     if ok {
         Ok(())
     } else {
@@ -78,8 +88,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
-    node.namespaces.get(name).cloned().ok_or_else(|| {
+pub(crate) fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
+    node.namespace(name).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "namespace_not_found", format!("no namespace named {name:?}"))
     })
 }
@@ -99,7 +109,7 @@ struct WriteMany {
     timeout_ms: Option<u64>,
 }
 
-fn wait_timeout(ms: Option<u64>) -> Duration {
+pub(crate) fn wait_timeout(ms: Option<u64>) -> Duration {
     Duration::from_millis(ms.unwrap_or(5000))
 }
 
@@ -121,6 +131,17 @@ async fn write_one(
     results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result"))).map(Json)
 }
 
+pub(crate) fn check_batch_len(n: usize) -> Result<(), ApiError> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("a batch holds 1..={MAX_BATCH} messages; this one has {n}"),
+        ));
+    }
+    Ok(())
+}
+
 async fn write_many(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
@@ -128,13 +149,7 @@ async fn write_many(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let req: WriteMany = parse_json(&body)?;
-    if req.messages.is_empty() || req.messages.len() > MAX_BATCH {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("a batch holds 1..={MAX_BATCH} messages; this one has {}", req.messages.len()),
-        ));
-    }
+    check_batch_len(req.messages.len())?;
     let results = write::write_batch(&ns, req.messages, req.wait, wait_timeout(req.timeout_ms)).await?;
     let results: Vec<_> = results
         .into_iter()
@@ -146,34 +161,58 @@ async fn write_many(
     Ok(Json(json!({"results": results})))
 }
 
-async fn lookup(
-    State(node): State<Arc<Node>>,
-    Path((ns, id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let ns = namespace(&node, &ns)?;
+/// Where a message is (`GET .../messages/{id}`, gRPC `GetMessage`).
+#[derive(Debug)]
+pub(crate) enum Whereabouts {
+    DeadLettered {
+        attempts: usize,
+        last_error: Option<String>,
+    },
+    /// Still in the delivery window.
+    Tracked(MessageState),
+    Delivered,
+    /// Written, not read by the delivery loop yet.
+    Pending,
+}
+
+pub(crate) fn locate(ns: &Namespace, id: &str) -> Result<Whereabouts, ApiError> {
     let not_found =
         || ApiError::new(StatusCode::NOT_FOUND, "message_not_found", format!("no message {id:?}"));
-    let (partition, seq) = parse_message_id(&id).ok_or_else(not_found)?;
+    let (partition, seq) = parse_message_id(id).ok_or_else(not_found)?;
     let part = ns.partitions.get(partition as usize).ok_or_else(not_found)?;
     let log = part.log.as_ref().ok_or_else(not_found)?;
     if seq >= log.next_seq() {
         return Err(not_found());
     }
-    if let Some(entry) = ns.dlq.get(&id) {
-        return Ok(Json(json!({
-            "message_id": id, "state": "dead_lettered",
-            "attempts": entry.failures.len(),
-            "last_error": entry.failures.last().map(|f| f.reason.clone()),
-        })));
+    if let Some(entry) = ns.dlq.get(id) {
+        return Ok(Whereabouts::DeadLettered {
+            attempts: entry.failures.len(),
+            last_error: entry.failures.last().map(|f| f.reason.clone()),
+        });
     }
     let tracked = part.tracker.lock().ok().map(|t| (t.state_of(seq), t.has_read(seq)));
-    let body = match tracked {
-        Some((Some(s), _)) => json!({
+    Ok(match tracked {
+        Some((Some(s), _)) => Whereabouts::Tracked(s),
+        Some((None, true)) => Whereabouts::Delivered,
+        _ => Whereabouts::Pending,
+    })
+}
+
+async fn lookup(
+    State(node): State<Arc<Node>>,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let body = match locate(&ns, &id)? {
+        Whereabouts::DeadLettered { attempts, last_error } => json!({
+            "message_id": id, "state": "dead_lettered", "attempts": attempts, "last_error": last_error,
+        }),
+        Whereabouts::Tracked(s) => json!({
             "message_id": id, "state": s.state, "attempts": s.attempts,
             "next_attempt_at_ms": s.next_attempt_at_ms, "last_error": s.last_error,
         }),
-        Some((None, true)) => json!({"message_id": id, "state": "delivered"}),
-        _ => json!({"message_id": id, "state": "pending", "attempts": 0}),
+        Whereabouts::Delivered => json!({"message_id": id, "state": "delivered"}),
+        Whereabouts::Pending => json!({"message_id": id, "state": "pending", "attempts": 0}),
     };
     Ok(Json(body))
 }
@@ -184,15 +223,26 @@ struct Page {
     limit: Option<usize>,
 }
 
+/// One page of a DLQ (`limit` default 100, at most 1000) and the cursor of
+/// the next page.
+pub(crate) fn dlq_page(
+    ns: &Namespace,
+    after: Option<&str>,
+    limit: Option<usize>,
+) -> (Vec<DlqEntry>, Option<String>) {
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let entries = ns.dlq.page(after, limit);
+    let next = (entries.len() == limit).then(|| entries.last().map(|e| e.message_id.clone())).flatten();
+    (entries, next)
+}
+
 async fn dlq_list(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = ns.dlq.page(page.after.as_deref(), limit);
-    let next = (entries.len() == limit).then(|| entries.last().map(|e| e.message_id.clone())).flatten();
+    let (entries, next) = dlq_page(&ns, page.after.as_deref(), page.limit);
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<_> = entries
         .into_iter()
@@ -217,8 +267,14 @@ async fn dlq_delete(
     Path((ns, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
+    dlq_delete_one(&ns, &id).await?;
+    Ok(Json(json!({"message_id": id, "deleted": true})))
+}
+
+/// Deletes one DLQ entry durably; 404 `message_not_found` if there is none.
+pub(crate) async fn dlq_delete_one(ns: &Namespace, id: &str) -> Result<(), ApiError> {
     let dlq = ns.dlq.clone();
-    let key = id.clone();
+    let key = id.to_string();
     let deleted = tokio::task::spawn_blocking(move || dlq.delete(&key))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -230,7 +286,7 @@ async fn dlq_delete(
             format!("no dlq entry {id:?}"),
         ));
     }
-    Ok(Json(json!({"message_id": id, "deleted": true})))
+    Ok(())
 }
 
 async fn dlq_purge(
@@ -238,13 +294,19 @@ async fn dlq_purge(
     Path(ns): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
+    let purged = dlq_purge_all(&ns).await?;
+    Ok(Json(json!({"purged": purged})))
+}
+
+/// Deletes every DLQ entry of a namespace; returns how many.
+pub(crate) async fn dlq_purge_all(ns: &Namespace) -> Result<usize, ApiError> {
     let dlq = ns.dlq.clone();
     let purged = tokio::task::spawn_blocking(move || dlq.purge())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string()))?;
     tracing::warn!(namespace = %ns.name, purged, "dlq purged");
-    Ok(Json(json!({"purged": purged})))
+    Ok(purged)
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,9 +320,6 @@ struct ReplayRequest {
     rate_per_sec: Option<f64>,
 }
 
-/// Puts DLQ entries back on their partition as new messages (new ids, one
-/// more replay counted), then deletes the entries. A crash between the two
-/// steps leaves the entry in the DLQ as well: at-least-once, never lost.
 async fn dlq_replay(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
@@ -273,26 +332,53 @@ async fn dlq_replay(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?
     };
-    if req.rate_per_sec.is_some_and(|r| !(r > 0.0)) {
+    let r = replay(&ns, req.ids, req.rate_per_sec).await?;
+    let replayed: Vec<_> =
+        r.replayed.into_iter().map(|(id, new)| json!({"message_id": id, "new_message_id": new})).collect();
+    let skipped: Vec<_> =
+        r.skipped.into_iter().map(|(id, reason)| json!({"message_id": id, "reason": reason})).collect();
+    Ok(Json(json!({"replayed": replayed, "skipped": skipped, "not_found": r.not_found})))
+}
+
+/// What a DLQ replay did: (old id, new id), (id, why not), unknown ids.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    pub replayed: Vec<(String, String)>,
+    pub skipped: Vec<(String, String)>,
+    pub not_found: Vec<String>,
+}
+
+/// Puts DLQ entries (all when `ids` is `None`) back on their partition as
+/// new messages (new ids, one more replay counted), then deletes the
+/// entries. A crash between the two steps leaves the entry in the DLQ as
+/// well: at-least-once, never lost.
+pub(crate) async fn replay(
+    ns: &Namespace,
+    ids: Option<Vec<String>>,
+    rate_per_sec: Option<f64>,
+) -> Result<Replay, ApiError> {
+    if rate_per_sec.is_some_and(|r| !(r > 0.0)) {
         return Err(ApiError::bad("invalid_rate", "rate_per_sec must be positive"));
     }
-    let ids = req.ids.unwrap_or_else(|| ns.dlq.ids());
-    let pause = req.rate_per_sec.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+    let ids = ids.unwrap_or_else(|| ns.dlq.ids());
+    let pause = rate_per_sec.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
     let max = ns.cfg.dlq.max_replays;
-    let (mut replayed, mut skipped, mut not_found) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = Replay::default();
     for id in ids {
         let Some(entry) = ns.dlq.get(&id) else {
-            not_found.push(id);
+            out.not_found.push(id);
             continue;
         };
         if entry.envelope.replays >= max {
-            skipped.push(json!({"message_id": id, "reason": format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays)}));
+            let reason =
+                format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays);
+            out.skipped.push((id, reason));
             continue;
         }
         let mut env = entry.envelope.clone();
         env.replays += 1;
         env.deliver_at_ms = None;
-        let ack = write::append_envelope(&ns, env).await?;
+        let ack = write::append_envelope(ns, env).await?;
         let dlq = ns.dlq.clone();
         let old = id.clone();
         tokio::task::spawn_blocking(move || dlq.delete(&old))
@@ -302,17 +388,23 @@ async fn dlq_replay(
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string())
             })?;
         tracing::info!(namespace = %ns.name, message_id = %id, new_message_id = %ack.message_id, "dlq entry replayed");
-        replayed.push(json!({"message_id": id, "new_message_id": ack.message_id}));
+        out.replayed.push((id, ack.message_id));
         if let Some(p) = pause {
             tokio::time::sleep(p).await;
         }
     }
-    Ok(Json(json!({"replayed": replayed, "skipped": skipped, "not_found": not_found})))
+    Ok(out)
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(status_json(&node))
+}
+
+/// The body of `GET /v1/status` (also gRPC `Status`).
+pub(crate) fn status_json(node: &Node) -> serde_json::Value {
     let mut namespaces = serde_json::Map::new();
-    for (name, ns) in &node.namespaces {
+    for ns in node.namespaces() {
+        let name = &ns.name;
         let partitions: Vec<_> = ns
             .partitions
             .iter()
@@ -339,11 +431,11 @@ async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             json!({"partitions": partitions, "plugin": plugin, "dlq_size": ns.dlq.len()}),
         );
     }
-    Json(json!({
+    json!({
         "version": env!("CARGO_PKG_VERSION"),
         "durability": node.durability,
         "namespaces": namespaces,
-    }))
+    })
 }
 
 async fn metrics_text(State(node): State<Arc<Node>>) -> Response {

@@ -57,14 +57,23 @@ impl Client {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        self.send(method, path, body.map(|b| b.to_string().into_bytes()))
+    }
+
+    /// Sends a request (with `WHARF_TOKEN` as bearer token when set).
+    fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
+        let auth = std::env::var("WHARF_TOKEN").ok().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            (_, Some(b)) => {
-                self.agent.post(&url).header("content-type", "application/json").send(b.to_string())
+            ("GET", _) => with_auth(self.agent.get(&url), &auth).call(),
+            ("DELETE", _) => with_auth(self.agent.delete(&url), &auth).call(),
+            ("PUT", Some(b)) => {
+                with_auth(self.agent.put(&url), &auth).header("content-type", "application/wasm").send(&b[..])
             }
-            (_, None) => self.agent.post(&url).send_empty(),
+            (_, Some(b)) => with_auth(self.agent.post(&url), &auth)
+                .header("content-type", "application/json")
+                .send(&b[..]),
+            (_, None) => with_auth(self.agent.post(&url), &auth).send_empty(),
         };
         let mut resp = result.with_context(|| format!("cannot reach wharf at {}", self.base))?;
         let status = resp.status().as_u16();
@@ -77,6 +86,79 @@ impl Client {
         }
         Ok(value)
     }
+}
+
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("authorization", a),
+        None => req,
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginAdmin {
+    /// Validate a plugin and make it the namespace's target, while running.
+    Register {
+        #[arg(long)]
+        namespace: String,
+        file: std::path::PathBuf,
+    },
+    /// Go back to the namespace's previous plugin.
+    Rollback {
+        #[arg(long)]
+        namespace: String,
+    },
+    /// Remove the namespace's plugin: writes stay durable, delivery pauses.
+    Remove {
+        #[arg(long)]
+        namespace: String,
+    },
+}
+
+pub fn plugin_admin(server: &Server, cmd: PluginAdmin) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&server.server);
+    let v = match cmd {
+        PluginAdmin::Register { namespace, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            if !server.json {
+                eprintln!("uploading {} ({} bytes) and validating ...", file.display(), bytes.len());
+            }
+            c.send("PUT", &format!("/v1/admin/namespaces/{namespace}/plugin"), Some(bytes))?
+        }
+        PluginAdmin::Rollback { namespace } => {
+            c.call("POST", &format!("/v1/admin/namespaces/{namespace}/plugin/rollback"), None)?
+        }
+        PluginAdmin::Remove { namespace } => {
+            c.call("DELETE", &format!("/v1/admin/namespaces/{namespace}/plugin"), None)?
+        }
+    };
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "namespace {}: plugin {} {}",
+            v["namespace"].as_str().unwrap_or("?"),
+            v["state"].as_str().unwrap_or("?"),
+            v["digest"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wharf reload`: re-read the config of a running sidecar.
+pub fn reload(server: &Server) -> anyhow::Result<ExitCode> {
+    let v = Client::new(&server.server).call("POST", "/v1/admin/reload", None)?;
+    if server.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for k in ["added", "removed", "plugin_changed", "errors"] {
+            let items: Vec<&str> =
+                v[k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            println!("{k:<15} {}", if items.is_empty() { "-".to_string() } else { items.join(", ") });
+        }
+    }
+    let failed = v["errors"].as_array().is_some_and(|e| !e.is_empty());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 pub fn status(server: &Server) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,8 @@ pub struct Config {
 pub struct Server {
     /// Address of the HTTP API. Default `127.0.0.1:7070` (loopback only).
     pub http: SocketAddr,
+    /// Address of the gRPC API (`wharf.v1`). Default: none, no gRPC server.
+    pub grpc: Option<SocketAddr>,
     /// Where the logs, watermarks, DLQs and the compiled-plugin cache live.
     /// Default `data`, relative to the config file.
     pub data_dir: PathBuf,
@@ -53,6 +55,7 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            grpc: None,
             data_dir: PathBuf::from("data"),
             durability: Durability::Fsync,
             segment_max_bytes: 64 << 20,
@@ -261,6 +264,7 @@ pub struct Loaded {
 
 #[derive(Debug, Clone)]
 pub struct LoadedNamespace {
+    pub name: String,
     pub partitions: u32,
     pub delivery: Delivery,
     pub retry: Retry,
@@ -352,8 +356,9 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
             plugin_config.push((k.clone(), s));
         }
         namespaces.insert(
-            name,
+            name.clone(),
             LoadedNamespace {
+                name,
                 partitions: ns.partitions,
                 delivery: ns.delivery,
                 retry: ns.retry,

@@ -195,7 +195,9 @@ pub struct Engine {
     ns: Arc<Namespace>,
     part: Arc<PartitionRt>,
     log: Arc<wharf_log::Partition>,
-    plugin: Plugin,
+    /// The namespace's plugin slot and the plugin taken from it.
+    slot: watch::Receiver<Option<Plugin>>,
+    plugin: Option<Plugin>,
     instance: Option<Instance>,
     shutdown: watch::Receiver<bool>,
     /// Consecutive traps/deadlines/init failures (quarantine counter).
@@ -215,12 +217,7 @@ struct CallSummary {
 }
 
 impl Engine {
-    pub fn new(
-        ns: Arc<Namespace>,
-        part: Arc<PartitionRt>,
-        plugin: Plugin,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(ns: Arc<Namespace>, part: Arc<PartitionRt>, shutdown: watch::Receiver<bool>) -> Self {
         // Only called for partitions whose log opened.
         let log = part.log.clone().unwrap_or_else(|| unreachable!("engine for a halted partition"));
         let watermark = log.watermark();
@@ -228,10 +225,13 @@ impl Engine {
             t.next_read = watermark;
             t.batch_limit = ns.cfg.delivery.batch_max;
         }
+        let mut slot = ns.slot.subscribe();
+        let plugin = slot.borrow_and_update().clone();
         Self {
             ns,
             part,
             log,
+            slot,
             plugin,
             instance: None,
             shutdown,
@@ -246,12 +246,26 @@ impl Engine {
     pub async fn run(mut self) {
         let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
         loop {
-            if *self.shutdown.borrow() || self.part.halted_reason().is_some() {
+            if *self.shutdown.borrow()
+                || self.part.halted_reason().is_some()
+                || self.ns.removed.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 break;
             }
-            if self.quarantined() {
+            if self.slot.has_changed().unwrap_or(false) {
+                // Between two calls: nothing of this partition is in flight.
+                self.plugin = self.slot.borrow_and_update().clone();
+                self.instance = None;
+                self.consecutive_failures = 0;
+                tracing::info!(digest = self.plugin.as_ref().map(|p| p.digest.as_str()), "plugin switched");
+            }
+            if self.plugin.is_none() || self.quarantined() {
                 // Paused until an operator acts; keep the watermark exact.
-                let _ = self.shutdown.changed().await;
+                self.persist_watermark(true).await;
+                tokio::select! {
+                    _ = self.slot.changed() => {}
+                    _ = self.shutdown.changed() => {}
+                }
                 continue;
             }
             if let Some(wait) = self.breaker_wait() {
@@ -408,9 +422,10 @@ impl Engine {
         let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
         let wit_batch = Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None };
         let started = Instant::now();
-        let result = match self.instance.as_mut() {
-            Some(i) => i.deliver(&wit_batch).await,
-            None => match self.plugin.instantiate().await {
+        let plugin = self.plugin.clone();
+        let result = match (self.instance.as_mut(), plugin) {
+            (Some(i), _) => i.deliver(&wit_batch).await,
+            (None, Some(p)) => match p.instantiate().await {
                 Ok(mut i) => {
                     let r = i.deliver(&wit_batch).await;
                     self.instance = Some(i);
@@ -418,6 +433,7 @@ impl Engine {
                 }
                 Err(e) => Err(e),
             },
+            (None, None) => Err(PluginError::Init("no plugin installed".into())),
         };
         let elapsed = started.elapsed();
         tracing::debug!(messages = seqs.len(), elapsed_us = elapsed.as_micros() as u64, "plugin call");
@@ -541,7 +557,7 @@ impl Engine {
                 sequence: seq,
                 envelope: p.env.clone(),
                 failures: p.failures.clone(),
-                plugin_digest: self.plugin.digest.clone(),
+                plugin_digest: self.plugin.as_ref().map(|p| p.digest.clone()).unwrap_or_default(),
                 dead_lettered_at_ms: now_ms(),
             })
         });

@@ -1,14 +1,17 @@
 //! `wharf`: the sidecar binary and its operator commands.
 
+mod admin;
 mod api;
 mod clock;
 mod cmd_log;
 mod cmd_remote;
 mod config;
+mod control;
 mod delivery;
 mod dlq;
 mod envelope;
 mod error;
+mod grpc;
 mod idempotency;
 mod metrics;
 mod node;
@@ -58,12 +61,21 @@ enum Cmd {
     /// Inspect and repair the embedded log.
     #[command(subcommand)]
     Log(cmd_log::LogCmd),
-    /// Inspect plugins.
-    #[command(subcommand)]
-    Plugin(PluginCmd),
+    /// Check plugin files; register, roll back or remove a running sidecar's plugins.
+    Plugin {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(subcommand)]
+        cmd: PluginCmd,
+    },
     /// Show a running sidecar's protocol state: per partition head, durable
     /// sequence, watermark, backlog, in-flight, retries, breaker, halts.
     Status {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+    },
+    /// Re-read the config of a running sidecar (same as SIGHUP).
+    Reload {
         #[command(flatten)]
         server: cmd_remote::Server,
     },
@@ -78,13 +90,12 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum PluginCmd {
+    /// Manage a running sidecar's plugins (register, rollback, remove).
+    #[command(flatten)]
+    Admin(cmd_remote::PluginAdmin),
     /// Print a plugin's WIT version, exports and imports; exit 1 if the
     /// host cannot load it.
-    Check {
-        file: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Check { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -103,8 +114,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Log(cmd) => cmd_log::run(cmd),
-        Cmd::Plugin(PluginCmd::Check { file, json }) => plugin_check(&file, json),
+        Cmd::Plugin { server, cmd: PluginCmd::Check { file } } => plugin_check(&file, server.json),
+        Cmd::Plugin { server, cmd: PluginCmd::Admin(cmd) } => cmd_remote::plugin_admin(&server, cmd),
         Cmd::Status { server } => cmd_remote::status(&server),
+        Cmd::Reload { server } => cmd_remote::reload(&server),
         Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),
     };
     match result {
@@ -136,30 +149,54 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let node = Arc::new(Node::open(&cfg)?);
-        let runtime = plugin::Runtime::new(&cfg.server.data_dir.join(".plugin-cache"))?;
-        let tasks = {
-            let (node, runtime) = (node.clone(), runtime.clone());
-            tokio::task::spawn_blocking(move || {
-                let handle = tokio::runtime::Handle::current();
-                let _guard = handle.enter();
-                node.start_delivery(&runtime)
-            })
-            .await?
+        let node = Arc::new(Node::open(&cfg, &config_path)?);
+        for ns in node.namespaces() {
+            control::activate(&node, &ns).await;
+            node.start_delivery(&ns);
+        }
+        let grpc = match cfg.server.grpc {
+            Some(addr) => Some(grpc::start(node.clone(), addr, shutdown_signal()).await?),
+            None => None,
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.http)
             .await
             .with_context(|| format!("binding the HTTP API to {}", cfg.server.http))?;
         tracing::info!(http = %cfg.server.http, data_dir = %cfg.server.data_dir.display(), "wharf serving");
+        tokio::spawn(reload_on_sighup(node.clone()));
         axum::serve(listener, api::router(node.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        if let Some(calls) = grpc
+            && tokio::time::timeout(Duration::from_secs(10), calls).await.is_err()
+        {
+            tracing::warn!("gRPC calls did not finish within 10 s");
+        }
         tracing::info!("shutting down: draining delivery loops");
         node.shutdown();
-        let drain = futures_join(tasks);
-        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), node.drain()).await.is_err() {
             tracing::warn!("delivery loops did not stop within 10 s; undelivered messages stay in the log");
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGHUP re-reads the config (see `control::reload`).
+async fn reload_on_sighup(node: Arc<Node>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let _guard = node.control.lock().await;
+        let result = control::reload(&node).await;
+        match &result {
+            Ok(r) => tracing::info!(?r, "config reloaded on sighup"),
+            Err(e) => tracing::error!(error = %e, "config reload on sighup failed; nothing changed"),
+        }
+        let detail = result.as_ref().map(|r| serde_json::json!(r)).map_err(String::as_str);
+        control::audit(
+            &node.data_dir,
+            "signal:SIGHUP",
+            "config.reload",
+            &node.config_path.display().to_string(),
+            detail,
+        );
+    }
 }
 
 use node::Node;
@@ -183,12 +220,6 @@ fn plugin_check(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(if report.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
-    }
 }
 
 async fn shutdown_signal() {

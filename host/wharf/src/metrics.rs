@@ -178,7 +178,8 @@ impl Metrics {
     /// Reads the state gauges from the node and encodes everything.
     pub fn render(&self, node: &Node) -> String {
         let now = now_ms();
-        for (name, ns) in &node.namespaces {
+        for ns in node.namespaces() {
+            let name = &ns.name;
             self.dlq_messages.get_or_create(&Ns { namespace: name.clone() }).set(ns.dlq.len() as i64);
             for p in &ns.partitions {
                 let l = NsPart { namespace: name.clone(), partition: p.index };

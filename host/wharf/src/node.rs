@@ -18,14 +18,22 @@ use crate::delivery::Tracker;
 use crate::dlq::Dlq;
 use crate::envelope::{Envelope, message_id};
 use crate::idempotency::{Idempotency, Seen};
-use crate::plugin::{NetPolicy, Plugin, PluginSettings, Runtime};
+use crate::plugin::{Plugin, Runtime};
 
 #[derive(Debug)]
 pub struct Node {
-    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    /// Namespaces by name; namespaces can be added while running.
+    namespaces: std::sync::RwLock<BTreeMap<String, Arc<Namespace>>>,
     pub durability: wharf_log::Durability,
     pub admin_tokens: Vec<String>,
+    pub config_path: std::path::PathBuf,
+    pub data_dir: std::path::PathBuf,
+    pub runtime: Runtime,
+    log_opts: wharf_log::LogOptions,
     shutdown: watch::Sender<bool>,
+    /// Serialises control-plane changes (register, reload, ...).
+    pub control: tokio::sync::Mutex<()>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -36,6 +44,10 @@ pub struct Namespace {
     pub dlq: Arc<Dlq>,
     pub idempotency: Idempotency,
     pub plugin: Mutex<PluginStatus>,
+    /// The plugin the delivery loops use; `None` pauses delivery.
+    pub slot: watch::Sender<Option<Plugin>>,
+    /// Set when the namespace was removed from the config; its loops stop.
+    pub removed: std::sync::atomic::AtomicBool,
     round_robin: AtomicU32,
 }
 
@@ -97,85 +109,119 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 impl Node {
     /// Opens every namespace's logs. Never fails because of one bad
     /// partition: that partition is halted instead.
-    pub fn open(cfg: &Loaded) -> anyhow::Result<Self> {
-        let opts = wharf_log::LogOptions {
+    pub fn open(cfg: &Loaded, config_path: &Path) -> anyhow::Result<Self> {
+        let log_opts = wharf_log::LogOptions {
             segment_max_bytes: cfg.server.segment_max_bytes,
             durability: cfg.server.durability,
             ..Default::default()
         };
         std::fs::create_dir_all(&cfg.server.data_dir)?;
-        let mut namespaces = BTreeMap::new();
-        for (name, ns) in &cfg.namespaces {
-            let dir = cfg.server.data_dir.join(name);
-            let partitions = (0..ns.partitions)
-                .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts.clone())))
-                .collect();
-            let dlq = Arc::new(Dlq::open(&dir.join("dlq"), opts.clone())?);
-            let partitions: Vec<Arc<PartitionRt>> = partitions;
-            let idempotency = Idempotency::open(
-                &dir.join("idempotency"),
-                opts.clone(),
-                Duration::from_millis(ns.idempotency.window_ms),
-                retained_idempotency_keys(&partitions),
-            )?;
-            let plugin = Mutex::new(PluginStatus {
-                path: ns.target.plugin.display().to_string(),
-                digest: None,
-                wit: crate::plugin::SUPPORTED_WIT[0],
-                state: "loading",
-                reason: None,
-            });
-            namespaces.insert(
-                name.clone(),
-                Arc::new(Namespace {
-                    name: name.clone(),
-                    cfg: ns.clone(),
-                    partitions,
-                    dlq,
-                    idempotency,
-                    plugin,
-                    round_robin: AtomicU32::new(0),
-                }),
-            );
-        }
+        let runtime = Runtime::new(&cfg.server.data_dir.join(".plugin-cache"))?;
         let (shutdown, _) = watch::channel(false);
-        Ok(Self {
-            namespaces,
+        let node = Self {
+            namespaces: std::sync::RwLock::new(BTreeMap::new()),
             durability: cfg.server.durability,
             admin_tokens: cfg.server.admin_tokens.clone(),
+            config_path: config_path.to_path_buf(),
+            data_dir: cfg.server.data_dir.clone(),
+            runtime,
+            log_opts,
             shutdown,
-        })
+            control: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(Vec::new()),
+        };
+        for ns in cfg.namespaces.values() {
+            let opened = node.open_namespace(ns)?;
+            node.insert(opened);
+        }
+        Ok(node)
     }
 
-    /// Loads each namespace's plugin and starts one delivery loop per
-    /// healthy partition.
-    pub fn start_delivery(&self, runtime: &Runtime) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        for ns in self.namespaces.values() {
-            let Some(plugin) = load_plugin(runtime, ns) else { continue };
-            for part in &ns.partitions {
-                if part.log.is_none() {
-                    continue;
-                }
-                let engine = crate::delivery::Engine::new(
-                    ns.clone(),
-                    part.clone(),
-                    plugin.clone(),
-                    self.shutdown.subscribe(),
-                );
-                tasks.push(tokio::spawn(engine.run()));
+    /// Opens one namespace's logs, DLQ and idempotency window.
+    pub fn open_namespace(&self, ns: &LoadedNamespace) -> anyhow::Result<Arc<Namespace>> {
+        let opts = self.log_opts;
+        let name = &ns.name;
+        let dir = self.data_dir.join(name);
+        let partitions: Vec<Arc<PartitionRt>> = (0..ns.partitions)
+            .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts)))
+            .collect();
+        let dlq = Arc::new(Dlq::open(&dir.join("dlq"), opts)?);
+        let idempotency = Idempotency::open(
+            &dir.join("idempotency"),
+            opts,
+            Duration::from_millis(ns.idempotency.window_ms),
+            retained_idempotency_keys(&partitions),
+        )?;
+        let plugin = Mutex::new(PluginStatus {
+            path: ns.target.plugin.display().to_string(),
+            digest: None,
+            wit: crate::plugin::SUPPORTED_WIT[0],
+            state: "loading",
+            reason: None,
+        });
+        Ok(Arc::new(Namespace {
+            name: name.clone(),
+            cfg: ns.clone(),
+            partitions,
+            dlq,
+            idempotency,
+            plugin,
+            slot: watch::channel(None).0,
+            removed: std::sync::atomic::AtomicBool::new(false),
+            round_robin: AtomicU32::new(0),
+        }))
+    }
+
+    pub fn insert(&self, ns: Arc<Namespace>) {
+        self.namespaces.write().unwrap_or_else(|p| p.into_inner()).insert(ns.name.clone(), ns);
+    }
+
+    /// Takes a namespace out of service; its data stays on disk.
+    pub fn remove(&self, name: &str) -> Option<Arc<Namespace>> {
+        let ns = self.namespaces.write().unwrap_or_else(|p| p.into_inner()).remove(name)?;
+        ns.removed.store(true, Ordering::Relaxed);
+        ns.slot.send_replace(None);
+        Some(ns)
+    }
+
+    /// Starts one delivery loop per healthy partition of `ns`. The loops
+    /// follow the namespace's plugin slot: they wait while it is empty and
+    /// switch between two calls when it changes.
+    pub fn start_delivery(&self, ns: &Arc<Namespace>) {
+        for part in &ns.partitions {
+            if part.log.is_none() {
+                continue;
             }
+            let engine = crate::delivery::Engine::new(ns.clone(), part.clone(), self.shutdown.subscribe());
+            let task = tokio::spawn(engine.run());
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
-        tasks
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// A snapshot of every namespace, in name order.
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     /// Whether any token is configured (then every /v1 call needs one).
     pub fn auth_enabled(&self) -> bool {
-        !self.admin_tokens.is_empty() || self.namespaces.values().any(|n| !n.cfg.tokens.is_empty())
+        !self.admin_tokens.is_empty() || self.namespaces().iter().any(|n| !n.cfg.tokens.is_empty())
     }
 
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Waits for every delivery loop to stop (after `shutdown`).
+    pub async fn drain(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 
@@ -227,35 +273,5 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions)
         notify: Notify::new(),
         delivered: Notify::new(),
         tracker: Mutex::new(Tracker::default()),
-    }
-}
-
-fn load_plugin(runtime: &Runtime, ns: &Namespace) -> Option<Plugin> {
-    let t = &ns.cfg.target;
-    let settings = PluginSettings {
-        namespace: ns.name.as_str().into(),
-        net: NetPolicy {
-            tcp: Arc::new(ns.cfg.allow_connect.clone()),
-            http_prefixes: Arc::new(t.allow_http.clone()),
-        },
-        memory_limit_bytes: (t.memory_limit_mib as usize) << 20,
-        call_timeout: Duration::from_millis(t.call_timeout_ms),
-        config: ns.cfg.plugin_config.clone(),
-    };
-    let result = runtime.load(&t.plugin, settings);
-    let mut status = ns.plugin.lock().ok()?;
-    match result {
-        Ok(p) => {
-            tracing::info!(namespace = %ns.name, digest = %p.digest, "plugin loaded");
-            status.digest = Some(p.digest.clone());
-            status.state = "ready";
-            Some(p)
-        }
-        Err(e) => {
-            tracing::error!(namespace = %ns.name, error = %e, "plugin failed to load; writes are kept, delivery waits");
-            status.state = "failed";
-            status.reason = Some(e.to_string());
-            None
-        }
     }
 }

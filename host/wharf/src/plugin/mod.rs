@@ -91,12 +91,17 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the on-disk cache) and type-checks a plugin.
-    pub fn load(&self, path: &Path, settings: PluginSettings) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
-        let invalid = |reason: String| PluginError::Invalid { path: path.display().to_string(), reason };
+    /// Compiles (or loads from the cache) and type-checks component bytes;
+    /// `label` names them in errors.
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        label: &str,
+        settings: PluginSettings,
+    ) -> Result<Plugin, PluginError> {
+        let invalid = |reason: String| PluginError::Invalid { path: label.to_string(), reason };
         let (component, digest) =
-            cache::compile_cached(&self.engine, &self.cache_dir, &bytes).map_err(invalid)?;
+            cache::compile_cached(&self.engine, &self.cache_dir, bytes).map_err(invalid)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -171,6 +176,12 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// Proves the plugin works before it takes over: instantiates it and
+    /// runs `init` with its config, then drops the instance.
+    pub async fn validate(&self) -> Result<(), PluginError> {
+        self.instantiate().await.map(drop)
+    }
+
     /// A fresh instance, with `init` already called successfully.
     pub async fn instantiate(&self) -> Result<Instance, PluginError> {
         let s = &self.settings;

@@ -1,0 +1,144 @@
+//! The admin API: plugins per namespace at runtime, config reload, purge of
+//! a removed namespace's data. Every call leaves an audit line. When auth is
+//! on, these routes take an admin token only.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, post, put};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::control;
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Largest plugin component accepted over the API.
+const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+pub fn router() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/admin/namespaces/{ns}/plugin", put(register).delete(remove))
+        .route("/v1/admin/namespaces/{ns}/plugin/rollback", post(rollback))
+        .route("/v1/admin/namespaces/{ns}/data", delete(purge_data))
+        .route("/v1/admin/reload", post(reload))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
+}
+
+/// Who made the call, for the audit log: a token fingerprint, never the token.
+pub fn actor(headers: &HeaderMap) -> String {
+    match headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(v) => format!("token:{}", control::fingerprint(v.trim_start_matches("Bearer "))),
+        None => "anonymous".into(),
+    }
+}
+
+fn namespace(node: &Node, name: &str) -> Result<Arc<crate::node::Namespace>, ApiError> {
+    node.namespace(name).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "namespace_not_found", format!("no namespace named {name:?}"))
+    })
+}
+
+/// Audits the result, then turns it into a reply.
+fn finish(
+    node: &Node,
+    headers: &HeaderMap,
+    action: &str,
+    target: &str,
+    r: Result<Value, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let detail = r.as_ref().map(Clone::clone).map_err(|e| e.message.as_str());
+    control::audit(&node.data_dir, &actor(headers), action, target, detail);
+    r.map(Json)
+}
+
+fn invalid(reason: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "plugin_invalid",
+        format!("{reason}; the old plugin stays"),
+    )
+}
+
+async fn register(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = async {
+        let ns = namespace(&node, &ns)?;
+        let digest = control::register(&node, &ns, &body).await.map_err(invalid)?;
+        Ok(json!({"namespace": ns.name, "digest": digest, "state": "ready"}))
+    }
+    .await;
+    finish(&node, &headers, "plugin.register", &ns, r)
+}
+
+async fn rollback(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = async {
+        let ns = namespace(&node, &ns)?;
+        let digest = control::rollback(&node, &ns).await.map_err(invalid)?;
+        Ok(json!({"namespace": ns.name, "digest": digest, "state": "ready"}))
+    }
+    .await;
+    finish(&node, &headers, "plugin.rollback", &ns, r)
+}
+
+async fn remove(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = namespace(&node, &ns).and_then(|n| {
+        control::remove(&node, &n).map_err(ApiError::internal)?;
+        Ok(json!({"namespace": n.name, "state": "removed"}))
+    });
+    finish(&node, &headers, "plugin.remove", &ns, r)
+}
+
+async fn reload(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = control::reload(&node)
+        .await
+        .map(|report| json!(report))
+        .map_err(|e| ApiError::bad("config_invalid", format!("{e}; nothing changed")));
+    finish(&node, &headers, "config.reload", &node.config_path.display().to_string(), r)
+}
+
+/// Deletes the data of a namespace that is no longer in the config.
+async fn purge_data(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = if node.namespace(&ns).is_some() {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "namespace_active",
+            format!("{ns} is in service; remove it from the config and reload first"),
+        ))
+    } else if !crate::config::valid_namespace_name(&ns) {
+        Err(ApiError::bad("invalid_namespace", "not a namespace name"))
+    } else {
+        let dir = node.data_dir.join(&ns);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(json!({"namespace": ns, "purged": true})),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ApiError::new(StatusCode::NOT_FOUND, "namespace_not_found", format!("no data for {ns}")))
+            }
+            Err(e) => Err(ApiError::internal(format!("removing {}: {e}", dir.display()))),
+        }
+    };
+    finish(&node, &headers, "namespace.purge", &ns, r)
+}

@@ -1,0 +1,282 @@
+//! The control plane: which plugin each namespace runs, changed while
+//! messages flow, and an audit line for every admin action.
+//!
+//! A new plugin is validated before it takes over: it must compile,
+//! implement a supported `wharf:target` version, and `init` with the
+//! namespace's config. Otherwise the old plugin stays and the caller gets the
+//! reason. The switch itself is a value sent on the namespace's plugin slot;
+//! each delivery loop picks it up between two calls, so the calls in flight
+//! finish on the old plugin and nothing is delivered twice because of it.
+//!
+//! Plugins registered at runtime are kept in `<data_dir>/<ns>/plugin/`
+//! (`<sha256>.wasm` plus `state.json` naming the current and the previous
+//! digest), so a restart keeps them and `rollback` has something to go back
+//! to. The config file's plugin is used when no runtime registration exists,
+//! and again after a reload that finds the config's plugin changed.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::now_ms;
+use crate::config::LoadedNamespace;
+use crate::node::{Namespace, Node};
+use crate::plugin::{NetPolicy, PluginSettings};
+
+/// `state.json` of a namespace's registered plugins.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct PluginState {
+    /// Hex digest of the current plugin, or `None` when removed.
+    pub current: Option<String>,
+    pub previous: Option<String>,
+    /// Digest of the config file's plugin when it was last applied.
+    pub config_digest: Option<String>,
+    /// True once an operator removed the plugin.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+fn plugin_dir(node: &Node, ns: &str) -> PathBuf {
+    node.data_dir.join(ns).join("plugin")
+}
+
+fn load_state(node: &Node, ns: &str) -> PluginState {
+    std::fs::read(plugin_dir(node, ns).join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes a file crash-safely: temp file, fsync, rename, directory fsync.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn save_state(node: &Node, ns: &str, st: &PluginState) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
+    write_atomic(&plugin_dir(node, ns).join("state.json"), &bytes)
+}
+
+fn settings(cfg: &LoadedNamespace) -> PluginSettings {
+    let t = &cfg.target;
+    PluginSettings {
+        namespace: cfg.name.as_str().into(),
+        net: NetPolicy {
+            tcp: Arc::new(cfg.allow_connect.clone()),
+            http_prefixes: Arc::new(t.allow_http.clone()),
+        },
+        memory_limit_bytes: (t.memory_limit_mib as usize) << 20,
+        call_timeout: Duration::from_millis(t.call_timeout_ms),
+        config: cfg.plugin_config.clone(),
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Validates `bytes` as the namespace's plugin and, if it passes, makes it
+/// current. Returns the digest. On failure nothing changes.
+pub async fn install(node: &Node, ns: &Namespace, bytes: &[u8], label: &str) -> Result<String, String> {
+    let plugin = node.runtime.load_bytes(bytes, label, settings(&ns.cfg)).map_err(|e| e.to_string())?;
+    plugin.validate().await.map_err(|e| e.to_string())?;
+    let digest = plugin.digest.clone();
+    if let Ok(mut st) = ns.plugin.lock() {
+        st.path = label.to_string();
+        st.digest = Some(digest.clone());
+        st.state = "ready";
+        st.reason = None;
+    }
+    ns.slot.send_replace(Some(plugin));
+    tracing::info!(namespace = %ns.name, %digest, source = label, "plugin installed");
+    Ok(digest)
+}
+
+/// Registers a plugin at runtime and remembers it across restarts.
+pub async fn register(node: &Node, ns: &Namespace, bytes: &[u8]) -> Result<String, String> {
+    let hex = hex_digest(bytes);
+    let dir = plugin_dir(node, &ns.name);
+    let file = dir.join(format!("{hex}.wasm"));
+    let digest = install(node, ns, bytes, &file.display().to_string()).await?;
+    let mut st = load_state(node, &ns.name);
+    write_atomic(&file, bytes).map_err(|e| format!("storing the plugin: {e}"))?;
+    if st.current.as_deref() != Some(hex.as_str()) {
+        st.previous = st.current.take().or(st.previous.take());
+    }
+    st.current = Some(hex);
+    st.removed = false;
+    save_state(node, &ns.name, &st).map_err(|e| format!("storing plugin state: {e}"))?;
+    Ok(digest)
+}
+
+/// Goes back to the previously registered plugin.
+pub async fn rollback(node: &Node, ns: &Namespace) -> Result<String, String> {
+    let st = load_state(node, &ns.name);
+    let prev = st.previous.clone().ok_or("no previous plugin to roll back to")?;
+    let bytes = std::fs::read(plugin_dir(node, &ns.name).join(format!("{prev}.wasm")))
+        .map_err(|e| format!("reading the previous plugin: {e}"))?;
+    register(node, ns, &bytes).await
+}
+
+/// Removes the namespace's plugin: writes stay durable, delivery pauses.
+pub fn remove(node: &Node, ns: &Namespace) -> Result<(), String> {
+    let mut st = load_state(node, &ns.name);
+    st.previous = st.current.take().or(st.previous.take());
+    st.removed = true;
+    save_state(node, &ns.name, &st).map_err(|e| format!("storing plugin state: {e}"))?;
+    ns.slot.send_replace(None);
+    if let Ok(mut s) = ns.plugin.lock() {
+        s.digest = None;
+        s.state = "removed";
+        s.reason = Some("removed by an operator; delivery paused".into());
+    }
+    Ok(())
+}
+
+/// Installs the plugin a namespace should run at start: the one registered
+/// at runtime if any, else the config file's. Failures are shown in status.
+pub async fn activate(node: &Node, ns: &Namespace) {
+    let st = load_state(node, &ns.name);
+    let result = if st.removed {
+        remove(node, ns)
+    } else if let Some(hex) = &st.current {
+        let file = plugin_dir(node, &ns.name).join(format!("{hex}.wasm"));
+        match std::fs::read(&file) {
+            Ok(bytes) => install(node, ns, &bytes, &file.display().to_string()).await.map(drop),
+            Err(e) => Err(format!("registered plugin {} unreadable: {e}", file.display())),
+        }
+    } else {
+        apply_config_plugin(node, ns, false).await
+    };
+    if let Err(reason) = result {
+        tracing::error!(namespace = %ns.name, %reason, "plugin failed to load; writes are kept, delivery waits");
+        if let Ok(mut s) = ns.plugin.lock() {
+            s.state = "failed";
+            s.reason = Some(reason);
+        }
+    }
+}
+
+/// Installs the config file's plugin (when `only_if_changed`, only if its
+/// bytes changed since it was last applied).
+async fn apply_config_plugin(node: &Node, ns: &Namespace, only_if_changed: bool) -> Result<(), String> {
+    let path = &ns.cfg.target.plugin;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read plugin {}: {e}", path.display()))?;
+    let hex = hex_digest(&bytes);
+    let mut st = load_state(node, &ns.name);
+    if only_if_changed && st.config_digest.as_deref() == Some(hex.as_str()) {
+        return Ok(());
+    }
+    install(node, ns, &bytes, &path.display().to_string()).await?;
+    st.config_digest = Some(hex);
+    if st.current.is_some() {
+        st.previous = st.current.take();
+    }
+    st.removed = false;
+    save_state(node, &ns.name, &st).map_err(|e| format!("storing plugin state: {e}"))
+}
+
+/// What a reload did.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub plugin_changed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Re-reads the config file: adds new namespaces, takes removed ones out of
+/// service (their data stays until an explicit purge), and installs a
+/// namespace's plugin again when the config's plugin file changed. Other
+/// namespace settings take effect at the next restart.
+pub async fn reload(node: &Node) -> Result<ReloadReport, String> {
+    let cfg = crate::config::load(&node.config_path).map_err(|e| e.to_string())?;
+    let mut report = ReloadReport::default();
+    for ns in node.namespaces() {
+        if !cfg.namespaces.contains_key(&ns.name) {
+            node.remove(&ns.name);
+            report.removed.push(ns.name.clone());
+        }
+    }
+    for (name, loaded) in &cfg.namespaces {
+        match node.namespace(name) {
+            Some(ns) => {
+                let before = ns.plugin.lock().ok().and_then(|s| s.digest.clone());
+                match apply_config_plugin(node, &ns, true).await {
+                    Ok(()) => {
+                        let after = ns.plugin.lock().ok().and_then(|s| s.digest.clone());
+                        if before != after {
+                            report.plugin_changed.push(name.clone());
+                        }
+                    }
+                    Err(e) => report.errors.push(format!("{name}: {e} (the old plugin stays)")),
+                }
+            }
+            None => match node.open_namespace(loaded) {
+                Ok(ns) => {
+                    node.insert(ns.clone());
+                    activate(node, &ns).await;
+                    node.start_delivery(&ns);
+                    report.added.push(name.clone());
+                }
+                Err(e) => report.errors.push(format!("{name}: {e}")),
+            },
+        }
+    }
+    Ok(report)
+}
+
+/// One line of `<data_dir>/audit.log`.
+#[derive(Debug, Serialize)]
+pub struct AuditEvent<'a> {
+    pub time_ms: u64,
+    /// `admin:<token fingerprint>`, `namespace:<name>:<fingerprint>`,
+    /// `anonymous` (auth off) or `cli`.
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    /// `ok` or `error`.
+    pub outcome: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// Appends an audit line (fsync'd). An audit failure is logged, never hidden.
+pub fn audit(
+    data_dir: &Path,
+    actor: &str,
+    action: &str,
+    target: &str,
+    result: Result<serde_json::Value, &str>,
+) {
+    let (outcome, detail) = match result {
+        Ok(d) => ("ok", d),
+        Err(e) => ("error", serde_json::json!({ "error": e })),
+    };
+    let event = AuditEvent { time_ms: now_ms(), actor, action, target, outcome, detail };
+    let line = serde_json::to_string(&event).unwrap_or_default();
+    tracing::info!(target: "wharf::audit", actor, action, target_name = target, outcome, "admin action");
+    let written = std::fs::create_dir_all(data_dir).and_then(|()| {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("audit.log"))?;
+        writeln!(f, "{line}")?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        tracing::error!(error = %e, action, "audit line not written");
+    }
+}
+
+/// A short, non-reversible name for a bearer token in audit lines.
+pub fn fingerprint(token: &str) -> String {
+    hex_digest(token.as_bytes())[..12].to_string()
+}

@@ -1,0 +1,310 @@
+//! The gRPC API: service `wharf.v1.Wharf` (`proto/wharf/v1/wharf.proto`).
+//!
+//! The HTTP API's operations under the same names, through the same code:
+//! the write path is `write::write_batch`, the rest are the shared functions
+//! of `api`. Payloads are raw bytes here instead of base64. An [`ApiError`]
+//! becomes a status with the gRPC code closest to its HTTP status; its
+//! machine-readable code prefixes the message and is sent as the
+//! `wharf-error-code` metadata entry. Auth takes the same bearer tokens, in
+//! the `authorization` metadata entry.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status};
+
+use crate::api;
+use crate::error::ApiError;
+use crate::node::{Namespace, Node};
+use crate::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteAck};
+
+/// Code generated from the proto file by `build.rs`.
+#[allow(missing_debug_implementations, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod pb {
+    tonic::include_proto!("wharf.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wharf_descriptor.bin"));
+}
+
+use pb::wharf_server::{Wharf, WharfServer};
+
+/// Largest request accepted, the HTTP API's body limit.
+const MAX_MESSAGE: usize = MAX_BATCH * 1024 + MAX_PAYLOAD * 2;
+
+/// Binds `addr` (an error if it cannot) and serves the gRPC API on it until
+/// `shutdown` completes, then drains in-flight calls.
+pub async fn start(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the gRPC API to {addr}"))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+    let service = WharfServer::new(GrpcApi { node })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(usize::MAX);
+    tracing::info!(grpc = %addr, "gRPC API serving");
+    Ok(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC API failed");
+        }
+    }))
+}
+
+/// The gRPC status for an API error.
+pub fn to_status(e: ApiError) -> Status {
+    let code = match e.status.as_u16() {
+        400 | 413 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        429 => Code::ResourceExhausted,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        500 => Code::Internal,
+        _ => Code::Unknown,
+    };
+    let mut status = Status::new(code, format!("{}: {}", e.code, e.message));
+    if let Ok(v) = MetadataValue::try_from(e.code) {
+        status.metadata_mut().insert("wharf-error-code", v);
+    }
+    if code == Code::ResourceExhausted {
+        status.metadata_mut().insert("retry-after", MetadataValue::from_static("1"));
+    }
+    status
+}
+
+#[derive(Debug)]
+struct GrpcApi {
+    node: Arc<Node>,
+}
+
+impl GrpcApi {
+    /// The HTTP API's bearer-token check; `ns: None` takes an admin token.
+    fn authorize<T>(&self, req: &Request<T>, ns: Option<&str>) -> Result<(), Status> {
+        if self.node.auth_enabled() {
+            let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            api::check_authorization(&self.node, authorization, ns).map_err(to_status)?;
+        }
+        Ok(())
+    }
+
+    /// Authorizes the call for `ns` and finds the namespace.
+    fn namespace<T>(&self, req: &Request<T>, ns: &str) -> Result<Arc<Namespace>, Status> {
+        self.authorize(req, Some(ns))?;
+        api::namespace(&self.node, ns).map_err(to_status)
+    }
+}
+
+fn wait_for(wait: i32) -> Result<WaitFor, Status> {
+    match pb::Wait::try_from(wait) {
+        Ok(pb::Wait::Durable) => Ok(WaitFor::Durable),
+        Ok(pb::Wait::Visible) => Ok(WaitFor::Visible),
+        Err(_) => Err(to_status(ApiError::bad("invalid_wait", format!("unknown wait value {wait}")))),
+    }
+}
+
+/// The write path takes base64, as the HTTP API receives it.
+fn write_request(m: pb::Message) -> write::WriteRequest {
+    write::WriteRequest {
+        payload: base64::engine::general_purpose::STANDARD.encode(&m.payload),
+        key: m.key,
+        idempotency_key: m.idempotency_key,
+        headers: m.headers,
+        delay_ms: m.delay_ms,
+        deliver_at_ms: m.deliver_at_ms,
+    }
+}
+
+fn ack(a: WriteAck) -> pb::WriteAck {
+    pb::WriteAck {
+        message_id: a.message_id,
+        partition: a.partition,
+        sequence: a.sequence,
+        durable: a.durable,
+        visible: a.visible,
+        duplicate: a.duplicate,
+    }
+}
+
+fn dlq_entry(e: crate::dlq::DlqEntry) -> pb::DlqEntry {
+    pb::DlqEntry {
+        message_id: e.message_id,
+        partition: e.partition,
+        sequence: e.sequence,
+        key: e.envelope.key,
+        payload: e.envelope.payload,
+        headers: e.envelope.headers.into_iter().collect(),
+        idempotency_key: e.envelope.idempotency_key,
+        written_at_ms: e.envelope.written_at_ms,
+        dead_lettered_at_ms: e.dead_lettered_at_ms,
+        plugin_digest: e.plugin_digest,
+        replays: e.envelope.replays,
+        failures: e
+            .failures
+            .into_iter()
+            .map(|f| pb::Failure { attempt: f.attempt, at_ms: f.at_ms, kind: f.kind, reason: f.reason })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Wharf for GrpcApi {
+    async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        let wait = wait_for(r.wait)?;
+        let message = write_request(pb::Message {
+            payload: r.payload,
+            key: r.key,
+            idempotency_key: r.idempotency_key,
+            headers: r.headers,
+            delay_ms: r.delay_ms,
+            deliver_at_ms: r.deliver_at_ms,
+        });
+        let results = write::write_batch(&ns, vec![message], wait, api::wait_timeout(r.timeout_ms))
+            .await
+            .map_err(to_status)?;
+        let result = results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result")));
+        result.map(|a| Response::new(ack(a))).map_err(to_status)
+    }
+
+    async fn write_batch(
+        &self,
+        request: Request<pb::WriteBatchRequest>,
+    ) -> Result<Response<pb::WriteBatchResponse>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        let wait = wait_for(r.wait)?;
+        api::check_batch_len(r.messages.len()).map_err(to_status)?;
+        let messages = r.messages.into_iter().map(write_request).collect();
+        let results = write::write_batch(&ns, messages, wait, api::wait_timeout(r.timeout_ms))
+            .await
+            .map_err(to_status)?;
+        let results = results
+            .into_iter()
+            .map(|r| pb::WriteResult {
+                result: Some(match r {
+                    Ok(a) => pb::write_result::Result::Ack(ack(a)),
+                    Err(e) => pb::write_result::Result::Error(pb::Error {
+                        code: e.code.to_string(),
+                        message: e.message,
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::WriteBatchResponse { results }))
+    }
+
+    async fn get_message(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Result<Response<pb::MessageState>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let id = request.into_inner().message_id;
+        let mut state = pb::MessageState { message_id: id.clone(), ..Default::default() };
+        match api::locate(&ns, &id).map_err(to_status)? {
+            api::Whereabouts::DeadLettered { attempts, last_error } => {
+                state.state = "dead_lettered".into();
+                state.attempts = Some(u32::try_from(attempts).unwrap_or(u32::MAX));
+                state.last_error = last_error;
+            }
+            api::Whereabouts::Tracked(s) => {
+                state.state = s.state.into();
+                state.attempts = Some(s.attempts);
+                state.next_attempt_at_ms = s.next_attempt_at_ms;
+                state.last_error = s.last_error;
+            }
+            api::Whereabouts::Delivered => state.state = "delivered".into(),
+            api::Whereabouts::Pending => {
+                state.state = "pending".into();
+                state.attempts = Some(0);
+            }
+        }
+        Ok(Response::new(state))
+    }
+
+    async fn list_dlq(
+        &self,
+        request: Request<pb::ListDlqRequest>,
+    ) -> Result<Response<pb::ListDlqResponse>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        let (entries, next_after) = api::dlq_page(&ns, r.after.as_deref(), r.limit.map(|l| l as usize));
+        Ok(Response::new(pb::ListDlqResponse {
+            entries: entries.into_iter().map(dlq_entry).collect(),
+            next_after,
+            total: ns.dlq.len() as u64,
+        }))
+    }
+
+    async fn replay_dlq(
+        &self,
+        request: Request<pb::ReplayDlqRequest>,
+    ) -> Result<Response<pb::ReplayDlqResponse>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        if r.all && !r.ids.is_empty() {
+            return Err(to_status(ApiError::bad("invalid_ids", "give ids or all, not both")));
+        }
+        let ids = (!r.all).then_some(r.ids);
+        let done = api::replay(&ns, ids, r.rate_per_sec).await.map_err(to_status)?;
+        Ok(Response::new(pb::ReplayDlqResponse {
+            replayed: done
+                .replayed
+                .into_iter()
+                .map(|(message_id, new_message_id)| pb::Replayed { message_id, new_message_id })
+                .collect(),
+            skipped: done
+                .skipped
+                .into_iter()
+                .map(|(message_id, reason)| pb::Skipped { message_id, reason })
+                .collect(),
+            not_found: done.not_found,
+        }))
+    }
+
+    async fn delete_dlq(
+        &self,
+        request: Request<pb::DeleteDlqRequest>,
+    ) -> Result<Response<pb::DeleteDlqResponse>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let message_id = request.into_inner().message_id;
+        api::dlq_delete_one(&ns, &message_id).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteDlqResponse { message_id, deleted: true }))
+    }
+
+    async fn purge_dlq(
+        &self,
+        request: Request<pb::PurgeDlqRequest>,
+    ) -> Result<Response<pb::PurgeDlqResponse>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let purged = api::dlq_purge_all(&ns).await.map_err(to_status)?;
+        Ok(Response::new(pb::PurgeDlqResponse { purged: purged as u64 }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(&request, None)?;
+        Ok(Response::new(pb::StatusResponse { json: api::status_json(&self.node).to_string() }))
+    }
+}
