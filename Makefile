@@ -33,9 +33,10 @@ demo: build
 test: build
 	$(CARGO) test --release --locked --workspace
 
-## bench: benchmarks that print tables (ratios against raw disk / native)
+## bench: benchmarks that print tables (log vs raw disk, Wasm plugin vs native)
 bench: build
-	$(CARGO) bench --locked -p wharf-log
+	$(CARGO) bench --locked -p wharf-log --bench append
+	$(CARGO) bench --locked -p wharf-tests --bench delivery
 
 lint:
 	$(CARGO) fmt --all -- --check

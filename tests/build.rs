@@ -8,6 +8,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = root.join("wharf/v1/wharf.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let fds = protox::compile([&proto], [&root])?;
-    tonic_prost_build::configure().btree_map(".").compile_fds(fds)?;
+    tonic_prost_build::configure().btree_map(".").generate_default_stubs(true).compile_fds(fds)?;
     Ok(())
 }

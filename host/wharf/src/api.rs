@@ -357,7 +357,7 @@ pub(crate) async fn replay(
     ids: Option<Vec<String>>,
     rate_per_sec: Option<f64>,
 ) -> Result<Replay, ApiError> {
-    if rate_per_sec.is_some_and(|r| !(r > 0.0)) {
+    if rate_per_sec.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(ApiError::bad("invalid_rate", "rate_per_sec must be positive"));
     }
     let ids = ids.unwrap_or_else(|| ns.dlq.ids());

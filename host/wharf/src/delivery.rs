@@ -367,11 +367,10 @@ impl Engine {
         if room == 0 || from >= self.log.next_seq() {
             return Ok(());
         }
-        let log = self.log.clone();
-        let records = tokio::task::spawn_blocking(move || log.read(from, room, 16 << 20))
-            .await
-            .map_err(|e| format!("log reader panicked: {e}"))?
-            .map_err(|e| e.to_string())?;
+        // Reads of acknowledged records are preads of recent, cached pages:
+        // block in place rather than pay a blocking-pool round trip.
+        let records =
+            tokio::task::block_in_place(|| self.log.read(from, room, 16 << 20)).map_err(|e| e.to_string())?;
         let mut decoded = Vec::with_capacity(records.len());
         for r in records {
             let env = Envelope::decode(&r.payload).map_err(|e| {
@@ -448,19 +447,29 @@ impl Engine {
                 let failed = outcomes.iter().all(|o| matches!(o, Outcome::Retry(_)));
                 let pushed_back =
                     outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
-                for (seq, outcome) in seqs.into_iter().zip(outcomes) {
-                    match outcome {
-                        Outcome::Delivered => {
-                            let written = self.tracker(|t| {
-                                t.delivered_total += 1;
-                                t.finish(seq).map(|p| p.env.written_at_ms)
-                            });
-                            m.delivered.get_or_create(&label).inc();
-                            if let Some(w) = written {
-                                let secs = now_ms().saturating_sub(w) as f64 / 1000.0;
-                                m.delivery_latency.get_or_create(&label).observe(secs);
-                            }
+                // Delivered messages first, under one lock, metrics per batch.
+                let mut rest = Vec::new();
+                let now = now_ms();
+                let latencies: Vec<u64> = self.tracker(|t| {
+                    let mut lat = Vec::new();
+                    for (seq, outcome) in seqs.into_iter().zip(outcomes) {
+                        if matches!(outcome, Outcome::Delivered) {
+                            t.delivered_total += 1;
+                            lat.extend(t.finish(seq).map(|p| now.saturating_sub(p.env.written_at_ms)));
+                        } else {
+                            rest.push((seq, outcome));
                         }
+                    }
+                    lat
+                });
+                m.delivered.get_or_create(&label).inc_by(latencies.len() as u64);
+                {
+                    let hist = m.delivery_latency.get_or_create(&label);
+                    latencies.iter().for_each(|ms| hist.observe(*ms as f64 / 1000.0));
+                }
+                for (seq, outcome) in rest {
+                    match outcome {
+                        Outcome::Delivered => {}
                         Outcome::Reject(reason) => self.dead_letter(seq, "reject", reason).await,
                         Outcome::Retry(r) => {
                             self.retry_later(seq, "retry", r.reason, r.after_ms.map(Duration::from_millis))

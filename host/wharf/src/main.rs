@@ -113,7 +113,25 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
-        Cmd::Log(cmd) => cmd_log::run(cmd),
+        Cmd::Log(cmd) => {
+            // Salvage changes data: it leaves an audit line in the data dir.
+            let salvaged = match &cmd {
+                cmd_log::LogCmd::Salvage { partition_dir, .. } => Some(partition_dir.clone()),
+                _ => None,
+            };
+            let result = cmd_log::run(cmd);
+            if let Some(dir) = salvaged {
+                let data_dir = dir.parent().and_then(|p| p.parent()).unwrap_or(&dir).to_path_buf();
+                let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+                let outcome = match &result {
+                    Ok(code) if *code == ExitCode::SUCCESS => Ok(serde_json::json!({})),
+                    Ok(_) => Err("salvage reported a problem"),
+                    Err(_) => Err("salvage failed"),
+                };
+                control::audit(&data_dir, &actor, "log.salvage", &dir.display().to_string(), outcome);
+            }
+            result
+        }
         Cmd::Plugin { server, cmd: PluginCmd::Check { file } } => plugin_check(&file, server.json),
         Cmd::Plugin { server, cmd: PluginCmd::Admin(cmd) } => cmd_remote::plugin_admin(&server, cmd),
         Cmd::Status { server } => cmd_remote::status(&server),
