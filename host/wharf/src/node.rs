@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Loaded, LoadedNamespace};
@@ -19,6 +20,26 @@ use crate::dlq::Dlq;
 use crate::envelope::{Envelope, message_id};
 use crate::idempotency::{Idempotency, Seen};
 use crate::plugin::{Plugin, Runtime};
+
+/// Which half of the work this process does (`wharf serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Accepts writes; does not deliver.
+    Processor,
+    /// Delivers; refuses writes.
+    Consumer,
+    /// Both (the default).
+    All,
+}
+
+impl Role {
+    pub fn writes(self) -> bool {
+        self != Role::Consumer
+    }
+    pub fn delivers(self) -> bool {
+        self != Role::Processor
+    }
+}
 
 #[derive(Debug)]
 pub struct Node {
@@ -29,6 +50,7 @@ pub struct Node {
     pub config_path: std::path::PathBuf,
     pub data_dir: std::path::PathBuf,
     pub runtime: Runtime,
+    pub role: Role,
     log_opts: wharf_log::LogOptions,
     shutdown: watch::Sender<bool>,
     /// Serialises control-plane changes (register, reload, ...).
@@ -48,6 +70,9 @@ pub struct Namespace {
     pub slot: watch::Sender<Option<Plugin>>,
     /// Set when the namespace was removed from the config; its loops stop.
     pub removed: std::sync::atomic::AtomicBool,
+    /// The producer of a Kafka or SQS queue (unset for the embedded log, and
+    /// in a consumer-only process).
+    pub producer: std::sync::OnceLock<wharf_queue::AnyProducer>,
     round_robin: AtomicU32,
 }
 
@@ -109,7 +134,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 impl Node {
     /// Opens every namespace's logs. Never fails because of one bad
     /// partition: that partition is halted instead.
-    pub fn open(cfg: &Loaded, config_path: &Path) -> anyhow::Result<Self> {
+    pub fn open(cfg: &Loaded, config_path: &Path, role: Role) -> anyhow::Result<Self> {
+        if role != Role::All
+            && let Some(ns) = cfg.namespaces.values().find(|n| n.queue.is_none())
+        {
+            anyhow::bail!(
+                "namespace {}: --role {role:?} needs a shared queue (kafka or sqs); the embedded log is one process's",
+                ns.name
+            );
+        }
         let log_opts = wharf_log::LogOptions {
             segment_max_bytes: cfg.server.segment_max_bytes,
             durability: cfg.server.durability,
@@ -125,6 +158,7 @@ impl Node {
             config_path: config_path.to_path_buf(),
             data_dir: cfg.server.data_dir.clone(),
             runtime,
+            role,
             log_opts,
             shutdown,
             control: tokio::sync::Mutex::new(()),
@@ -168,6 +202,7 @@ impl Node {
             plugin,
             slot: watch::channel(None).0,
             removed: std::sync::atomic::AtomicBool::new(false),
+            producer: std::sync::OnceLock::new(),
             round_robin: AtomicU32::new(0),
         }))
     }
@@ -184,10 +219,35 @@ impl Node {
         Some(ns)
     }
 
+    /// Connects a namespace to its Kafka or SQS queue (creating the topic or
+    /// queue and its DLQ when missing). No-op for the embedded log.
+    pub async fn connect_queue(&self, ns: &Namespace) -> anyhow::Result<()> {
+        let Some(q) = &ns.cfg.queue else { return Ok(()) };
+        wharf_queue::provision(q)
+            .await
+            .with_context(|| format!("namespace {}: provisioning its queue", ns.name))?;
+        if self.role.writes() {
+            let p = wharf_queue::open_producer(q)
+                .await
+                .with_context(|| format!("namespace {}: opening its queue producer", ns.name))?;
+            let _ = ns.producer.set(p);
+        }
+        Ok(())
+    }
+
     /// Starts one delivery loop per healthy partition of `ns`. The loops
     /// follow the namespace's plugin slot: they wait while it is empty and
     /// switch between two calls when it changes.
     pub fn start_delivery(&self, ns: &Arc<Namespace>) {
+        if !self.role.delivers() {
+            return;
+        }
+        if let Some(q) = &ns.cfg.queue {
+            let task =
+                tokio::spawn(crate::queue_delivery::run(ns.clone(), q.clone(), self.shutdown.subscribe()));
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+            return;
+        }
         for part in &ns.partitions {
             if part.log.is_none() {
                 continue;

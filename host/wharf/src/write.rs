@@ -217,12 +217,33 @@ pub async fn write_batch(
         by_partition.entry(ns.partition_for(env.key.as_deref())).or_default().push((i, env));
     }
 
-    let mut tasks = Vec::new();
-    for (partition, items) in by_partition {
-        let part = ns.partitions[partition as usize].clone();
-        tasks.push((partition, part.clone(), tokio::spawn(append(part, items))));
-    }
     let mut keys_to_record = Vec::new();
+    let mut tasks = Vec::new();
+    if let Some(producer) = ns.producer.get() {
+        // A Kafka or SQS queue: append in request order; the backend keeps
+        // per-key order (Kafka partition, SQS FIFO group).
+        let mut items: Vec<(usize, Envelope)> = by_partition.into_values().flatten().collect();
+        items.sort_by_key(|(i, _)| *i);
+        for (i, env) in items {
+            results[i] = Some(append_external(producer, &env).await);
+            if let (Some(k), Some(Ok(ack))) = (&env.idempotency_key, &results[i]) {
+                keys_to_record.push((k.clone(), ack.message_id.clone()));
+            } else if let Some(k) = &env.idempotency_key {
+                ns.idempotency.release(k);
+            }
+        }
+    } else if ns.cfg.queue.is_some() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_consumer",
+            "this process runs with --role consumer and takes no writes",
+        ));
+    } else {
+        for (partition, items) in by_partition {
+            let part = ns.partitions[partition as usize].clone();
+            tasks.push((partition, part.clone(), tokio::spawn(append(part, items))));
+        }
+    }
     for (partition, part, task) in tasks {
         let outcome = task.await.unwrap_or_else(|e| Err((Vec::new(), ApiError::internal(e.to_string()))));
         match outcome {
@@ -329,6 +350,28 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
         .enumerate()
         .map(|(n, (i, idem))| (i, appended.first_seq + n as u64, appended.synced, idem))
         .collect())
+}
+
+/// Appends to a Kafka topic or SQS queue; returns once the backend holds it
+/// durably (Kafka: acks=all, idempotent producer; SQS: SendMessage stored).
+async fn append_external(producer: &wharf_queue::AnyProducer, env: &Envelope) -> Result<WriteAck, ApiError> {
+    use wharf_queue::Producer as _;
+    let delay =
+        env.deliver_at_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms()))).unwrap_or_default();
+    let bytes = env.encode();
+    let record = wharf_queue::Record::new(env.key.as_deref(), &bytes).delayed(delay);
+    let ack = producer.append_record(record).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            format!("the queue refused the write: {e}"),
+        )
+    })?;
+    let (partition, sequence) = match &ack.position {
+        wharf_queue::Position::Kafka { partition, offset, .. } => (*partition as u32, *offset as u64),
+        _ => (0, 0),
+    };
+    Ok(WriteAck { message_id: ack.id, partition, sequence, durable: true, visible: false, duplicate: false })
 }
 
 fn duplicate_ack(id: &str) -> WriteAck {

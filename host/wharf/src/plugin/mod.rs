@@ -29,7 +29,7 @@ mod bindings {
 }
 
 use bindings::wharf::target::host::Level;
-pub use bindings::wharf::target::types::{Batch, Message, Outcome};
+pub use bindings::wharf::target::types::{Batch, Message, Outcome, Retry as RetryOutcome};
 
 /// The WIT package versions this host can load.
 pub const SUPPORTED_WIT: &[&str] = &["wharf:target@0.1.0"];
