@@ -61,6 +61,13 @@ fn a_dead_letter_is_replayed_once_the_target_accepts_it_and_replays_are_capped()
     // Purge empties it.
     assert_eq!(wharf.delete("/v1/namespaces/hooks/dlq").body["purged"], json!(1));
     assert!(dlq_ids(&wharf).is_empty());
+    let audit = std::fs::read_to_string(wharf.data_dir().join("audit.log")).expect("audit.log");
+    let actions: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .map(|v| format!("{} {}", v["action"].as_str().unwrap_or(""), v["outcome"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(actions, ["dlq.replay ok", "dlq.replay ok", "dlq.purge ok"]);
     assert!(sink.accepted().is_empty());
 }
 
@@ -189,4 +196,22 @@ fn the_breaker_opens_on_a_dead_target_and_closes_after_a_probe() {
             .all(|p| p["delivery"]["breaker"]["state"] == json!("closed"))
             .then_some(())
     });
+}
+
+#[test]
+fn more_delayed_messages_than_the_window_holds_do_not_block_a_later_message() {
+    let sink = HttpSink::start();
+    let wharf =
+        Wharf::start(&namespace(&sink, "[namespaces.hooks.delivery]\nbatch_max = 5\nmax_in_flight = 5\n"));
+    for i in 0..12 {
+        let r = wharf.post(
+            "/v1/namespaces/hooks/messages",
+            &json!({"key": format!("later-{i}"), "payload": wharf_tests::b64(b"later"), "delay_ms": 600_000}),
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(wharf.write("hooks", Some("now"), b"now").status, 200);
+    let got =
+        eventually(Duration::from_secs(20), "the undelayed message", || sink.accepted().first().cloned());
+    assert_eq!(got.body, b"now");
 }

@@ -114,6 +114,8 @@ fn metrics_and_status_show_retries_a_dlq_entry_and_a_halted_partition() {
     assert_eq!(sample(&m, "wharf_delivery_latency_seconds_count{namespace=\"hooks\"}"), Some(3.0), "{m}");
     assert_eq!(sample(&m, "wharf_log_head_sequence{namespace=\"hooks\",partition=\"0\"}"), Some(4.0), "{m}");
     assert!(sample(&m, "wharf_log_fsyncs{namespace=\"hooks\",partition=\"0\"}").unwrap_or(0.0) >= 1.0, "{m}");
+    assert!(sample(&m, "wharf_fsync_seconds_count{namespace=\"hooks\"}").unwrap_or(0.0) >= 1.0, "{m}");
+    assert_eq!(sample(&m, "wharf_group_commit_records_sum{namespace=\"hooks\"}"), Some(4.0), "{m}");
     assert!(!m.contains("poison") && !m.contains("h0"), "keys leaked into labels");
 
     let st = wharf.status();

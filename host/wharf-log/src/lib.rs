@@ -29,7 +29,7 @@ pub use fault::{FaultStorage, Rng};
 pub use frame::MAX_RECORD_LEN;
 pub use manifest::{MANIFEST_FILE, SalvageEntry, SalvageManifest};
 pub use options::{Durability, LogOptions, Retention};
-pub use partition::{Appended, Partition, PartitionStats, Record, Recovery};
+pub use partition::{Appended, FsyncObserver, Partition, PartitionStats, Record, Recovery};
 pub use salvage::{SalvageReport, salvage, salvage_with};
 pub use scan::{Progress, TornTail};
 pub use storage::{FsStorage, Storage, StorageFile};

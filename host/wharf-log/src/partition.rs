@@ -246,6 +246,10 @@ impl SyncState {
 }
 
 /// One partition's log. `Send + Sync`; share it with `Arc`.
+/// Called after each group-commit fdatasync with its duration and the number
+/// of records it made durable (the group-commit size). Must be cheap.
+pub type FsyncObserver = Arc<dyn Fn(Duration, u64) + Send + Sync>;
+
 pub struct Partition {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
@@ -259,6 +263,8 @@ pub struct Partition {
     watermark_cache: AtomicU64,
     halted: OnceLock<String>,
     fsyncs: AtomicU64,
+    /// Told about every group-commit fdatasync (for metrics).
+    fsync_observer: std::sync::OnceLock<FsyncObserver>,
     appends: AtomicU64,
     records: AtomicU64,
     /// `Fsync` appends in progress (enqueued, waiting, or on their way out).
@@ -406,6 +412,7 @@ impl Partition {
             watermark_cache: AtomicU64::new(wm),
             halted: OnceLock::new(),
             fsyncs: AtomicU64::new(0),
+            fsync_observer: std::sync::OnceLock::new(),
             appends: AtomicU64::new(0),
             records: AtomicU64::new(0),
             in_append: AtomicUsize::new(0),
@@ -432,6 +439,11 @@ impl Partition {
             "partition opened"
         );
         Ok((p, recovery))
+    }
+
+    /// Registers the fdatasync observer (once; later calls are ignored).
+    pub fn set_fsync_observer(&self, observer: FsyncObserver) {
+        let _ = self.fsync_observer.set(observer);
     }
 
     pub fn dir(&self) -> &Path {
@@ -641,7 +653,8 @@ impl Partition {
             }
             let t0 = Instant::now();
             let res = file.sync_data();
-            let us = t0.elapsed().as_micros() as u64;
+            let took = t0.elapsed();
+            let us = took.as_micros() as u64;
             let old = self.fsync_ewma_us.load(Ordering::Relaxed);
             self.fsync_ewma_us.store(if old == 0 { us } else { (old * 7 + us) / 8 }, Ordering::Relaxed);
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -655,12 +668,16 @@ impl Partition {
             }
             match res {
                 Ok(()) => {
+                    let covered = target.saturating_sub(s.synced);
                     s.synced = s.synced.max(target);
                     self.acked.fetch_max(s.synced, Ordering::AcqRel);
                     let synced = s.synced;
                     let wake = s.release(false);
                     drop(s);
                     wake.run();
+                    if let Some(observe) = self.fsync_observer.get() {
+                        observe(took, covered);
+                    }
                     if synced >= end {
                         return Ok(synced);
                     }

@@ -29,10 +29,7 @@ pub fn router() -> Router<Arc<Node>> {
 
 /// Who made the call, for the audit log: a token fingerprint, never the token.
 pub fn actor(headers: &HeaderMap) -> String {
-    match headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(v) => format!("token:{}", control::fingerprint(v.trim_start_matches("Bearer "))),
-        None => "anonymous".into(),
-    }
+    control::actor_of(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
 
 fn namespace(node: &Node, name: &str) -> Result<Arc<crate::node::Namespace>, ApiError> {

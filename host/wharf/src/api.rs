@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::control::Who;
 use crate::delivery::MessageState;
 use crate::dlq::DlqEntry;
 use crate::envelope::parse_message_id;
@@ -86,6 +87,10 @@ pub(crate) fn check_authorization(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn who<'a>(node: &'a Node, headers: &HeaderMap) -> Who<'a> {
+    Who { data_dir: &node.data_dir, actor: crate::admin::actor(headers) }
 }
 
 pub(crate) fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
@@ -265,14 +270,20 @@ async fn dlq_list(
 async fn dlq_delete(
     State(node): State<Arc<Node>>,
     Path((ns, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    dlq_delete_one(&ns, &id).await?;
+    dlq_delete_one(&ns, &id, &who(&node, &headers)).await?;
     Ok(Json(json!({"message_id": id, "deleted": true})))
 }
 
 /// Deletes one DLQ entry durably; 404 `message_not_found` if there is none.
-pub(crate) async fn dlq_delete_one(ns: &Namespace, id: &str) -> Result<(), ApiError> {
+pub(crate) async fn dlq_delete_one(ns: &Namespace, id: &str, who: &Who<'_>) -> Result<(), ApiError> {
+    let r = dlq_delete_inner(ns, id).await;
+    who.record("dlq.delete", &format!("{}/{id}", ns.name), r, |_| json!({}))
+}
+
+async fn dlq_delete_inner(ns: &Namespace, id: &str) -> Result<(), ApiError> {
     let dlq = ns.dlq.clone();
     let key = id.to_string();
     let deleted = tokio::task::spawn_blocking(move || dlq.delete(&key))
@@ -292,14 +303,20 @@ pub(crate) async fn dlq_delete_one(ns: &Namespace, id: &str) -> Result<(), ApiEr
 async fn dlq_purge(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let purged = dlq_purge_all(&ns).await?;
+    let purged = dlq_purge_all(&ns, &who(&node, &headers)).await?;
     Ok(Json(json!({"purged": purged})))
 }
 
 /// Deletes every DLQ entry of a namespace; returns how many.
-pub(crate) async fn dlq_purge_all(ns: &Namespace) -> Result<usize, ApiError> {
+pub(crate) async fn dlq_purge_all(ns: &Namespace, who: &Who<'_>) -> Result<usize, ApiError> {
+    let r = dlq_purge_inner(ns).await;
+    who.record("dlq.purge", &ns.name, r, |n| json!({ "purged": n }))
+}
+
+async fn dlq_purge_inner(ns: &Namespace) -> Result<usize, ApiError> {
     let dlq = ns.dlq.clone();
     let purged = tokio::task::spawn_blocking(move || dlq.purge())
         .await
@@ -323,6 +340,7 @@ struct ReplayRequest {
 async fn dlq_replay(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
@@ -332,7 +350,7 @@ async fn dlq_replay(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?
     };
-    let r = replay(&ns, req.ids, req.rate_per_sec).await?;
+    let r = replay(&ns, req.ids, req.rate_per_sec, &who(&node, &headers)).await?;
     let replayed: Vec<_> =
         r.replayed.into_iter().map(|(id, new)| json!({"message_id": id, "new_message_id": new})).collect();
     let skipped: Vec<_> =
@@ -353,6 +371,21 @@ pub(crate) struct Replay {
 /// entries. A crash between the two steps leaves the entry in the DLQ as
 /// well: at-least-once, never lost.
 pub(crate) async fn replay(
+    ns: &Namespace,
+    ids: Option<Vec<String>>,
+    rate_per_sec: Option<f64>,
+    who: &Who<'_>,
+) -> Result<Replay, ApiError> {
+    let r = replay_inner(ns, ids, rate_per_sec).await;
+    who.record(
+        "dlq.replay",
+        &ns.name,
+        r,
+        |r| json!({"replayed": r.replayed.len(), "skipped": r.skipped.len(), "not_found": r.not_found.len()}),
+    )
+}
+
+async fn replay_inner(
     ns: &Namespace,
     ids: Option<Vec<String>>,
     rate_per_sec: Option<f64>,

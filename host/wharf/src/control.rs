@@ -276,6 +276,37 @@ pub fn audit(
     }
 }
 
+/// Who is acting, and where their audit lines go.
+#[derive(Debug)]
+pub struct Who<'a> {
+    pub data_dir: &'a Path,
+    pub actor: String,
+}
+
+impl Who<'_> {
+    /// Audits an action's result and hands it back.
+    pub fn record<T>(
+        &self,
+        action: &str,
+        target: &str,
+        result: Result<T, crate::error::ApiError>,
+        detail: impl FnOnce(&T) -> serde_json::Value,
+    ) -> Result<T, crate::error::ApiError> {
+        let summary = result.as_ref().map(detail).map_err(|e| e.message.as_str());
+        audit(self.data_dir, &self.actor, action, target, summary);
+        result
+    }
+}
+
+/// The audit name of whoever sent `authorization` (a header or gRPC
+/// metadata value): a token fingerprint, never the token.
+pub fn actor_of(authorization: Option<&str>) -> String {
+    match authorization {
+        Some(v) => format!("token:{}", fingerprint(v.trim_start_matches("Bearer "))),
+        None => "anonymous".into(),
+    }
+}
+
 /// A short, non-reversible name for a bearer token in audit lines.
 pub fn fingerprint(token: &str) -> String {
     hex_digest(token.as_bytes())[..12].to_string()

@@ -142,6 +142,11 @@ impl Tracker {
         })
     }
 
+    /// Messages in the window, less delayed ones not due yet.
+    fn occupying_window(&self, now: u64) -> usize {
+        self.pending.values().filter(|p| !(p.attempts == 0 && p.due_ms > now)).count()
+    }
+
     /// Write time of the oldest message in the window, if any.
     pub fn oldest_written_at_ms(&self) -> Option<u64> {
         self.pending.values().next().map(|p| p.env.written_at_ms)
@@ -363,7 +368,9 @@ impl Engine {
     /// Reads new records into the window, up to `max_in_flight`.
     async fn fill(&mut self) -> Result<(), String> {
         let max = self.ns.cfg.delivery.max_in_flight;
-        let (from, room) = self.tracker(|t| (t.next_read, max.saturating_sub(t.pending.len())));
+        // Delayed messages that are not due yet do not take window room, so
+        // they never hold back the messages written after them.
+        let (from, room) = self.tracker(|t| (t.next_read, max.saturating_sub(t.occupying_window(now_ms()))));
         if room == 0 || from >= self.log.next_seq() {
             return Ok(());
         }

@@ -98,6 +98,12 @@ struct GrpcApi {
 
 impl GrpcApi {
     /// The HTTP API's bearer-token check; `ns: None` takes an admin token.
+    /// Who is calling, for audit lines.
+    fn who<T>(&self, req: &Request<T>) -> crate::control::Who<'_> {
+        let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        crate::control::Who { data_dir: &self.node.data_dir, actor: crate::control::actor_of(auth) }
+    }
+
     fn authorize<T>(&self, req: &Request<T>, ns: Option<&str>) -> Result<(), Status> {
         if self.node.auth_enabled() {
             let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
@@ -260,12 +266,13 @@ impl Wharf for GrpcApi {
         request: Request<pb::ReplayDlqRequest>,
     ) -> Result<Response<pb::ReplayDlqResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let who = self.who(&request);
         let r = request.into_inner();
         if r.all && !r.ids.is_empty() {
             return Err(to_status(ApiError::bad("invalid_ids", "give ids or all, not both")));
         }
         let ids = (!r.all).then_some(r.ids);
-        let done = api::replay(&ns, ids, r.rate_per_sec).await.map_err(to_status)?;
+        let done = api::replay(&ns, ids, r.rate_per_sec, &who).await.map_err(to_status)?;
         Ok(Response::new(pb::ReplayDlqResponse {
             replayed: done
                 .replayed
@@ -286,8 +293,9 @@ impl Wharf for GrpcApi {
         request: Request<pb::DeleteDlqRequest>,
     ) -> Result<Response<pb::DeleteDlqResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let who = self.who(&request);
         let message_id = request.into_inner().message_id;
-        api::dlq_delete_one(&ns, &message_id).await.map_err(to_status)?;
+        api::dlq_delete_one(&ns, &message_id, &who).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteDlqResponse { message_id, deleted: true }))
     }
 
@@ -296,7 +304,7 @@ impl Wharf for GrpcApi {
         request: Request<pb::PurgeDlqRequest>,
     ) -> Result<Response<pb::PurgeDlqResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
-        let purged = api::dlq_purge_all(&ns).await.map_err(to_status)?;
+        let purged = api::dlq_purge_all(&ns, &self.who(&request)).await.map_err(to_status)?;
         Ok(Response::new(pb::PurgeDlqResponse { purged: purged as u64 }))
     }
 

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub writes: Family<Ns, Counter>,
     pub write_bytes: Family<Ns, Counter>,
     pub append_latency: Hist<Ns>,
+    pub fsync_latency: Hist<Ns>,
+    pub group_commit: Hist<Ns>,
     pub admission_rejections: Family<NsKind, Counter>,
     pub delivered: Family<Ns, Counter>,
     pub delivery_latency: Hist<Ns>,
@@ -110,6 +112,12 @@ impl Metrics {
                 "wharf_append_seconds",
                 "Time from request to durable append (dominated by the group-commit fdatasync)",
                 lat()
+            ),
+            fsync_latency: reg!("wharf_fsync_seconds", "Duration of one group-commit fdatasync", lat()),
+            group_commit: reg!(
+                "wharf_group_commit_records",
+                "Records made durable by one group-commit fdatasync",
+                Hist::<Ns>::new_with_constructor(size_histogram as fn() -> Histogram)
             ),
             admission_rejections: reg!(
                 "wharf_admission_rejections",
@@ -182,6 +190,8 @@ impl Metrics {
         let _ = self.writes.get_or_create(&l);
         let _ = self.write_bytes.get_or_create(&l);
         let _ = self.append_latency.get_or_create(&l);
+        let _ = self.fsync_latency.get_or_create(&l);
+        let _ = self.group_commit.get_or_create(&l);
         let _ = self.delivered.get_or_create(&l);
         let _ = self.delivery_latency.get_or_create(&l);
         let _ = self.plugin_call_latency.get_or_create(&l);
@@ -235,6 +245,17 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Feeds a partition's group commits into `wharf_fsync_seconds` and
+/// `wharf_group_commit_records`.
+pub fn observe_fsyncs(log: &wharf_log::Partition, namespace: &str) {
+    let label = ns(namespace);
+    log.set_fsync_observer(std::sync::Arc::new(move |took, records| {
+        let m = get();
+        m.fsync_latency.get_or_create(&label).observe(took.as_secs_f64());
+        m.group_commit.get_or_create(&label).observe(records as f64);
+    }));
 }
 
 pub fn ns(namespace: &str) -> Ns {

@@ -318,6 +318,7 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions)
                 watermark = recovery.watermark,
                 "partition opened"
             );
+            crate::metrics::observe_fsyncs(&log, ns);
             (Some(Arc::new(log)), None)
         }
         Err(e) => {
