@@ -78,6 +78,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 // ---------------------------------------------------------------- memcached
 
 /// A real memcached on a free port.
+#[derive(Debug)]
 pub struct Memcached {
     pub port: u16,
     child: Child,
@@ -174,6 +175,12 @@ pub struct HttpSink {
     server: Arc<tiny_http::Server>,
 }
 
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSink").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
 impl HttpSink {
     pub fn start() -> Self {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind http sink"));
@@ -224,6 +231,24 @@ impl HttpSink {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    /// TOML for a namespace whose target is the http plugin posting to this
+    /// sink (`<url>hook`); `extra` goes inside `[namespaces.<name>]`.
+    pub fn namespace(&self, name: &str, partitions: u32, extra: &str) -> String {
+        format!(
+            r#"
+[namespaces.{name}]
+partitions = {partitions}
+{extra}
+[namespaces.{name}.target]
+plugin = "{}"
+allow_http = ["{url}"]
+config = {{ url = "{url}hook" }}
+"#,
+            plugin("http").display(),
+            url = self.url()
+        )
+    }
+
     pub fn accepted(&self) -> Vec<Received> {
         self.accepted.lock().expect("lock").clone()
     }
@@ -242,6 +267,7 @@ impl Drop for HttpSink {
 // -------------------------------------------------------------------- wharf
 
 /// A `wharf serve` process over a data dir that outlives restarts.
+#[derive(Debug)]
 pub struct Wharf {
     pub port: u16,
     role: String,
@@ -396,9 +422,75 @@ impl Drop for Wharf {
     }
 }
 
+// ---------------------------------------------------------------- load
+
+/// Writer threads posting to a namespace until stopped, keeping what was
+/// acknowledged. Only a `200` with `"durable": true` counts as an ack;
+/// refused connections (while the host is down) do not.
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Load {
+    /// `threads` writers; message `i` has key `key(i)` and payload `value(i)`.
+    pub fn start(
+        port: u16,
+        ns: &str,
+        threads: usize,
+        key: fn(usize) -> String,
+        value: fn(usize) -> String,
+    ) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicUsize::new(0));
+        let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let url = format!("http://127.0.0.1:{port}/v1/namespaces/{ns}/messages");
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, next, acked, url) = (stop.clone(), next.clone(), acked.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build()
+                        .into();
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let (k, v) = (key(i), value(i));
+                        let body = serde_json::json!({"key": k, "payload": b64(v.as_bytes())});
+                        if let Ok(mut r) =
+                            agent.post(&url).header("content-type", "application/json").send(body.to_string())
+                            && r.status() == 200
+                            && r.body_mut()
+                                .read_json::<Value>()
+                                .is_ok_and(|a| a["durable"] == Value::Bool(true))
+                        {
+                            acked.lock().expect("lock").push((k, v));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads, acked }
+    }
+
+    /// Stops the writers; returns every acknowledged (key, payload).
+    pub fn stop(self) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("writer thread");
+        }
+        self.acked.lock().expect("lock").clone()
+    }
+}
+
 // ------------------------------------------------------- queue servers
 
 /// A server process (tansu, moto) on a free loopback port, killed on drop.
+#[derive(Debug)]
 pub struct QueueServer {
     pub port: u16,
     child: Child,

@@ -8,22 +8,9 @@ use serde_json::json;
 use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin, start_moto, start_tansu};
 
 fn namespace(queue: &str, sink: &HttpSink) -> String {
-    format!(
-        r#"
-[namespaces.orders]
-partitions = 1
-queue = {queue}
-[namespaces.orders.retry]
-initial_backoff_ms = 10
-max_backoff_ms = 100
-[namespaces.orders.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    let extra =
+        format!("queue = {queue}\n[namespaces.orders.retry]\ninitial_backoff_ms = 10\nmax_backoff_ms = 100");
+    sink.namespace("orders", 1, &extra)
 }
 
 fn processor_and_two_consumers_share_the_queue(queue: &str) {

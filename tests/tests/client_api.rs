@@ -7,19 +7,7 @@ use serde_json::{Value, json};
 use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin};
 
 fn namespaces(sink: &HttpSink, extra: &str) -> String {
-    format!(
-        r#"
-[namespaces.hooks]
-partitions = 2
-{extra}
-[namespaces.hooks.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace("hooks", 2, extra)
 }
 
 #[test]
@@ -114,10 +102,8 @@ fn wait_visible_answers_after_delivery_and_times_out_as_durable_not_as_an_error(
 #[test]
 fn tokens_are_required_and_scoped_to_their_namespace() {
     let sink = HttpSink::start();
-    let config = format!(
-        "{}{}",
-        namespaces(&sink, "tokens = [\"hooks-token\"]"),
-        format!(
+    let config = namespaces(&sink, "tokens = [\"hooks-token\"]")
+        + &format!(
             r#"
 [namespaces.other]
 partitions = 1
@@ -126,8 +112,7 @@ tokens = ["other-token"]
 plugin = "{}"
 "#,
             plugin("log-target").display()
-        )
-    );
+        );
     let wharf = Wharf::start(&config);
     // Admin tokens live in [server]; this config has none, so status needs one and has none.
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

@@ -34,18 +34,7 @@ fn put_plugin(wharf: &Wharf, ns: &str, bytes: &[u8]) -> (u16, Value) {
 }
 
 fn namespace(sink: &HttpSink, name: &str) -> String {
-    format!(
-        r#"
-[namespaces.{name}]
-partitions = 2
-[namespaces.{name}.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace(name, 2, "")
 }
 
 #[test]

@@ -4,23 +4,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wharf_tests::{HttpSink, Wharf, eventually, plugin};
+use wharf_tests::{HttpSink, Wharf, eventually};
 
 fn namespace(sink: &HttpSink, extra: &str) -> String {
-    format!(
-        r#"
-[namespaces.hooks]
-partitions = 2
-{extra}
-
-[namespaces.hooks.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}hook" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace("hooks", 2, extra)
 }
 
 fn dlq_ids(w: &Wharf) -> Vec<String> {

@@ -99,19 +99,7 @@ impl Grpc {
 }
 
 fn namespaces(sink: &HttpSink, extra: &str) -> String {
-    format!(
-        r#"
-[namespaces.hooks]
-partitions = 2
-{extra}
-[namespaces.hooks.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace("hooks", 2, extra)
 }
 
 fn write(payload: &[u8], key: Option<&str>) -> pb::WriteRequest {

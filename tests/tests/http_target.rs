@@ -8,20 +8,7 @@ use serde_json::json;
 use wharf_tests::{HttpSink, Wharf, eventually, plugin};
 
 fn namespace(sink: &HttpSink, extra: &str) -> String {
-    format!(
-        r#"
-[namespaces.hooks]
-partitions = 2
-{extra}
-
-[namespaces.hooks.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}hook" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace("hooks", 2, extra)
 }
 
 #[test]

@@ -2,26 +2,13 @@
 //! loop under concurrent load.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin, wharf_bin};
+use wharf_tests::{HttpSink, Load, Wharf, b64, eventually, wharf_bin};
 
 fn config(sink: &HttpSink) -> String {
-    format!(
-        r#"
-[namespaces.ledger]
-partitions = 2
-[namespaces.ledger.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace("ledger", 2, "")
 }
 
 fn segment_of(dir: &std::path::Path) -> std::path::PathBuf {
@@ -98,46 +85,13 @@ fn verify_names_the_damage_and_salvage_lets_the_partition_resume() {
 fn dozens_of_sigkills_under_concurrent_load_lose_no_acknowledged_message() {
     let sink = HttpSink::start();
     let mut wharf = Wharf::start(&config(&sink));
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(0));
-    let port = wharf.port;
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let (acked, stop, next) = (acked.clone(), stop.clone(), next.clone());
-            std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(5)))
-                    .build()
-                    .into();
-                while !stop.load(Ordering::Relaxed) {
-                    let v = format!("kill-loop-{}", next.fetch_add(1, Ordering::Relaxed));
-                    let body = json!({"key": format!("k{}", v.len() % 5), "payload": b64(v.as_bytes())});
-                    let url = format!("http://127.0.0.1:{port}/v1/namespaces/ledger/messages");
-                    if let Ok(mut r) =
-                        agent.post(&url).header("content-type", "application/json").send(body.to_string())
-                        && r.status() == 200
-                        && r.body_mut()
-                            .read_json::<serde_json::Value>()
-                            .is_ok_and(|v| v["durable"] == json!(true))
-                    {
-                        acked.lock().expect("lock").push(v);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(wharf.port, "ledger", 4, |i| format!("k{}", i % 5), |i| format!("kill-loop-{i}"));
     for i in 0..24 {
         std::thread::sleep(Duration::from_millis(150 + (i % 4) * 50));
         wharf.restart(); // SIGKILL, then start again
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().expect("writer");
-    }
-    let acked = acked.lock().expect("lock").clone();
+    let acked: Vec<String> = load.stop().into_iter().map(|(_, v)| v).collect();
     assert!(acked.len() > 100, "too little load to mean anything: {}", acked.len());
     eventually(Duration::from_secs(60), "every acknowledged message delivered", || {
         let got: std::collections::HashSet<Vec<u8>> = sink.accepted().into_iter().map(|r| r.body).collect();

@@ -1,11 +1,9 @@
 //! End to end: HTTP write → durable log → Wasm plugin → real memcached.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use wharf_tests::{Memcached, Wharf, eventually, plugin};
+use wharf_tests::{Load, Memcached, Wharf, eventually, plugin};
 
 fn namespace(mc: &Memcached) -> String {
     format!(
@@ -120,38 +118,7 @@ fn memcached_down_then_back_loses_nothing() {
 fn sigkill_while_writing_and_delivering_loses_no_acknowledged_message() {
     let mc = Memcached::start();
     let mut wharf = Wharf::start(&namespace(&mc));
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(0));
-    let port = wharf.port;
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let (acked, stop, next) = (acked.clone(), stop.clone(), next.clone());
-            std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(5)))
-                    .build()
-                    .into();
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let (key, val) = (format!("kill-{i}"), format!("value-{i}"));
-                    let body = json!({"key": key, "payload": wharf_tests::b64(val.as_bytes())});
-                    let url = format!("http://127.0.0.1:{port}/v1/namespaces/orders/messages");
-                    // Errors (connection refused while the host is down) are
-                    // not acks; only a 200 with durable=true is.
-                    if let Ok(mut r) =
-                        agent.post(&url).header("content-type", "application/json").send(body.to_string())
-                        && r.status() == 200
-                        && let Ok(v) = r.body_mut().read_json::<serde_json::Value>()
-                        && v["durable"] == json!(true)
-                    {
-                        acked.lock().expect("lock").push((key, val));
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(wharf.port, "orders", 4, |i| format!("kill-{i}"), |i| format!("value-{i}"));
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
         wharf.kill();
@@ -159,11 +126,7 @@ fn sigkill_while_writing_and_delivering_loses_no_acknowledged_message() {
         wharf.restart();
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().expect("writer");
-    }
-    let acked = acked.lock().expect("lock").clone();
+    let acked = load.stop();
     assert!(acked.len() > 50, "too few acknowledged writes to mean anything: {}", acked.len());
     for (key, val) in &acked {
         let got = eventually(Duration::from_secs(60), &format!("{key} in memcached"), || {

@@ -29,18 +29,7 @@ config = {{ mode = "{mode}" {extra} }}
 }
 
 fn healthy(sink: &HttpSink) -> String {
-    format!(
-        r#"
-[namespaces.good]
-partitions = 1
-[namespaces.good.target]
-plugin = "{}"
-allow_http = ["{url}"]
-config = {{ url = "{url}" }}
-"#,
-        plugin("http").display(),
-        url = sink.url()
-    )
+    sink.namespace("good", 1, "")
 }
 
 fn plugin_state(w: &Wharf, ns: &str) -> Value {

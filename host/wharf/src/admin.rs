@@ -46,9 +46,8 @@ fn finish(
     target: &str,
     r: Result<Value, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let detail = r.as_ref().map(Clone::clone).map_err(|e| e.message.as_str());
-    control::audit(&node.data_dir, &actor(headers), action, target, detail);
-    r.map(Json)
+    let who = control::Who { data_dir: &node.data_dir, actor: actor(headers) };
+    who.record(action, target, r, Value::clone).map(Json)
 }
 
 fn invalid(reason: String) -> ApiError {
