@@ -135,3 +135,28 @@ fn sigkill_while_writing_and_delivering_loses_no_acknowledged_message() {
         assert_eq!(&got, val.as_bytes(), "{key}");
     }
 }
+
+#[test]
+fn a_bad_config_fails_at_start_naming_file_key_and_problem_with_exit_code_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wharf.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[namespaces.orders]\npartitions = 0\n[namespaces.orders.target]\nplugin = \"{}\"\n",
+            plugin("memcached").display()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(wharf_tests::wharf_bin())
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run wharf");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wharf.toml") && err.contains("namespaces.orders.partitions") && err.contains("between"),
+        "{err}"
+    );
+}
