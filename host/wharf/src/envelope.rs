@@ -79,6 +79,23 @@ mod tests {
         assert_eq!(Envelope::decode(&e.encode()).expect("decodes"), e);
     }
 
+    /// Version 1 as written to disk; it must decode forever.
+    const V1_FIXTURE: &str = "01010a6f726465722d3132333403010203010274720178010469646d31d20901e80700";
+
+    #[test]
+    fn a_version_1_envelope_from_disk_still_decodes() {
+        let bytes = hex::decode(V1_FIXTURE).expect("hex");
+        let e = Envelope::decode(&bytes).expect("v1 decodes");
+        assert_eq!(e.key.as_deref(), Some("order-1234"));
+        assert_eq!(e.payload, vec![1, 2, 3]);
+        assert_eq!(e.headers, vec![("tr".to_string(), "x".to_string())]);
+        assert_eq!(e.idempotency_key.as_deref(), Some("idm1"));
+        assert_eq!(e.written_at_ms, 1234);
+        assert_eq!(e.deliver_at_ms, Some(1000));
+        assert_eq!(e.replays, 0);
+        assert_eq!(hex::encode(e.encode()), V1_FIXTURE, "the encoding changed: that is a new version");
+    }
+
     #[test]
     fn an_unknown_version_is_an_error_not_a_guess() {
         assert!(matches!(Envelope::decode(&[9, 0]), Err(DecodeError::Version(9))));
