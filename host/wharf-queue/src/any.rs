@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use crate::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use crate::kafka::{KafkaConsumer, KafkaProducer};
 use crate::sqs::{SqsConsumer, SqsProducer};
 use crate::{Ack, Consumer, Delivery, Error, Producer, QueueConfig, Record, Result};
 
-const EMBEDDED: &str = "the embedded queue is the host's wharf-log and is not opened by wharf-queue";
+const EMBEDDED: &str = "the embedded kind names no directory: open it with wharf_queue::embedded";
 
 /// Creates the queue and its dead-letter queue when missing (Kafka topics,
 /// SQS queues). Nothing to do for the embedded kind.
@@ -18,20 +19,22 @@ pub async fn provision(cfg: &QueueConfig) -> Result<()> {
     }
 }
 
-/// A Kafka or SQS producer.
+/// A Kafka, SQS or embedded producer.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AnyProducer {
     Kafka(KafkaProducer),
     Sqs(SqsProducer),
+    Embedded(EmbeddedProducer),
 }
 
-/// A Kafka or SQS consumer.
+/// A Kafka, SQS or embedded consumer.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AnyConsumer {
     Kafka(KafkaConsumer),
     Sqs(SqsConsumer),
+    Embedded(EmbeddedConsumer),
 }
 
 /// Opens a producer for `cfg`. `Error::Config` for the embedded kind.
@@ -57,6 +60,7 @@ impl Producer for AnyProducer {
         match self {
             AnyProducer::Kafka(p) => p.append_record(record).await,
             AnyProducer::Sqs(p) => p.append_record(record).await,
+            AnyProducer::Embedded(p) => p.append_record(record).await,
         }
     }
 
@@ -64,6 +68,7 @@ impl Producer for AnyProducer {
         match self {
             AnyProducer::Kafka(p) => p.append_batch(records).await,
             AnyProducer::Sqs(p) => p.append_batch(records).await,
+            AnyProducer::Embedded(p) => p.append_batch(records).await,
         }
     }
 }
@@ -73,6 +78,7 @@ impl Consumer for AnyConsumer {
         match self {
             AnyConsumer::Kafka(c) => c.receive(max, wait).await,
             AnyConsumer::Sqs(c) => c.receive(max, wait).await,
+            AnyConsumer::Embedded(c) => c.receive(max, wait).await,
         }
     }
 
@@ -80,6 +86,7 @@ impl Consumer for AnyConsumer {
         match self {
             AnyConsumer::Kafka(c) => c.ack(d).await,
             AnyConsumer::Sqs(c) => c.ack(d).await,
+            AnyConsumer::Embedded(c) => c.ack(d).await,
         }
     }
 
@@ -87,6 +94,7 @@ impl Consumer for AnyConsumer {
         match self {
             AnyConsumer::Kafka(c) => c.nack(d, delay).await,
             AnyConsumer::Sqs(c) => c.nack(d, delay).await,
+            AnyConsumer::Embedded(c) => c.nack(d, delay).await,
         }
     }
 
@@ -94,6 +102,7 @@ impl Consumer for AnyConsumer {
         match self {
             AnyConsumer::Kafka(c) => c.dead_letter(d, reason).await,
             AnyConsumer::Sqs(c) => c.dead_letter(d, reason).await,
+            AnyConsumer::Embedded(c) => c.dead_letter(d, reason).await,
         }
     }
 
@@ -101,6 +110,7 @@ impl Consumer for AnyConsumer {
         match self {
             AnyConsumer::Kafka(c) => c.extend(d, by).await,
             AnyConsumer::Sqs(c) => c.extend(d, by).await,
+            AnyConsumer::Embedded(c) => c.extend(d, by).await,
         }
     }
 
@@ -108,6 +118,7 @@ impl Consumer for AnyConsumer {
         match self {
             AnyConsumer::Kafka(c) => c.close().await,
             AnyConsumer::Sqs(c) => c.close().await,
+            AnyConsumer::Embedded(c) => c.close().await,
         }
     }
 }

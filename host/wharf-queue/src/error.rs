@@ -14,6 +14,9 @@ pub enum Error {
     /// An SQS request failed.
     #[error("sqs: {0}")]
     Sqs(String),
+    /// The embedded log failed.
+    #[error("embedded log: {0}")]
+    Log(#[from] wharf_log::LogError),
     /// The delivery was not received by this consumer (or from this backend).
     #[error("foreign delivery: {0}")]
     ForeignDelivery(String),

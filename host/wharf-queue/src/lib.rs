@@ -1,4 +1,5 @@
-//! Queue backends for Wharf: Kafka and Amazon SQS behind one pair of traits.
+//! Queue backends for Wharf: Kafka, Amazon SQS and the embedded `wharf-log`
+//! behind one pair of traits.
 //!
 //! The host opens a [`Producer`] to make writes durable and a [`Consumer`] to
 //! deliver them to targets. Both are async (tokio) and take `&self`, so one
@@ -21,13 +22,17 @@
 //! `queue = { kind = "kafka", ... }` / `{ kind = "sqs", ... }` /
 //! `{ kind = "embedded" }`; [`open_producer`] and [`open_consumer`] turn a
 //! Kafka or SQS configuration into an [`AnyProducer`] / [`AnyConsumer`]. The
-//! embedded kind is the host's own `wharf-log` and is not opened here.
+//! host maps the embedded kind to its own engine on `wharf-log`; the
+//! [`embedded`] module is a queue on one `wharf-log` partition behind the
+//! same traits, opened from a directory
+//! ([`embedded::EmbeddedProducer::open`], [`embedded::EmbeddedConsumer::open`]).
 
 use std::future::Future;
 use std::time::Duration;
 
 mod any;
 mod config;
+pub mod embedded;
 mod error;
 pub mod kafka;
 pub mod sqs;
@@ -92,6 +97,11 @@ pub enum Durability {
     /// SQS: SendMessage succeeded, so SQS has stored the message redundantly
     /// (SQS does not acknowledge before storing).
     SqsStored,
+    /// Embedded: an fdatasync of the log covered the record.
+    EmbeddedSynced,
+    /// Embedded with buffered durability: written to the log file, not yet
+    /// fsync'ed (a machine crash may lose it).
+    EmbeddedWritten,
 }
 
 /// Where an appended message went.
@@ -102,6 +112,8 @@ pub enum Position {
     Kafka { topic: String, partition: i32, offset: i64 },
     /// An SQS message id; FIFO queues also give a sequence number.
     Sqs { message_id: String, sequence_number: Option<String> },
+    /// A sequence number in the embedded log.
+    Embedded { seq: u64 },
 }
 
 /// An append's acknowledgement.
@@ -118,8 +130,21 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Receipt {
-    Kafka { topic: String, partition: i32, offset: i64 },
-    Sqs { receipt_handle: String },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    Sqs {
+        receipt_handle: String,
+    },
+    /// `queue` tells queues apart in one process; `token` one delivery of
+    /// the message from another.
+    Embedded {
+        queue: u64,
+        seq: u64,
+        token: u64,
+    },
 }
 
 /// One received message.
@@ -127,13 +152,14 @@ pub enum Receipt {
 pub struct Delivery {
     /// Backend-neutral message id, stable across redeliveries and across
     /// re-enqueues by `nack` (Kafka: `topic/partition@offset` of the first
-    /// copy; SQS: the MessageId of the first copy).
+    /// copy; SQS: the MessageId of the first copy; embedded: `<dir name>@<seq>`).
     pub id: String,
     pub key: Option<String>,
     pub payload: Vec<u8>,
     /// 1 on the first delivery. SQS counts every receive
     /// (ApproximateReceiveCount); Kafka counts nacks only (a redelivery after
-    /// a crash or a rebalance is not counted).
+    /// a crash or a rebalance is not counted); embedded counts deliveries
+    /// since the process opened the queue.
     pub attempt: u32,
     /// Backend handle for ack / nack / extend / dead-letter.
     pub receipt: Receipt,

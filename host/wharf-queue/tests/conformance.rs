@@ -1,6 +1,7 @@
 //! One conformance suite, run against every backend on a real server that
 //! each test starts for itself (see `support`): Kafka on tansu, SQS standard
-//! and SQS FIFO on moto.
+//! and SQS FIFO on moto; and the embedded `wharf-log` queue in a temporary
+//! directory.
 //!
 //! Run: `scripts/queue-servers.sh install`, then
 //! `cargo test -p wharf-queue --test conformance`.
@@ -57,8 +58,11 @@ async fn every_append_is_received(f: &Fixture) {
         let key = format!("k{}", i % 4);
         let body = format!("single-{i}");
         let ack = p.append(Some(&key), body.as_bytes()).await.unwrap();
-        let want =
-            if f.kind == Kind::Kafka { Durability::KafkaInSyncReplicas } else { Durability::SqsStored };
+        let want = match f.kind {
+            Kind::Kafka => Durability::KafkaInSyncReplicas,
+            Kind::Embedded => Durability::EmbeddedSynced,
+            Kind::SqsStandard | Kind::SqsFifo => Durability::SqsStored,
+        };
         assert_eq!(ack.durability, want);
         sent.insert(body.into_bytes(), (Some(key), ack.id));
     }
@@ -136,7 +140,7 @@ async fn unacked_is_redelivered(f: &Fixture) {
         let before = got.iter().find(|g| g.payload == d.payload).unwrap();
         assert_eq!(d.id, before.id, "redelivery keeps the id");
         if f.kind != Kind::Kafka {
-            assert!(d.attempt >= 2, "SQS counts receives: {}", d.attempt);
+            assert!(d.attempt >= 2, "SQS and embedded count receives: {}", d.attempt);
         }
     }
     // Crash: drop without close or ack.
@@ -337,7 +341,8 @@ async fn two_consumers_share_without_loss(f: &Fixture) {
 
 /// A message in flight stays hidden from other consumers while its holder
 /// keeps it (the consumer extends the visibility), beyond the visibility
-/// timeout. SQS only: Kafka reserves whole partitions.
+/// timeout (SQS; embedded: within the 30 s lease). Not Kafka: it reserves
+/// whole partitions.
 async fn in_flight_stays_hidden(f: &Fixture) {
     if f.kind == Kind::Kafka {
         eprintln!("kafka: partitions, not messages, are reserved; skipped");
@@ -420,3 +425,4 @@ macro_rules! conformance {
 conformance!(kafka, Fixture::kafka());
 conformance!(sqs_standard, Fixture::sqs_standard());
 conformance!(sqs_fifo, Fixture::sqs_fifo());
+conformance!(embedded, Fixture::embedded());

@@ -1,6 +1,7 @@
 //! Starts real queue servers on free loopback ports and stops them (by PID)
 //! on drop: tansu (a Kafka-protocol broker, memory store) and moto (an SQS
-//! API server). `scripts/queue-servers.sh install` installs both.
+//! API server). `scripts/queue-servers.sh install` installs both. The
+//! embedded backend needs no server: a temporary directory.
 //!
 //! Overrides: WHARF_TANSU (path of the tansu binary), WHARF_MOTO_SERVER
 //! (path of moto_server).
@@ -11,6 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wharf_queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use wharf_queue::{AnyConsumer, AnyProducer, KafkaConfig, QueueConfig, SqsConfig};
 
 /// A server process, killed on drop.
@@ -125,6 +127,7 @@ pub enum Kind {
     Kafka,
     SqsStandard,
     SqsFifo,
+    Embedded,
 }
 
 /// A running server plus the queue configuration that points at it.
@@ -132,7 +135,10 @@ pub enum Kind {
 pub struct Fixture {
     pub kind: Kind,
     pub cfg: QueueConfig,
-    _server: Server,
+    _server: Option<Server>,
+    /// Embedded: the queue's directory (inside `_tmp`).
+    pub dir: Option<std::path::PathBuf>,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Fixture {
@@ -142,7 +148,7 @@ impl Fixture {
         k.partitions = 4;
         k.session_timeout_ms = 10_000;
         k.group = "wharf-test".into();
-        Self { kind: Kind::Kafka, cfg: QueueConfig::Kafka(k), _server: server }
+        Self { kind: Kind::Kafka, cfg: QueueConfig::Kafka(k), _server: Some(server), dir: None, _tmp: None }
     }
 
     pub fn sqs(fifo: bool) -> Self {
@@ -150,7 +156,7 @@ impl Fixture {
         let mut s = SqsConfig::new(Some(format!("http://127.0.0.1:{}", server.port)), "orders", fifo);
         s.visibility_timeout_secs = 3;
         let kind = if fifo { Kind::SqsFifo } else { Kind::SqsStandard };
-        Self { kind, cfg: QueueConfig::Sqs(s), _server: server }
+        Self { kind, cfg: QueueConfig::Sqs(s), _server: Some(server), dir: None, _tmp: None }
     }
 
     pub fn sqs_standard() -> Self {
@@ -161,9 +167,22 @@ impl Fixture {
         Self::sqs(true)
     }
 
+    /// The embedded queue in a fresh temporary directory.
+    pub fn embedded() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("orders");
+        Self {
+            kind: Kind::Embedded,
+            cfg: QueueConfig::Embedded,
+            _server: None,
+            dir: Some(dir),
+            _tmp: Some(tmp),
+        }
+    }
+
     /// Whether messages of one key are delivered in append order.
     pub fn ordered(&self) -> bool {
-        matches!(self.kind, Kind::Kafka | Kind::SqsFifo)
+        matches!(self.kind, Kind::Kafka | Kind::SqsFifo | Kind::Embedded)
     }
 
     /// How long a fresh consumer may take to see its first message (a Kafka
@@ -176,11 +195,17 @@ impl Fixture {
     }
 
     pub async fn producer(&self) -> AnyProducer {
-        wharf_queue::open_producer(&self.cfg).await.unwrap()
+        match &self.dir {
+            Some(dir) => AnyProducer::Embedded(EmbeddedProducer::open(dir).await.unwrap()),
+            None => wharf_queue::open_producer(&self.cfg).await.unwrap(),
+        }
     }
 
     pub async fn consumer(&self) -> AnyConsumer {
-        wharf_queue::open_consumer(&self.cfg).await.unwrap()
+        match &self.dir {
+            Some(dir) => AnyConsumer::Embedded(EmbeddedConsumer::open(dir).await.unwrap()),
+            None => wharf_queue::open_consumer(&self.cfg).await.unwrap(),
+        }
     }
 
     /// A consumer of the dead-letter queue.
@@ -188,7 +213,10 @@ impl Fixture {
         let cfg = match &self.cfg {
             QueueConfig::Kafka(k) => QueueConfig::Kafka(k.dlq()),
             QueueConfig::Sqs(s) => QueueConfig::Sqs(s.dlq()),
-            QueueConfig::Embedded => unreachable!(),
+            QueueConfig::Embedded => {
+                let dir = wharf_queue::embedded::dlq_dir(self.dir.as_ref().unwrap());
+                return AnyConsumer::Embedded(EmbeddedConsumer::open(dir).await.unwrap());
+            }
         };
         wharf_queue::open_consumer(&cfg).await.unwrap()
     }
