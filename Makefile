@@ -41,10 +41,12 @@ test: deps
 	@$(MAKE) --no-print-directory plugins
 	$(CARGO) test --release --locked --workspace
 
-## bench: benchmarks that print tables (log vs raw disk, Wasm plugin vs native)
+## bench: benchmarks that print tables (log vs raw disk, Wasm vs native, API vs framework ceiling, backends)
 bench: build
 	$(CARGO) bench --locked -p wharf-log --bench append
 	$(CARGO) bench --locked -p wharf-tests --bench delivery
+	$(CARGO) bench --locked -p wharf-tests --bench api
+	$(CARGO) bench --locked -p wharf-queue --bench backends
 
 lint:
 	$(CARGO) fmt --all -- --check
