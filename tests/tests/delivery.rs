@@ -202,3 +202,31 @@ fn more_delayed_messages_than_the_window_holds_do_not_block_a_later_message() {
         eventually(Duration::from_secs(20), "the undelayed message", || sink.accepted().first().cloned());
     assert_eq!(got.body, b"now");
 }
+
+#[test]
+fn the_dlq_cli_lists_and_replays_with_progress() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespace(&sink, ""));
+    sink.set(|b| b.reject_keys = vec!["a".into(), "b".into()]);
+    wharf.write("hooks", Some("a"), b"first");
+    wharf.write("hooks", Some("b"), b"second");
+    eventually(Duration::from_secs(30), "two dlq entries", || (dlq_ids(&wharf).len() == 2).then_some(()));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(wharf_tests::wharf_bin())
+            .args(args)
+            .args(["--server", &wharf.url("")])
+            .output()
+            .expect("run wharf");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (listed, _) = cli(&["dlq", "list", "hooks"]);
+    assert!(listed.contains("2 entries") && listed.contains("key=a"), "{listed}");
+    sink.set(|b| b.reject_keys.clear());
+    let (out, progress) = cli(&["dlq", "replay", "hooks"]);
+    assert!(progress.contains("replay: 2/2"), "{progress}");
+    assert!(out.contains("replayed 2"), "{out}");
+    eventually(Duration::from_secs(30), "both replayed messages delivered", || {
+        (sink.accepted().len() == 2).then_some(())
+    });
+}

@@ -214,6 +214,28 @@ pub fn status(server: &Server) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every entry id of a namespace's DLQ, page by page.
+fn all_dlq_ids(c: &Client, namespace: &str) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/namespaces/{namespace}/dlq?limit=1000");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let page = c.call("GET", &path, None)?;
+        for e in page["entries"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if let Some(id) = e["message_id"].as_str() {
+                ids.push(id.to_string());
+            }
+        }
+        match page["next_after"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return Ok(ids),
+        }
+    }
+}
+
 pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
     let c = Client::new(&server.server);
     let out = match cmd {
@@ -245,17 +267,26 @@ pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             v
         }
         DlqCmd::Replay { namespace, ids, rate } => {
-            let mut body = json!({});
-            if !ids.is_empty() {
-                body["ids"] = json!(ids);
+            // Replays in chunks so a long replay shows progress.
+            let ids = if ids.is_empty() { all_dlq_ids(&c, &namespace)? } else { ids };
+            let total = ids.len();
+            let mut merged = json!({"replayed": [], "skipped": [], "not_found": []});
+            for (n, chunk) in ids.chunks(50).enumerate() {
+                let mut body = json!({"ids": chunk});
+                if let Some(r) = rate {
+                    body["rate_per_sec"] = json!(r);
+                }
+                let part = c.call("POST", &format!("/v1/namespaces/{namespace}/dlq/replay"), Some(body))?;
+                for k in ["replayed", "skipped", "not_found"] {
+                    if let (Some(all), Some(more)) = (merged[k].as_array_mut(), part[k].as_array()) {
+                        all.extend(more.iter().cloned());
+                    }
+                }
+                if !server.json {
+                    eprintln!("replay: {}/{total}", (n * 50 + chunk.len()).min(total));
+                }
             }
-            if let Some(r) = rate {
-                body["rate_per_sec"] = json!(r);
-            }
-            if !server.json {
-                eprintln!("replaying (this can take a while with --rate) ...");
-            }
-            let v = c.call("POST", &format!("/v1/namespaces/{namespace}/dlq/replay"), Some(body))?;
+            let v = merged;
             if !server.json {
                 let n = |k: &str| v[k].as_array().map(Vec::len).unwrap_or(0);
                 println!(
