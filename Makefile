@@ -5,13 +5,17 @@ PLUGINS := memcached http
 EXAMPLES := log-target
 FIXTURES := misbehave
 
-.PHONY: all deps build plugins test demo bench lint fmt clean
+.PHONY: all deps test-deps build plugins test demo bench lint fmt clean
 
 all: build
 
-## deps: install what is missing (wasm32-wasip2 target, memcached)
+## deps: install what is missing for build and demo (wasm32-wasip2 target, memcached)
 deps:
 	@scripts/install-deps.sh
+
+## test-deps: also tansu (Kafka protocol) and moto (SQS) for the backend tests
+test-deps: deps
+	@scripts/queue-servers.sh install
 
 ## build: target/release/wharf and target/plugins/<name>.wasm
 build: deps
@@ -36,7 +40,7 @@ demo: build
 ## test: the whole suite, against real servers it starts itself
 # One workspace-wide build with every target, so the binary the end-to-end
 # tests run and the test crates share one feature set (no second compile).
-test: deps
+test: test-deps
 	$(CARGO) build --release --locked --workspace --all-targets
 	@$(MAKE) --no-print-directory plugins
 	$(CARGO) test --release --locked --workspace

@@ -16,7 +16,3 @@ if [ ! -x /usr/bin/memcached ] && ! command -v memcached >/dev/null 2>&1; then
   # own memcached on a free loopback port.
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
 fi
-
-# The Kafka-protocol broker (tansu) and the SQS-compatible server (moto) for
-# the queue backends' conformance suite, plus librdkafka's build needs.
-"$(dirname "$0")/queue-servers.sh" install
