@@ -161,23 +161,20 @@ impl Tracker {
         seq < self.next_read
     }
 
+    /// Keyless, or the oldest unfinished message of its key.
+    fn heads_its_key(&self, seq: u64, p: &Pending) -> bool {
+        p.env.key.as_ref().is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(&seq))
+    }
+
     fn is_eligible(&self, seq: u64, p: &Pending, now: u64) -> bool {
-        !p.in_flight
-            && p.due_ms <= now
-            && p.env.key.as_ref().is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(&seq))
+        !p.in_flight && p.due_ms <= now && self.heads_its_key(seq, p)
     }
 
     /// Earliest time something not in flight becomes due.
     fn next_due_ms(&self) -> Option<u64> {
         self.pending
             .iter()
-            .filter(|(seq, p)| {
-                !p.in_flight
-                    && p.env
-                        .key
-                        .as_ref()
-                        .is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(seq))
-            })
+            .filter(|(seq, p)| !p.in_flight && self.heads_its_key(**seq, p))
             .map(|(_, p)| p.due_ms)
             .min()
     }

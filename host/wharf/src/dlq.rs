@@ -148,15 +148,9 @@ impl Dlq {
 }
 
 fn encode(r: &DlqRecord) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    out.extend(postcard::to_stdvec(r).unwrap_or_default());
-    out
+    crate::record::encode(VERSION, r)
 }
 
 fn decode(bytes: &[u8]) -> Result<DlqRecord, String> {
-    match bytes.split_first() {
-        Some((&VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("unknown dlq record version {v}")),
-        None => Err("empty record".into()),
-    }
+    crate::record::decode(VERSION, bytes).map_err(|e| e.to_string())
 }

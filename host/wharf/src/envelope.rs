@@ -23,30 +23,15 @@ pub struct Envelope {
     pub replays: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("record is empty")]
-    Empty,
-    #[error("unknown envelope version {0}")]
-    Version(u8),
-    #[error("envelope does not decode: {0}")]
-    Postcard(#[from] postcard::Error),
-}
+pub use crate::record::DecodeError;
 
 impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        // Encoding into a Vec cannot fail for these types.
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
-        out
+        crate::record::encode(VERSION, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match bytes.split_first() {
-            None => Err(DecodeError::Empty),
-            Some((&VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
-            Some((&v, _)) => Err(DecodeError::Version(v)),
-        }
+        crate::record::decode(VERSION, bytes)
     }
 }
 

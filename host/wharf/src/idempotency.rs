@@ -186,14 +186,9 @@ impl Idempotency {
 }
 
 fn encode(s: &Seen) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    out.extend(postcard::to_stdvec(s).unwrap_or_default());
-    out
+    crate::record::encode(VERSION, s)
 }
 
 fn decode(bytes: &[u8]) -> Option<Seen> {
-    match bytes.split_first() {
-        Some((&VERSION, rest)) => postcard::from_bytes(rest).ok(),
-        _ => None,
-    }
+    crate::record::decode(VERSION, bytes).ok()
 }

@@ -17,6 +17,7 @@ mod metrics;
 mod node;
 mod plugin;
 mod queue_delivery;
+mod record;
 mod write;
 
 use std::path::PathBuf;
