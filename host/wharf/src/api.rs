@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -30,6 +30,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/namespaces/{ns}/messages", post(write_one))
         .route("/v1/namespaces/{ns}/messages/batch", post(write_many))
         .route("/v1/namespaces/{ns}/messages/{id}", get(lookup))
+        .route("/v1/namespaces/{ns}/transactions", post(txn_begin))
+        .route("/v1/namespaces/{ns}/transactions/{txn}", get(txn_info).delete(txn_abort))
+        .route("/v1/namespaces/{ns}/transactions/{txn}/chunks/{seq}", put(txn_chunk))
+        .route("/v1/namespaces/{ns}/transactions/{txn}/commit", post(txn_commit))
         .route("/v1/namespaces/{ns}/dlq", get(dlq_list).delete(dlq_purge))
         .route("/v1/namespaces/{ns}/dlq/replay", post(dlq_replay))
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
@@ -166,6 +170,78 @@ async fn write_many(
     Ok(Json(json!({"results": results})))
 }
 
+/// `POST /v1/namespaces/{ns}/transactions` (body optional).
+async fn txn_begin(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<crate::txn_store::TxnInfo>), ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let req = if body.is_empty() { crate::txn::BeginRequest::default() } else { parse_json(&body)? };
+    Ok((StatusCode::CREATED, Json(crate::txn::begin(&ns, req).await?)))
+}
+
+/// A chunk as JSON: base64 payload and headers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChunkBody {
+    payload: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+async fn txn_chunk(
+    State(node): State<Arc<Node>>,
+    Path((ns, txn, seq)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<crate::txn::ChunkAck>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let seq: u32 = seq.parse().map_err(|_| {
+        ApiError::bad("invalid_chunk_seq", format!("chunk seq {seq:?} is not a number 0..2^32"))
+    })?;
+    let chunk: ChunkBody = parse_json(&body)?;
+    let req =
+        crate::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers };
+    Ok(Json(crate::txn::append_chunk(&ns, &txn, seq, req).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    chunks: u32,
+    #[serde(default)]
+    wait: WaitFor,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+async fn txn_commit(
+    State(node): State<Arc<Node>>,
+    Path((ns, txn)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<crate::txn::CommitAck>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let c: CommitBody = parse_json(&body)?;
+    Ok(Json(crate::txn::commit(&ns, &txn, c.chunks, c.wait, wait_timeout(c.timeout_ms)).await?))
+}
+
+async fn txn_abort(
+    State(node): State<Arc<Node>>,
+    Path((ns, txn)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    crate::txn::abort(&ns, &txn).await?;
+    Ok(Json(json!({"transaction_id": txn, "aborted": true})))
+}
+
+async fn txn_info(
+    State(node): State<Arc<Node>>,
+    Path((ns, txn)): Path<(String, String)>,
+) -> Result<Json<crate::txn_store::TxnInfo>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    Ok(Json(crate::txn::info(&ns, &txn).await?))
+}
+
 /// Where a message is (`GET .../messages/{id}`, gRPC `GetMessage`).
 #[derive(Debug)]
 pub(crate) enum Whereabouts {
@@ -260,6 +336,8 @@ async fn dlq_list(
                 "written_at_ms": e.envelope.written_at_ms,
                 "dead_lettered_at_ms": e.dead_lettered_at_ms,
                 "plugin_digest": e.plugin_digest, "replays": e.envelope.replays,
+                "transaction": e.envelope.transaction.as_ref()
+                    .map(|t| json!({"transaction_id": t.id, "chunks": t.chunks})),
                 "failures": e.failures,
             })
         })

@@ -83,6 +83,8 @@ pub struct Namespace {
     pub dlq: DlqPolicy,
     #[serde(default)]
     pub idempotency: IdempotencyPolicy,
+    #[serde(default)]
+    pub transactions: Transactions,
     /// Bearer tokens that may write to and read this namespace. Default:
     /// none (then only admin tokens may, if any are configured).
     #[serde(default)]
@@ -163,6 +165,40 @@ pub struct DlqPolicy {
 impl Default for DlqPolicy {
     fn default() -> Self {
         Self { max_replays: 3 }
+    }
+}
+
+/// Multi-chunk transactions (docs/api.md, "Transactions").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transactions {
+    /// An uncommitted transaction is aborted (its chunks deleted) this long
+    /// after it began, unless `begin` asked for less. Default 10 minutes.
+    pub ttl_ms: u64,
+    /// Open transactions the namespace holds at once; past it `begin` gets
+    /// `429 too_many_transactions`. Default 1000.
+    pub max_open: usize,
+    /// Chunks one transaction may hold (sequence numbers `0..max_chunks`).
+    /// Default 1000.
+    pub max_chunks: u32,
+    /// Payload bytes one transaction may hold. At most 32 MiB, so that a
+    /// dead-lettered transaction fits in one DLQ record. Default 16 MiB.
+    pub max_bytes: u64,
+}
+
+impl Default for Transactions {
+    fn default() -> Self {
+        Self { ttl_ms: 10 * 60 * 1000, max_open: 1000, max_chunks: 1000, max_bytes: 16 << 20 }
+    }
+}
+
+impl Transactions {
+    pub fn limits(&self) -> crate::txn_store::TxnLimits {
+        crate::txn_store::TxnLimits {
+            max_open: self.max_open,
+            max_chunks: self.max_chunks,
+            max_bytes: self.max_bytes,
+        }
     }
 }
 
@@ -277,6 +313,7 @@ pub struct LoadedNamespace {
     pub breaker: Breaker,
     pub dlq: DlqPolicy,
     pub idempotency: IdempotencyPolicy,
+    pub transactions: Transactions,
     pub tokens: Vec<String>,
     /// `None` for the embedded log.
     pub queue: Option<wharf_queue::QueueConfig>,
@@ -322,6 +359,14 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
         }
         if ns.retry.max_attempts == 0 || ns.retry.multiplier < 1.0 {
             return Err(err(&key("retry"), "max_attempts must be ≥ 1 and multiplier ≥ 1.0".into()));
+        }
+        let t = &ns.transactions;
+        if t.ttl_ms == 0 || t.max_open == 0 || t.max_chunks == 0 || t.max_bytes == 0 || t.max_bytes > 32 << 20
+        {
+            return Err(err(
+                &key("transactions"),
+                "ttl_ms, max_open and max_chunks must be ≥ 1, and max_bytes 1..=33554432".into(),
+            ));
         }
         let mut target = ns.target;
         target.plugin = base.join(&target.plugin);
@@ -373,6 +418,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 breaker: ns.breaker,
                 dlq: ns.dlq,
                 idempotency: ns.idempotency,
+                transactions: ns.transactions,
                 tokens: ns.tokens,
                 queue: ns.queue.filter(|q| *q != wharf_queue::QueueConfig::Embedded),
                 target,

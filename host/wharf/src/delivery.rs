@@ -11,6 +11,12 @@
 //!   messages are unordered.
 //! - A trap, a deadline or a wrong outcome count throws the instance away
 //!   and schedules every message of the batch for a retry.
+//! - A transaction marker is delivered alone: its chunks, read back from
+//!   the chunk store in sequence order, are one batch flagged with the
+//!   transaction id, and the whole batch has one outcome (any reject
+//!   rejects it, else any retry retries it). Its chunks are deleted only
+//!   after it is delivered, or dead-lettered with the chunks copied into
+//!   the DLQ entry.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,10 +27,10 @@ use tokio::sync::watch;
 
 use crate::clock::now_ms;
 use crate::dlq::{DlqEntry, Failure};
-use crate::envelope::{Envelope, message_id};
+use crate::envelope::{Envelope, TxnMarker, message_id};
 use crate::metrics;
 use crate::node::{Namespace, PartitionRt};
-use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError};
+use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
 
 /// Persist the watermark at most this often while busy.
 const WATERMARK_EVERY: Duration = Duration::from_millis(200);
@@ -380,6 +386,10 @@ impl Engine {
             let env = Envelope::decode(&r.payload).map_err(|e| {
                 format!("record {} of partition {} does not decode: {e}", r.seq, self.part.index)
             })?;
+            if let Some(t) = &env.transaction {
+                // Its marker is in the log: the chunks must not expire.
+                self.ns.txns.pin(&t.id);
+            }
             decoded.push((r.seq, env));
         }
         self.tracker(|t| {
@@ -404,13 +414,18 @@ impl Engine {
         self.tracker(|t| {
             let max = if t.breaker == BreakerState::HalfOpen { 1 } else { t.batch_limit.max(1) };
             let now = now_ms();
-            let seqs: Vec<u64> = t
-                .pending
-                .iter()
-                .filter(|(seq, p)| t.is_eligible(**seq, p, now))
-                .map(|(seq, _)| *seq)
-                .take(max)
-                .collect();
+            // A transaction marker travels alone: it becomes a whole batch.
+            let mut seqs: Vec<u64> = Vec::new();
+            for (seq, p) in t.pending.iter().filter(|(seq, p)| t.is_eligible(**seq, p, now)) {
+                let marker = p.env.transaction.is_some();
+                if marker && !seqs.is_empty() {
+                    break;
+                }
+                seqs.push(*seq);
+                if marker || seqs.len() >= max {
+                    break;
+                }
+            }
             seqs.into_iter()
                 .filter_map(|seq| {
                     let p = t.pending.get_mut(&seq)?;
@@ -423,7 +438,23 @@ impl Engine {
 
     async fn deliver(&mut self, batch: Vec<(u64, Message)>) -> CallSummary {
         let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
-        let wit_batch = Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None };
+        let marker = match seqs.as_slice() {
+            [seq] => self.tracker(|t| t.pending.get(seq).and_then(|p| p.env.transaction.clone())),
+            _ => None,
+        };
+        let wit_batch = match (&marker, batch.as_slice()) {
+            (Some(txn), [(seq, head)]) => {
+                match Self::reassemble(self.ns.clone(), txn.clone(), head.clone()).await {
+                    Ok(b) => b,
+                    Err(reason) => {
+                        // Nothing a retry could fix: keep it, visibly, in the DLQ.
+                        self.dead_letter(*seq, "transaction", reason).await;
+                        return CallSummary { failed: false, throttled: false };
+                    }
+                }
+            }
+            _ => Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None },
+        };
         let started = Instant::now();
         let plugin = self.plugin.clone();
         let result = match (self.instance.as_mut(), plugin) {
@@ -437,6 +468,11 @@ impl Engine {
                 Err(e) => Err(e),
             },
             (None, None) => Err(PluginError::Init("no plugin installed".into())),
+        };
+        // A transaction has one outcome, for its marker.
+        let result = match marker {
+            Some(_) => result.map(|outcomes| vec![transaction_outcome(outcomes)]),
+            None => result,
         };
         let elapsed = started.elapsed();
         tracing::debug!(messages = seqs.len(), elapsed_us = elapsed.as_micros() as u64, "plugin call");
@@ -454,18 +490,25 @@ impl Engine {
                 // Delivered messages first, under one lock, metrics per batch.
                 let mut rest = Vec::new();
                 let now = now_ms();
+                let mut transactions = Vec::new();
                 let latencies: Vec<u64> = self.tracker(|t| {
                     let mut lat = Vec::new();
                     for (seq, outcome) in seqs.into_iter().zip(outcomes) {
                         if matches!(outcome, Outcome::Delivered) {
                             t.delivered_total += 1;
-                            lat.extend(t.finish(seq).map(|p| now.saturating_sub(p.env.written_at_ms)));
+                            if let Some(p) = t.finish(seq) {
+                                lat.push(now.saturating_sub(p.env.written_at_ms));
+                                transactions.extend(p.env.transaction.map(|t| t.id));
+                            }
                         } else {
                             rest.push((seq, outcome));
                         }
                     }
                     lat
                 });
+                for id in transactions {
+                    Self::drop_chunks(self.ns.clone(), id, "delivered").await;
+                }
                 m.delivered.get_or_create(&label).inc_by(latencies.len() as u64);
                 {
                     let hist = m.delivery_latency.get_or_create(&label);
@@ -574,11 +617,33 @@ impl Engine {
                 dead_lettered_at_ms: now_ms(),
             })
         });
-        let Some(entry) = entry else { return };
+        let Some(mut entry) = entry else { return };
         let id = entry.message_id.clone();
+        // A transaction's DLQ entry carries its chunks, so that it outlives
+        // the chunk store's file and can be replayed whole.
+        let mut parked = None;
+        if let Some(txn) = entry.envelope.transaction.as_mut()
+            && txn.inline.is_empty()
+        {
+            let (store, txn_id, chunks) = (self.ns.txns.clone(), txn.id.clone(), txn.chunks);
+            match tokio::task::spawn_blocking(move || store.load_chunks(&txn_id, chunks)).await {
+                Ok(Ok(c)) => txn.inline = c,
+                Ok(Err(e)) => entry.failures.push(Failure {
+                    attempt: entry.failures.len() as u32 + 1,
+                    at_ms: now_ms(),
+                    kind: "transaction".into(),
+                    reason: format!("chunks not copied into the DLQ entry: {e}"),
+                }),
+                Err(e) => tracing::error!(message_id = %id, error = %e, "chunk reader panicked"),
+            }
+            parked = Some(txn.id.clone());
+        }
         let dlq = self.ns.dlq.clone();
         match tokio::task::spawn_blocking(move || dlq.push(entry)).await {
             Ok(Ok(())) => {
+                if let Some(txn) = parked {
+                    Self::drop_chunks(self.ns.clone(), txn, "dead_lettered").await;
+                }
                 tracing::warn!(message_id = %id, %reason, "message dead-lettered");
                 self.tracker(|t| {
                     t.finish(seq);
@@ -598,6 +663,55 @@ impl Engine {
         }
     }
 
+    /// The batch of a transaction: its chunks in sequence order (from the
+    /// marker itself after a DLQ replay, else from the chunk store), each a
+    /// message that shares the marker's position and key.
+    async fn reassemble(ns: Arc<Namespace>, txn: TxnMarker, head: Message) -> Result<Batch, String> {
+        let chunks = if txn.inline.is_empty() {
+            let (store, id, n) = (ns.txns.clone(), txn.id.clone(), txn.chunks);
+            tokio::task::spawn_blocking(move || store.load_chunks(&id, n))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                tracing::error!(transaction = %txn.id, error = %e, "transaction chunks cannot be read");
+                format!("transaction {} cannot be reassembled: {e}", txn.id)
+            })?
+        } else {
+            txn.inline
+        };
+        let messages = chunks
+            .into_iter()
+            .map(|c| Message {
+                id: format!("{}/{}", head.id, c.seq),
+                payload: c.payload,
+                headers: c.headers,
+                idempotency_key: Some(format!("{}/{}", txn.id, c.seq)),
+                ..head.clone()
+            })
+            .collect();
+        Ok(Batch { messages, transaction_id: Some(txn.id.clone()) })
+    }
+
+    /// Deletes a finished transaction's parked chunks. A failure leaves the
+    /// file for the sweep at the next start (it is below the watermark).
+    async fn drop_chunks(ns: Arc<Namespace>, id: String, outcome: &'static str) {
+        let store = ns.txns.clone();
+        let txn = id.clone();
+        match tokio::task::spawn_blocking(move || store.remove(&txn)).await {
+            Ok(Ok(())) => {
+                if outcome == "delivered" {
+                    let label = metrics::ns_kind(&ns.name, "delivered");
+                    metrics::get().transactions.get_or_create(&label).inc();
+                }
+                tracing::debug!(transaction = %id, outcome, "transaction chunks deleted");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(transaction = %id, error = %e, "transaction chunks not deleted; swept at next start")
+            }
+            Err(e) => tracing::error!(transaction = %id, error = %e, "chunk deleter panicked"),
+        }
+    }
+
     /// Persists the watermark if it moved (rate-limited unless `force`).
     async fn persist_watermark(&mut self, force: bool) {
         let wm = self.tracker(|t| t.watermark());
@@ -614,6 +728,23 @@ impl Engine {
             Err(e) => tracing::error!(error = %e, "watermark writer panicked"),
         }
     }
+}
+
+/// One outcome for a whole transaction: any reject rejects it, else any
+/// retry retries it (after the longest wait asked for), else delivered.
+fn transaction_outcome(outcomes: Vec<Outcome>) -> Outcome {
+    let mut retry: Option<RetryOutcome> = None;
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o {
+            Outcome::Delivered => {}
+            Outcome::Reject(reason) => return Outcome::Reject(format!("chunk {i}: {reason}")),
+            Outcome::Retry(r) => {
+                let after_ms = r.after_ms.max(retry.as_ref().and_then(|p| p.after_ms));
+                retry = Some(RetryOutcome { reason: format!("chunk {i}: {}", r.reason), after_ms });
+            }
+        }
+    }
+    retry.map_or(Outcome::Delivered, Outcome::Retry)
 }
 
 fn to_message(ns: &str, partition: u32, seq: u64, p: &Pending) -> Message {

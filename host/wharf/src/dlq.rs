@@ -3,7 +3,8 @@
 //!
 //! It is a `wharf_log::Partition` under `<data_dir>/<ns>/dlq/`. Records are a
 //! version byte plus postcard of [`DlqRecord`]: an entry, or a tombstone that
-//! deletes an earlier entry. The live set is rebuilt from the log at open.
+//! deletes an earlier entry. Version 1 records (envelopes before
+//! transactions) are still read; version 2 is written. The live set is rebuilt from the log at open.
 //! A message is finished (its key freed, the watermark allowed past it) only
 //! after its entry is durable here.
 
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::Envelope;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// One failed attempt.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +43,48 @@ pub struct DlqEntry {
 enum DlqRecord {
     Entry(DlqEntry),
     Deleted { message_id: String },
+}
+
+/// The version 1 layout, frozen.
+#[derive(Debug, Deserialize)]
+enum DlqRecordV1 {
+    Entry {
+        message_id: String,
+        partition: u32,
+        sequence: u64,
+        envelope: crate::envelope::EnvelopeV1,
+        failures: Vec<Failure>,
+        plugin_digest: String,
+        dead_lettered_at_ms: u64,
+    },
+    Deleted {
+        message_id: String,
+    },
+}
+
+impl From<DlqRecordV1> for DlqRecord {
+    fn from(r: DlqRecordV1) -> Self {
+        match r {
+            DlqRecordV1::Entry {
+                message_id,
+                partition,
+                sequence,
+                envelope,
+                failures,
+                plugin_digest,
+                dead_lettered_at_ms,
+            } => DlqRecord::Entry(DlqEntry {
+                message_id,
+                partition,
+                sequence,
+                envelope: envelope.into(),
+                failures,
+                plugin_digest,
+                dead_lettered_at_ms,
+            }),
+            DlqRecordV1::Deleted { message_id } => DlqRecord::Deleted { message_id },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,5 +195,38 @@ fn encode(r: &DlqRecord) -> Vec<u8> {
 }
 
 fn decode(bytes: &[u8]) -> Result<DlqRecord, String> {
-    crate::record::decode(VERSION, bytes).map_err(|e| e.to_string())
+    match bytes.first() {
+        Some(1) => crate::record::decode::<DlqRecordV1>(1, bytes).map(DlqRecord::from),
+        _ => crate::record::decode(VERSION, bytes),
+    }
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 entry as written to disk before transactions existed.
+    #[test]
+    fn a_version_1_record_still_decodes() {
+        // The envelope's v1 fixture (envelope.rs), without its version byte.
+        let env = "010a6f726465722d3132333403010203010274720178010469646d31d20901e80700";
+        let mut v1 = vec![1u8, 0];
+        v1.extend(postcard::to_stdvec("0-7").expect("encodes"));
+        v1.extend([0, 7]);
+        v1.extend(hex::decode(env).expect("hex"));
+        v1.extend([0, 0, 9]);
+        match decode(&v1).expect("v1 decodes") {
+            DlqRecord::Entry(e) => {
+                assert_eq!(e.message_id, "0-7");
+                assert_eq!(e.sequence, 7);
+                assert_eq!(e.envelope.key.as_deref(), Some("order-1234"));
+                assert_eq!(e.envelope.transaction, None);
+                assert_eq!(e.dead_lettered_at_ms, 9);
+            }
+            other => panic!("expected an entry, got {other:?}"),
+        }
+        let tombstone = [1u8, 1, 3, b'0', b'-', b'7'];
+        assert!(matches!(decode(&tombstone), Ok(DlqRecord::Deleted { message_id }) if message_id == "0-7"));
+    }
 }

@@ -1,12 +1,17 @@
 //! The bytes of one message inside a log record.
 //!
 //! Layout: one version byte, then the postcard encoding of [`Envelope`].
-//! Version 1 is the only version so far. A record that does not decode is
-//! reported as corruption of that record, never skipped.
+//! - version 1: the fields up to `replays` (kept readable forever, see
+//!   [`EnvelopeV1`] and its fixture test);
+//! - version 2 (written now): adds `transaction`, set on the marker of a
+//!   committed multi-chunk transaction.
+//!
+//! A record that does not decode is reported as corruption of that record,
+//! never skipped.
 
 use serde::{Deserialize, Serialize};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// What a client wrote, plus what the host knew when it made it durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +26,55 @@ pub struct Envelope {
     pub deliver_at_ms: Option<u64>,
     /// How many times this message came back from the DLQ.
     pub replays: u32,
+    /// Set when this record is the marker of a committed transaction: the
+    /// chunks are parked in the namespace's chunk store (see `txn_store.rs`).
+    pub transaction: Option<TxnMarker>,
+}
+
+/// What the queue holds for a committed multi-chunk transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMarker {
+    pub id: String,
+    /// Chunks `0..chunks`, all durable in the chunk store before the marker.
+    pub chunks: u32,
+    /// The chunks themselves, only once the marker left the log (a DLQ entry
+    /// carries its chunks so that it outlives the chunk store's file).
+    pub inline: Vec<Chunk>,
+}
+
+/// One chunk of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub seq: u32,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The version 1 layout, frozen: records written before transactions.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EnvelopeV1 {
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+    written_at_ms: u64,
+    deliver_at_ms: Option<u64>,
+    replays: u32,
+}
+
+impl From<EnvelopeV1> for Envelope {
+    fn from(v: EnvelopeV1) -> Self {
+        Envelope {
+            key: v.key,
+            payload: v.payload,
+            headers: v.headers,
+            idempotency_key: v.idempotency_key,
+            written_at_ms: v.written_at_ms,
+            deliver_at_ms: v.deliver_at_ms,
+            replays: v.replays,
+            transaction: None,
+        }
+    }
 }
 
 pub use crate::record::DecodeError;
@@ -31,7 +85,10 @@ impl Envelope {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        crate::record::decode(VERSION, bytes)
+        match bytes.first() {
+            Some(1) => crate::record::decode::<EnvelopeV1>(1, bytes).map(Envelope::from),
+            _ => crate::record::decode(VERSION, bytes),
+        }
     }
 }
 
@@ -60,6 +117,11 @@ mod tests {
             written_at_ms: 42,
             deliver_at_ms: Some(43),
             replays: 2,
+            transaction: Some(TxnMarker {
+                id: "t".into(),
+                chunks: 2,
+                inline: vec![Chunk { seq: 0, payload: vec![7], headers: vec![] }],
+            }),
         };
         assert_eq!(Envelope::decode(&e.encode()).expect("decodes"), e);
     }
@@ -78,7 +140,20 @@ mod tests {
         assert_eq!(e.written_at_ms, 1234);
         assert_eq!(e.deliver_at_ms, Some(1000));
         assert_eq!(e.replays, 0);
-        assert_eq!(hex::encode(e.encode()), V1_FIXTURE, "the encoding changed: that is a new version");
+        assert_eq!(e.transaction, None);
+    }
+
+    /// Version 2 as written to disk; it must decode forever.
+    const V2_FIXTURE: &str =
+        "02010a6f726465722d3132333403010203010274720178010469646d31d20901e8070001037478310300";
+
+    #[test]
+    fn a_version_2_envelope_from_disk_still_decodes() {
+        let bytes = hex::decode(V2_FIXTURE).expect("hex");
+        let e = Envelope::decode(&bytes).expect("v2 decodes");
+        assert_eq!(e.key.as_deref(), Some("order-1234"));
+        assert_eq!(e.transaction, Some(TxnMarker { id: "tx1".into(), chunks: 3, inline: vec![] }),);
+        assert_eq!(hex::encode(e.encode()), V2_FIXTURE, "the encoding changed: that is a new version");
     }
 
     #[test]

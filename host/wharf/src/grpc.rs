@@ -20,6 +20,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::api;
 use crate::error::ApiError;
 use crate::node::{Namespace, Node};
+use crate::txn;
 use crate::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteAck};
 
 /// Code generated from the proto file by `build.rs`.
@@ -73,7 +74,7 @@ pub fn to_status(e: ApiError) -> Status {
         400 | 413 => Code::InvalidArgument,
         401 => Code::Unauthenticated,
         403 => Code::PermissionDenied,
-        404 => Code::NotFound,
+        404 | 410 => Code::NotFound,
         409 => Code::Aborted,
         429 => Code::ResourceExhausted,
         503 => Code::Unavailable,
@@ -150,6 +151,19 @@ fn ack(a: WriteAck) -> pb::WriteAck {
     }
 }
 
+fn transaction(t: crate::txn_store::TxnInfo) -> pb::Transaction {
+    pb::Transaction {
+        transaction_id: t.transaction_id,
+        key: t.key,
+        state: t.state.into(),
+        chunks: t.chunks,
+        bytes: t.bytes,
+        created_at_ms: t.created_at_ms,
+        expires_at_ms: t.expires_at_ms,
+        marker_id: t.marker_id,
+    }
+}
+
 fn dlq_entry(e: crate::dlq::DlqEntry) -> pb::DlqEntry {
     pb::DlqEntry {
         message_id: e.message_id,
@@ -163,6 +177,8 @@ fn dlq_entry(e: crate::dlq::DlqEntry) -> pb::DlqEntry {
         dead_lettered_at_ms: e.dead_lettered_at_ms,
         plugin_digest: e.plugin_digest,
         replays: e.envelope.replays,
+        transaction_id: e.envelope.transaction.as_ref().map(|t| t.id.clone()),
+        transaction_chunks: e.envelope.transaction.as_ref().map_or(0, |t| t.chunks),
         failures: e
             .failures
             .into_iter()
@@ -314,5 +330,68 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         self.authorize(&request, None)?;
         Ok(Response::new(pb::StatusResponse { json: api::status_json(&self.node).to_string() }))
+    }
+
+    async fn begin_transaction(
+        &self,
+        request: Request<pb::BeginTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        let req = txn::BeginRequest { key: r.key, ttl_ms: r.ttl_ms };
+        let info = txn::begin(&ns, req).await.map_err(to_status)?;
+        Ok(Response::new(transaction(info)))
+    }
+
+    async fn append_chunk(
+        &self,
+        request: Request<pb::AppendChunkRequest>,
+    ) -> Result<Response<pb::ChunkAck>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        let req = txn::ChunkRequest { payload: r.payload, headers: r.headers };
+        let a = txn::append_chunk(&ns, &r.transaction_id, r.seq, req).await.map_err(to_status)?;
+        Ok(Response::new(pb::ChunkAck {
+            transaction_id: a.transaction_id,
+            seq: a.seq,
+            durable: a.durable,
+            duplicate: a.duplicate,
+        }))
+    }
+
+    async fn commit_transaction(
+        &self,
+        request: Request<pb::CommitTransactionRequest>,
+    ) -> Result<Response<pb::CommitAck>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let r = request.into_inner();
+        let wait = wait_for(r.wait)?;
+        let a = txn::commit(&ns, &r.transaction_id, r.chunks, wait, api::wait_timeout(r.timeout_ms))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CommitAck {
+            transaction_id: a.transaction_id,
+            chunks: a.chunks,
+            marker: Some(ack(a.marker)),
+        }))
+    }
+
+    async fn abort_transaction(
+        &self,
+        request: Request<pb::AbortTransactionRequest>,
+    ) -> Result<Response<pb::AbortTransactionResponse>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let transaction_id = request.into_inner().transaction_id;
+        txn::abort(&ns, &transaction_id).await.map_err(to_status)?;
+        Ok(Response::new(pb::AbortTransactionResponse { transaction_id, aborted: true }))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let ns = self.namespace(&request, &request.get_ref().namespace)?;
+        let info = txn::info(&ns, &request.into_inner().transaction_id).await.map_err(to_status)?;
+        Ok(Response::new(transaction(info)))
     }
 }

@@ -18,6 +18,8 @@ mod node;
 mod plugin;
 mod queue_delivery;
 mod record;
+mod txn;
+mod txn_store;
 mod write;
 
 use std::path::PathBuf;

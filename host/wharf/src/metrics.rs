@@ -64,7 +64,9 @@ pub struct Metrics {
     pub plugin_batch_size: Hist<Ns>,
     pub plugin_failures: Family<NsKind, Counter>,
     pub plugin_quarantines: Family<Ns, Counter>,
+    pub transactions: Family<NsKind, Counter>,
     // Read at scrape time.
+    transactions_held: Family<NsKind, Gauge>,
     backlog_messages: Family<NsPart, Gauge>,
     backlog_bytes: Family<NsPart, Gauge>,
     backlog_age: Family<NsPart, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -148,6 +150,16 @@ impl Metrics {
                 Family::default()
             ),
             plugin_quarantines: reg!("wharf_plugin_quarantines", "Plugins quarantined", Family::default()),
+            transactions: reg!(
+                "wharf_transactions",
+                "Multi-chunk transactions begun, committed, aborted, expired or delivered",
+                Family::default()
+            ),
+            transactions_held: reg!(
+                "wharf_transactions_held",
+                "Transactions whose chunks are parked: open, or committed and not yet delivered",
+                Family::default()
+            ),
             backlog_messages: reg!("wharf_backlog_messages", "Undelivered messages", Family::default()),
             backlog_bytes: reg!(
                 "wharf_backlog_bytes",
@@ -209,6 +221,9 @@ impl Metrics {
         for kind in ["trap", "deadline", "wrong_count", "init"] {
             let _ = self.plugin_failures.get_or_create(&ns_kind(namespace, kind));
         }
+        for kind in ["begun", "committed", "aborted", "expired", "delivered"] {
+            let _ = self.transactions.get_or_create(&ns_kind(namespace, kind));
+        }
     }
 
     /// Reads the state gauges from the node and encodes everything.
@@ -218,6 +233,9 @@ impl Metrics {
             let name = &ns.name;
             self.zero_series(name);
             self.dlq_messages.get_or_create(&Ns { namespace: name.clone() }).set(ns.dlq.len() as i64);
+            let (open, committed) = ns.txns.counts();
+            self.transactions_held.get_or_create(&ns_kind(name, "open")).set(open as i64);
+            self.transactions_held.get_or_create(&ns_kind(name, "committed")).set(committed as i64);
             for p in &ns.partitions {
                 let l = NsPart { namespace: name.clone(), partition: p.index };
                 self.halted.get_or_create(&l).set(i64::from(p.halted_reason().is_some()));

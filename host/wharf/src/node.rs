@@ -20,6 +20,7 @@ use crate::dlq::Dlq;
 use crate::envelope::{Envelope, message_id};
 use crate::idempotency::{Idempotency, Seen};
 use crate::plugin::{Plugin, Runtime};
+use crate::txn_store::TxnStore;
 
 /// Which half of the work this process does (`wharf serve --role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +66,8 @@ pub struct Namespace {
     pub partitions: Vec<Arc<PartitionRt>>,
     pub dlq: Arc<Dlq>,
     pub idempotency: Idempotency,
+    /// Parked chunks of multi-chunk transactions.
+    pub txns: Arc<TxnStore>,
     pub plugin: Mutex<PluginStatus>,
     /// The plugin the delivery loops use; `None` pauses delivery.
     pub slot: watch::Sender<Option<Plugin>>,
@@ -186,6 +189,20 @@ impl Node {
             Duration::from_millis(ns.idempotency.window_ms),
             retained_idempotency_keys(&partitions),
         )?;
+        let txns = Arc::new(
+            TxnStore::open(&dir.join("transactions"))
+                .with_context(|| format!("namespace {name}: opening its transaction chunk store"))?,
+        );
+        // A crash between a marker finishing and its chunks' deletion
+        // leaves the file behind: the marker is below its watermark.
+        let swept = txns.sweep_finished(|marker| {
+            crate::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
+                partitions.get(p as usize).and_then(|p| p.log.as_ref()).is_some_and(|l| seq < l.watermark())
+            })
+        });
+        if swept > 0 {
+            tracing::info!(namespace = %name, swept, "deleted the chunks of transactions delivered before the last stop");
+        }
         let plugin = Mutex::new(PluginStatus {
             path: ns.target.plugin.display().to_string(),
             digest: None,
@@ -199,6 +216,7 @@ impl Node {
             partitions,
             dlq,
             idempotency,
+            txns,
             plugin,
             slot: watch::channel(None).0,
             removed: std::sync::atomic::AtomicBool::new(false),
@@ -239,6 +257,10 @@ impl Node {
     /// follow the namespace's plugin slot: they wait while it is empty and
     /// switch between two calls when it changes.
     pub fn start_delivery(&self, ns: &Arc<Namespace>) {
+        if self.role.writes() && ns.cfg.queue.is_none() {
+            let task = tokio::spawn(crate::txn::expire_loop(ns.clone(), self.shutdown.subscribe()));
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        }
         if !self.role.delivers() {
             return;
         }

@@ -77,10 +77,19 @@ pub struct WriteAck {
     pub duplicate: bool,
 }
 
-pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError> {
+/// Idempotency keys with this prefix belong to transaction commits.
+pub const TXN_IDEMPOTENCY_PREFIX: &str = "wharf-txn:";
+
+/// A standard-base64 payload, decoded and checked against [`MAX_PAYLOAD`].
+pub fn decode_payload(b64: &str) -> Result<Vec<u8>, ApiError> {
     let payload = base64::engine::general_purpose::STANDARD
-        .decode(req.payload.as_bytes())
+        .decode(b64.as_bytes())
         .map_err(|e| ApiError::bad("invalid_base64", format!("payload is not standard base64: {e}")))?;
+    check_payload(&payload)?;
+    Ok(payload)
+}
+
+pub fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,26 +97,43 @@ pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError>
             format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()),
         ));
     }
-    if let Some(k) = &req.key
+    Ok(())
+}
+
+pub fn check_key(key: Option<&str>) -> Result<(), ApiError> {
+    if let Some(k) = key
         && (k.is_empty() || k.len() > MAX_KEY)
     {
         return Err(ApiError::bad("invalid_key", format!("key must be 1..={MAX_KEY} bytes")));
     }
-    if let Some(k) = &req.idempotency_key
-        && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
-    {
-        return Err(ApiError::bad(
-            "invalid_idempotency_key",
-            format!("idempotency_key must be 1..={MAX_IDEMPOTENCY_KEY} bytes"),
-        ));
-    }
-    let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if req.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+    Ok(())
+}
+
+pub fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
         return Err(ApiError::bad(
             "too_many_headers",
             format!("at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
         ));
     }
+    Ok(())
+}
+
+pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError> {
+    let payload = decode_payload(&req.payload)?;
+    check_key(req.key.as_deref())?;
+    if let Some(k) = &req.idempotency_key
+        && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.starts_with(TXN_IDEMPOTENCY_PREFIX))
+    {
+        return Err(ApiError::bad(
+            "invalid_idempotency_key",
+            format!(
+                "idempotency_key must be 1..={MAX_IDEMPOTENCY_KEY} bytes and not start with {TXN_IDEMPOTENCY_PREFIX:?}"
+            ),
+        ));
+    }
+    check_headers(&req.headers)?;
     if req.delay_ms.is_some() && req.deliver_at_ms.is_some() {
         return Err(ApiError::bad("invalid_delay", "give delay_ms or deliver_at_ms, not both"));
     }
@@ -128,6 +154,7 @@ pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError>
         written_at_ms: now,
         deliver_at_ms,
         replays: 0,
+        transaction: None,
     })
 }
 
@@ -182,8 +209,18 @@ pub async fn write_batch(
     wait: WaitFor,
     timeout: Duration,
 ) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
-    let started = Instant::now();
     let envelopes: Vec<Result<Envelope, ApiError>> = requests.into_iter().map(|r| validate(r, ns)).collect();
+    write_envelopes(ns, envelopes, wait, timeout).await
+}
+
+/// [`write_batch`] after validation: admit, deduplicate, append, wait.
+pub async fn write_envelopes(
+    ns: &Arc<Namespace>,
+    envelopes: Vec<Result<Envelope, ApiError>>,
+    wait: WaitFor,
+    timeout: Duration,
+) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
+    let started = Instant::now();
     admit(ns)?;
     let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; envelopes.len()];
     // Messages to append, per partition, in request order.
@@ -301,12 +338,18 @@ pub async fn write_batch(
     m.writes.get_or_create(&label).inc_by(written as u64);
     m.append_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
     if wait == WaitFor::Visible {
-        let deadline = Instant::now() + timeout.min(MAX_WAIT);
-        for ack in results.iter_mut().flatten() {
-            ack.visible = wait_visible(ns, ack, deadline).await;
-        }
+        wait_all_visible(ns, results.iter_mut().flatten(), timeout).await;
     }
     Ok(results)
+}
+
+/// Sets `visible` on each ack whose message the target confirmed before
+/// `timeout` (capped at [`MAX_WAIT`]) ran out.
+pub async fn wait_all_visible(ns: &Namespace, acks: impl Iterator<Item = &mut WriteAck>, timeout: Duration) {
+    let deadline = Instant::now() + timeout.min(MAX_WAIT);
+    for ack in acks {
+        ack.visible = wait_visible(ns, ack, deadline).await;
+    }
 }
 
 type Appended = Vec<(usize, u64, bool, Option<String>)>;

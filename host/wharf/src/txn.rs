@@ -1,0 +1,243 @@
+//! Multi-chunk transactions, shared by the HTTP and gRPC APIs (seed 004):
+//! begin; park chunks, each durable, in the chunk store (`txn_store.rs`),
+//! not in the queue; commit with the chunk count, which puts only a marker
+//! in the partition's log; abort or expiry deletes the parked chunks. The
+//! delivery engine reassembles a marker's chunks in sequence order and hands
+//! them to the plugin as one batch carrying the transaction id.
+//!
+//! The marker is appended through the normal write path with the
+//! idempotency key `wharf-txn:<id>`, so a commit retried after a crash or a
+//! lost reply never queues the transaction twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ms;
+use crate::envelope::{Chunk, Envelope, TxnMarker};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::node::Namespace;
+use crate::txn_store::{TxnError, TxnInfo, TxnStore, valid_id};
+use crate::write::{self, TXN_IDEMPOTENCY_PREFIX, WaitFor, WriteAck};
+
+impl From<TxnError> for ApiError {
+    fn from(e: TxnError) -> Self {
+        let (status, code) = match &e {
+            TxnError::NotFound(_) => (StatusCode::NOT_FOUND, "transaction_not_found"),
+            TxnError::Expired(_) => (StatusCode::GONE, "transaction_expired"),
+            TxnError::Committed { .. } => (StatusCode::CONFLICT, "transaction_committed"),
+            TxnError::ChunkConflict { .. } => (StatusCode::CONFLICT, "chunk_conflict"),
+            TxnError::Limit(_) => (StatusCode::PAYLOAD_TOO_LARGE, "transaction_too_large"),
+            TxnError::Incomplete { .. } => (StatusCode::CONFLICT, "transaction_incomplete"),
+            TxnError::CountMismatch { .. } => (StatusCode::CONFLICT, "chunk_count_mismatch"),
+            TxnError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "transaction_corrupt"),
+            TxnError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "transaction_store_failed"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// `begin`: an optional ordering key and a shorter time to live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginRequest {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+/// One chunk as a client sends it (the payload already decoded).
+#[derive(Debug, Clone, Default)]
+pub struct ChunkRequest {
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The acknowledgement of one chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkAck {
+    pub transaction_id: String,
+    pub seq: u32,
+    /// True: the chunk was covered by an fdatasync of its transaction file
+    /// before this reply (for a resent chunk: when it was first written).
+    pub durable: bool,
+    /// True when the same chunk was already parked; nothing was written.
+    pub duplicate: bool,
+}
+
+/// The acknowledgement of a commit: the marker's write ack.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitAck {
+    pub transaction_id: String,
+    pub chunks: u32,
+    #[serde(flatten)]
+    pub marker: WriteAck,
+}
+
+async fn store_op<T, F>(ns: &Namespace, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&TxnStore) -> Result<T, TxnError> + Send + 'static,
+{
+    let store = ns.txns.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// Transactions need the embedded log and a process that takes writes.
+fn check_usable(ns: &Namespace) -> Result<(), ApiError> {
+    if let Some(q) = &ns.cfg.queue {
+        if ns.producer.get().is_none() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "role_consumer",
+                "this process runs with --role consumer and takes no writes",
+            ));
+        }
+        let kind = match q {
+            wharf_queue::QueueConfig::Kafka(_) => "kafka",
+            wharf_queue::QueueConfig::Sqs(_) => "sqs",
+            wharf_queue::QueueConfig::Embedded => "the embedded log",
+        };
+        return Err(ApiError::bad(
+            "transactions_unsupported",
+            format!("namespace {} queues on {kind}; multi-chunk transactions need the embedded log", ns.name),
+        ));
+    }
+    Ok(())
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+            format!("{id:?} is not a transaction id (32 lowercase hex digits)"),
+        ))
+    }
+}
+
+pub async fn begin(ns: &Arc<Namespace>, req: BeginRequest) -> Result<TxnInfo, ApiError> {
+    check_usable(ns)?;
+    write::check_key(req.key.as_deref())?;
+    let cfg = &ns.cfg.transactions;
+    if req.ttl_ms.is_some_and(|t| t == 0 || t > cfg.ttl_ms) {
+        return Err(ApiError::bad(
+            "invalid_ttl",
+            format!("ttl_ms must be 1..={} (transactions.ttl_ms)", cfg.ttl_ms),
+        ));
+    }
+    let (ttl, limits) = (req.ttl_ms.unwrap_or(cfg.ttl_ms), cfg.limits());
+    let info = store_op(ns, move |s| s.begin(req.key, now_ms(), ttl, limits)).await.map_err(|e| {
+        if e.code == "transaction_too_large" {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_transactions", e.message)
+        } else {
+            e
+        }
+    })?;
+    count(ns, "begun");
+    Ok(info)
+}
+
+pub async fn append_chunk(
+    ns: &Arc<Namespace>,
+    id: &str,
+    seq: u32,
+    req: ChunkRequest,
+) -> Result<ChunkAck, ApiError> {
+    check_usable(ns)?;
+    check_id(id)?;
+    write::check_payload(&req.payload)?;
+    write::check_headers(&req.headers)?;
+    let chunk = Chunk { seq, payload: req.payload, headers: req.headers.into_iter().collect() };
+    let limits = ns.cfg.transactions.limits();
+    let txn = id.to_string();
+    let written = store_op(ns, move |s| s.append_chunk(&txn, chunk, limits)).await?;
+    Ok(ChunkAck { transaction_id: id.to_string(), seq, durable: true, duplicate: !written })
+}
+
+pub async fn commit(
+    ns: &Arc<Namespace>,
+    id: &str,
+    chunks: u32,
+    wait: WaitFor,
+    timeout: Duration,
+) -> Result<CommitAck, ApiError> {
+    check_usable(ns)?;
+    check_id(id)?;
+    let txn = id.to_string();
+    let plan = store_op(ns, move |s| s.prepare_commit(&txn, chunks)).await?;
+    let marker = Envelope {
+        key: plan.key,
+        payload: Vec::new(),
+        headers: Vec::new(),
+        idempotency_key: Some(format!("{TXN_IDEMPOTENCY_PREFIX}{id}")),
+        written_at_ms: now_ms(),
+        deliver_at_ms: None,
+        replays: 0,
+        transaction: Some(TxnMarker { id: id.to_string(), chunks, inline: Vec::new() }),
+    };
+    // An earlier commit made the marker durable: the idempotency window
+    // answers with its id, and nothing is appended again.
+    let results = write::write_envelopes(ns, vec![Ok(marker)], WaitFor::Durable, timeout).await?;
+    let mut ack = results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result")))?;
+    if plan.marker_id.is_none() {
+        let (txn, marker_id) = (id.to_string(), ack.message_id.clone());
+        store_op(ns, move |s| s.mark_committed(&txn, &marker_id)).await?;
+        count(ns, "committed");
+        tracing::info!(namespace = %ns.name, transaction = id, chunks, marker_id = %ack.message_id, "transaction committed");
+    }
+    if wait == WaitFor::Visible {
+        write::wait_all_visible(ns, std::iter::once(&mut ack), timeout).await;
+    }
+    Ok(CommitAck { transaction_id: id.to_string(), chunks, marker: ack })
+}
+
+pub async fn abort(ns: &Arc<Namespace>, id: &str) -> Result<(), ApiError> {
+    check_usable(ns)?;
+    check_id(id)?;
+    let txn = id.to_string();
+    store_op(ns, move |s| s.abort(&txn)).await?;
+    count(ns, "aborted");
+    tracing::info!(namespace = %ns.name, transaction = id, "transaction aborted");
+    Ok(())
+}
+
+pub async fn info(ns: &Arc<Namespace>, id: &str) -> Result<TxnInfo, ApiError> {
+    check_id(id)?;
+    let txn = id.to_string();
+    store_op(ns, move |s| s.info(&txn)).await
+}
+
+fn count(ns: &Namespace, outcome: &'static str) {
+    metrics::get().transactions.get_or_create(&metrics::ns_kind(&ns.name, outcome)).inc();
+}
+
+/// Deletes expired, uncommitted transactions until shutdown.
+pub async fn expire_loop(ns: Arc<Namespace>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_millis((ns.cfg.transactions.ttl_ms / 10).clamp(10, 1000));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() || ns.removed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let store = ns.txns.clone();
+        let Ok(expired) = tokio::task::spawn_blocking(move || store.expire(now_ms())).await else { continue };
+        for id in &expired {
+            tracing::info!(namespace = %ns.name, transaction = %id, "transaction expired uncommitted; its chunks are deleted");
+            count(&ns, "expired");
+        }
+    }
+}
