@@ -395,6 +395,16 @@ impl Wharf {
         self.post_raw(path, &body.to_string())
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        let mut r = self
+            .agent
+            .put(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .expect("PUT");
+        reply(&mut r)
+    }
+
     /// Writes one message; returns the reply.
     pub fn write(&self, ns: &str, key: Option<&str>, payload: &[u8]) -> Reply {
         let mut body = serde_json::json!({"payload": b64(payload)});

@@ -384,3 +384,55 @@ fn tokens_are_required_and_scoped_like_the_http_api() {
     let nowhere = pb::WriteRequest { namespace: "nowhere".into(), ..write(b"x", None) };
     assert_eq!(expect_err(root.write(nowhere)), (Code::NotFound, "namespace_not_found".into()));
 }
+
+#[test]
+fn a_transaction_is_begun_chunked_committed_and_aborted_like_over_http() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespaces(&sink, ""));
+    let g = Grpc::connect(&wharf);
+    let mut c = g.client.clone();
+    let begin =
+        pb::BeginTransactionRequest { namespace: "hooks".into(), key: Some("t-key".into()), ttl_ms: None };
+    let txn = g.rt.block_on(c.begin_transaction(g.request(begin.clone()))).expect("begin").into_inner();
+    assert_eq!((txn.state.as_str(), txn.chunks), ("open", 0));
+    for seq in [1u32, 0] {
+        let chunk = pb::AppendChunkRequest {
+            namespace: "hooks".into(),
+            transaction_id: txn.transaction_id.clone(),
+            seq,
+            payload: vec![seq as u8, 0xff],
+            headers: Default::default(),
+        };
+        let ack = g.rt.block_on(c.append_chunk(g.request(chunk))).expect("chunk").into_inner();
+        assert!(ack.durable && !ack.duplicate);
+    }
+    let commit = |chunks: u32| pb::CommitTransactionRequest {
+        namespace: "hooks".into(),
+        transaction_id: txn.transaction_id.clone(),
+        chunks,
+        wait: pb::Wait::Visible as i32,
+        timeout_ms: Some(20_000),
+    };
+    let (code, err) = expect_err(g.rt.block_on(c.commit_transaction(g.request(commit(3)))));
+    assert_eq!((code, err.as_str()), (Code::Aborted, "transaction_incomplete"));
+    let done = g.rt.block_on(c.commit_transaction(g.request(commit(2)))).expect("commit").into_inner();
+    let marker = done.marker.expect("marker ack");
+    assert!(marker.durable && marker.visible && !marker.duplicate, "{marker:?}");
+    let bodies: Vec<Vec<u8>> = sink
+        .accepted()
+        .into_iter()
+        .filter(|r| r.header("x-wharf-transaction-id") == Some(txn.transaction_id.as_str()))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies, vec![vec![0, 0xff], vec![1, 0xff]]);
+
+    let other = g.rt.block_on(c.begin_transaction(g.request(begin))).expect("begin").into_inner();
+    let abort = pb::AbortTransactionRequest {
+        namespace: "hooks".into(),
+        transaction_id: other.transaction_id.clone(),
+    };
+    assert!(g.rt.block_on(c.abort_transaction(g.request(abort))).expect("abort").into_inner().aborted);
+    let get = pb::GetTransactionRequest { namespace: "hooks".into(), transaction_id: other.transaction_id };
+    let (code, err) = expect_err(g.rt.block_on(c.get_transaction(g.request(get))));
+    assert_eq!((code, err.as_str()), (Code::NotFound, "transaction_not_found"));
+}

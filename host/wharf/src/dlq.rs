@@ -41,7 +41,8 @@ pub struct DlqEntry {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum DlqRecord {
-    Entry(DlqEntry),
+    /// Boxed: the same bytes on disk (serde sees through a box).
+    Entry(Box<DlqEntry>),
     Deleted { message_id: String },
 }
 
@@ -73,7 +74,7 @@ impl From<DlqRecordV1> for DlqRecord {
                 failures,
                 plugin_digest,
                 dead_lettered_at_ms,
-            } => DlqRecord::Entry(DlqEntry {
+            } => DlqRecord::Entry(Box::new(DlqEntry {
                 message_id,
                 partition,
                 sequence,
@@ -81,7 +82,7 @@ impl From<DlqRecordV1> for DlqRecord {
                 failures,
                 plugin_digest,
                 dead_lettered_at_ms,
-            }),
+            })),
             DlqRecordV1::Deleted { message_id } => DlqRecord::Deleted { message_id },
         }
     }
@@ -114,7 +115,7 @@ impl Dlq {
             for r in records {
                 match decode(&r.payload).map_err(|reason| DlqError::Decode { seq: r.seq, reason })? {
                     DlqRecord::Entry(e) => {
-                        live.insert(e.message_id.clone(), e);
+                        live.insert(e.message_id.clone(), *e);
                     }
                     DlqRecord::Deleted { message_id } => {
                         live.remove(&message_id);
@@ -127,7 +128,7 @@ impl Dlq {
 
     /// Makes the entry durable; blocking (call from a blocking thread).
     pub fn push(&self, entry: DlqEntry) -> Result<(), DlqError> {
-        self.log.append(&[&encode(&DlqRecord::Entry(entry.clone()))])?;
+        self.log.append(&[&encode(&DlqRecord::Entry(Box::new(entry.clone())))])?;
         if let Ok(mut live) = self.live.lock() {
             live.insert(entry.message_id.clone(), entry);
         }

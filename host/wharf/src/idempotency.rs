@@ -131,6 +131,16 @@ impl Idempotency {
         }
     }
 
+    /// The message id that used `key` within the window, if any.
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        match self.lock().get(key) {
+            Some(Slot::Done { message_id, at_ms }) if now_ms().saturating_sub(*at_ms) < self.window_ms => {
+                Some(message_id.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Records the key durably (blocking; call from a blocking thread).
     pub fn complete(&self, key: &str, message_id: &str) -> Result<(), wharf_log::LogError> {
         self.record(Seen { key: key.to_string(), message_id: message_id.to_string(), at_ms: now_ms() })

@@ -174,13 +174,22 @@ pub async fn commit(
 ) -> Result<CommitAck, ApiError> {
     check_usable(ns)?;
     check_id(id)?;
+    let idempotency_key = format!("{TXN_IDEMPOTENCY_PREFIX}{id}");
+    if let Some(marker_id) = ns.idempotency.lookup(&idempotency_key) {
+        // Committed before (its chunks may be delivered and gone already).
+        let mut marker = write::duplicate_ack(&marker_id);
+        if wait == WaitFor::Visible {
+            write::wait_all_visible(ns, std::iter::once(&mut marker), timeout).await;
+        }
+        return Ok(CommitAck { transaction_id: id.to_string(), chunks, marker });
+    }
     let txn = id.to_string();
     let plan = store_op(ns, move |s| s.prepare_commit(&txn, chunks)).await?;
     let marker = Envelope {
         key: plan.key,
         payload: Vec::new(),
         headers: Vec::new(),
-        idempotency_key: Some(format!("{TXN_IDEMPOTENCY_PREFIX}{id}")),
+        idempotency_key: Some(idempotency_key),
         written_at_ms: now_ms(),
         deliver_at_ms: None,
         replays: 0,

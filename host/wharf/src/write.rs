@@ -417,7 +417,7 @@ async fn append_external(producer: &wharf_queue::AnyProducer, env: &Envelope) ->
     Ok(WriteAck { message_id: ack.id, partition, sequence, durable: true, visible: false, duplicate: false })
 }
 
-fn duplicate_ack(id: &str) -> WriteAck {
+pub fn duplicate_ack(id: &str) -> WriteAck {
     let (partition, sequence) = parse_message_id(id).unwrap_or_default();
     WriteAck {
         message_id: id.to_string(),

@@ -6,8 +6,11 @@
 //!
 //! The body is the payload. Headers: `x-wharf-key` (if the message has a
 //! key), `x-wharf-message-id`, `idempotency-key` (the client's, or the
-//! message id), `x-wharf-attempt`, `x-wharf-namespace`, then the message's
-//! own headers (`content-type` defaults to `application/octet-stream`).
+//! message id), `x-wharf-attempt`, `x-wharf-namespace`,
+//! `x-wharf-transaction-id` (when the batch is a multi-chunk transaction; its
+//! chunks are POSTed in order and the first failure stops the rest), then the
+//! message's own headers (`content-type` defaults to
+//! `application/octet-stream`).
 //!
 //! Responses: 2xx is delivered; 408, 425, 429, 5xx and failures to get a
 //! response are retried (honouring `Retry-After`, in seconds or as an
@@ -17,15 +20,21 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use wharf_sdk::http::{Request, Response, Url};
-use wharf_sdk::{Config, Error, Message, Target, log};
+use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log};
 
 /// How much of an error response body goes into the reason.
 const EXCERPT_LEN: usize = 200;
 
 /// Headers this plugin sets itself; a message header with one of these
 /// names is ignored.
-const OWN_HEADERS: &[&str] =
-    &["x-wharf-key", "x-wharf-message-id", "idempotency-key", "x-wharf-attempt", "x-wharf-namespace"];
+const OWN_HEADERS: &[&str] = &[
+    "x-wharf-key",
+    "x-wharf-message-id",
+    "idempotency-key",
+    "x-wharf-attempt",
+    "x-wharf-namespace",
+    "x-wharf-transaction-id",
+];
 
 /// Hop-by-hop or framing headers that a message may not set (wasi:http
 /// forbids several of them).
@@ -62,17 +71,45 @@ impl Target for Http {
     }
 
     fn deliver_one(&mut self, msg: &Message) -> Result<(), Error> {
-        let request = self.request(msg)?;
-        let response = request.send().map_err(|e| Error::from(e).context(format!("POST {}", self.url)))?;
-        outcome(&response, wharf_sdk::now_ms())
+        self.post(msg, None)
+    }
+
+    fn deliver(&mut self, batch: &Batch) -> Vec<Outcome> {
+        let Some(txn) = batch.transaction_id.as_deref() else {
+            return batch.messages.iter().map(|m| Outcome::from(self.post(m, None))).collect();
+        };
+        // One transaction: once a chunk fails the whole batch is retried or
+        // rejected anyway, so the later chunks are not sent.
+        let mut failed = false;
+        batch
+            .messages
+            .iter()
+            .map(|m| {
+                if failed {
+                    return Outcome::retry("an earlier chunk of the transaction failed");
+                }
+                let outcome = Outcome::from(self.post(m, Some(txn)));
+                failed = !outcome.is_delivered();
+                outcome
+            })
+            .collect()
     }
 }
 
 wharf_sdk::export_target!(Http);
 
 impl Http {
-    fn request(&self, msg: &Message) -> Result<Request, Error> {
+    fn post(&self, msg: &Message, transaction: Option<&str>) -> Result<(), Error> {
+        let request = self.request(msg, transaction)?;
+        let response = request.send().map_err(|e| Error::from(e).context(format!("POST {}", self.url)))?;
+        outcome(&response, wharf_sdk::now_ms())
+    }
+
+    fn request(&self, msg: &Message, transaction: Option<&str>) -> Result<Request, Error> {
         let mut req = Request::post(&self.url).timeout(self.timeout);
+        if let Some(t) = transaction {
+            req = req.header("x-wharf-transaction-id", checked_value("x-wharf-transaction-id", t)?);
+        }
         if let Some(key) = &msg.key {
             req = req.header("x-wharf-key", checked_value("x-wharf-key", key)?);
         }
