@@ -265,7 +265,7 @@ pub(crate) fn locate(ns: &Namespace, id: &str) -> Result<Whereabouts, ApiError> 
     if seq >= log.next_seq() {
         return Err(not_found());
     }
-    if let Some(entry) = ns.dlq.get(id) {
+    if let Some(entry) = ns.dlq()?.get(id) {
         return Ok(Whereabouts::DeadLettered {
             attempts: entry.failures.len(),
             last_error: entry.failures.last().map(|f| f.reason.clone()),
@@ -312,7 +312,7 @@ pub(crate) fn dlq_page(
     limit: Option<usize>,
 ) -> (Vec<DlqEntry>, Option<String>) {
     let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let entries = ns.dlq.page(after, limit);
+    let entries = ns.dlq.as_ref().map(|d| d.page(after, limit)).unwrap_or_default();
     let next = (entries.len() == limit).then(|| entries.last().map(|e| e.message_id.clone())).flatten();
     (entries, next)
 }
@@ -323,6 +323,7 @@ async fn dlq_list(
     Query(page): Query<Page>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
+    let total = ns.dlq()?.len();
     let (entries, next) = dlq_page(&ns, page.after.as_deref(), page.limit);
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<_> = entries
@@ -342,7 +343,7 @@ async fn dlq_list(
             })
         })
         .collect();
-    Ok(Json(json!({"entries": items, "next_after": next, "total": ns.dlq.len()})))
+    Ok(Json(json!({"entries": items, "next_after": next, "total": total})))
 }
 
 async fn dlq_delete(
@@ -362,7 +363,7 @@ pub(crate) async fn dlq_delete_one(ns: &Namespace, id: &str, who: &Who<'_>) -> R
 }
 
 async fn dlq_delete_inner(ns: &Namespace, id: &str) -> Result<(), ApiError> {
-    let dlq = ns.dlq.clone();
+    let dlq = ns.dlq()?.clone();
     let key = id.to_string();
     let deleted = tokio::task::spawn_blocking(move || dlq.delete(&key))
         .await
@@ -395,7 +396,7 @@ pub(crate) async fn dlq_purge_all(ns: &Namespace, who: &Who<'_>) -> Result<usize
 }
 
 async fn dlq_purge_inner(ns: &Namespace) -> Result<usize, ApiError> {
-    let dlq = ns.dlq.clone();
+    let dlq = ns.dlq()?.clone();
     let purged = tokio::task::spawn_blocking(move || dlq.purge())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -468,15 +469,23 @@ async fn replay_inner(
     ids: Option<Vec<String>>,
     rate_per_sec: Option<f64>,
 ) -> Result<Replay, ApiError> {
+    if !ns.writes {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "role_consumer",
+            "a DLQ replay appends to the log, which the --role processor process owns; replay with the pair stopped and one `wharf serve --role all`",
+        ));
+    }
     if rate_per_sec.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(ApiError::bad("invalid_rate", "rate_per_sec must be positive"));
     }
-    let ids = ids.unwrap_or_else(|| ns.dlq.ids());
+    let dlq = ns.dlq()?.clone();
+    let ids = ids.unwrap_or_else(|| dlq.ids());
     let pause = rate_per_sec.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
     let max = ns.cfg.dlq.max_replays;
     let mut out = Replay::default();
     for id in ids {
-        let Some(entry) = ns.dlq.get(&id) else {
+        let Some(entry) = dlq.get(&id) else {
             out.not_found.push(id);
             continue;
         };
@@ -490,8 +499,7 @@ async fn replay_inner(
         env.replays += 1;
         env.deliver_at_ms = None;
         let ack = write::append_envelope(ns, env).await?;
-        let dlq = ns.dlq.clone();
-        let old = id.clone();
+        let (dlq, old) = (dlq.clone(), id.clone());
         tokio::task::spawn_blocking(move || dlq.delete(&old))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
@@ -542,7 +550,7 @@ pub(crate) fn status_json(node: &Node) -> serde_json::Value {
             json!({
                 "partitions": partitions,
                 "plugin": plugin,
-                "dlq_size": ns.dlq.len(),
+                "dlq_size": ns.dlq.as_ref().map(|d| d.len()),
                 // Kafka/SQS namespaces: partitions, DLQ and progress live in the backend.
                 "queue": ns.cfg.queue.clone().unwrap_or(wharf_queue::QueueConfig::Embedded),
             }),

@@ -638,8 +638,13 @@ impl Engine {
             }
             parked = Some(txn.id.clone());
         }
+        // Always present where an engine runs (a delivering process).
         let dlq = self.ns.dlq.clone();
-        match tokio::task::spawn_blocking(move || dlq.push(entry)).await {
+        let pushed = move || match dlq {
+            Some(d) => d.push(entry).map_err(|e| e.to_string()),
+            None => Err("this process has no DLQ".to_string()),
+        };
+        match tokio::task::spawn_blocking(pushed).await {
             Ok(Ok(())) => {
                 if let Some(txn) = parked {
                     Self::drop_chunks(self.ns.clone(), txn, "dead_lettered").await;

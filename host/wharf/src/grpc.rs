@@ -273,7 +273,7 @@ impl Wharf for GrpcApi {
         Ok(Response::new(pb::ListDlqResponse {
             entries: entries.into_iter().map(dlq_entry).collect(),
             next_after,
-            total: ns.dlq.len() as u64,
+            total: ns.dlq().map_err(to_status)?.len() as u64,
         }))
     }
 

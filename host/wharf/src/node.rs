@@ -17,6 +17,8 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Loaded, LoadedNamespace};
 use crate::delivery::Tracker;
 use crate::dlq::Dlq;
+use crate::error::ApiError;
+use axum::http::StatusCode;
 use crate::envelope::{Envelope, message_id};
 use crate::idempotency::{Idempotency, Seen};
 use crate::plugin::{Plugin, Runtime};
@@ -64,8 +66,12 @@ pub struct Namespace {
     pub name: String,
     pub cfg: LoadedNamespace,
     pub partitions: Vec<Arc<PartitionRt>>,
-    pub dlq: Arc<Dlq>,
-    pub idempotency: Idempotency,
+    /// The DLQ, in a process that delivers (`None` under `--role
+    /// processor`: the consumer process owns it).
+    pub dlq: Option<Arc<Dlq>>,
+    /// The idempotency window, in a process that writes (`None` under
+    /// `--role consumer`).
+    pub idempotency: Option<Idempotency>,
     /// Parked chunks of multi-chunk transactions.
     pub txns: Arc<TxnStore>,
     pub plugin: Mutex<PluginStatus>,
@@ -76,6 +82,8 @@ pub struct Namespace {
     /// The producer of a Kafka or SQS queue (unset for the embedded log, and
     /// in a consumer-only process).
     pub producer: std::sync::OnceLock<wharf_queue::AnyProducer>,
+    /// This process takes writes (not `--role consumer`).
+    pub writes: bool,
     round_robin: AtomicU32,
 }
 
@@ -119,6 +127,28 @@ impl PartitionRt {
 }
 
 impl Namespace {
+    /// The DLQ, or why this process has none.
+    pub fn dlq(&self) -> Result<&Arc<Dlq>, ApiError> {
+        self.dlq.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "role_processor",
+                "this process runs with --role processor; the DLQ and delivery state live in the --role consumer process",
+            )
+        })
+    }
+
+    /// The idempotency window, or why this process has none.
+    pub fn idempotency(&self) -> Result<&Idempotency, ApiError> {
+        self.idempotency.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "role_consumer",
+                "this process runs with --role consumer and takes no writes",
+            )
+        })
+    }
+
     /// Same key, same partition, forever: FNV-1a of the key. Keyless
     /// messages are spread round-robin.
     pub fn partition_for(&self, key: Option<&str>) -> u32 {
@@ -138,14 +168,6 @@ impl Node {
     /// Opens every namespace's logs. Never fails because of one bad
     /// partition: that partition is halted instead.
     pub fn open(cfg: &Loaded, config_path: &Path, role: Role) -> anyhow::Result<Self> {
-        if role != Role::All
-            && let Some(ns) = cfg.namespaces.values().find(|n| n.queue.is_none())
-        {
-            anyhow::bail!(
-                "namespace {}: --role {role:?} needs a shared queue (kafka or sqs); the embedded log is one process's",
-                ns.name
-            );
-        }
         let log_opts = wharf_log::LogOptions {
             segment_max_bytes: cfg.server.segment_max_bytes,
             durability: cfg.server.durability,
@@ -182,17 +204,30 @@ impl Node {
         let partitions: Vec<Arc<PartitionRt>> = (0..ns.partitions)
             .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts)))
             .collect();
-        let dlq = Arc::new(Dlq::open(&dir.join("dlq"), opts)?);
-        let idempotency = Idempotency::open(
-            &dir.join("idempotency"),
-            opts,
-            Duration::from_millis(ns.idempotency.window_ms),
-            retained_idempotency_keys(&partitions),
-        )?;
-        let txns = Arc::new(
-            TxnStore::open(&dir.join("transactions"))
-                .with_context(|| format!("namespace {name}: opening its transaction chunk store"))?,
-        );
+        // Each file set has one owner process (a wharf-log LOCK each): the
+        // DLQ belongs to the delivering side, the idempotency window to the
+        // writing side.
+        let embedded = ns.queue.is_none();
+        let dlq = match self.role.delivers() || !embedded {
+            true => Some(Arc::new(Dlq::open(&dir.join("dlq"), opts)?)),
+            false => None,
+        };
+        let idempotency = match self.role.writes() {
+            true => Some(Idempotency::open(
+                &dir.join("idempotency"),
+                opts,
+                Duration::from_millis(ns.idempotency.window_ms),
+                retained_idempotency_keys(&partitions),
+            )?),
+            false => None,
+        };
+        let txn_dir = dir.join("transactions");
+        let txns = match self.role.writes() {
+            true => TxnStore::open(&txn_dir),
+            false => TxnStore::open_reader(&txn_dir),
+        };
+        let txns =
+            Arc::new(txns.with_context(|| format!("namespace {name}: opening its transaction chunk store"))?);
         // A crash between a marker finishing and its chunks' deletion
         // leaves the file behind: the marker is below its watermark.
         let swept = txns.sweep_finished(|marker| {
@@ -221,6 +256,7 @@ impl Node {
             slot: watch::channel(None).0,
             removed: std::sync::atomic::AtomicBool::new(false),
             producer: std::sync::OnceLock::new(),
+            writes: self.role.writes(),
             round_robin: AtomicU32::new(0),
         }))
     }

@@ -93,14 +93,14 @@ where
 
 /// Transactions need the embedded log and a process that takes writes.
 fn check_usable(ns: &Namespace) -> Result<(), ApiError> {
+    if !ns.writes {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_consumer",
+            "this process runs with --role consumer and takes no writes",
+        ));
+    }
     if let Some(q) = &ns.cfg.queue {
-        if ns.producer.get().is_none() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "role_consumer",
-                "this process runs with --role consumer and takes no writes",
-            ));
-        }
         let kind = match q {
             wharf_queue::QueueConfig::Kafka(_) => "kafka",
             wharf_queue::QueueConfig::Sqs(_) => "sqs",
@@ -175,7 +175,7 @@ pub async fn commit(
     check_usable(ns)?;
     check_id(id)?;
     let idempotency_key = format!("{TXN_IDEMPOTENCY_PREFIX}{id}");
-    if let Some(marker_id) = ns.idempotency.lookup(&idempotency_key) {
+    if let Some(marker_id) = ns.idempotency()?.lookup(&idempotency_key) {
         // Committed before (its chunks may be delivered and gone already).
         let mut marker = write::duplicate_ack(&marker_id);
         if wait == WaitFor::Visible {

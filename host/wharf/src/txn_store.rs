@@ -18,6 +18,10 @@
 //!   uncommitted (and no marker for it was read from the log), or its marker
 //!   finished: delivered, or dead-lettered with the chunks copied into the
 //!   DLQ entry.
+//! - One process owns the files ([`TxnStore::open`]: it creates, appends,
+//!   expires). A `--role consumer` process opens them as a reader
+//!   ([`TxnStore::open_reader`]): it reads a committed transaction's chunks
+//!   and deletes its file once the marker finished, and never truncates.
 //! - A frame that fails its checksum is corruption, reported with file and
 //!   offset; the transaction then refuses commit and delivery. Never
 //!   skipped, never repaired. Only a frame cut short at the very end of a
@@ -231,8 +235,16 @@ fn read_file(path: &Path) -> Result<(Vec<TxnRecord>, u64), TxnError> {
 }
 
 impl TxnStore {
-    /// Opens the store, reading every transaction file. A torn final frame
-    /// is cut off; a corrupt file is kept, reported, and refuses use.
+    /// Opens the store as a reader of files another process owns: nothing
+    /// is read up front, nothing is ever truncated.
+    pub fn open_reader(dir: &Path) -> Result<Self, TxnError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        Ok(Self { dir: dir.to_path_buf(), txns: Mutex::new(HashMap::new()), expired: Mutex::new(VecDeque::new()) })
+    }
+
+    /// Opens the store as its owner, reading every transaction file. A torn
+    /// final frame is cut off; a corrupt file is kept, reported, and refuses
+    /// use.
     pub fn open(dir: &Path) -> Result<Self, TxnError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut txns = HashMap::new();
@@ -443,13 +455,18 @@ impl TxnStore {
     /// The chunks `0..chunks` of a transaction, in sequence order, read back
     /// from disk and checked.
     pub fn load_chunks(&self, id: &str, chunks: u32) -> Result<Vec<Chunk>, TxnError> {
-        let txn = self.get(id)?;
-        let path = {
-            let txn = lock(&txn);
-            if let Some(e) = &txn.corrupt {
-                return Err(e.clone());
+        let path = match self.get(id) {
+            Ok(txn) => {
+                let txn = lock(&txn);
+                if let Some(e) = &txn.corrupt {
+                    return Err(e.clone());
+                }
+                txn.path.clone()
             }
-            txn.path.clone()
+            // Not known here: written by the owning process after this one
+            // (a reader) opened, or committed before a restart.
+            Err(TxnError::NotFound(_)) if valid_id(id) && self.path(id).is_file() => self.path(id),
+            Err(e) => return Err(e),
         };
         let (records, _) = read_file(&path)?;
         let mut by_seq: BTreeMap<u32, Chunk> = BTreeMap::new();
@@ -480,8 +497,11 @@ impl TxnStore {
     /// Deletes a transaction's file (after abort, expiry, or once its marker
     /// finished).
     pub fn remove(&self, id: &str) -> Result<(), TxnError> {
-        let Some(txn) = lock(&self.txns).remove(id) else { return Ok(()) };
-        let path = lock(&txn).path.clone();
+        let path = match lock(&self.txns).remove(id) {
+            Some(txn) => lock(&txn).path.clone(),
+            None if valid_id(id) => self.path(id),
+            None => return Ok(()),
+        };
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -493,6 +513,12 @@ impl TxnStore {
     /// Deletes every uncommitted transaction past its expiry; returns their
     /// ids.
     pub fn expire(&self, now_ms: u64) -> Vec<String> {
+        // Committed transactions whose file a consumer process deleted
+        // after delivering them.
+        lock(&self.txns).retain(|_, t| {
+            let t = lock(t);
+            t.marker_id.is_none() || t.path.is_file()
+        });
         let due: Vec<String> = lock(&self.txns)
             .iter()
             .filter(|(_, t)| {

@@ -221,6 +221,12 @@ pub async fn write_envelopes(
     timeout: Duration,
 ) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
     let started = Instant::now();
+    if wait == WaitFor::Visible && ns.dlq.is_none() {
+        return Err(ApiError::bad(
+            "wait_unsupported",
+            "wait = \"visible\" needs the delivering process; this one runs with --role processor",
+        ));
+    }
     admit(ns)?;
     let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; envelopes.len()];
     // Messages to append, per partition, in request order.
@@ -241,7 +247,7 @@ pub async fn write_envelopes(
                 repeats.push((i, *first));
                 continue;
             }
-            match ns.idempotency.reserve(k).await {
+            match ns.idempotency()?.reserve(k).await {
                 Reservation::Duplicate(id) => {
                     results[i] = Some(Ok(duplicate_ack(&id)));
                     continue;
@@ -265,8 +271,8 @@ pub async fn write_envelopes(
             results[i] = Some(append_external(producer, &env).await);
             if let (Some(k), Some(Ok(ack))) = (&env.idempotency_key, &results[i]) {
                 keys_to_record.push((k.clone(), ack.message_id.clone()));
-            } else if let Some(k) = &env.idempotency_key {
-                ns.idempotency.release(k);
+            } else if let (Some(k), Some(idem)) = (&env.idempotency_key, &ns.idempotency) {
+                idem.release(k);
             }
         }
     } else if ns.cfg.queue.is_some() {
@@ -303,8 +309,8 @@ pub async fn write_envelopes(
             }
             Err((items, e)) => {
                 for (i, idem) in items {
-                    if let Some(k) = idem {
-                        ns.idempotency.release(&k);
+                    if let (Some(k), Some(idem)) = (idem, &ns.idempotency) {
+                        idem.release(&k);
                     }
                     results[i] = Some(Err(e.clone()));
                 }
@@ -314,7 +320,8 @@ pub async fn write_envelopes(
     if !keys_to_record.is_empty() {
         let ns2 = ns.clone();
         let recorded = tokio::task::spawn_blocking(move || {
-            keys_to_record.iter().try_for_each(|(k, id)| ns2.idempotency.complete(k, id))
+            let Some(idem) = &ns2.idempotency else { return Ok(()) };
+            keys_to_record.iter().try_for_each(|(k, id)| idem.complete(k, id))
         })
         .await;
         if !matches!(recorded, Ok(Ok(()))) {
@@ -439,7 +446,7 @@ async fn wait_visible(ns: &Namespace, ack: &WriteAck, deadline: Instant) -> bool
         notified.as_mut().enable();
         let finished = part.tracker.lock().map(|t| t.is_finished(ack.sequence)).unwrap_or(false);
         if finished {
-            return !ns.dlq.contains(&ack.message_id);
+            return !ns.dlq.as_ref().is_some_and(|d| d.contains(&ack.message_id));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
