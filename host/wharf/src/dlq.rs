@@ -43,7 +43,9 @@ pub struct DlqEntry {
 enum DlqRecord {
     /// Boxed: the same bytes on disk (serde sees through a box).
     Entry(Box<DlqEntry>),
-    Deleted { message_id: String },
+    Deleted {
+        message_id: String,
+    },
 }
 
 /// The version 1 layout, frozen.

@@ -22,6 +22,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A write to a process that only delivers.
+    pub fn role_consumer() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_consumer",
+            "this process runs with --role consumer and takes no writes",
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

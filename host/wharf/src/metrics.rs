@@ -232,7 +232,9 @@ impl Metrics {
         for ns in node.namespaces() {
             let name = &ns.name;
             self.zero_series(name);
-            self.dlq_messages.get_or_create(&Ns { namespace: name.clone() }).set(ns.dlq.as_ref().map_or(0, |d| d.len()) as i64);
+            self.dlq_messages
+                .get_or_create(&Ns { namespace: name.clone() })
+                .set(ns.dlq.as_ref().map_or(0, |d| d.len()) as i64);
             let (open, committed) = ns.txns.counts();
             self.transactions_held.get_or_create(&ns_kind(name, "open")).set(open as i64);
             self.transactions_held.get_or_create(&ns_kind(name, "committed")).set(committed as i64);

@@ -17,12 +17,12 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Loaded, LoadedNamespace};
 use crate::delivery::Tracker;
 use crate::dlq::Dlq;
-use crate::error::ApiError;
-use axum::http::StatusCode;
 use crate::envelope::{Envelope, message_id};
+use crate::error::ApiError;
 use crate::idempotency::{Idempotency, Seen};
 use crate::plugin::{Plugin, Runtime};
 use crate::txn_store::TxnStore;
+use axum::http::StatusCode;
 
 /// Which half of the work this process does (`wharf serve --role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,13 +140,7 @@ impl Namespace {
 
     /// The idempotency window, or why this process has none.
     pub fn idempotency(&self) -> Result<&Idempotency, ApiError> {
-        self.idempotency.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "role_consumer",
-                "this process runs with --role consumer and takes no writes",
-            )
-        })
+        self.idempotency.as_ref().ok_or_else(|| ApiError::role_consumer())
     }
 
     /// Same key, same partition, forever: FNV-1a of the key. Keyless

@@ -94,11 +94,7 @@ where
 /// Transactions need the embedded log and a process that takes writes.
 fn check_usable(ns: &Namespace) -> Result<(), ApiError> {
     if !ns.writes {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "role_consumer",
-            "this process runs with --role consumer and takes no writes",
-        ));
+        return Err(ApiError::role_consumer());
     }
     if let Some(q) = &ns.cfg.queue {
         let kind = match q {

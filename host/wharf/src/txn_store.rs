@@ -239,7 +239,11 @@ impl TxnStore {
     /// is read up front, nothing is ever truncated.
     pub fn open_reader(dir: &Path) -> Result<Self, TxnError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        Ok(Self { dir: dir.to_path_buf(), txns: Mutex::new(HashMap::new()), expired: Mutex::new(VecDeque::new()) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            txns: Mutex::new(HashMap::new()),
+            expired: Mutex::new(VecDeque::new()),
+        })
     }
 
     /// Opens the store as its owner, reading every transaction file. A torn

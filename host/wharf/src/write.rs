@@ -221,6 +221,9 @@ pub async fn write_envelopes(
     timeout: Duration,
 ) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
     let started = Instant::now();
+    if !ns.writes {
+        return Err(ApiError::role_consumer());
+    }
     if wait == WaitFor::Visible && ns.dlq.is_none() {
         return Err(ApiError::bad(
             "wait_unsupported",
@@ -276,11 +279,7 @@ pub async fn write_envelopes(
             }
         }
     } else if ns.cfg.queue.is_some() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "role_consumer",
-            "this process runs with --role consumer and takes no writes",
-        ));
+        return Err(ApiError::role_consumer());
     } else {
         for (partition, items) in by_partition {
             let part = ns.partitions[partition as usize].clone();
