@@ -300,12 +300,23 @@ impl Wharf {
             "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\ndata_dir = \"data\"\n\n{namespaces}\n"
         );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut w = Self { port, grpc_port, dir, child: None, agent, role: role.to_string() };
+        let mut w = Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string() };
+        w.spawn();
+        w
+    }
+
+    /// Starts `wharf serve --role <role>` as a second process over the same
+    /// data dir and namespaces as `other` (its own ports, config and log).
+    pub fn start_beside(other: &Wharf, role: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, grpc_port) = (free_port(), free_port());
+        let config = std::fs::read_to_string(other.config_path()).expect("config");
+        let config = config
+            .replacen(&format!("127.0.0.1:{}", other.port), &format!("127.0.0.1:{port}"), 1)
+            .replacen(&format!("127.0.0.1:{}", other.grpc_port), &format!("127.0.0.1:{grpc_port}"), 1)
+            .replacen("data_dir = \"data\"", &format!("data_dir = {:?}", other.data_dir().display().to_string()), 1);
+        std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
+        let mut w = Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string() };
         w.spawn();
         w
     }
@@ -417,6 +428,14 @@ impl Wharf {
     pub fn status(&self) -> Value {
         self.get("/v1/status").body
     }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
 }
 
 fn reply(r: &mut ureq::http::Response<ureq::Body>) -> Reply {

@@ -30,7 +30,11 @@ use crate::dlq::{DlqEntry, Failure};
 use crate::envelope::{Envelope, TxnMarker, message_id};
 use crate::metrics;
 use crate::node::{Namespace, PartitionRt};
+use crate::part_log::PartLog;
 use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
+
+/// How often an idle consumer process looks for new records.
+const FOLLOW_POLL: Duration = Duration::from_millis(10);
 
 /// Persist the watermark at most this often while busy.
 const WATERMARK_EVERY: Duration = Duration::from_millis(200);
@@ -202,7 +206,7 @@ impl Tracker {
 pub struct Engine {
     ns: Arc<Namespace>,
     part: Arc<PartitionRt>,
-    log: Arc<wharf_log::Partition>,
+    log: Arc<PartLog>,
     /// The namespace's plugin slot and the plugin taken from it.
     slot: watch::Receiver<Option<Plugin>>,
     plugin: Option<Plugin>,
@@ -293,7 +297,13 @@ impl Engine {
                 let wait = self
                     .tracker(|t| t.next_due_ms())
                     .map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
-                let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
+                // A consumer process is not woken by appends (another
+                // process makes them): it polls the durable end.
+                let idle = match self.log.writer() {
+                    Some(_) => Duration::from_secs(3600),
+                    None => FOLLOW_POLL,
+                };
+                let sleep = tokio::time::sleep(wait.map_or(idle, |w| w.min(idle)));
                 tokio::select! {
                     _ = self.part.notify.notified() => tokio::time::sleep(linger).await,
                     _ = sleep => {}

@@ -15,6 +15,7 @@ mod grpc;
 mod idempotency;
 mod metrics;
 mod node;
+mod part_log;
 mod plugin;
 mod queue_delivery;
 mod record;

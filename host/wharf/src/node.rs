@@ -21,6 +21,7 @@ use crate::envelope::{Envelope, message_id};
 use crate::error::ApiError;
 use crate::idempotency::{Idempotency, Seen};
 use crate::plugin::{Plugin, Runtime};
+use crate::part_log::PartLog;
 use crate::txn_store::TxnStore;
 use axum::http::StatusCode;
 
@@ -103,7 +104,7 @@ pub struct PartitionRt {
     pub namespace: String,
     pub index: u32,
     /// `None` when the log could not be opened (the partition is halted).
-    pub log: Option<Arc<wharf_log::Partition>>,
+    pub log: Option<Arc<PartLog>>,
     /// Why the partition stopped; writes and deliveries are refused.
     pub halted: Mutex<Option<String>>,
     /// Woken after each append.
@@ -165,6 +166,8 @@ impl Node {
         let log_opts = wharf_log::LogOptions {
             segment_max_bytes: cfg.server.segment_max_bytes,
             durability: cfg.server.durability,
+            // A consumer process follows the log through it.
+            publish_durable_end: role == Role::Processor,
             ..Default::default()
         };
         std::fs::create_dir_all(&cfg.server.data_dir)?;
@@ -196,7 +199,7 @@ impl Node {
         let name = &ns.name;
         let dir = self.data_dir.join(name);
         let partitions: Vec<Arc<PartitionRt>> = (0..ns.partitions)
-            .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts)))
+            .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role)))
             .collect();
         // Each file set has one owner process (a wharf-log LOCK each): the
         // DLQ belongs to the delivering side, the idempotency window to the
@@ -291,6 +294,10 @@ impl Node {
             let task = tokio::spawn(crate::txn::expire_loop(ns.clone(), self.shutdown.subscribe()));
             self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
+        if self.role == Role::Processor && ns.cfg.queue.is_none() {
+            let task = tokio::spawn(follow_watermarks(ns.clone(), self.shutdown.subscribe()));
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        }
         if !self.role.delivers() {
             return;
         }
@@ -337,6 +344,28 @@ impl Node {
     }
 }
 
+/// In a processor: picks up the watermarks the consumer process persists,
+/// for admission control and to delete delivered segments.
+async fn follow_watermarks(ns: Arc<Namespace>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() || ns.removed.load(Ordering::Relaxed) {
+            return;
+        }
+        for part in &ns.partitions {
+            let Some(log) = part.log.clone() else { continue };
+            let refreshed =
+                tokio::task::spawn_blocking(move || log.writer().map(wharf_log::Partition::refresh_watermark)).await;
+            if let Ok(Some(Err(e))) = refreshed {
+                tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "consumer watermark not picked up");
+            }
+        }
+    }
+}
+
 /// Every message still in the logs that carries an idempotency key. A
 /// partition that fails to read here is skipped: it is halted already, or
 /// will halt when its delivery loop reads the same records.
@@ -360,9 +389,13 @@ fn retained_idempotency_keys(partitions: &[Arc<PartitionRt>]) -> Vec<Seen> {
     out
 }
 
-fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions) -> PartitionRt {
-    let (log, halted) = match wharf_log::Partition::open(dir, opts) {
-        Ok((log, recovery)) => {
+fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions, role: Role) -> PartitionRt {
+    let opened = match role {
+        Role::Consumer => wharf_log::Follower::open(dir).map(|f| {
+            tracing::info!(namespace = ns, partition = index, next_seq = f.next_seq(), watermark = f.watermark(), "partition followed");
+            PartLog::Follower(f)
+        }),
+        Role::All | Role::Processor => wharf_log::Partition::open(dir, opts).map(|(log, recovery)| {
             tracing::info!(
                 namespace = ns,
                 partition = index,
@@ -371,8 +404,11 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions)
                 "partition opened"
             );
             crate::metrics::observe_fsyncs(&log, ns);
-            (Some(Arc::new(log)), None)
-        }
+            PartLog::Writer(log)
+        }),
+    };
+    let (log, halted) = match opened {
+        Ok(log) => (Some(Arc::new(log)), None),
         Err(e) => {
             tracing::error!(namespace = ns, partition = index, error = %e, "partition halted at open");
             (None, Some(e.to_string()))

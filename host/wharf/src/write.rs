@@ -376,16 +376,20 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
         return Err((index, halted(reason)));
     }
     let Some(log) = part.log.clone() else { return Err((index, halted("log not open".into()))) };
+    if log.writer().is_none() {
+        return Err((index, ApiError::role_consumer()));
+    }
     let bytes_total: u64 = items.iter().map(|(_, e)| e.payload.len() as u64).sum();
     let encoded: Vec<Vec<u8>> = items.iter().map(|(_, e)| e.encode()).collect();
     let appended = tokio::task::spawn_blocking(move || {
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        log.append(&refs)
+        log.writer().map(|w| w.append(&refs))
     })
     .await;
     let appended = match appended {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
+        Ok(Some(Ok(a))) => a,
+        Ok(None) => return Err((index, ApiError::role_consumer())),
+        Ok(Some(Err(e))) => {
             // The log refuses further appends after a failed write; halt so
             // the client is told plainly instead of on every request.
             part.halt(e.to_string());
