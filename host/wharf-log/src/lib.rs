@@ -6,11 +6,14 @@
 //! module docs: [`frame`] → [`segment`] → `partition`, `scan` (the torn-tail
 //! vs corruption rule), `watermark`, `manifest` (salvage gaps), `verify`,
 //! `salvage`, [`storage`] (I/O abstraction) and `fault` (crash simulation).
+//! Split roles (one process appends, another delivers): `durable_end` (how
+//! the writer publishes what is durable).
 //!
 //! No async runtime, no networking: blocking calls, internal locking,
 //! `Partition` is `Send + Sync`.
 
 pub mod cli;
+mod durable_end;
 mod error;
 mod fault;
 pub mod frame;
@@ -24,6 +27,7 @@ pub mod storage;
 mod verify;
 mod watermark;
 
+pub use durable_end::{DURABLE_END_FILE, DurableEnd};
 pub use error::{Corruption, CorruptionKind, LogError};
 pub use fault::{FaultStorage, Rng};
 pub use frame::MAX_RECORD_LEN;

@@ -1,6 +1,7 @@
 //! Salvage: the explicit, logged repair that lets a corrupt partition open.
 //!
-//! Salvage runs offline (it takes the partition lock) and repeats, until the
+//! Salvage runs offline (it takes the partition lock, and deletes a
+//! published durable end before repairing) and repeats, until the
 //! scan is clean (a torn tail is left for `open`):
 //!
 //! 1. take the first problem: segment `S`, offset `X`, sequence `E` that was
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::QUARANTINE_DIR;
+use crate::durable_end;
 use crate::error::{CorruptionKind, LogError};
 use crate::manifest::{self, SalvageEntry};
 use crate::partition::LOCK_FILE;
@@ -93,6 +95,9 @@ pub fn salvage_with(
             return Err(LogError::Unsalvageable { dir: dir.to_path_buf(), reason: p.corruption.to_string() });
         }
         last_problem = Some(p.corruption.clone());
+        // Salvage removes records: a published durable end may no longer
+        // hold. The writer publishes afresh on its next open.
+        durable_end::remove(storage, dir)?;
         let (base, path) = scan.files[p.segment].clone();
         let next_base = scan.files.get(p.segment + 1).map(|f| f.0);
         let bytes = read_all(storage, &path).map_err(io("read", &path))?;
