@@ -31,15 +31,19 @@
 //!   partition). A writer opened without `publish_durable_end` deletes the
 //!   file on open, so a stale value cannot freeze a follower.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::LogError;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, read_full_at};
 
 pub const DURABLE_END_FILE: &str = "durable";
 const MAGIC: [u8; 8] = *b"WHARFDE1";
 pub(crate) const LEN: usize = 40;
+/// Re-reads of a value that fails its CRC (it may be mid-rewrite).
+const TORN_READ_RETRIES: usize = 3;
+
 /// A durable position of the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurableEnd {
@@ -72,6 +76,54 @@ pub(crate) fn encode(e: &DurableEnd) -> [u8; LEN] {
     let crc = crc32c::crc32c(&b[0..32]);
     b[32..36].copy_from_slice(&crc.to_le_bytes());
     b
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Decodes a value; `None` if it is short, foreign or torn.
+pub(crate) fn decode(bytes: &[u8]) -> Option<DurableEnd> {
+    let b = bytes.get(..LEN)?;
+    if b[0..8] != MAGIC {
+        return None;
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&b[32..36]);
+    if crc32c::crc32c(&b[0..32]) != u32::from_le_bytes(crc) {
+        return None;
+    }
+    let e =
+        DurableEnd { base_seq: le_u64(&b[8..16]), offset: le_u64(&b[16..24]), next_seq: le_u64(&b[24..32]) };
+    (e.next_seq >= e.base_seq).then_some(e)
+}
+
+/// Reads the value from an open handle, re-reading a few times if it does
+/// not decode (the writer may be rewriting it). `None`: nothing valid.
+pub(crate) fn read(file: &dyn StorageFile) -> io::Result<Option<DurableEnd>> {
+    let mut buf = [0u8; LEN];
+    for _ in 0..TORN_READ_RETRIES {
+        let n = read_full_at(file, &mut buf, 0)?;
+        if n < LEN {
+            return Ok(None);
+        }
+        if let Some(e) = decode(&buf) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+/// Opens the published file for reading; `None` if there is none.
+pub(crate) fn open(storage: &dyn Storage, dir: &Path) -> Result<Option<Arc<dyn StorageFile>>, LogError> {
+    let p = path(dir);
+    match storage.open(&p, OpenMode::Read) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::Io { path: p, op: "open", source: e }),
+    }
 }
 
 /// Removes a published file, if any (durably: the caller may rely on the
@@ -122,5 +174,24 @@ impl Publisher {
                 self.failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_durable_end_round_trips_and_rejects_damage() {
+        let e = DurableEnd { base_seq: 10, offset: 4096, next_seq: 77 };
+        let b = encode(&e);
+        assert_eq!(decode(&b), Some(e));
+        for i in 0..36 {
+            let mut g = b;
+            g[i] ^= 0x08;
+            assert_eq!(decode(&g), None, "flip at {i}");
+        }
+        assert_eq!(decode(&b[..39]), None);
+        assert_eq!(decode(&[0u8; LEN]), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Salvage: the explicit, logged repair that lets a corrupt partition open.
 //!
-//! Salvage runs offline (it takes the partition lock, and deletes a
-//! published durable end before repairing) and repeats, until the
+//! Salvage runs offline (it takes the partition lock and the follower lock,
+//! and deletes a published durable end before repairing) and repeats, until the
 //! scan is clean (a torn tail is left for `open`):
 //!
 //! 1. take the first problem: segment `S`, offset `X`, sequence `E` that was
@@ -29,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::QUARANTINE_DIR;
 use crate::durable_end;
 use crate::error::{CorruptionKind, LogError};
+use crate::follower::FOLLOWER_LOCK_FILE;
 use crate::manifest::{self, SalvageEntry};
 use crate::partition::LOCK_FILE;
 use crate::scan::{self, Progress, ScanArgs, TornTail};
@@ -70,6 +71,15 @@ pub fn salvage_with(
             LogError::Locked { dir: dir.to_path_buf() }
         } else {
             LogError::io("lock", dir.join(LOCK_FILE))(e)
+        }
+    })?;
+    // A follower reading a log that is being rewritten could take the
+    // repair for corruption: salvage waits until it is gone.
+    let _follower_guard = storage.lock(&dir.join(FOLLOWER_LOCK_FILE)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LogError::Locked { dir: dir.to_path_buf() }
+        } else {
+            LogError::io("lock", dir.join(FOLLOWER_LOCK_FILE))(e)
         }
     })?;
     let io = |op, p: &Path| LogError::io(op, p.to_path_buf());

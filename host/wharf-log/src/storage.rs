@@ -107,12 +107,21 @@ pub(crate) fn read_all(storage: &dyn Storage, path: &Path) -> io::Result<Vec<u8>
 /// fsync the directory. After a crash the file holds the old or the new
 /// contents, never a mix.
 pub(crate) fn write_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    let f = storage.open(&tmp, OpenMode::Create)?;
+    write_atomic_via(storage, path, &tmp_path(path), bytes)
+}
+
+/// [`write_atomic`] through a given temporary file (in the same directory).
+pub(crate) fn write_atomic_via(
+    storage: &dyn Storage,
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let f = storage.open(tmp, OpenMode::Create)?;
     f.append(bytes)?;
     f.sync_data()?;
     drop(f);
-    storage.rename(&tmp, path)?;
+    storage.rename(tmp, path)?;
     storage.sync_dir(parent(path))
 }
 
