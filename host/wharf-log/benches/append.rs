@@ -14,7 +14,12 @@
 //!   fdatasync, repeatedly, to an O_APPEND file — what a perfect group
 //!   commit of N writers could achieve. `raw b64` and `wharf 64` are
 //!   measured in alternating slices (same file system conditions, which
-//!   drift on shared disks); the ratio compares the two.
+//!   drift on shared disks); the ratio compares the two;
+//! - `pub-off N` / `pub-on N`: N = 1 and 64 writers on a partition without
+//!   and with `publish_durable_end` (split roles), in alternating slices;
+//!   the ratio on/off is the cost of the publication. On a noisy disk that
+//!   ratio is within the noise, so the publication itself (one 40-byte
+//!   pwrite in place) is also timed alone, beside the fdatasync it follows.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -76,9 +81,9 @@ struct Wharf {
 }
 
 impl Wharf {
-    fn new(base: &Path) -> Wharf {
+    fn new(base: &Path, opts: LogOptions) -> Wharf {
         let dir = tempfile::tempdir_in(base).expect("tempdir");
-        let (p, _) = Partition::open(&dir.path().join("p"), LogOptions::default()).expect("open");
+        let (p, _) = Partition::open(&dir.path().join("p"), opts).expect("open");
         Wharf { _dir: dir, p: Arc::new(p) }
     }
 
@@ -126,6 +131,29 @@ impl Wharf {
         let fsyncs = self.p.stats().fsyncs - fsyncs_before;
         Row { name, writers, acks: lat_us.len() as u64, secs, fsyncs, lat_us }
     }
+}
+
+/// Mean time of one publication: a 40-byte pwrite at offset 0 of a small
+/// file, as `publish_durable_end` does once per group commit (µs).
+fn pwrite_40_us(base: &Path, dur: Duration) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.path().join("durable"));
+    let f = f.expect("open");
+    let mut rec = [0u8; 40];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        rec[8..16].copy_from_slice(&n.to_le_bytes());
+        f.write_all_at(&rec, 0).expect("pwrite");
+        n += 1;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
 /// One thread: `batch` write(2)s of 1 KiB, then fdatasync, repeatedly.
@@ -184,7 +212,7 @@ fn main() {
     // The disk's fdatasync latency drifts (a shared VM disk: other
     // processes' journal commits), so the headline pair is measured in
     // interleaved slices: raw b64, wharf 64, raw b64, wharf 64, ...
-    let w = Wharf::new(&base);
+    let w = Wharf::new(&base, LogOptions::default());
     let slices = 6;
     let slice = dur.mul_f64(2.0 / slices as f64);
     let mut raw64 = raw.run(64, slice);
@@ -205,6 +233,26 @@ fn main() {
     for n in [16, 64] {
         rows.push(w.run(n, dur, Some(full64 / 2.0)));
     }
+
+    // The cost of publishing the durable end: the same load with and
+    // without it, in alternating slices.
+    let wp = Wharf::new(&base, LogOptions { publish_durable_end: true, ..LogOptions::default() });
+    let mut publish_ratio = Vec::new();
+    for n in [1, 64] {
+        let mut off = w.run(n, slice, None);
+        let mut on = wp.run(n, slice, None);
+        for _ in 1..slices {
+            off.merge(w.run(n, slice, None));
+            on.merge(wp.run(n, slice, None));
+        }
+        off.name = format!("pub-off {n}");
+        on.name = format!("pub-on {n}");
+        publish_ratio.push(if off.acks_per_s() > 0.0 { on.acks_per_s() / off.acks_per_s() } else { 0.0 });
+        rows.push(off);
+        rows.push(on);
+    }
+
+    let publish_us = pwrite_40_us(&base, dur / 5);
 
     let find = |n: &str| rows.iter().find(|r| r.name == n);
     let ratio = match (find("wharf 64"), find("raw b64")) {
@@ -237,6 +285,14 @@ fn main() {
         half16 as f64 / 1000.0,
         half64 as f64 / 1000.0,
     );
+    let sync_p50 = find("raw b1").map_or(0, |r| r.pct(0.5));
+    println!(
+        "publish_durable_end on/off (interleaved): {:.1}% of the acks/s at 1 writer, {:.1}% at 64; one publication (40-byte pwrite) {:.2} µs vs fdatasync p50 {} µs",
+        publish_ratio[0] * 100.0,
+        publish_ratio[1] * 100.0,
+        publish_us,
+        sync_p50,
+    );
     if json {
         let rows_json: Vec<_> = rows
             .iter()
@@ -260,6 +316,9 @@ fn main() {
                 "ratio_wharf_raw_64": (ratio * 1000.0).round() / 1000.0,
                 "p99_half_load_16_writers_us": half16,
                 "p99_half_load_64_writers_us": half64,
+                "ratio_publish_on_off_1": (publish_ratio[0] * 1000.0).round() / 1000.0,
+                "ratio_publish_on_off_64": (publish_ratio[1] * 1000.0).round() / 1000.0,
+                "publish_pwrite_us": (publish_us * 100.0).round() / 100.0,
             })
         );
     }

@@ -92,6 +92,10 @@ pub enum LogError {
     /// Another process or `Partition` holds the partition lock.
     #[error("partition {} is locked by another user", dir.display())]
     Locked { dir: PathBuf },
+    /// Another [`crate::Follower`] holds the partition's follower lock
+    /// (one follower per partition).
+    #[error("partition {} already has a follower", dir.display())]
+    FollowerLocked { dir: PathBuf },
     /// `append` was called with no records.
     #[error("append called with an empty batch")]
     EmptyBatch,

@@ -290,6 +290,26 @@ impl StorageFile for MemFile {
         d.mtime = Some(SystemTime::now());
         Ok(())
     }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
+        }
+        self.shared.op()?;
+        let mut d = lock(&self.node.0);
+        let off = usize::try_from(offset).map_err(|_| io::Error::other("too large"))?;
+        let end = off + buf.len();
+        if off < d.data.len() {
+            // Rewriting bytes in place: like a truncation, the rewritten
+            // range is not durable until the next sync.
+            d.dirty_from = Some(d.dirty_from.map_or(off, |x| x.min(off)));
+        }
+        if d.data.len() < end {
+            d.data.resize(end, 0);
+        }
+        d.data[off..end].copy_from_slice(buf);
+        d.mtime = Some(SystemTime::now());
+        Ok(())
+    }
     fn sync_data(&self) -> io::Result<()> {
         let delay = self.shared.sync()?;
         if !delay.is_zero() {
@@ -362,7 +382,8 @@ impl Storage for FaultStorage {
         Ok(out)
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let node = if mode == OpenMode::Create {
+        let existing = mode == OpenMode::Overwrite && lock(&self.shared.ns).live.contains_key(path);
+        let node = if mode == OpenMode::Create || (mode == OpenMode::Overwrite && !existing) {
             self.shared.op()?;
             let mut ns = lock(&self.shared.ns);
             if !ns.dirs.contains(&parent_of(path)) {

@@ -6,13 +6,17 @@
 //! module docs: [`frame`] → [`segment`] → `partition`, `scan` (the torn-tail
 //! vs corruption rule), `watermark`, `manifest` (salvage gaps), `verify`,
 //! `salvage`, [`storage`] (I/O abstraction) and `fault` (crash simulation).
+//! Split roles (one process appends, another delivers): `durable_end` (how
+//! the writer publishes what is durable) and `follower` (the read side).
 //!
 //! No async runtime, no networking: blocking calls, internal locking,
-//! `Partition` is `Send + Sync`.
+//! `Partition` and `Follower` are `Send + Sync`.
 
 pub mod cli;
+mod durable_end;
 mod error;
 mod fault;
+mod follower;
 pub mod frame;
 mod manifest;
 mod options;
@@ -24,8 +28,10 @@ pub mod storage;
 mod verify;
 mod watermark;
 
+pub use durable_end::{DURABLE_END_FILE, DurableEnd};
 pub use error::{Corruption, CorruptionKind, LogError};
 pub use fault::{FaultStorage, Rng};
+pub use follower::{FOLLOWER_LOCK_FILE, Follower, FollowerStats};
 pub use frame::MAX_RECORD_LEN;
 pub use manifest::{MANIFEST_FILE, SalvageEntry, SalvageManifest};
 pub use options::{Durability, LogOptions, Retention};

@@ -42,6 +42,14 @@ pub struct LogOptions {
     pub segment_max_bytes: u64,
     pub durability: Durability,
     pub retention: Retention,
+    /// Publish the durable end in the file `durable` (see
+    /// `durable_end.rs`) after every fdatasync that makes records durable,
+    /// so a [`crate::Follower`] in another process can read the log as it
+    /// grows. One pwrite of 40 bytes per group commit (never fsync'ed).
+    /// Default false: without a follower nothing reads it. When false,
+    /// `open` deletes a `durable` file left by an earlier run, so a
+    /// follower falls back to sealed segments instead of a stale value.
+    pub publish_durable_end: bool,
 }
 
 impl Default for LogOptions {
@@ -50,6 +58,7 @@ impl Default for LogOptions {
             segment_max_bytes: 64 << 20,
             durability: Durability::Fsync,
             retention: Retention::KeepNothing,
+            publish_durable_end: false,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! <dir>/LOCK                      advisory lock held while open
 //! <dir>/{base:020}.seg            segments (see segment.rs)
 //! <dir>/watermark                 delivered watermark (see watermark.rs)
+//! <dir>/durable                   published durable end, if enabled (see durable_end.rs)
+//! <dir>/FOLLOWER.LOCK             held by a follower (see follower.rs)
 //! <dir>/salvage.json              salvage manifest, if ever salvaged
 //! <dir>/quarantine/               regions moved aside by salvage
 //! ```
@@ -46,6 +48,20 @@
 //! rejects `to > acked`, persists crash-safely, then deletes segments whose
 //! records are all `< watermark` (oldest first, with a directory fsync after
 //! each removal so a crash never leaves a hole), subject to `Retention`.
+//!
+//! Split roles (a [`crate::Follower`] in another process delivers): with
+//! `LogOptions::publish_durable_end` the partition publishes its durable
+//! end after every fdatasync that made records durable (group-commit
+//! rounds, segment seals, and once on open), outside every other lock.
+//! The follower persists the watermark; the writer must then never call
+//! `advance_watermark` but `refresh_watermark`, which reloads the file
+//! (only forward, never beyond the durable end) and runs the same GC.
+//!
+//! Open makes the surviving tail durable (one fdatasync of the last
+//! segment): after a process crash, as opposed to a power loss, frames
+//! that were written but never fdatasync'ed are still in the page cache and
+//! would otherwise be acknowledged (readable, deliverable) without being
+//! durable.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +69,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::durable_end::{self, DurableEnd, Publisher};
 use crate::error::{Corruption, CorruptionKind, LogError};
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 use crate::manifest;
@@ -67,6 +84,25 @@ const READ_CHUNK: usize = 256 << 10;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates `dir` (and missing ancestors) if needed, making each new entry
+/// durable.
+pub(crate) fn create_dir_durably(st: &dyn Storage, dir: &Path) -> Result<(), LogError> {
+    if !st.exists(dir) {
+        let missing: Vec<&Path> =
+            dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !st.exists(a)).collect();
+        st.create_dir_all(dir).map_err(LogError::io("create dir", dir))?;
+        for d in missing.iter().rev() {
+            st.sync_dir(parent(d)).map_err(LogError::io("fsync dir", parent(d)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A segment's end as a durable position (valid once it is fdatasync'ed).
+fn segment_end(seg: &Segment) -> DurableEnd {
+    DurableEnd { base_seq: seg.base_seq, offset: seg.len(), next_seq: seg.end_seq() }
 }
 
 /// Acknowledgement of an append.
@@ -271,6 +307,8 @@ pub struct Partition {
     in_append: AtomicUsize,
     /// Smoothed fdatasync duration (µs), to bound the gathering delay.
     fsync_ewma_us: AtomicU64,
+    /// Rewrites `durable` (with `publish_durable_end`); innermost lock.
+    publisher: Option<Mutex<Publisher>>,
     _lock: LockGuard,
 }
 
@@ -299,15 +337,7 @@ impl Partition {
         opts: LogOptions,
     ) -> Result<(Partition, Recovery), LogError> {
         let st = &*storage;
-        if !st.exists(dir) {
-            // Create missing ancestors too, and make each new entry durable.
-            let missing: Vec<&Path> =
-                dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !st.exists(a)).collect();
-            st.create_dir_all(dir).map_err(LogError::io("create dir", dir))?;
-            for d in missing.iter().rev() {
-                st.sync_dir(parent(d)).map_err(LogError::io("fsync dir", parent(d)))?;
-            }
-        }
+        create_dir_durably(st, dir)?;
         let guard = st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 LogError::Locked { dir: dir.to_path_buf() }
@@ -379,6 +409,13 @@ impl Partition {
             let file = st.open(&s.path, mode).map_err(LogError::io("open", &s.path))?;
             segments.push(Arc::new(Segment::new(s.base_seq, s.path, file, s.valid_len, s.end_seq, s.index)));
         }
+        if let Some(last) = segments.last()
+            && last.end_seq() > last.base_seq
+        {
+            // The surviving tail may only be in the page cache (a process
+            // crash); it is acknowledged from now on, so make it durable.
+            last.file.sync_data().map_err(LogError::io("fdatasync", &last.path))?;
+        }
         if segments.is_empty() {
             let seg =
                 segment::create_segment(st, dir, next_seq).map_err(LogError::io("create segment", dir))?;
@@ -389,7 +426,7 @@ impl Partition {
             .cloned()
             .ok_or_else(|| LogError::Halted { dir: dir.to_path_buf(), reason: "no active segment".into() })?;
 
-        let p = Partition {
+        let mut p = Partition {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
             opts,
@@ -417,9 +454,17 @@ impl Partition {
             records: AtomicU64::new(0),
             in_append: AtomicUsize::new(0),
             fsync_ewma_us: AtomicU64::new(0),
+            publisher: None,
             _lock: guard,
         };
         let deleted_segments = p.gc(wm)?;
+        if opts.publish_durable_end {
+            let mut publisher = Publisher::create(st, dir)?;
+            publisher.publish(p.writer_end());
+            p.publisher = Some(Mutex::new(publisher));
+        } else if durable_end::remove(st, dir)? {
+            tracing::info!(dir = %dir.display(), "removed the durable end published by an earlier run");
+        }
         let recovery = Recovery {
             next_seq,
             first_seq: p.first_seq(),
@@ -452,6 +497,20 @@ impl Partition {
 
     pub fn options(&self) -> &LogOptions {
         &self.opts
+    }
+
+    /// The durable end as of the last write, under the `writer` lock (or
+    /// before any append): everything written is durable when it is taken
+    /// right before the fdatasync that publishes it, or on open.
+    fn writer_end(&self) -> DurableEnd {
+        let w = lock(&self.writer);
+        segment_end(&w.active)
+    }
+
+    fn publish(&self, end: DurableEnd) {
+        if let Some(p) = &self.publisher {
+            lock(p).publish(end);
+        }
     }
 
     fn halted_err(&self) -> Option<LogError> {
@@ -635,6 +694,7 @@ impl Partition {
             let mut w = lock(&self.writer);
             let wrote = if batch.is_empty() { Ok(()) } else { self.write_frames(&mut w, &batch, from, to) };
             let (file, path) = (w.active.file.clone(), w.active.path.clone());
+            let end_written = segment_end(&w.active);
             let target = {
                 let mut s = lock(&self.sync);
                 if !batch.is_empty() && wrote.is_ok() && to > s.written {
@@ -675,6 +735,7 @@ impl Partition {
                     let wake = s.release(false);
                     drop(s);
                     wake.run();
+                    self.publish(end_written);
                     if let Some(observe) = self.fsync_observer.get() {
                         observe(took, covered);
                     }
@@ -699,6 +760,7 @@ impl Partition {
         let old = w.active.clone();
         old.file.sync_data().map_err(LogError::io("fdatasync", &old.path))?;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.publish(segment_end(&old));
         let wake = {
             let mut s = lock(&self.sync);
             s.synced = s.synced.max(old.end_seq());
@@ -854,6 +916,32 @@ impl Partition {
         self.watermark_cache.store(to, Ordering::Release);
         self.gc(to)?;
         Ok(())
+    }
+
+    /// Split roles: picks up the watermark a [`crate::Follower`] persisted
+    /// and runs the same GC as `advance_watermark`. Only moves forward (a
+    /// lower or equal value is ignored); a value beyond the durable end is
+    /// `BadWatermark` corruption, as in `open`. Returns the watermark.
+    pub fn refresh_watermark(&self) -> Result<u64, LogError> {
+        let mut wm = lock(&self.watermark);
+        let stored = watermark::load(&*self.storage, &self.dir)?;
+        if stored <= *wm {
+            return Ok(*wm);
+        }
+        let synced = lock(&self.sync).synced;
+        if stored > synced {
+            return Err(LogError::Corrupt(Corruption {
+                file: watermark::path(&self.dir),
+                offset: 0,
+                kind: CorruptionKind::BadWatermark {
+                    reason: format!("watermark {stored} is beyond the durable end {synced}"),
+                },
+            }));
+        }
+        *wm = stored;
+        self.watermark_cache.store(stored, Ordering::Release);
+        self.gc(stored)?;
+        Ok(stored)
     }
 
     /// Deletes delivered segments (all records < `wm`) per retention; never

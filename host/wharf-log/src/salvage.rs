@@ -1,6 +1,7 @@
 //! Salvage: the explicit, logged repair that lets a corrupt partition open.
 //!
-//! Salvage runs offline (it takes the partition lock) and repeats, until the
+//! Salvage runs offline (it takes the partition lock and the follower lock,
+//! and deletes a published durable end before repairing) and repeats, until the
 //! scan is clean (a torn tail is left for `open`):
 //!
 //! 1. take the first problem: segment `S`, offset `X`, sequence `E` that was
@@ -26,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::QUARANTINE_DIR;
+use crate::durable_end;
 use crate::error::{CorruptionKind, LogError};
+use crate::follower::FOLLOWER_LOCK_FILE;
 use crate::manifest::{self, SalvageEntry};
 use crate::partition::LOCK_FILE;
 use crate::scan::{self, Progress, ScanArgs, TornTail};
@@ -70,6 +73,15 @@ pub fn salvage_with(
             LogError::io("lock", dir.join(LOCK_FILE))(e)
         }
     })?;
+    // A follower reading a log that is being rewritten could take the
+    // repair for corruption: salvage waits until it is gone.
+    let _follower_guard = storage.lock(&dir.join(FOLLOWER_LOCK_FILE)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LogError::Locked { dir: dir.to_path_buf() }
+        } else {
+            LogError::io("lock", dir.join(FOLLOWER_LOCK_FILE))(e)
+        }
+    })?;
     let io = |op, p: &Path| LogError::io(op, p.to_path_buf());
     let mut actions = Vec::new();
     let mut last_problem = None;
@@ -93,6 +105,9 @@ pub fn salvage_with(
             return Err(LogError::Unsalvageable { dir: dir.to_path_buf(), reason: p.corruption.to_string() });
         }
         last_problem = Some(p.corruption.clone());
+        // Salvage removes records: a published durable end may no longer
+        // hold. The writer publishes afresh on its next open.
+        durable_end::remove(storage, dir)?;
         let (base, path) = scan.files[p.segment].clone();
         let next_base = scan.files.get(p.segment + 1).map(|f| f.0);
         let bytes = read_all(storage, &path).map_err(io("read", &path))?;

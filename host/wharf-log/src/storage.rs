@@ -31,6 +31,10 @@ pub enum OpenMode {
     Append,
     /// Create (or truncate) for reads and appends.
     Create,
+    /// Create if missing, never truncate; reads and positioned writes
+    /// ([`StorageFile::write_at`]) only, no appends. For small files
+    /// rewritten in place (the published durable end).
+    Overwrite,
 }
 
 /// A directory entry.
@@ -67,6 +71,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Appends all of `buf` at the end of the file.
     fn append(&self, buf: &[u8]) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` (pwrite), for files opened with
+    /// [`OpenMode::Overwrite`].
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -100,12 +107,21 @@ pub(crate) fn read_all(storage: &dyn Storage, path: &Path) -> io::Result<Vec<u8>
 /// fsync the directory. After a crash the file holds the old or the new
 /// contents, never a mix.
 pub(crate) fn write_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    let f = storage.open(&tmp, OpenMode::Create)?;
+    write_atomic_via(storage, path, &tmp_path(path), bytes)
+}
+
+/// [`write_atomic`] through a given temporary file (in the same directory).
+pub(crate) fn write_atomic_via(
+    storage: &dyn Storage,
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let f = storage.open(tmp, OpenMode::Create)?;
     f.append(bytes)?;
     f.sync_data()?;
     drop(f);
-    storage.rename(&tmp, path)?;
+    storage.rename(tmp, path)?;
     storage.sync_dir(parent(path))
 }
 
@@ -141,6 +157,9 @@ impl StorageFile for FsFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         (&self.file).write_all(buf)
     }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -175,6 +194,7 @@ impl Storage for FsStorage {
             OpenMode::Append => o.read(true).append(true),
             // O_APPEND excludes O_TRUNC in std; truncate explicitly.
             OpenMode::Create => o.read(true).append(true).create(true),
+            OpenMode::Overwrite => o.read(true).write(true).create(true).truncate(false),
         };
         let file = o.open(path)?;
         if mode == OpenMode::Create {

@@ -13,13 +13,18 @@
 //! over `watermark`, then the directory is fsync'ed. A reader therefore sees
 //! the old or the new value, never a torn one; a missing file means 0.
 //! Monotonicity (a lower value is ignored) is enforced by the partition.
+//! A follower (split roles) writes it the same way through its own
+//! temporary file `watermark.follower-tmp`.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, CorruptionKind, LogError};
-use crate::storage::{Storage, read_all, write_atomic};
+use crate::storage::{Storage, read_all, write_atomic, write_atomic_via};
 
 pub const WATERMARK_FILE: &str = "watermark";
+/// The follower's temporary file for the watermark (removed by the follower
+/// on open if a crash left it behind).
+pub(crate) const FOLLOWER_TMP_FILE: &str = "watermark.follower-tmp";
 const MAGIC: [u8; 8] = *b"WHARFWM1";
 const LEN: usize = 24;
 
@@ -69,6 +74,14 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<u64, LogError> {
 pub(crate) fn store(storage: &dyn Storage, dir: &Path, value: u64) -> Result<(), LogError> {
     let p = path(dir);
     write_atomic(storage, &p, &encode(value)).map_err(LogError::io("persist watermark", p))
+}
+
+/// Same, through the follower's own temporary file: the writer's `open`
+/// deletes `*.tmp` files, which must not race with a follower's write.
+pub(crate) fn store_as_follower(storage: &dyn Storage, dir: &Path, value: u64) -> Result<(), LogError> {
+    let p = path(dir);
+    let tmp = dir.join(FOLLOWER_TMP_FILE);
+    write_atomic_via(storage, &p, &tmp, &encode(value)).map_err(LogError::io("persist watermark", p))
 }
 
 #[cfg(test)]

@@ -52,3 +52,21 @@ fn a_version_1_partition_still_opens_and_reads_the_same_records() {
     assert_eq!(payloads, expected());
     assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_version_1_partition_reads_the_same_through_a_follower_once_a_writer_publishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture(), dir.path());
+    // No `durable` file in version 1: only sealed segments would be
+    // readable, and the fixture has a single, active one.
+    let f = wharf_log::Follower::open(dir.path()).expect("a follower opens the v1 fixture");
+    let s = f.stats();
+    assert_eq!((s.next_seq, s.watermark, s.published), (0, 2, false));
+    let opts = LogOptions { publish_durable_end: true, ..LogOptions::default() };
+    let (_log, recovery) = Partition::open(dir.path(), opts).expect("the v1 fixture opens");
+    assert!(recovery.truncated_tail.is_none());
+    assert_eq!(f.next_seq(), 7);
+    let read = f.read(0, 100, 1 << 20).expect("read");
+    assert_eq!(read.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), expected());
+    assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+}

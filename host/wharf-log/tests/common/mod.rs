@@ -4,10 +4,32 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wharf_log::{FaultStorage, LogOptions, Partition, Recovery, Storage};
+use wharf_log::{FaultStorage, Follower, LogOptions, Partition, Recovery, Storage};
 
 pub fn small_opts(segment_max_bytes: u64) -> LogOptions {
     LogOptions { segment_max_bytes, ..LogOptions::default() }
+}
+
+/// Options of a writer with a follower in another process.
+pub fn publishing(segment_max_bytes: u64) -> LogOptions {
+    LogOptions { segment_max_bytes, publish_durable_end: true, ..LogOptions::default() }
+}
+
+pub fn mem_follow(fs: &FaultStorage, dir: &Path) -> Result<Follower, wharf_log::LogError> {
+    Follower::open_with(Arc::new(fs.clone()) as Arc<dyn Storage>, dir)
+}
+
+/// Everything a follower can read, from 0.
+pub fn follow_all(f: &Follower) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let recs = f.read(from, 1000, 1 << 20).expect("follower read");
+        let Some(last) = recs.last() else { break };
+        from = last.seq + 1;
+        out.extend(recs.into_iter().map(|r| (r.seq, r.payload)));
+    }
+    out
 }
 
 pub fn mem_open(
