@@ -314,7 +314,11 @@ impl Wharf {
         let config = config
             .replacen(&format!("127.0.0.1:{}", other.port), &format!("127.0.0.1:{port}"), 1)
             .replacen(&format!("127.0.0.1:{}", other.grpc_port), &format!("127.0.0.1:{grpc_port}"), 1)
-            .replacen("data_dir = \"data\"", &format!("data_dir = {:?}", other.data_dir().display().to_string()), 1);
+            .replacen(
+                "data_dir = \"data\"",
+                &format!("data_dir = {:?}", other.data_dir().display().to_string()),
+                1,
+            );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
         let mut w = Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string() };
         w.spawn();

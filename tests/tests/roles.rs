@@ -23,7 +23,8 @@ fn a_processor_and_a_consumer_split_the_embedded_log_without_loss() {
     // Each side refuses what belongs to the other, with a typed error.
     let r = consumer.write("orders", Some("k"), b"x");
     assert_eq!((r.status, r.body["error"]["code"].clone()), (503, json!("role_consumer")));
-    let r = processor.post("/v1/namespaces/orders/messages", &json!({"payload": b64(b"x"), "wait": "visible"}));
+    let r =
+        processor.post("/v1/namespaces/orders/messages", &json!({"payload": b64(b"x"), "wait": "visible"}));
     assert_eq!((r.status, r.body["error"]["code"].clone()), (400, json!("wait_unsupported")));
     let r = processor.get("/v1/namespaces/orders/dlq");
     assert_eq!((r.status, r.body["error"]["code"].clone()), (409, json!("role_processor")));
@@ -53,12 +54,14 @@ fn a_processor_and_a_consumer_split_the_embedded_log_without_loss() {
         let path = format!("/v1/namespaces/orders/transactions/{txn}/chunks/{seq}");
         assert_eq!(processor.put(&path, &json!({"payload": b64(format!("c{seq}").as_bytes())})).status, 200);
     }
-    let c = processor.post(&format!("/v1/namespaces/orders/transactions/{txn}/commit"), &json!({"chunks": 2}));
+    let c =
+        processor.post(&format!("/v1/namespaces/orders/transactions/{txn}/commit"), &json!({"chunks": 2}));
     assert_eq!(c.status, 200, "{:?}", c.body);
 
     eventually(Duration::from_secs(60), "every message delivered by the consumer", || {
         let got: HashSet<String> = delivered_bodies(&sink).into_iter().collect();
-        ((0..300).all(|i| got.contains(&format!("m{i}"))) && got.contains("c0") && got.contains("c1")).then_some(())
+        ((0..300).all(|i| got.contains(&format!("m{i}"))) && got.contains("c0") && got.contains("c1"))
+            .then_some(())
     });
     // Per-key order holds across the consumer's restart: a redelivery after
     // the kill may repeat what was sent, but each message's first delivery
@@ -66,7 +69,9 @@ fn a_processor_and_a_consumer_split_the_embedded_log_without_loss() {
     let mut seen: HashMap<String, HashSet<usize>> = HashMap::new();
     let mut newest: HashMap<String, usize> = HashMap::new();
     for r in sink.accepted() {
-        let (Some(key), Ok(body)) = (r.header("x-wharf-key"), String::from_utf8(r.body.clone())) else { continue };
+        let (Some(key), Ok(body)) = (r.header("x-wharf-key"), String::from_utf8(r.body.clone())) else {
+            continue;
+        };
         let Some(i) = body.strip_prefix('m').and_then(|n| n.parse::<usize>().ok()) else { continue };
         if !seen.entry(key.to_string()).or_default().insert(i) {
             continue;

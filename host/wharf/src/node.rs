@@ -20,8 +20,8 @@ use crate::dlq::Dlq;
 use crate::envelope::{Envelope, message_id};
 use crate::error::ApiError;
 use crate::idempotency::{Idempotency, Seen};
-use crate::plugin::{Plugin, Runtime};
 use crate::part_log::PartLog;
+use crate::plugin::{Plugin, Runtime};
 use crate::txn_store::TxnStore;
 use axum::http::StatusCode;
 
@@ -141,7 +141,7 @@ impl Namespace {
 
     /// The idempotency window, or why this process has none.
     pub fn idempotency(&self) -> Result<&Idempotency, ApiError> {
-        self.idempotency.as_ref().ok_or_else(|| ApiError::role_consumer())
+        self.idempotency.as_ref().ok_or_else(ApiError::role_consumer)
     }
 
     /// Same key, same partition, forever: FNV-1a of the key. Keyless
@@ -295,7 +295,8 @@ impl Node {
             self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
         if self.role == Role::Processor && ns.cfg.queue.is_none() {
-            let task = tokio::spawn(follow_watermarks(ns.clone(), self.shutdown.subscribe()));
+            let buffered = self.durability == wharf_log::Durability::Buffered;
+            let task = tokio::spawn(follow_watermarks(ns.clone(), buffered, self.shutdown.subscribe()));
             self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
         if !self.role.delivers() {
@@ -345,8 +346,10 @@ impl Node {
 }
 
 /// In a processor: picks up the watermarks the consumer process persists,
-/// for admission control and to delete delivered segments.
-async fn follow_watermarks(ns: Arc<Namespace>, mut shutdown: watch::Receiver<bool>) {
+/// for admission control and to delete delivered segments. Under
+/// `durability = "buffered"` it also flushes, since the consumer only sees
+/// what was fdatasync'd.
+async fn follow_watermarks(ns: Arc<Namespace>, buffered: bool, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -357,8 +360,15 @@ async fn follow_watermarks(ns: Arc<Namespace>, mut shutdown: watch::Receiver<boo
         }
         for part in &ns.partitions {
             let Some(log) = part.log.clone() else { continue };
-            let refreshed =
-                tokio::task::spawn_blocking(move || log.writer().map(wharf_log::Partition::refresh_watermark)).await;
+            let refreshed = tokio::task::spawn_blocking(move || {
+                log.writer().map(|w| {
+                    if buffered {
+                        w.flush()?;
+                    }
+                    w.refresh_watermark()
+                })
+            })
+            .await;
             if let Ok(Some(Err(e))) = refreshed {
                 tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "consumer watermark not picked up");
             }
@@ -392,7 +402,13 @@ fn retained_idempotency_keys(partitions: &[Arc<PartitionRt>]) -> Vec<Seen> {
 fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions, role: Role) -> PartitionRt {
     let opened = match role {
         Role::Consumer => wharf_log::Follower::open(dir).map(|f| {
-            tracing::info!(namespace = ns, partition = index, next_seq = f.next_seq(), watermark = f.watermark(), "partition followed");
+            tracing::info!(
+                namespace = ns,
+                partition = index,
+                next_seq = f.next_seq(),
+                watermark = f.watermark(),
+                "partition followed"
+            );
             PartLog::Follower(f)
         }),
         Role::All | Role::Processor => wharf_log::Partition::open(dir, opts).map(|(log, recovery)| {

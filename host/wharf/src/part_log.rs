@@ -11,6 +11,7 @@
 use wharf_log::{Follower, LogError, Partition, PartitionStats, Record};
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "one per partition, held behind an Arc")]
 pub enum PartLog {
     Writer(Partition),
     Follower(Follower),
