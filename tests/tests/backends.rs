@@ -71,27 +71,3 @@ fn sqs_fifo_processor_and_two_consumers_lose_nothing() {
     ));
 }
 
-#[test]
-fn a_role_split_on_the_embedded_log_is_refused_at_start() {
-    let out = std::process::Command::new(wharf_tests::wharf_bin())
-        .args(["serve", "--role", "consumer", "--config"])
-        .arg({
-            let dir = std::env::temp_dir().join(format!("wharf-role-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let f = dir.join("wharf.toml");
-            std::fs::write(
-                &f,
-                format!(
-                    "[namespaces.a]\n[namespaces.a.target]\nplugin = \"{}\"\n",
-                    plugin("log-target").display()
-                ),
-            )
-            .expect("config");
-            f
-        })
-        .output()
-        .expect("run wharf");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("shared queue"), "{err}");
-}
