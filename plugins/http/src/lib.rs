@@ -6,8 +6,9 @@
 //!
 //! The body is the payload. Headers: `x-wharf-key` (if the message has a
 //! key), `x-wharf-message-id`, `idempotency-key` (the client's, or the
-//! message id), `x-wharf-attempt`, `x-wharf-namespace`, then the message's
-//! own headers (`content-type` defaults to `application/octet-stream`).
+//! message id), `x-wharf-attempt`, `x-wharf-replays` (dead-letter replays,
+//! usually 0), `x-wharf-namespace`, then the message's own headers
+//! (`content-type` defaults to `application/octet-stream`).
 //!
 //! Responses: 2xx is delivered; 408, 425, 429, 5xx and failures to get a
 //! response are retried (honouring `Retry-After`, in seconds or as an
@@ -24,8 +25,14 @@ const EXCERPT_LEN: usize = 200;
 
 /// Headers this plugin sets itself; a message header with one of these
 /// names is ignored.
-const OWN_HEADERS: &[&str] =
-    &["x-wharf-key", "x-wharf-message-id", "idempotency-key", "x-wharf-attempt", "x-wharf-namespace"];
+const OWN_HEADERS: &[&str] = &[
+    "x-wharf-key",
+    "x-wharf-message-id",
+    "idempotency-key",
+    "x-wharf-attempt",
+    "x-wharf-replays",
+    "x-wharf-namespace",
+];
 
 /// Hop-by-hop or framing headers that a message may not set (wasi:http
 /// forbids several of them).
@@ -80,6 +87,7 @@ impl Http {
             .header("x-wharf-message-id", checked_value("x-wharf-message-id", &msg.id)?)
             .header("idempotency-key", checked_value("idempotency-key", msg.dedup_key())?)
             .header("x-wharf-attempt", msg.attempt.to_string())
+            .header("x-wharf-replays", msg.replays.to_string())
             .header("x-wharf-namespace", checked_value("x-wharf-namespace", &msg.namespace)?);
         let mut has_content_type = false;
         for (name, value) in &msg.headers {
