@@ -17,6 +17,10 @@ use wharf_tests::{HttpSink, Wharf, eventually, fixture, plugin, wharf_bin};
 /// Messages per delivery test.
 const N: usize = 100;
 
+/// The fixture's digest, as its README records: a changed file is a rebuilt
+/// fixture, which would prove nothing.
+const FIXTURE_0_1_DIGEST: &str = "sha256:fe1954f31e5c785c6774696bbdb4d8c482cc41f00f48da2dd2f2db941443a27b";
+
 fn plugin_0_1() -> PathBuf {
     fixture("wit-0.1.0/http.wasm")
 }
@@ -93,6 +97,7 @@ fn plugin_check_says_the_fixture_is_0_1_and_predates_describe() {
     let (ok, out) = check(&plugin_0_1(), true);
     assert!(ok, "{out}");
     let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["digest"], json!(FIXTURE_0_1_DIGEST), "the 0.1.0 fixture was replaced");
     assert_eq!(report["wit"], json!("wharf:target@0.1.0"));
     assert_eq!(report["describe"], Value::Null);
     assert_eq!(report["problem"], Value::Null);
