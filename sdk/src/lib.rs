@@ -41,7 +41,7 @@ mod types;
 
 pub use config::Config;
 pub use error::Error;
-pub use types::{Batch, Message, Outcome};
+pub use types::{Batch, Message, Outcome, PluginInfo};
 
 /// Wall-clock time in ms since the Unix epoch (the host's clock on wasm32).
 pub fn now_ms() -> u64 {
@@ -67,9 +67,18 @@ pub trait Target: Sized + 'static {
     fn deliver(&mut self, batch: &Batch) -> Vec<Outcome> {
         batch.messages.iter().map(|msg| Outcome::from(self.deliver_one(msg))).collect()
     }
+
+    /// What this plugin is, for operators (`wharf plugin check` prints it).
+    /// `None`, the default, means the plugin crate's name and version from
+    /// its `Cargo.toml`, filled in by [`export_target!`]. The host may call
+    /// this without `init`: do not depend on config or the network.
+    fn describe() -> Option<PluginInfo> {
+        None
+    }
 }
 
-/// Export a [`Target`] type as the plugin's WIT `init` and `deliver`.
+/// Export a [`Target`] type as the plugin's WIT `init`, `deliver` and
+/// `describe`.
 ///
 /// Call it once, at the top level of the plugin crate. Natively it only
 /// checks that the type implements [`Target`].
@@ -100,6 +109,14 @@ macro_rules! export_target {
                     __WHARF_RUNNER
                         .with(|runner| $crate::__private::wit_deliver(&mut runner.borrow_mut(), batch))
                 }
+
+                fn describe() -> $crate::__private::bindings::PluginInfo {
+                    // Expanded in the plugin crate: its own name and version.
+                    $crate::__private::wit_describe::<$plugin>(
+                        ::core::env!("CARGO_PKG_NAME"),
+                        ::core::env!("CARGO_PKG_VERSION"),
+                    )
+                }
             }
 
             $crate::__private::bindings::export!(__WharfGuest with_types_in $crate::__private::bindings);
@@ -107,7 +124,8 @@ macro_rules! export_target {
     };
 }
 
-/// Export a [`Target`] type as the plugin's WIT `init` and `deliver`.
+/// Export a [`Target`] type as the plugin's WIT `init`, `deliver` and
+/// `describe`.
 ///
 /// Call it once, at the top level of the plugin crate. Natively it only
 /// checks that the type implements [`Target`].
@@ -125,13 +143,13 @@ macro_rules! export_target {
 /// Not public API: used by [`export_target!`].
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runner::Runner;
+    pub use crate::runner::{Runner, describe};
 
     #[cfg(target_arch = "wasm32")]
     #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit/0.1.0",
+            path: "../wit/0.2.0",
             world: "target",
             pub_export_macro: true,
             export_macro_name: "export",
@@ -140,12 +158,12 @@ pub mod __private {
     }
 
     #[cfg(target_arch = "wasm32")]
-    pub use wasm::{wit_deliver, wit_init};
+    pub use wasm::{wit_deliver, wit_describe, wit_init};
 
     #[cfg(target_arch = "wasm32")]
     mod wasm {
         use super::bindings::wharf::target::types as wit;
-        use crate::runner::Runner;
+        use crate::runner::{Runner, describe};
         use crate::{Batch, Config, Message, Outcome, Target};
 
         pub fn wit_init<T: Target>(
@@ -163,6 +181,11 @@ pub mod __private {
             runner.deliver(&batch).into_iter().map(outcome_to_wit).collect()
         }
 
+        pub fn wit_describe<T: Target>(crate_name: &str, crate_version: &str) -> wit::PluginInfo {
+            let info = describe::<T>(crate_name, crate_version);
+            wit::PluginInfo { name: info.name, version: info.version }
+        }
+
         fn message_from_wit(m: wit::Message) -> Message {
             Message {
                 id: m.id,
@@ -174,6 +197,7 @@ pub mod __private {
                 headers: m.headers,
                 idempotency_key: m.idempotency_key,
                 attempt: m.attempt,
+                replays: m.replays,
                 written_at_ms: m.written_at_ms,
             }
         }

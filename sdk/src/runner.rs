@@ -2,7 +2,7 @@
 //! [`export_target!`](crate::export_target) on wasm32 and by
 //! [`testing`](crate::testing) natively, so both run the same code.
 
-use crate::{Batch, Config, Outcome, Target, log};
+use crate::{Batch, Config, Outcome, PluginInfo, Target, log};
 
 /// Holds the plugin instance created by `init`.
 #[doc(hidden)]
@@ -63,4 +63,12 @@ impl<T: Target> Runner<T> {
         }
         outcomes
     }
+}
+
+/// What `describe` answers: the plugin's own [`Target::describe`], or else
+/// the crate name and version that [`export_target!`](crate::export_target)
+/// passes in.
+#[doc(hidden)]
+pub fn describe<T: Target>(crate_name: &str, crate_version: &str) -> PluginInfo {
+    T::describe().unwrap_or_else(|| PluginInfo::new(crate_name, crate_version))
 }

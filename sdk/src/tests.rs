@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::testing::{self, Harness};
-use crate::{Batch, Config, Error, Message, Outcome, Target};
+use crate::{Batch, Config, Error, Message, Outcome, PluginInfo, Target};
 
 #[test]
 fn config_get_require_parse() {
@@ -166,3 +166,31 @@ fn message_helpers() {
 }
 
 crate::export_target!(Counting);
+
+struct Described;
+
+impl Target for Described {
+    fn init(_: Config) -> Result<Self, Error> {
+        Ok(Described)
+    }
+    fn deliver_one(&mut self, _: &Message) -> Result<(), Error> {
+        Ok(())
+    }
+    fn describe() -> Option<PluginInfo> {
+        Some(PluginInfo::new("acme-sink", "2.1.0"))
+    }
+}
+
+#[test]
+fn describe_is_the_crate_unless_the_plugin_says_otherwise() {
+    use crate::__private::describe;
+    assert_eq!(describe::<Counting>("my-target", "0.3.0"), PluginInfo::new("my-target", "0.3.0"));
+    assert_eq!(describe::<Described>("my-target", "0.3.0"), PluginInfo::new("acme-sink", "2.1.0"));
+}
+
+#[test]
+fn a_test_message_has_no_replays_unless_set() {
+    let m = testing::message("p");
+    assert_eq!(m.replays, 0);
+    assert_eq!(m.with_replays(2).replays, 2);
+}

@@ -21,6 +21,9 @@ pub struct Message {
     pub idempotency_key: Option<String>,
     /// 1 on the first delivery attempt, 2 on the first retry, and so on.
     pub attempt: u32,
+    /// How many times an operator replayed this message from the
+    /// dead-letter queue (0 if it never went there). Retries do not count.
+    pub replays: u32,
     /// When the host made the message durable, in ms since the Unix epoch.
     pub written_at_ms: u64,
 }
@@ -40,6 +43,7 @@ impl Message {
             headers: Vec::new(),
             idempotency_key: None,
             attempt: 1,
+            replays: 0,
             written_at_ms: 0,
         }
     }
@@ -79,6 +83,13 @@ impl Message {
         self
     }
 
+    /// Set the number of dead-letter replays.
+    #[must_use]
+    pub fn with_replays(mut self, replays: u32) -> Self {
+        self.replays = replays;
+        self
+    }
+
     /// The first header with this name (compared ASCII case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
@@ -93,6 +104,21 @@ impl Message {
     /// The payload as text, with invalid UTF-8 replaced.
     pub fn payload_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.payload)
+    }
+}
+
+/// What a plugin is, for operators: `wharf plugin check` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// E.g. the crate name, `wharf-plugin-http`.
+    pub name: String,
+    /// The plugin's own version (not the WIT version).
+    pub version: String,
+}
+
+impl PluginInfo {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self { name: name.into(), version: version.into() }
     }
 }
 

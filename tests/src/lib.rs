@@ -37,6 +37,13 @@ pub fn plugin(name: &str) -> PathBuf {
     p
 }
 
+/// A committed fixture under `tests/fixtures/` (e.g. `wit-0.1.0/http.wasm`).
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = root().join("tests/fixtures").join(rel);
+    assert!(p.is_file(), "fixture {} is missing", p.display());
+    p
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -234,6 +241,18 @@ impl HttpSink {
     /// TOML for a namespace whose target is the http plugin posting to this
     /// sink (`<url>hook`); `extra` goes inside `[namespaces.<name>]`.
     pub fn namespace(&self, name: &str, partitions: u32, extra: &str) -> String {
+        self.namespace_with_plugin(name, partitions, extra, &plugin("http"))
+    }
+
+    /// Like [`HttpSink::namespace`], with another build of the http plugin
+    /// (e.g. an old-WIT fixture).
+    pub fn namespace_with_plugin(
+        &self,
+        name: &str,
+        partitions: u32,
+        extra: &str,
+        http_plugin: &Path,
+    ) -> String {
         format!(
             r#"
 [namespaces.{name}]
@@ -244,7 +263,7 @@ plugin = "{}"
 allow_http = ["{url}"]
 config = {{ url = "{url}hook" }}
 "#,
-            plugin("http").display(),
+            http_plugin.display(),
             url = self.url()
         )
     }

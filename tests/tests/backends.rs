@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin, start_moto, start_tansu};
+use wharf_tests::{HttpSink, Wharf, b64, eventually, start_moto, start_tansu};
 
 fn namespace(queue: &str, sink: &HttpSink) -> String {
     let extra =
@@ -70,4 +70,3 @@ fn sqs_fifo_processor_and_two_consumers_lose_nothing() {
         moto.port
     ));
 }
-

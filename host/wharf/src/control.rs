@@ -91,15 +91,16 @@ fn hex_digest(bytes: &[u8]) -> String {
 pub async fn install(node: &Node, ns: &Namespace, bytes: &[u8], label: &str) -> Result<String, String> {
     let plugin = node.runtime.load_bytes(bytes, label, settings(&ns.cfg)).map_err(|e| e.to_string())?;
     plugin.validate().await.map_err(|e| e.to_string())?;
-    let digest = plugin.digest.clone();
+    let (digest, wit) = (plugin.digest.clone(), plugin.wit());
     if let Ok(mut st) = ns.plugin.lock() {
         st.path = label.to_string();
         st.digest = Some(digest.clone());
+        st.wit = Some(wit);
         st.state = "ready";
         st.reason = None;
     }
     ns.slot.send_replace(Some(plugin));
-    tracing::info!(namespace = %ns.name, %digest, source = label, "plugin installed");
+    tracing::info!(namespace = %ns.name, %digest, wit, source = label, "plugin installed");
     Ok(digest)
 }
 
@@ -138,6 +139,7 @@ pub fn remove(node: &Node, ns: &Namespace) -> Result<(), String> {
     ns.slot.send_replace(None);
     if let Ok(mut s) = ns.plugin.lock() {
         s.digest = None;
+        s.wit = None;
         s.state = "removed";
         s.reason = Some("removed by an operator; delivery paused".into());
     }

@@ -773,6 +773,7 @@ fn to_message(ns: &str, partition: u32, seq: u64, p: &Pending) -> Message {
         headers: p.env.headers.clone(),
         idempotency_key: p.env.idempotency_key.clone(),
         attempt: p.attempts + 1,
+        replays: p.env.replays,
         written_at_ms: p.env.written_at_ms,
     }
 }

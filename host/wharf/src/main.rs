@@ -102,8 +102,9 @@ enum PluginCmd {
     /// Manage a running sidecar's plugins (register, rollback, remove).
     #[command(flatten)]
     Admin(cmd_remote::PluginAdmin),
-    /// Print a plugin's WIT version, exports and imports; exit 1 if the
-    /// host cannot load it.
+    /// Print a plugin's WIT version, what it says it is (`describe`),
+    /// exports and imports; exit 1 if the host cannot load it or its
+    /// `describe` fails.
     Check { file: PathBuf },
 }
 
@@ -231,13 +232,25 @@ use node::Node;
 
 fn plugin_check(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let cache = std::env::temp_dir().join("wharf-plugin-check-cache");
-    let report = plugin::Runtime::new(&cache)?.inspect(file)?;
+    let runtime = plugin::Runtime::new(&cache)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(runtime.inspect(file))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("plugin   {}", file.display());
         println!("digest   {}", report.digest);
-        println!("wit      {}", report.wit.unwrap_or("none supported"));
+        match report.wit {
+            Some(wit) => println!("wit      {wit}"),
+            None => {
+                println!("wit      none supported (this host loads {})", plugin::SUPPORTED_WIT.join(", "))
+            }
+        }
+        match (&report.describe, report.wit, &report.problem) {
+            (Some(info), ..) => println!("describe {} {}", info.name, info.version),
+            (None, Some(wit), None) => println!("describe (none: {wit} predates describe)"),
+            _ => {}
+        }
         println!("exports  {}", report.exports.join(", "));
         println!("imports");
         for i in &report.imports {

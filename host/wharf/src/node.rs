@@ -93,7 +93,8 @@ pub struct Namespace {
 pub struct PluginStatus {
     pub path: String,
     pub digest: Option<String>,
-    pub wit: &'static str,
+    /// The `wharf:target` version of the loaded plugin.
+    pub wit: Option<&'static str>,
     /// `loading`, `ready`, `failed` or `quarantined`.
     pub state: &'static str,
     pub reason: Option<String>,
@@ -238,7 +239,7 @@ impl Node {
         let plugin = Mutex::new(PluginStatus {
             path: ns.target.plugin.display().to_string(),
             digest: None,
-            wit: crate::plugin::SUPPORTED_WIT[0],
+            wit: None,
             state: "loading",
             reason: None,
         });

@@ -165,6 +165,7 @@ fn to_message(ns: &str, d: &Delivery, env: &Envelope) -> Message {
         headers: env.headers.clone(),
         idempotency_key: env.idempotency_key.clone(),
         attempt: d.attempt.max(1),
+        replays: env.replays,
         written_at_ms: env.written_at_ms,
     }
 }

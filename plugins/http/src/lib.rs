@@ -6,11 +6,11 @@
 //!
 //! The body is the payload. Headers: `x-wharf-key` (if the message has a
 //! key), `x-wharf-message-id`, `idempotency-key` (the client's, or the
-//! message id), `x-wharf-attempt`, `x-wharf-namespace`,
-//! `x-wharf-transaction-id` (when the batch is a multi-chunk transaction; its
-//! chunks are POSTed in order and the first failure stops the rest), then the
-//! message's own headers (`content-type` defaults to
-//! `application/octet-stream`).
+//! message id), `x-wharf-attempt`, `x-wharf-replays` (dead-letter replays,
+//! usually 0), `x-wharf-namespace`, `x-wharf-transaction-id` (when the batch
+//! is a multi-chunk transaction; its chunks are POSTed in order and the first
+//! failure stops the rest), then the message's own headers (`content-type`
+//! defaults to `application/octet-stream`).
 //!
 //! Responses: 2xx is delivered; 408, 425, 429, 5xx and failures to get a
 //! response are retried (honouring `Retry-After`, in seconds or as an
@@ -32,6 +32,7 @@ const OWN_HEADERS: &[&str] = &[
     "x-wharf-message-id",
     "idempotency-key",
     "x-wharf-attempt",
+    "x-wharf-replays",
     "x-wharf-namespace",
     "x-wharf-transaction-id",
 ];
@@ -117,6 +118,7 @@ impl Http {
             .header("x-wharf-message-id", checked_value("x-wharf-message-id", &msg.id)?)
             .header("idempotency-key", checked_value("idempotency-key", msg.dedup_key())?)
             .header("x-wharf-attempt", msg.attempt.to_string())
+            .header("x-wharf-replays", msg.replays.to_string())
             .header("x-wharf-namespace", checked_value("x-wharf-namespace", &msg.namespace)?);
         let mut has_content_type = false;
         for (name, value) in &msg.headers {

@@ -120,10 +120,12 @@ fn posts_payload_with_headers_and_2xx_is_delivered() {
         .with_key("order-7")
         .with_namespace("orders")
         .with_attempt(3)
+        .with_replays(1)
         .with_header("Content-Type", "application/json")
         .with_header("X-Trace", "abc")
         .with_header("Host", "evil.example")
-        .with_header("x-wharf-attempt", "999");
+        .with_header("x-wharf-attempt", "999")
+        .with_header("x-wharf-replays", "999");
     let id = msg.id.clone();
     assert_eq!(p.deliver(vec![msg]), vec![Outcome::Delivered]);
     let seen = server.next();
@@ -134,6 +136,7 @@ fn posts_payload_with_headers_and_2xx_is_delivered() {
     assert_eq!(seen.header("x-wharf-message-id"), Some(id.as_str()));
     assert_eq!(seen.header("idempotency-key"), Some(id.as_str()));
     assert_eq!(seen.header("x-wharf-attempt"), Some("3"));
+    assert_eq!(seen.header("x-wharf-replays"), Some("1"));
     assert_eq!(seen.header("x-wharf-namespace"), Some("orders"));
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(seen.header("x-trace"), Some("abc"));

@@ -6,33 +6,33 @@
 //! the CPU, and a tokio timeout stops a guest blocked on host I/O (epochs do
 //! not fire while a guest waits inside an async host call). An instance that
 //! trapped or timed out is dropped by its owner and never called again.
+//!
+//! Every supported `wharf:target` version (`SUPPORTED_WIT`) loads through
+//! the same engine, linker and sandbox; `version.rs` finds which one a
+//! component implements and dispatches calls. The host's message, batch and
+//! outcome types are the newest version's (`v0_2.rs`); older versions
+//! convert (`v0_1.rs`).
 
 mod cache;
+mod host_calls;
+mod inspect;
 mod sandbox;
+mod v0_1;
+mod v0_2;
+mod version;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
 pub use sandbox::NetPolicy;
 use sandbox::StoreState;
-
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit/0.1.0",
-        world: "target",
-        exports: { default: async },
-    });
-}
-
-use bindings::wharf::target::host::Level;
-pub use bindings::wharf::target::types::{Batch, Message, Outcome, Retry as RetryOutcome};
-
-/// The WIT package versions this host can load.
-pub const SUPPORTED_WIT: &[&str] = &["wharf:target@0.1.0"];
+pub use v0_2::{Batch, Message, Outcome, Retry as RetryOutcome};
+pub use version::SUPPORTED_WIT;
+use version::{Target, TargetPre};
 
 /// How often the epoch ticks; per-call CPU deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -77,8 +77,10 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("linking wasi: {e}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking wasi-http: {e}"))?;
-        bindings::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking wharf host: {e}"))?;
+        v0_2::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking wharf host 0.2.0: {e}"))?;
+        v0_1::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking wharf host 0.1.0: {e}"))?;
         let weak = engine.weak();
         std::thread::Builder::new().name("wharf-epoch".into()).spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -90,7 +92,6 @@ impl Runtime {
         Ok(Self { engine, linker: Arc::new(linker), cache_dir: cache_dir.to_path_buf() })
     }
 
-    /// Compiles (or loads from the on-disk cache) and type-checks a plugin.
     /// Compiles (or loads from the cache) and type-checks component bytes;
     /// `label` names them in errors.
     pub fn load_bytes(
@@ -102,51 +103,18 @@ impl Runtime {
         let invalid = |reason: String| PluginError::Invalid { path: label.to_string(), reason };
         let (component, digest) =
             cache::compile_cached(&self.engine, &self.cache_dir, bytes).map_err(invalid)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| invalid(format!("imports not satisfied by the host: {e}")))?;
-        let pre = bindings::TargetPre::new(pre)
-            .map_err(|e| invalid(format!("does not export wharf:target@0.1.0: {e}")))?;
+        let pre = self.type_check(&component).map_err(invalid)?;
         Ok(Plugin { pre, digest, settings: Arc::new(settings) })
     }
-}
 
-/// What `wharf plugin check` prints about a component.
-#[derive(Debug, serde::Serialize)]
-pub struct Inspection {
-    pub digest: String,
-    /// The `wharf:target` version the component implements, if any.
-    pub wit: Option<&'static str>,
-    pub problem: Option<String>,
-    pub exports: Vec<String>,
-    pub imports: Vec<String>,
-}
-
-impl Runtime {
-    /// Compiles a component and reports its exports, imports and whether it
-    /// implements a supported `wharf:target` version.
-    pub fn inspect(&self, path: &Path) -> Result<Inspection, PluginError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| PluginError::Read { path: path.display().to_string(), source })?;
-        let invalid = |reason: String| PluginError::Invalid { path: path.display().to_string(), reason };
-        let (component, digest) =
-            cache::compile_cached(&self.engine, &self.cache_dir, &bytes).map_err(invalid)?;
-        let ty = component.component_type();
-        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let checked = self
+    /// Checks the component's imports against the host and its exports
+    /// against every supported `wharf:target` version.
+    fn type_check(&self, component: &Component) -> Result<TargetPre, String> {
+        let pre = self
             .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("imports not satisfied by the host: {e}"))
-            .and_then(|pre| {
-                bindings::TargetPre::new(pre).map_err(|e| format!("does not export wharf:target@0.1.0: {e}"))
-            });
-        let (wit, problem) = match checked {
-            Ok(_) => (Some(SUPPORTED_WIT[0]), None),
-            Err(p) => (None, Some(p)),
-        };
-        Ok(Inspection { digest, wit, problem, exports, imports })
+            .instantiate_pre(component)
+            .map_err(|e| format!("imports not satisfied by the host: {e}"))?;
+        TargetPre::detect(pre)
     }
 }
 
@@ -163,7 +131,7 @@ pub struct PluginSettings {
 /// A compiled, type-checked plugin. Cheap to clone.
 #[derive(Clone)]
 pub struct Plugin {
-    pre: bindings::TargetPre<StoreState>,
+    pre: TargetPre,
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
     settings: Arc<PluginSettings>,
@@ -171,11 +139,16 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("digest", &self.digest).finish()
+        f.debug_struct("Plugin").field("digest", &self.digest).field("wit", &self.wit()).finish()
     }
 }
 
 impl Plugin {
+    /// The `wharf:target` version the component implements.
+    pub fn wit(&self) -> &'static str {
+        self.pre.version().package()
+    }
+
     /// Proves the plugin works before it takes over: instantiates it and
     /// runs `init` with its config, then drops the instance.
     pub async fn validate(&self) -> Result<(), PluginError> {
@@ -184,25 +157,32 @@ impl Plugin {
 
     /// A fresh instance, with `init` already called successfully.
     pub async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let (mut store, target) = self.instantiate_uninit().await?;
+        let deadline = self.settings.call_timeout;
+        set_deadline(&mut store, deadline);
+        let init = bounded(deadline, target.call_init(&mut store, &self.settings.config)).await?;
+        init.map_err(PluginError::Init)?;
+        Ok(Instance { store, target, call_timeout: deadline })
+    }
+
+    /// A fresh instance in its sandbox, before `init`. Every version gets
+    /// the same store: limits, network policy, epoch deadline.
+    async fn instantiate_uninit(&self) -> Result<(Store<StoreState>, Target), PluginError> {
         let s = &self.settings;
         let state = StoreState::new(s.namespace.clone(), &s.net, s.memory_limit_bytes);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|st| &mut st.limits);
         store.epoch_deadline_trap();
-        let deadline = s.call_timeout;
-        set_deadline(&mut store, deadline);
-        let target = bounded(deadline, self.pre.instantiate_async(&mut store)).await?;
-        set_deadline(&mut store, deadline);
-        let init = bounded(deadline, target.call_init(&mut store, &s.config)).await?;
-        init.map_err(PluginError::Init)?;
-        Ok(Instance { store, target, call_timeout: deadline })
+        set_deadline(&mut store, s.call_timeout);
+        let target = bounded(s.call_timeout, self.pre.instantiate(&mut store)).await?;
+        Ok((store, target))
     }
 }
 
 /// A live plugin instance. Drop it after any error that poisons it.
 pub struct Instance {
     store: Store<StoreState>,
-    target: bindings::Target,
+    target: Target,
     call_timeout: Duration,
 }
 
@@ -247,25 +227,3 @@ async fn bounded<T>(
         Err(_) => Err(PluginError::Deadline(deadline)),
     }
 }
-
-impl bindings::wharf::target::host::Host for StoreState {
-    fn log(&mut self, level: Level, message: String) {
-        // Plugins are untrusted: cap the line and keep it on one line.
-        let mut msg: String = message.chars().take(2048).collect();
-        msg.retain(|c| c != '\n' && c != '\r');
-        let ns = &*self.namespace;
-        match level {
-            Level::Trace => tracing::trace!(namespace = ns, "plugin: {msg}"),
-            Level::Debug => tracing::debug!(namespace = ns, "plugin: {msg}"),
-            Level::Info => tracing::info!(namespace = ns, "plugin: {msg}"),
-            Level::Warn => tracing::warn!(namespace = ns, "plugin: {msg}"),
-            Level::Error => tracing::error!(namespace = ns, "plugin: {msg}"),
-        }
-    }
-
-    fn now_ms(&mut self) -> u64 {
-        crate::clock::now_ms()
-    }
-}
-
-impl bindings::wharf::target::types::Host for StoreState {}
