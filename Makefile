@@ -58,7 +58,9 @@ FUZZ_TARGETS := http_json grpc_protobuf stored_record
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	cd host/wharf && for t in $(FUZZ_TARGETS); do \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+		mkdir -p fuzz/corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none -O $$t fuzz/corpus/$$t fuzz/seeds/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
 lint:
