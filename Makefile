@@ -5,7 +5,7 @@ PLUGINS := memcached http
 EXAMPLES := log-target
 FIXTURES := misbehave
 
-.PHONY: all deps test-deps build plugins test demo bench lint fmt clean
+.PHONY: all deps test-deps build plugins test demo bench fuzz lint fmt clean
 
 all: build
 
@@ -51,6 +51,17 @@ bench: build
 	$(CARGO) bench --locked -p wharf-tests --bench delivery
 	$(CARGO) bench --locked -p wharf-tests --bench api
 	$(CARGO) bench --locked -p wharf-queue --bench backends
+
+## fuzz: each fuzz target for FUZZ_SECONDS (default 60) seconds; not part of `make test` (docs/api.md, "Fuzzing")
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := http_json grpc_protobuf stored_record
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd host/wharf && for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none -O $$t fuzz/corpus/$$t fuzz/seeds/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -110,12 +110,19 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// `POST /v1/namespaces/{ns}/messages/batch`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WriteMany {
-    messages: Vec<WriteRequest>,
+pub(crate) struct WriteMany {
+    pub messages: Vec<WriteRequest>,
     #[serde(default)]
-    wait: WaitFor,
+    pub wait: WaitFor,
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// The body of `POST /v1/namespaces/{ns}/messages/batch`, its size checked.
+pub(crate) fn parse_write_many(body: &[u8]) -> Result<WriteMany, ApiError> {
+    let req: WriteMany = parse_json(body)?;
+    check_batch_len(req.messages.len())?;
+    Ok(req)
 }
 
 pub(crate) fn wait_timeout(ms: Option<u64>) -> Duration {
@@ -128,16 +135,22 @@ async fn write_one(
     body: Bytes,
 ) -> Result<Json<write::WriteAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    // One message plus `wait` and `timeout_ms`; unknown fields are errors
-    // (serde's `flatten` would let them through).
-    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    let (message, wait, timeout_ms) = parse_write_one(&body)?;
+    let results = write::write_batch(&ns, vec![message], wait, wait_timeout(timeout_ms)).await?;
+    results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result"))).map(Json)
+}
+
+/// The body of `POST /v1/namespaces/{ns}/messages`: one message plus `wait`
+/// and `timeout_ms`. Unknown fields are errors (serde's `flatten` would let
+/// them through).
+pub(crate) fn parse_write_one(body: &[u8]) -> Result<(WriteRequest, WaitFor, Option<u64>), ApiError> {
+    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
     let wait: WaitFor = parse_json(fields.remove("wait").unwrap_or(json!("durable")).to_string().as_bytes())?;
     let timeout_ms: Option<u64> =
         parse_json(fields.remove("timeout_ms").unwrap_or_default().to_string().as_bytes())?;
     let message: WriteRequest = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
-    let results = write::write_batch(&ns, vec![message], wait, wait_timeout(timeout_ms)).await?;
-    results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result"))).map(Json)
+    Ok((message, wait, timeout_ms))
 }
 
 pub(crate) fn check_batch_len(n: usize) -> Result<(), ApiError> {
@@ -157,8 +170,7 @@ async fn write_many(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let req: WriteMany = parse_json(&body)?;
-    check_batch_len(req.messages.len())?;
+    let req = parse_write_many(&body)?;
     let results = write::write_batch(&ns, req.messages, req.wait, wait_timeout(req.timeout_ms)).await?;
     let results: Vec<_> = results
         .into_iter()
@@ -177,8 +189,12 @@ async fn txn_begin(
     body: Bytes,
 ) -> Result<(StatusCode, Json<crate::txn_store::TxnInfo>), ApiError> {
     let ns = namespace(&node, &ns)?;
-    let req = if body.is_empty() { crate::txn::BeginRequest::default() } else { parse_json(&body)? };
-    Ok((StatusCode::CREATED, Json(crate::txn::begin(&ns, req).await?)))
+    Ok((StatusCode::CREATED, Json(crate::txn::begin(&ns, parse_begin(&body)?).await?)))
+}
+
+/// The body of `POST .../transactions`: empty, or a key and a time to live.
+pub(crate) fn parse_begin(body: &[u8]) -> Result<crate::txn::BeginRequest, ApiError> {
+    if body.is_empty() { Ok(crate::txn::BeginRequest::default()) } else { parse_json(body) }
 }
 
 /// A chunk as JSON: base64 payload and headers.
@@ -199,20 +215,26 @@ async fn txn_chunk(
     let seq: u32 = seq.parse().map_err(|_| {
         ApiError::bad("invalid_chunk_seq", format!("chunk seq {seq:?} is not a number 0..2^32"))
     })?;
-    let chunk: ChunkBody = parse_json(&body)?;
+    Ok(Json(crate::txn::append_chunk(&ns, &txn, seq, parse_chunk(&body)?).await?))
+}
+
+/// The body of `PUT .../transactions/{txn}/chunks/{seq}`, checked.
+pub(crate) fn parse_chunk(body: &[u8]) -> Result<crate::txn::ChunkRequest, ApiError> {
+    let chunk: ChunkBody = parse_json(body)?;
     let req =
         crate::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers };
-    Ok(Json(crate::txn::append_chunk(&ns, &txn, seq, req).await?))
+    crate::txn::check_chunk(&req)?;
+    Ok(req)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CommitBody {
-    chunks: u32,
+pub(crate) struct CommitBody {
+    pub chunks: u32,
     #[serde(default)]
-    wait: WaitFor,
+    pub wait: WaitFor,
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 async fn txn_commit(
@@ -221,8 +243,12 @@ async fn txn_commit(
     body: Bytes,
 ) -> Result<Json<crate::txn::CommitAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let c: CommitBody = parse_json(&body)?;
+    let c = parse_commit(&body)?;
     Ok(Json(crate::txn::commit(&ns, &txn, c.chunks, c.wait, wait_timeout(c.timeout_ms)).await?))
+}
+
+pub(crate) fn parse_commit(body: &[u8]) -> Result<CommitBody, ApiError> {
+    parse_json(body)
 }
 
 async fn txn_abort(

@@ -40,7 +40,7 @@ pub struct DlqEntry {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum DlqRecord {
+pub(crate) enum DlqRecord {
     /// Boxed: the same bytes on disk (serde sees through a box).
     Entry(Box<DlqEntry>),
     Deleted {
@@ -197,7 +197,7 @@ fn encode(r: &DlqRecord) -> Vec<u8> {
     crate::record::encode(VERSION, r)
 }
 
-fn decode(bytes: &[u8]) -> Result<DlqRecord, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<DlqRecord, String> {
     match bytes.first() {
         Some(1) => crate::record::decode::<DlqRecordV1>(1, bytes).map(DlqRecord::from),
         _ => crate::record::decode(VERSION, bytes),

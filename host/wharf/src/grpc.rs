@@ -120,12 +120,48 @@ impl GrpcApi {
     }
 }
 
-fn wait_for(wait: i32) -> Result<WaitFor, Status> {
+fn wait_for(wait: i32) -> Result<WaitFor, ApiError> {
     match pb::Wait::try_from(wait) {
         Ok(pb::Wait::Durable) => Ok(WaitFor::Durable),
         Ok(pb::Wait::Visible) => Ok(WaitFor::Visible),
-        Err(_) => Err(to_status(ApiError::bad("invalid_wait", format!("unknown wait value {wait}")))),
+        Err(_) => Err(ApiError::bad("invalid_wait", format!("unknown wait value {wait}"))),
     }
+}
+
+/// A `Write` request as the write path takes it: the message, what to wait
+/// for and how long (the HTTP API's `api::parse_write_one`).
+pub(crate) fn write_from_pb(
+    r: pb::WriteRequest,
+) -> Result<(write::WriteRequest, WaitFor, Option<u64>), ApiError> {
+    let wait = wait_for(r.wait)?;
+    let message = write_request(pb::Message {
+        payload: r.payload,
+        key: r.key,
+        idempotency_key: r.idempotency_key,
+        headers: r.headers,
+        delay_ms: r.delay_ms,
+        deliver_at_ms: r.deliver_at_ms,
+    });
+    Ok((message, wait, r.timeout_ms))
+}
+
+/// A `WriteBatch` request, its size checked (`api::parse_write_many`).
+pub(crate) fn batch_from_pb(
+    r: pb::WriteBatchRequest,
+) -> Result<(Vec<write::WriteRequest>, WaitFor, Option<u64>), ApiError> {
+    let wait = wait_for(r.wait)?;
+    api::check_batch_len(r.messages.len())?;
+    Ok((r.messages.into_iter().map(write_request).collect(), wait, r.timeout_ms))
+}
+
+/// An `AppendChunk` request's chunk, checked (`api::parse_chunk`).
+pub(crate) fn chunk_from_pb(
+    payload: Vec<u8>,
+    headers: std::collections::BTreeMap<String, String>,
+) -> Result<txn::ChunkRequest, ApiError> {
+    let req = txn::ChunkRequest { payload, headers };
+    txn::check_chunk(&req)?;
+    Ok(req)
 }
 
 /// The write path takes base64, as the HTTP API receives it.
@@ -191,17 +227,8 @@ fn dlq_entry(e: crate::dlq::DlqEntry) -> pb::DlqEntry {
 impl Wharf for GrpcApi {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
-        let r = request.into_inner();
-        let wait = wait_for(r.wait)?;
-        let message = write_request(pb::Message {
-            payload: r.payload,
-            key: r.key,
-            idempotency_key: r.idempotency_key,
-            headers: r.headers,
-            delay_ms: r.delay_ms,
-            deliver_at_ms: r.deliver_at_ms,
-        });
-        let results = write::write_batch(&ns, vec![message], wait, api::wait_timeout(r.timeout_ms))
+        let (message, wait, timeout_ms) = write_from_pb(request.into_inner()).map_err(to_status)?;
+        let results = write::write_batch(&ns, vec![message], wait, api::wait_timeout(timeout_ms))
             .await
             .map_err(to_status)?;
         let result = results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result")));
@@ -213,11 +240,8 @@ impl Wharf for GrpcApi {
         request: Request<pb::WriteBatchRequest>,
     ) -> Result<Response<pb::WriteBatchResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
-        let r = request.into_inner();
-        let wait = wait_for(r.wait)?;
-        api::check_batch_len(r.messages.len()).map_err(to_status)?;
-        let messages = r.messages.into_iter().map(write_request).collect();
-        let results = write::write_batch(&ns, messages, wait, api::wait_timeout(r.timeout_ms))
+        let (messages, wait, timeout_ms) = batch_from_pb(request.into_inner()).map_err(to_status)?;
+        let results = write::write_batch(&ns, messages, wait, api::wait_timeout(timeout_ms))
             .await
             .map_err(to_status)?;
         let results = results
@@ -349,7 +373,7 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::ChunkAck>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
-        let req = txn::ChunkRequest { payload: r.payload, headers: r.headers };
+        let req = chunk_from_pb(r.payload, r.headers).map_err(to_status)?;
         let a = txn::append_chunk(&ns, &r.transaction_id, r.seq, req).await.map_err(to_status)?;
         Ok(Response::new(pb::ChunkAck {
             transaction_id: a.transaction_id,
@@ -365,7 +389,7 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::CommitAck>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
-        let wait = wait_for(r.wait)?;
+        let wait = wait_for(r.wait).map_err(to_status)?;
         let a = txn::commit(&ns, &r.transaction_id, r.chunks, wait, api::wait_timeout(r.timeout_ms))
             .await
             .map_err(to_status)?;

@@ -152,13 +152,18 @@ pub async fn append_chunk(
 ) -> Result<ChunkAck, ApiError> {
     check_usable(ns)?;
     check_id(id)?;
-    write::check_payload(&req.payload)?;
-    write::check_headers(&req.headers)?;
+    check_chunk(&req)?;
     let chunk = Chunk { seq, payload: req.payload, headers: req.headers.into_iter().collect() };
     let limits = ns.cfg.transactions.limits();
     let txn = id.to_string();
     let written = store_op(ns, move |s| s.append_chunk(&txn, chunk, limits)).await?;
     Ok(ChunkAck { transaction_id: id.to_string(), seq, durable: true, duplicate: !written })
+}
+
+/// A chunk's own limits: its payload and headers, as for one message.
+pub fn check_chunk(req: &ChunkRequest) -> Result<(), ApiError> {
+    write::check_payload(&req.payload)?;
+    write::check_headers(&req.headers)
 }
 
 pub async fn commit(

@@ -120,7 +120,10 @@ pub fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError>
     Ok(())
 }
 
-pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError> {
+/// One message checked against the input limits and turned into the
+/// envelope the log stores. `max_delay_ms` is the namespace's
+/// `limits.max_delay_ms`.
+pub fn validate(req: WriteRequest, max_delay_ms: u64) -> Result<Envelope, ApiError> {
     let payload = decode_payload(&req.payload)?;
     check_key(req.key.as_deref())?;
     if let Some(k) = &req.idempotency_key
@@ -139,11 +142,10 @@ pub fn validate(req: WriteRequest, ns: &Namespace) -> Result<Envelope, ApiError>
     }
     let now = now_ms();
     let deliver_at_ms = req.deliver_at_ms.or(req.delay_ms.map(|d| now.saturating_add(d)));
-    let max_delay = ns.cfg.limits.max_delay_ms;
-    if deliver_at_ms.is_some_and(|t| t.saturating_sub(now) > max_delay) {
+    if deliver_at_ms.is_some_and(|t| t.saturating_sub(now) > max_delay_ms) {
         return Err(ApiError::bad(
             "invalid_delay",
-            format!("a delay may be at most {max_delay} ms (limits.max_delay_ms)"),
+            format!("a delay may be at most {max_delay_ms} ms (limits.max_delay_ms)"),
         ));
     }
     Ok(Envelope {
@@ -209,7 +211,8 @@ pub async fn write_batch(
     wait: WaitFor,
     timeout: Duration,
 ) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
-    let envelopes: Vec<Result<Envelope, ApiError>> = requests.into_iter().map(|r| validate(r, ns)).collect();
+    let envelopes: Vec<Result<Envelope, ApiError>> =
+        requests.into_iter().map(|r| validate(r, ns.cfg.limits.max_delay_ms)).collect();
     write_envelopes(ns, envelopes, wait, timeout).await
 }
 

@@ -1,0 +1,7 @@
+//! A gRPC API request message (first byte: which request).
+//! What must hold is in `host/wharf/src/fuzzing.rs`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = wharf::fuzzing::grpc_protobuf(data);
+});

@@ -1,0 +1,259 @@
+//! The `wharf` command line: the sidecar (`serve`) and its operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::node::Node;
+use crate::{api, cmd_log, cmd_remote, config, control, grpc, node, plugin};
+
+/// Exit code for a configuration error (EX_CONFIG is 78; the issue asks for
+/// EX_USAGE, 64, which is what scripts expect from us).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, about = "Write-ahead-log sidecar with sandboxed Wasm targets")]
+struct Cli {
+    /// Log format on stderr. Levels come from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the sidecar: accept writes, make them durable, deliver them.
+    Serve {
+        #[arg(long, short, default_value = "wharf.toml")]
+        config: PathBuf,
+        /// `processor` takes writes only, `consumer` delivers only (both need
+        /// namespaces on a shared Kafka or SQS queue), `all` does both.
+        #[arg(long, value_enum, default_value_t = node::Role::All)]
+        role: node::Role,
+    },
+    /// Check a config file and exit (0 when valid, 64 otherwise).
+    CheckConfig {
+        #[arg(long, short, default_value = "wharf.toml")]
+        config: PathBuf,
+    },
+    /// Inspect and repair the embedded log.
+    #[command(subcommand)]
+    Log(cmd_log::LogCmd),
+    /// Check plugin files; register, roll back or remove a running sidecar's plugins.
+    Plugin {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(subcommand)]
+        cmd: PluginCmd,
+    },
+    /// Show a running sidecar's protocol state: per partition head, durable
+    /// sequence, watermark, backlog, in-flight, retries, breaker, halts.
+    Status {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+    },
+    /// Re-read the config of a running sidecar (same as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+    },
+    /// Inspect, replay and purge a namespace's dead-letter queue.
+    Dlq {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(subcommand)]
+        cmd: cmd_remote::DlqCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCmd {
+    /// Manage a running sidecar's plugins (register, rollback, remove).
+    #[command(flatten)]
+    Admin(cmd_remote::PluginAdmin),
+    /// Print a plugin's WIT version, what it says it is (`describe`),
+    /// exports and imports; exit 1 if the host cannot load it or its
+    /// `describe` fails.
+    Check { file: PathBuf },
+}
+
+/// Parses the command line and runs it; what `wharf` exits with.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.cmd {
+        Cmd::Serve { config, role } => serve(config, role),
+        Cmd::CheckConfig { config } => match config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} namespaces)", config.display(), c.namespaces.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("config error: {e}");
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+        },
+        Cmd::Log(cmd) => {
+            // Salvage changes data: it leaves an audit line in the data dir.
+            let salvaged = match &cmd {
+                cmd_log::LogCmd::Salvage { partition_dir, .. } => Some(partition_dir.clone()),
+                _ => None,
+            };
+            let result = cmd_log::run(cmd);
+            if let Some(dir) = salvaged {
+                let data_dir = dir.parent().and_then(|p| p.parent()).unwrap_or(&dir).to_path_buf();
+                let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+                let outcome = match &result {
+                    Ok(code) if *code == ExitCode::SUCCESS => Ok(serde_json::json!({})),
+                    Ok(_) => Err("salvage reported a problem"),
+                    Err(_) => Err("salvage failed"),
+                };
+                control::audit(&data_dir, &actor, "log.salvage", &dir.display().to_string(), outcome);
+            }
+            result
+        }
+        Cmd::Plugin { server, cmd: PluginCmd::Check { file } } => plugin_check(&file, server.json),
+        Cmd::Plugin { server, cmd: PluginCmd::Admin(cmd) } => cmd_remote::plugin_admin(&server, cmd),
+        Cmd::Status { server } => cmd_remote::status(&server),
+        Cmd::Reload { server } => cmd_remote::reload(&server),
+        Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "wharf failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let node = Arc::new(Node::open(&cfg, &config_path, role)?);
+        for ns in node.namespaces() {
+            node.connect_queue(&ns).await?;
+            control::activate(&node, &ns).await;
+            node.start_delivery(&ns);
+        }
+        let grpc = match cfg.server.grpc {
+            Some(addr) => Some(grpc::start(node.clone(), addr, shutdown_signal()).await?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(cfg.server.http)
+            .await
+            .with_context(|| format!("binding the HTTP API to {}", cfg.server.http))?;
+        tracing::info!(http = %cfg.server.http, data_dir = %cfg.server.data_dir.display(), "wharf serving");
+        tokio::spawn(reload_on_sighup(node.clone()));
+        axum::serve(listener, api::router(node.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        if let Some(calls) = grpc
+            && tokio::time::timeout(Duration::from_secs(10), calls).await.is_err()
+        {
+            tracing::warn!("gRPC calls did not finish within 10 s");
+        }
+        tracing::info!("shutting down: draining delivery loops");
+        node.shutdown();
+        if tokio::time::timeout(Duration::from_secs(10), node.drain()).await.is_err() {
+            tracing::warn!("delivery loops did not stop within 10 s; undelivered messages stay in the log");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGHUP re-reads the config (see `control::reload`).
+async fn reload_on_sighup(node: Arc<Node>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let _guard = node.control.lock().await;
+        let result = control::reload(&node).await;
+        match &result {
+            Ok(r) => tracing::info!(?r, "config reloaded on sighup"),
+            Err(e) => tracing::error!(error = %e, "config reload on sighup failed; nothing changed"),
+        }
+        let detail = result.as_ref().map(|r| serde_json::json!(r)).map_err(String::as_str);
+        control::audit(
+            &node.data_dir,
+            "signal:SIGHUP",
+            "config.reload",
+            &node.config_path.display().to_string(),
+            detail,
+        );
+    }
+}
+
+fn plugin_check(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cache = std::env::temp_dir().join("wharf-plugin-check-cache");
+    let runtime = plugin::Runtime::new(&cache)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(runtime.inspect(file))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("plugin   {}", file.display());
+        println!("digest   {}", report.digest);
+        match report.wit {
+            Some(wit) => println!("wit      {wit}"),
+            None => {
+                println!("wit      none supported (this host loads {})", plugin::SUPPORTED_WIT.join(", "))
+            }
+        }
+        match (&report.describe, report.wit, &report.problem) {
+            (Some(info), ..) => println!("describe {} {}", info.name, info.version),
+            (None, Some(wit), None) => println!("describe (none: {wit} predates describe)"),
+            _ => {}
+        }
+        println!("exports  {}", report.exports.join(", "));
+        println!("imports");
+        for i in &report.imports {
+            println!("  {i}");
+        }
+        if let Some(p) = &report.problem {
+            println!("problem  {p}");
+        }
+    }
+    Ok(if report.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
