@@ -243,8 +243,13 @@ pub async fn expire_loop(ns: Arc<Namespace>, mut shutdown: tokio::sync::watch::R
         if *shutdown.borrow() || ns.removed.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let store = ns.txns.clone();
-        let Ok(expired) = tokio::task::spawn_blocking(move || store.expire(now_ms())).await else { continue };
+        let (store, window) = (ns.txns.clone(), ns.clone());
+        let committed = move |id: &str| {
+            window.idempotency.as_ref().and_then(|w| w.lookup(&format!("{TXN_IDEMPOTENCY_PREFIX}{id}")))
+        };
+        let Ok(expired) = tokio::task::spawn_blocking(move || store.expire(now_ms(), committed)).await else {
+            continue;
+        };
         for id in &expired {
             tracing::info!(namespace = %ns.name, transaction = %id, "transaction expired uncommitted; its chunks are deleted");
             count(&ns, "expired");

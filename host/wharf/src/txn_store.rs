@@ -515,8 +515,12 @@ impl TxnStore {
     }
 
     /// Deletes every uncommitted transaction past its expiry; returns their
-    /// ids.
-    pub fn expire(&self, now_ms: u64) -> Vec<String> {
+    /// ids. `committed` answers whether a transaction's marker is in the log
+    /// after all (the idempotency window knows its key): a crash between the
+    /// marker's append and the `Committed` record leaves such a file, and a
+    /// retried commit is acknowledged from the window, so its chunks must
+    /// stay. Those are marked committed instead.
+    pub fn expire(&self, now_ms: u64, committed: impl Fn(&str) -> Option<String>) -> Vec<String> {
         // Committed transactions whose file a consumer process deleted
         // after delivering them.
         lock(&self.txns).retain(|_, t| {
@@ -533,6 +537,19 @@ impl TxnStore {
             .collect();
         let mut gone = Vec::new();
         for id in due {
+            if let Some(marker_id) = committed(&id) {
+                match self.mark_committed(&id, &marker_id) {
+                    Ok(()) => tracing::warn!(
+                        transaction = %id,
+                        marker = %marker_id,
+                        "transaction's marker is in the log but its commit was not recorded (crash); kept as committed"
+                    ),
+                    Err(e) => {
+                        tracing::error!(transaction = %id, error = %e, "recording a found commit failed; will retry")
+                    }
+                }
+                continue;
+            }
             match self.remove(&id) {
                 Ok(()) => {
                     let mut expired = lock(&self.expired);
@@ -636,11 +653,32 @@ mod tests {
         store.abort(&a).expect("abort");
         assert!(matches!(store.info(&a), Err(TxnError::NotFound(_))));
         store.pin(&c);
-        assert!(store.expire(1005).is_empty(), "not due yet");
-        assert_eq!(store.expire(1010), vec![b.clone()]);
+        assert!(store.expire(1005, |_| None).is_empty(), "not due yet");
+        assert_eq!(store.expire(1010, |_| None), vec![b.clone()]);
         assert!(matches!(store.append_chunk(&b, chunk(0, b"b"), LIMITS), Err(TxnError::Expired(_))));
         assert!(store.info(&c).is_ok(), "a transaction whose marker was read never expires");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+
+    /// A crash after the marker's append, before `Committed` was recorded:
+    /// the marker is in the log, so expiry must not take the chunks.
+    #[test]
+    fn a_commit_found_in_the_log_is_recorded_instead_of_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TxnStore::open(dir.path()).expect("open");
+        let id = store.begin(None, 1000, 10, LIMITS).expect("begin").transaction_id;
+        store.append_chunk(&id, chunk(0, b"kept"), LIMITS).expect("chunk");
+        store.prepare_commit(&id, 1).expect("plan");
+        drop(store);
+        let store = TxnStore::open(dir.path()).expect("reopen");
+        let found = id.clone();
+        let marker = move |t: &str| (t == found).then(|| "0-9".to_string());
+        assert!(store.expire(u64::MAX, &marker).is_empty());
+        assert_eq!(store.info(&id).expect("info").marker_id.as_deref(), Some("0-9"));
+        drop(store);
+        let store = TxnStore::open(dir.path()).expect("reopen");
+        assert!(store.expire(u64::MAX, |_| None).is_empty(), "the commit was recorded durably");
+        assert_eq!(store.load_chunks(&id, 1).expect("chunks")[0].payload, b"kept");
     }
 
     #[test]
@@ -682,7 +720,7 @@ mod tests {
         assert!(store.prepare_commit(&torn, 1).is_ok());
         assert_eq!(store.load_chunks(&torn, 1).expect("load")[0].payload, b"hello");
         assert_eq!(
-            store.expire(u64::MAX),
+            store.expire(u64::MAX, |_| None),
             vec![torn],
             "corruption is kept for an operator, not expired away"
         );
