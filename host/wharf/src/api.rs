@@ -218,13 +218,11 @@ async fn txn_chunk(
     Ok(Json(crate::txn::append_chunk(&ns, &txn, seq, parse_chunk(&body)?).await?))
 }
 
-/// The body of `PUT .../transactions/{txn}/chunks/{seq}`, checked.
+/// The body of `PUT .../transactions/{txn}/chunks/{seq}`; `txn::append_chunk`
+/// checks its limits.
 pub(crate) fn parse_chunk(body: &[u8]) -> Result<crate::txn::ChunkRequest, ApiError> {
     let chunk: ChunkBody = parse_json(body)?;
-    let req =
-        crate::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers };
-    crate::txn::check_chunk(&req)?;
-    Ok(req)
+    Ok(crate::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers })
 }
 
 #[derive(Debug, Deserialize)]

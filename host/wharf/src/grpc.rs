@@ -154,16 +154,6 @@ pub(crate) fn batch_from_pb(
     Ok((r.messages.into_iter().map(write_request).collect(), wait, r.timeout_ms))
 }
 
-/// An `AppendChunk` request's chunk, checked (`api::parse_chunk`).
-pub(crate) fn chunk_from_pb(
-    payload: Vec<u8>,
-    headers: std::collections::BTreeMap<String, String>,
-) -> Result<txn::ChunkRequest, ApiError> {
-    let req = txn::ChunkRequest { payload, headers };
-    txn::check_chunk(&req)?;
-    Ok(req)
-}
-
 /// The write path takes base64, as the HTTP API receives it.
 fn write_request(m: pb::Message) -> write::WriteRequest {
     write::WriteRequest {
@@ -373,7 +363,7 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::ChunkAck>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
-        let req = chunk_from_pb(r.payload, r.headers).map_err(to_status)?;
+        let req = txn::ChunkRequest { payload: r.payload, headers: r.headers };
         let a = txn::append_chunk(&ns, &r.transaction_id, r.seq, req).await.map_err(to_status)?;
         Ok(Response::new(pb::ChunkAck {
             transaction_id: a.transaction_id,
