@@ -172,6 +172,27 @@ pub struct Behaviour {
     pub reject_keys: Vec<String>,
     /// Sleep this long before answering.
     pub delay: Duration,
+    /// Answer 503 (with `Retry-After: 0`) to messages whose `x-wharf-key`
+    /// is listed, for as long as they are listed.
+    pub fail_keys: Vec<String>,
+    /// Answer 503 (with `Retry-After: 0`) to everything until this instant.
+    pub fail_until: Option<Instant>,
+}
+
+impl Behaviour {
+    /// The status the sink answers to a request with this key (if any).
+    fn status_for(&self, key: Option<&str>) -> u16 {
+        let listed = |keys: &[String]| key.is_some_and(|k| keys.iter().any(|r| r == k));
+        if let Some(s) = self.fail_all {
+            s
+        } else if self.fail_until.is_some_and(|t| Instant::now() < t) || listed(&self.fail_keys) {
+            503
+        } else if listed(&self.reject_keys) {
+            400
+        } else {
+            200
+        }
+    }
 }
 
 /// A real HTTP server on a free port that records what it accepted.
@@ -179,6 +200,8 @@ pub struct HttpSink {
     pub port: u16,
     pub accepted: Arc<Mutex<Vec<Received>>>,
     pub behaviour: Arc<Mutex<Behaviour>>,
+    /// Requests answered with a status other than 2xx, with that status.
+    refused: Arc<Mutex<Vec<(u16, Received)>>>,
     server: Arc<tiny_http::Server>,
 }
 
@@ -194,8 +217,10 @@ impl HttpSink {
         let port = server.server_addr().to_ip().map(|a| a.port()).expect("ip addr");
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(Behaviour::default()));
+        let refused: Arc<Mutex<Vec<(u16, Received)>>> = Arc::default();
         for _ in 0..4 {
-            let (server, accepted, behaviour) = (server.clone(), accepted.clone(), behaviour.clone());
+            let (server, accepted, behaviour, refused) =
+                (server.clone(), accepted.clone(), behaviour.clone(), refused.clone());
             std::thread::spawn(move || {
                 while let Ok(mut req) = server.recv() {
                     let mut body = Vec::new();
@@ -211,16 +236,11 @@ impl HttpSink {
                     };
                     let b = behaviour.lock().map(|b| b.clone()).unwrap_or_default();
                     std::thread::sleep(b.delay);
-                    let status = if let Some(s) = b.fail_all {
-                        s
-                    } else if rec.header("x-wharf-key").is_some_and(|k| b.reject_keys.iter().any(|r| r == k))
-                    {
-                        400
-                    } else {
-                        200
-                    };
+                    let status = b.status_for(rec.header("x-wharf-key"));
                     if status < 300 {
                         accepted.lock().expect("lock").push(rec);
+                    } else {
+                        refused.lock().expect("lock").push((status, rec));
                     }
                     let mut resp =
                         tiny_http::Response::from_string(format!("status {status}")).with_status_code(status);
@@ -231,7 +251,7 @@ impl HttpSink {
                 }
             });
         }
-        Self { port, accepted, behaviour, server }
+        Self { port, accepted, behaviour, refused, server }
     }
 
     pub fn url(&self) -> String {
@@ -268,8 +288,48 @@ config = {{ url = "{url}hook" }}
         )
     }
 
+    /// `[namespaces.<ns>.targets.<name>]`: a named target (the http plugin
+    /// posting to this sink), for a namespace with several targets.
+    pub fn target_table(&self, ns: &str, name: &str) -> String {
+        format!(
+            r#"
+[namespaces.{ns}.targets.{name}]
+plugin = "{}"
+allow_http = ["{url}"]
+config = {{ url = "{url}hook" }}
+"#,
+            plugin("http").display(),
+            url = self.url()
+        )
+    }
+
     pub fn accepted(&self) -> Vec<Received> {
         self.accepted.lock().expect("lock").clone()
+    }
+
+    /// The requests answered with a non-2xx status, with that status.
+    pub fn refused(&self) -> Vec<(u16, Received)> {
+        self.refused.lock().expect("lock").clone()
+    }
+
+    /// Per key (`x-wharf-key`), the accepted bodies in the order of their
+    /// first arrival; a later repeat of an accepted body is left out.
+    pub fn first_arrivals(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for r in self.accepted() {
+            let Some(key) = r.header("x-wharf-key") else { continue };
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            let seen = out.entry(key.to_string()).or_default();
+            if !seen.contains(&body) {
+                seen.push(body);
+            }
+        }
+        out
+    }
+
+    /// Distinct accepted bodies.
+    pub fn accepted_bodies(&self) -> std::collections::HashSet<String> {
+        self.accepted().into_iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect()
     }
 
     pub fn set(&self, f: impl FnOnce(&mut Behaviour)) {
@@ -313,10 +373,16 @@ impl Wharf {
 
     /// Starts `wharf serve --role <role>` (`processor`, `consumer`, `all`).
     pub fn start_as(namespaces: &str, role: &str) -> Self {
+        Self::start_with_server("", namespaces, role)
+    }
+
+    /// Like [`Wharf::start_as`], with `server_extra` (TOML lines, e.g.
+    /// `segment_max_bytes = 4096`) added to the `[server]` table.
+    pub fn start_with_server(server_extra: &str, namespaces: &str, role: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, grpc_port) = (free_port(), free_port());
         let config = format!(
-            "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\ndata_dir = \"data\"\n\n{namespaces}\n"
+            "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\ndata_dir = \"data\"\n{server_extra}\n\n{namespaces}\n"
         );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
         let mut w = Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string() };
@@ -451,6 +517,160 @@ impl Wharf {
     pub fn status(&self) -> Value {
         self.get("/v1/status").body
     }
+
+    /// Writes one message with `"wait": "visible"` and `timeout_ms`.
+    pub fn write_visible(&self, ns: &str, key: &str, payload: &[u8], timeout_ms: u64) -> Reply {
+        let body = serde_json::json!({
+            "key": key, "payload": b64(payload), "wait": "visible", "timeout_ms": timeout_ms,
+        });
+        self.post(&format!("/v1/namespaces/{ns}/messages"), &body)
+    }
+
+    /// Writes one message and returns its `message_id`, asserting a durable ack.
+    pub fn write_id(&self, ns: &str, key: &str, payload: &[u8]) -> String {
+        let r = self.write(ns, Some(key), payload);
+        assert_eq!(r.status, 200, "write {key}: {:?}", r.body);
+        assert_eq!(r.body["durable"], Value::Bool(true), "write {key}: {:?}", r.body);
+        r.body["message_id"].as_str().expect("message_id").to_string()
+    }
+
+    /// `GET /v1/namespaces/{ns}/messages/{id}`: the body.
+    pub fn lookup(&self, ns: &str, id: &str) -> Value {
+        self.get(&format!("/v1/namespaces/{ns}/messages/{id}")).body
+    }
+
+    /// `/v1/namespaces/{ns}/dlq<rest>`, with `?target=<t>` when given
+    /// (`rest` is `""`, `"/replay"` or `"/<id>"`).
+    pub fn dlq_path(ns: &str, rest: &str, target: Option<&str>) -> String {
+        let q = target.map(|t| format!("?target={t}")).unwrap_or_default();
+        format!("/v1/namespaces/{ns}/dlq{rest}{q}")
+    }
+
+    /// `GET` the DLQ of a namespace (of one target when given).
+    pub fn dlq(&self, ns: &str, target: Option<&str>) -> Reply {
+        self.get(&Self::dlq_path(ns, "", target))
+    }
+
+    /// The `message_id`s listed in the DLQ (empty on an error reply).
+    pub fn dlq_ids(&self, ns: &str, target: Option<&str>) -> Vec<String> {
+        self.dlq(ns, target).body["entries"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|x| x["message_id"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    /// `POST .../dlq/replay` with `body` (`{"ids": [...]}`, or `{}` for all).
+    pub fn dlq_replay(&self, ns: &str, target: Option<&str>, body: &Value) -> Reply {
+        self.post(&Self::dlq_path(ns, "/replay", target), body)
+    }
+
+    /// `namespaces.<ns>.targets.<target>` of `/v1/status` (`Null` if absent).
+    pub fn target_status(&self, ns: &str, target: &str) -> Value {
+        self.status()["namespaces"][ns]["targets"][target].clone()
+    }
+
+    /// `namespaces.<ns>.targets.<target>.partitions` of `/v1/status`.
+    pub fn target_partitions(&self, ns: &str, target: &str) -> Vec<Value> {
+        self.target_status(ns, target)["partitions"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The sum over a target's partitions of `delivery.<field>` (a counter).
+    pub fn target_delivery_sum(&self, ns: &str, target: &str, field: &str) -> u64 {
+        self.target_partitions(ns, target).iter().filter_map(|p| p["delivery"][field].as_u64()).sum()
+    }
+
+    /// The breaker states of a target's partitions.
+    pub fn breaker_states(&self, ns: &str, target: &str) -> Vec<String> {
+        self.target_partitions(ns, target)
+            .iter()
+            .map(|p| p["delivery"]["breaker"]["state"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    /// `namespaces.<ns>.partitions` of `/v1/status` (the log's view).
+    pub fn partitions(&self, ns: &str) -> Vec<Value> {
+        self.status()["namespaces"][ns]["partitions"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.get("/metrics").body.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The sum of the samples of metric `name` whose labels include every
+    /// pair in `labels` (in any order); `None` when no sample matches.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_sum(&self.metrics(), name, labels)
+    }
+}
+
+/// The sum of the samples in `text` (Prometheus/OpenMetrics exposition) of
+/// metric `name` whose labels include every pair in `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let (label_text, value) = if let Some(inner) = rest.strip_prefix('{') {
+            let Some(end) = inner.rfind('}') else { continue };
+            (&inner[..end], &inner[end + 1..])
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue;
+        };
+        let pairs: Vec<(&str, &str)> = label_text
+            .split("\",")
+            .filter_map(|p| p.split_once("=\""))
+            .map(|(k, v)| (k.trim(), v.trim_end_matches('"')))
+            .collect();
+        if !labels.iter().all(|l| pairs.contains(l)) {
+            continue;
+        }
+        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+// ------------------------------------------------------- config snippets
+
+/// `queue = { kind = "kafka", ... }` for a namespace (a line of `extra`).
+pub fn kafka_queue(port: u16, topic: &str, partitions: u32) -> String {
+    format!(
+        "queue = {{ kind = \"kafka\", brokers = \"127.0.0.1:{port}\", topic = \"{topic}\", partitions = {partitions} }}\n"
+    )
+}
+
+/// `queue = { kind = "sqs", ..., fifo = true }` for a namespace (a line of `extra`).
+pub fn sqs_fifo_queue(port: u16, queue: &str) -> String {
+    format!(
+        "queue = {{ kind = \"sqs\", endpoint = \"http://127.0.0.1:{port}\", queue = \"{queue}\", fifo = true }}\n"
+    )
+}
+
+/// Quick retries (1000 attempts, 10..200 ms) and a breaker that opens
+/// after 3 failures for 300 ms: the `[namespaces.<ns>.retry]` and
+/// `.breaker` tables (put them last in `extra`).
+pub fn quick_retry(ns: &str) -> String {
+    format!(
+        "[namespaces.{ns}.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 10\nmax_backoff_ms = 200\n[namespaces.{ns}.breaker]\nfailures = 3\ncooldown_ms = 300\n"
+    )
+}
+
+/// A namespace with several named targets, each the http plugin posting to
+/// its sink; `extra` goes inside `[namespaces.<name>]`.
+pub fn multi_target_namespace(
+    name: &str,
+    partitions: u32,
+    extra: &str,
+    targets: &[(&str, &HttpSink)],
+) -> String {
+    let mut toml = format!("\n[namespaces.{name}]\npartitions = {partitions}\n{extra}\n");
+    for (target, sink) in targets {
+        toml.push_str(&sink.target_table(name, target));
+    }
+    toml
 }
 
 fn agent() -> ureq::Agent {
@@ -599,4 +819,39 @@ pub fn start_moto() -> QueueServer {
         port,
         "moto_server",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sum_matches_labels_in_any_order() {
+        let text = "# TYPE wharf_delivered_total counter\n\
+            wharf_delivered_total{target=\"default\",namespace=\"orders\"} 60\n\
+            wharf_delivered_total{namespace=\"orders\",target=\"b\"} 2\n\
+            wharf_delivered_total_created{namespace=\"orders\",target=\"b\"} 1.7e9\n";
+        let m = |labels: &[(&str, &str)]| metric_sum(text, "wharf_delivered_total", labels);
+        assert_eq!(m(&[("namespace", "orders"), ("target", "default")]), Some(60.0));
+        assert_eq!(m(&[("namespace", "orders")]), Some(62.0));
+        assert_eq!(m(&[("target", "c")]), None);
+    }
+
+    #[test]
+    fn the_sink_fails_listed_keys_and_everything_until_a_deadline() {
+        let sink = HttpSink::start();
+        let post = |key: &str| {
+            let r = agent().post(&format!("{}hook", sink.url())).header("x-wharf-key", key).send("x");
+            r.expect("POST").status().as_u16()
+        };
+        sink.set(|b| b.fail_until = Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(post("a"), 503);
+        sink.set(|b| {
+            b.fail_until = Some(Instant::now());
+            b.fail_keys = vec!["stuck".into()];
+        });
+        assert_eq!((post("stuck"), post("a")), (503, 200));
+        assert_eq!(sink.refused().len(), 2);
+        assert_eq!(sink.first_arrivals()["a"], ["x"]);
+    }
 }

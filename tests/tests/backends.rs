@@ -43,7 +43,7 @@ fn processor_and_two_consumers_share_the_queue(queue: &str) {
     let delivered_by = |w: &Wharf| {
         let m = w.get("/metrics").body.as_str().unwrap_or_default().to_string();
         m.lines()
-            .find(|l| l.starts_with("wharf_delivered_total{namespace=\"orders\"}"))
+            .find(|l| l.starts_with("wharf_delivered_total{namespace=\"orders\",target=\"default\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };

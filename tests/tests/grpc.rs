@@ -81,13 +81,13 @@ impl Grpc {
 
     fn delete_dlq(&self, ns: &str, id: &str) -> Result<pb::DeleteDlqResponse, Status> {
         let mut c = self.client.clone();
-        let msg = pb::DeleteDlqRequest { namespace: ns.into(), message_id: id.into() };
+        let msg = pb::DeleteDlqRequest { namespace: ns.into(), message_id: id.into(), target: None };
         self.rt.block_on(c.delete_dlq(self.request(msg))).map(|r| r.into_inner())
     }
 
     fn purge_dlq(&self, ns: &str) -> Result<pb::PurgeDlqResponse, Status> {
         let mut c = self.client.clone();
-        let msg = pb::PurgeDlqRequest { namespace: ns.into() };
+        let msg = pb::PurgeDlqRequest { namespace: ns.into(), target: None };
         self.rt.block_on(c.purge_dlq(self.request(msg))).map(|r| r.into_inner())
     }
 

@@ -94,7 +94,13 @@ pub struct Namespace {
     /// `{ kind = "sqs", endpoint, queue, fifo, ... }`. See docs/backends.md.
     #[serde(default)]
     pub queue: Option<wharf_queue::QueueConfig>,
-    pub target: Target,
+    /// The one target of a namespace, named `default` (the older shape).
+    #[serde(default)]
+    pub target: Option<Target>,
+    /// Several targets, by name; each has its own delivery cursor, retries,
+    /// breaker, DLQ and plugin.
+    #[serde(default)]
+    pub targets: BTreeMap<String, Target>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,8 +199,8 @@ impl Default for Transactions {
 }
 
 impl Transactions {
-    pub fn limits(&self) -> crate::txn_store::TxnLimits {
-        crate::txn_store::TxnLimits {
+    pub fn limits(&self) -> crate::storage::txn_store::TxnLimits {
+        crate::storage::txn_store::TxnLimits {
             max_open: self.max_open,
             max_chunks: self.max_chunks,
             max_bytes: self.max_bytes,
@@ -317,12 +323,24 @@ pub struct LoadedNamespace {
     pub tokens: Vec<String>,
     /// `None` for the embedded log.
     pub queue: Option<wharf_queue::QueueConfig>,
+    /// At least one; in name order.
+    pub targets: Vec<LoadedTarget>,
+}
+
+/// The name of the target of a `[namespaces.<ns>.target]` table.
+pub const DEFAULT_TARGET: &str = "default";
+
+/// One target of a namespace after validation.
+#[derive(Debug, Clone)]
+pub struct LoadedTarget {
+    pub name: String,
     pub target: Target,
     /// Resolved `allow_connect` entries.
     pub allow_connect: Vec<SocketAddr>,
-    /// `target.config` with every value as a string.
+    /// `config` with every value as a string.
     pub plugin_config: Vec<(String, String)>,
 }
+
 
 /// Reads, parses and validates a config file.
 pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
@@ -368,44 +386,32 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 "ttl_ms, max_open and max_chunks must be ≥ 1, and max_bytes 1..=33554432".into(),
             ));
         }
-        let mut target = ns.target;
-        target.plugin = base.join(&target.plugin);
-        if !target.plugin.is_file() {
+        // Errors name the table the user wrote: `target.` or `targets.<name>.`.
+        let single_table = ns.target.is_some();
+        let tables: Vec<(String, Target)> = match (ns.target, ns.targets.is_empty()) {
+            (Some(_), false) => {
+                return Err(err(&key("targets"), "give either a `target` table or `targets.<name>` tables".into()));
+            }
+            (Some(t), true) => vec![(DEFAULT_TARGET.to_string(), t)],
+            (None, false) => ns.targets.into_iter().collect(),
+            (None, true) => return Err(err(&key("target"), "a namespace needs a target (`[namespaces.<ns>.target]`)".into())),
+        };
+        if tables.len() > 1 && matches!(ns.queue, Some(wharf_queue::QueueConfig::Sqs(_))) {
             return Err(err(
-                &key("target.plugin"),
-                format!("no plugin file at {} (run `make build` first?)", target.plugin.display()),
+                &key("targets"),
+                "an SQS namespace takes one target (an SQS message is consumed once); give each target its own namespace".into(),
             ));
         }
-        let mut allow_connect = Vec::new();
-        for a in &target.allow_connect {
-            let addr = a
-                .parse::<SocketAddr>()
-                .map_err(|_| err(&key("target.allow_connect"), format!("{a:?} is not an ip:port address")))?;
-            allow_connect.push(addr);
-        }
-        for p in &target.allow_http {
-            if !(p.starts_with("http://") || p.starts_with("https://")) {
-                return Err(err(
-                    &key("target.allow_http"),
-                    format!("{p:?} must start with http:// or https://"),
-                ));
-            }
-        }
-        let mut plugin_config = Vec::new();
-        for (k, v) in &target.config {
-            let s = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => {
-                    return Err(err(
-                        &key(&format!("target.config.{k}")),
-                        "must be a string, number or boolean".into(),
-                    ));
-                }
+        let mut targets = Vec::new();
+        for (tname, t) in tables {
+            let tkey = |k: &str| match single_table {
+                true => key(&format!("target.{k}")),
+                false => key(&format!("targets.{tname}.{k}")),
             };
-            plugin_config.push((k.clone(), s));
+            if !valid_namespace_name(&tname) {
+                return Err(err(&key(&format!("targets.{tname}")), "a target name is 1-64 characters of a-z, 0-9, '-' and '_'".into()));
+            }
+            targets.push(load_target(&base, tname.clone(), t, &|k, problem| err(&tkey(k), problem))?);
         }
         namespaces.insert(
             name.clone(),
@@ -421,13 +427,47 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 transactions: ns.transactions,
                 tokens: ns.tokens,
                 queue: ns.queue.filter(|q| *q != wharf_queue::QueueConfig::Embedded),
-                target,
-                allow_connect,
-                plugin_config,
+                targets,
             },
         );
     }
     Ok(Loaded { server, namespaces })
+}
+
+/// Checks one target table and resolves its paths and addresses.
+fn load_target(
+    base: &Path,
+    name: String,
+    mut target: Target,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<LoadedTarget, ConfigError> {
+    target.plugin = base.join(&target.plugin);
+    if !target.plugin.is_file() {
+        return Err(err("plugin", format!("no plugin file at {} (run `make build` first?)", target.plugin.display())));
+    }
+    let mut allow_connect = Vec::new();
+    for a in &target.allow_connect {
+        let addr =
+            a.parse::<SocketAddr>().map_err(|_| err("allow_connect", format!("{a:?} is not an ip:port address")))?;
+        allow_connect.push(addr);
+    }
+    for p in &target.allow_http {
+        if !(p.starts_with("http://") || p.starts_with("https://")) {
+            return Err(err("allow_http", format!("{p:?} must start with http:// or https://")));
+        }
+    }
+    let mut plugin_config = Vec::new();
+    for (k, v) in &target.config {
+        let s = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(err(&format!("config.{k}"), "must be a string, number or boolean".into())),
+        };
+        plugin_config.push((k.clone(), s));
+    }
+    Ok(LoadedTarget { name, target, allow_connect, plugin_config })
 }
 
 pub fn valid_namespace_name(name: &str) -> bool {
@@ -478,8 +518,8 @@ config = { servers = "127.0.0.1:11211", ttl_seconds = 60 }
         assert_eq!(c.server.data_dir, dir.path().join("data"));
         let ns = &c.namespaces["orders"];
         assert_eq!(ns.partitions, 4);
-        assert_eq!(ns.target.plugin, dir.path().join("p.wasm"));
-        assert!(ns.plugin_config.contains(&("ttl_seconds".into(), "60".into())));
+        assert_eq!(ns.targets[0].target.plugin, dir.path().join("p.wasm"));
+        assert!(ns.targets[0].plugin_config.contains(&("ttl_seconds".into(), "60".into())));
     }
 
     #[test]

@@ -1,52 +1,69 @@
-//! The typed error every API answers with: an HTTP status, a stable
-//! machine-readable code, and a message a person can act on.
+//! The one domain error of the host's services: a kind (what went wrong,
+//! in the domain's words), a stable machine-readable code, and a message a
+//! person can act on. No protocol types here: the adapters map the kind to
+//! an HTTP status (`adapters::error`) and to a gRPC code
+//! (`adapters::grpc::to_status`).
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+/// What kind of failure, independent of the protocol that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or breaks a rule; nothing changed.
+    Invalid,
+    /// The request is well-formed but its content cannot be processed
+    /// (e.g. a plugin that does not validate).
+    Unprocessable,
+    /// No credentials, or wrong ones.
+    Unauthenticated,
+    /// Credentials that do not reach this namespace.
+    Forbidden,
+    NotFound,
+    /// It existed, and expired.
+    Gone,
+    /// The request contradicts the current state.
+    Conflict,
+    /// Larger than a limit allows.
+    TooLarge,
+    /// Admission control: try again later.
+    Overloaded,
+    /// Temporarily unable (halted partition, queue down, wrong role).
+    Unavailable,
+    Internal,
+}
 
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
+pub struct Error {
+    pub kind: ErrorKind,
     pub code: &'static str,
     pub message: String,
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, code, message: message.into() }
     }
 
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(ErrorKind::Invalid, code, message)
     }
 
     /// A write to a process that only delivers.
     pub fn role_consumer() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "role_consumer",
-            "this process runs with --role consumer and takes no writes",
-        )
+        Self::new(ErrorKind::Unavailable, "role_consumer", "this process runs with --role consumer and takes no writes")
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(ErrorKind::Internal, "internal", message)
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(self.body())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-        }
-        resp
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
     }
 }

@@ -20,18 +20,19 @@
 //! every finding once fixed) are replayed by this module's tests in every
 //! `cargo test`; the corpus the fuzzer grows (`fuzz/corpus/`) stays local.
 
-use axum::http::StatusCode;
+use crate::error::ErrorKind;
 use prost::Message as _;
 
 use crate::config::Limits;
-use crate::envelope::{Chunk, Envelope, TxnMarker};
-use crate::error::ApiError;
-use crate::grpc::pb;
-use crate::write::{
+use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
+use crate::error::Error as ApiError;
+use crate::adapters::grpc::pb;
+use crate::services::write::{
     self, MAX_BATCH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_IDEMPOTENCY_KEY, MAX_KEY, MAX_PAYLOAD,
     TXN_IDEMPOTENCY_PREFIX, WriteRequest,
 };
-use crate::{api, grpc, txn};
+use crate::adapters::{grpc, http as api};
+use crate::services::txn;
 
 /// What the host made of one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +85,7 @@ pub fn stored_record(data: &[u8]) -> Outcome {
         // Whatever decodes must encode back to the same envelope (a v1
         // record comes back as v2).
         0 => Envelope::decode(record).map(|env| round_trip(&env)).is_ok(),
-        _ => crate::dlq::decode(record).is_ok(),
+        _ => crate::storage::dlq::decode(record).is_ok(),
     };
     if decoded { Outcome::Accepted(1) } else { Outcome::Undecodable }
 }
@@ -94,9 +95,9 @@ fn outcome(result: Result<usize, ApiError>) -> Outcome {
         Ok(n) => Outcome::Accepted(n),
         Err(e) => {
             assert!(
-                e.status == StatusCode::BAD_REQUEST || e.status == StatusCode::PAYLOAD_TOO_LARGE,
+                e.kind == ErrorKind::Invalid || e.kind == ErrorKind::TooLarge,
                 "a refusal must be a client error, got {} {}: {}",
-                e.status,
+                e.code,
                 e.code,
                 e.message
             );
@@ -147,6 +148,7 @@ fn chunk(req: txn::ChunkRequest) -> Result<usize, ApiError> {
         deliver_at_ms: None,
         replays: 0,
         transaction: Some(TxnMarker { id: "0".repeat(32), chunks: 1, inline: vec![chunk] }),
+        only_target: None,
     };
     round_trip(&marker);
     Ok(1)

@@ -1,28 +1,22 @@
 //! The wharf host as a library. The `wharf` binary (`main.rs`) is a thin
 //! shell over [`cli::main`]; the fuzz targets in `fuzz/` call [`fuzzing`].
 //! Nothing else is public: the host is a program, not an API.
+//!
+//! Layers, top to bottom (a module imports only from its own layer or
+//! below; see `docs/ARCHITECTURE.md`):
+//! `cli` → `adapters` (HTTP, gRPC, admin) → `services` (node, write,
+//! transactions, DLQ, lookup, status, control plane) → `engine` (lanes,
+//! window, breaker, sources) → `storage`, `plugin`, `config`, `metrics`,
+//! `clock`.
 
-mod admin;
-mod api;
+mod adapters;
 pub mod cli;
 mod clock;
-mod cmd_log;
-mod cmd_remote;
 mod config;
-mod control;
-mod delivery;
-mod dlq;
-mod envelope;
+mod engine;
 mod error;
 pub mod fuzzing;
-mod grpc;
-mod idempotency;
 mod metrics;
-mod node;
-mod part_log;
 mod plugin;
-mod queue_delivery;
-mod record;
-mod txn;
-mod txn_store;
-mod write;
+mod services;
+mod storage;

@@ -1,11 +1,13 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text).
 //!
 //! Names follow `wharf_<thing>_<unit>[_total]` (the client library adds
-//! `_total` to counters). Labels are bounded: namespace, partition, and small
-//! fixed enums (`kind`, `reason`, `outcome`); never keys or message ids.
-//! Event metrics are recorded per batch or per request where they happen;
-//! state (backlog, watermarks, DLQ size, halts) is read at scrape time from
-//! the same sources `/v1/status` uses.
+//! `_total` to counters). Labels are bounded: namespace, target, partition
+//! (or lane), and small fixed enums (`kind`, `reason`, `outcome`); never keys
+//! or message ids. Event metrics are recorded per batch or per request where
+//! they happen; state (backlog, watermarks, DLQ size, breaker, halts) is set
+//! at scrape time by `services::status`, from the same sources `/v1/status`
+//! uses. This module only holds the registry: it imports nothing of the
+//! host's, so every layer may record into it.
 
 use std::sync::OnceLock;
 
@@ -16,8 +18,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::clock::now_ms;
-use crate::node::Node;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Ns {
@@ -27,6 +27,27 @@ pub struct Ns {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NsPart {
     pub namespace: String,
+    pub partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsTarget {
+    pub namespace: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsTargetKind {
+    pub namespace: String,
+    pub target: String,
+    pub kind: &'static str,
+}
+
+/// A lane: one target × one partition (or queue consumer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsTargetPart {
+    pub namespace: String,
+    pub target: String,
     pub partition: u32,
 }
 
@@ -56,28 +77,34 @@ pub struct Metrics {
     pub fsync_latency: Hist<Ns>,
     pub group_commit: Hist<Ns>,
     pub admission_rejections: Family<NsKind, Counter>,
-    pub delivered: Family<Ns, Counter>,
-    pub delivery_latency: Hist<Ns>,
-    pub retries: Family<NsKind, Counter>,
-    pub dead_lettered: Family<NsKind, Counter>,
-    pub plugin_call_latency: Hist<Ns>,
-    pub plugin_batch_size: Hist<Ns>,
-    pub plugin_failures: Family<NsKind, Counter>,
-    pub plugin_quarantines: Family<Ns, Counter>,
+    pub delivered: Family<NsTarget, Counter>,
+    pub delivery_latency: Hist<NsTarget>,
+    pub retries: Family<NsTargetKind, Counter>,
+    pub dead_lettered: Family<NsTargetKind, Counter>,
+    pub plugin_call_latency: Hist<NsTarget>,
+    pub plugin_batch_size: Hist<NsTarget>,
+    pub plugin_failures: Family<NsTargetKind, Counter>,
+    pub plugin_quarantines: Family<NsTarget, Counter>,
     pub transactions: Family<NsKind, Counter>,
     // Read at scrape time.
-    transactions_held: Family<NsKind, Gauge>,
-    backlog_messages: Family<NsPart, Gauge>,
-    backlog_bytes: Family<NsPart, Gauge>,
-    backlog_age: Family<NsPart, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    head: Family<NsPart, Gauge>,
-    durable: Family<NsPart, Gauge>,
-    watermark: Family<NsPart, Gauge>,
-    in_flight: Family<NsPart, Gauge>,
-    halted: Family<NsPart, Gauge>,
-    fsyncs: Family<NsPart, Gauge>,
-    appends: Family<NsPart, Gauge>,
-    dlq_messages: Family<Ns, Gauge>,
+    pub transactions_held: Family<NsKind, Gauge>,
+    pub backlog_messages: Family<NsPart, Gauge>,
+    pub backlog_bytes: Family<NsPart, Gauge>,
+    pub backlog_age: Family<NsTargetPart, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub head: Family<NsPart, Gauge>,
+    pub durable: Family<NsPart, Gauge>,
+    pub watermark: Family<NsPart, Gauge>,
+    pub in_flight: Family<NsTargetPart, Gauge>,
+    pub halted: Family<NsPart, Gauge>,
+    pub fsyncs: Family<NsPart, Gauge>,
+    pub appends: Family<NsPart, Gauge>,
+    pub dlq_messages: Family<NsTarget, Gauge>,
+    pub target_backlog: Family<NsTargetPart, Gauge>,
+    pub target_window: Family<NsTargetPart, Gauge>,
+    pub breaker_open: Family<NsTargetPart, Gauge>,
+    pub batch_limit: Family<NsTargetPart, Gauge>,
+    pub retrying_keys: Family<NsTargetPart, Gauge>,
+    pub plugin_quarantined: Family<NsTarget, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +130,7 @@ impl Metrics {
             }};
         }
         let lat = || Hist::<Ns>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let tlat = || Hist::<NsTarget>::new_with_constructor(latency_histogram as fn() -> Histogram);
         Self {
             writes: reg!("wharf_writes", "Messages acknowledged to clients", Family::default()),
             write_bytes: reg!(
@@ -130,7 +158,7 @@ impl Metrics {
             delivery_latency: reg!(
                 "wharf_delivery_latency_seconds",
                 "Time from durable write to confirmed delivery",
-                lat()
+                tlat()
             ),
             retries: reg!("wharf_retries", "Delivery attempts scheduled again, by kind", Family::default()),
             dead_lettered: reg!(
@@ -138,11 +166,11 @@ impl Metrics {
                 "Messages moved to the DLQ, by kind",
                 Family::default()
             ),
-            plugin_call_latency: reg!("wharf_plugin_call_seconds", "Duration of one deliver call", lat()),
+            plugin_call_latency: reg!("wharf_plugin_call_seconds", "Duration of one deliver call", tlat()),
             plugin_batch_size: reg!(
                 "wharf_plugin_batch_messages",
                 "Messages per deliver call",
-                Hist::<Ns>::new_with_constructor(size_histogram as fn() -> Histogram)
+                Hist::<NsTarget>::new_with_constructor(size_histogram as fn() -> Histogram)
             ),
             plugin_failures: reg!(
                 "wharf_plugin_failures",
@@ -190,76 +218,58 @@ impl Metrics {
                 Family::default()
             ),
             appends: reg!("wharf_log_appends", "Append calls since start", Family::default()),
-            dlq_messages: reg!("wharf_dlq_messages", "Entries in the DLQ", Family::default()),
+            dlq_messages: reg!("wharf_dlq_messages", "Entries in the target's DLQ", Family::default()),
+            target_backlog: reg!(
+                "wharf_target_backlog_messages",
+                "Messages of the lane not yet delivered or dead-lettered for the target (log: head minus the target's watermark; queue: its window)",
+                Family::default()
+            ),
+            target_window: reg!("wharf_target_window_messages", "Messages in the lane's delivery window", Family::default()),
+            breaker_open: reg!("wharf_breaker_state", "0 closed, 1 open, 2 half-open", Family::default()),
+            batch_limit: reg!("wharf_batch_limit_messages", "The lane's current AIMD batch size", Family::default()),
+            retrying_keys: reg!("wharf_retrying_keys", "Keys whose oldest message waits for a retry", Family::default()),
+            plugin_quarantined: reg!("wharf_plugin_quarantined", "1 while the target's plugin is quarantined", Family::default()),
             registry: r,
         }
     }
 
-    /// Creates every per-namespace series at zero, so a scrape shows each
-    /// metric (and a counter's first increase) from the start.
-    fn zero_series(&self, namespace: &str) {
+    /// Creates every per-namespace and per-target series at zero, so a
+    /// scrape shows each metric (and a counter's first increase) from the
+    /// start.
+    pub fn zero_series(&self, namespace: &str, targets: &[&str]) {
         let l = ns(namespace);
         let _ = self.writes.get_or_create(&l);
         let _ = self.write_bytes.get_or_create(&l);
         let _ = self.append_latency.get_or_create(&l);
         let _ = self.fsync_latency.get_or_create(&l);
         let _ = self.group_commit.get_or_create(&l);
-        let _ = self.delivered.get_or_create(&l);
-        let _ = self.delivery_latency.get_or_create(&l);
-        let _ = self.plugin_call_latency.get_or_create(&l);
-        let _ = self.plugin_batch_size.get_or_create(&l);
-        let _ = self.plugin_quarantines.get_or_create(&l);
         for kind in ["messages", "bytes", "age"] {
             let _ = self.admission_rejections.get_or_create(&ns_kind(namespace, kind));
-        }
-        for kind in ["retry", "trap", "deadline", "wrong_count", "init"] {
-            let _ = self.retries.get_or_create(&ns_kind(namespace, kind));
-        }
-        for kind in ["reject", "exhausted"] {
-            let _ = self.dead_lettered.get_or_create(&ns_kind(namespace, kind));
-        }
-        for kind in ["trap", "deadline", "wrong_count", "init"] {
-            let _ = self.plugin_failures.get_or_create(&ns_kind(namespace, kind));
         }
         for kind in ["begun", "committed", "aborted", "expired", "delivered"] {
             let _ = self.transactions.get_or_create(&ns_kind(namespace, kind));
         }
-    }
-
-    /// Reads the state gauges from the node and encodes everything.
-    pub fn render(&self, node: &Node) -> String {
-        let now = now_ms();
-        for ns in node.namespaces() {
-            let name = &ns.name;
-            self.zero_series(name);
-            self.dlq_messages
-                .get_or_create(&Ns { namespace: name.clone() })
-                .set(ns.dlq.as_ref().map_or(0, |d| d.len()) as i64);
-            let (open, committed) = ns.txns.counts();
-            self.transactions_held.get_or_create(&ns_kind(name, "open")).set(open as i64);
-            self.transactions_held.get_or_create(&ns_kind(name, "committed")).set(committed as i64);
-            for p in &ns.partitions {
-                let l = NsPart { namespace: name.clone(), partition: p.index };
-                self.halted.get_or_create(&l).set(i64::from(p.halted_reason().is_some()));
-                if let Some(log) = &p.log {
-                    let st = log.stats();
-                    self.head.get_or_create(&l).set(st.next_seq as i64);
-                    self.durable.get_or_create(&l).set(st.synced_seq as i64);
-                    self.watermark.get_or_create(&l).set(st.watermark as i64);
-                    self.backlog_messages
-                        .get_or_create(&l)
-                        .set(st.next_seq.saturating_sub(st.watermark) as i64);
-                    self.backlog_bytes.get_or_create(&l).set(st.bytes as i64);
-                    self.fsyncs.get_or_create(&l).set(st.fsyncs as i64);
-                    self.appends.get_or_create(&l).set(st.appends as i64);
-                }
-                if let Ok(t) = p.tracker.lock() {
-                    let age = t.oldest_written_at_ms().map(|w| now.saturating_sub(w)).unwrap_or(0);
-                    self.backlog_age.get_or_create(&l).set(age as f64 / 1000.0);
-                    self.in_flight.get_or_create(&l).set(t.snapshot().in_flight as i64);
-                }
+        for target in targets {
+            let t = ns_target(namespace, target);
+            let _ = self.delivered.get_or_create(&t);
+            let _ = self.delivery_latency.get_or_create(&t);
+            let _ = self.plugin_call_latency.get_or_create(&t);
+            let _ = self.plugin_batch_size.get_or_create(&t);
+            let _ = self.plugin_quarantines.get_or_create(&t);
+            for kind in ["retry", "trap", "deadline", "wrong_count", "init"] {
+                let _ = self.retries.get_or_create(&ns_target_kind(namespace, target, kind));
+            }
+            for kind in ["reject", "exhausted"] {
+                let _ = self.dead_lettered.get_or_create(&ns_target_kind(namespace, target, kind));
+            }
+            for kind in ["trap", "deadline", "wrong_count", "init"] {
+                let _ = self.plugin_failures.get_or_create(&ns_target_kind(namespace, target, kind));
             }
         }
+    }
+
+    /// Encodes every metric (after the state gauges were set).
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -284,4 +294,16 @@ pub fn ns(namespace: &str) -> Ns {
 
 pub fn ns_kind(namespace: &str, kind: &'static str) -> NsKind {
     NsKind { namespace: namespace.to_string(), kind }
+}
+
+pub fn ns_target(namespace: &str, target: &str) -> NsTarget {
+    NsTarget { namespace: namespace.to_string(), target: target.to_string() }
+}
+
+pub fn ns_target_kind(namespace: &str, target: &str, kind: &'static str) -> NsTargetKind {
+    NsTargetKind { namespace: namespace.to_string(), target: target.to_string(), kind }
+}
+
+pub fn ns_target_part(namespace: &str, target: &str, partition: u32) -> NsTargetPart {
+    NsTargetPart { namespace: namespace.to_string(), target: target.to_string(), partition }
 }

@@ -17,11 +17,12 @@ use base64::Engine as _;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
-use crate::api;
-use crate::error::ApiError;
-use crate::node::{Namespace, Node};
-use crate::txn;
-use crate::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteAck};
+use crate::adapters::http as api;
+use crate::services::{dlq, lookup, status};
+use crate::error::{Error as ApiError, ErrorKind};
+use crate::services::node::{Namespace, Node};
+use crate::services::txn;
+use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteAck};
 
 /// Code generated from the proto file by `build.rs`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic, clippy::unwrap_used)]
@@ -70,17 +71,15 @@ pub async fn start(
 
 /// The gRPC status for an API error.
 pub fn to_status(e: ApiError) -> Status {
-    let code = match e.status.as_u16() {
-        400 | 413 => Code::InvalidArgument,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 | 410 => Code::NotFound,
-        409 => Code::Aborted,
-        429 => Code::ResourceExhausted,
-        503 => Code::Unavailable,
-        504 => Code::DeadlineExceeded,
-        500 => Code::Internal,
-        _ => Code::Unknown,
+    let code = match e.kind {
+        ErrorKind::Invalid | ErrorKind::TooLarge | ErrorKind::Unprocessable => Code::InvalidArgument,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::Forbidden => Code::PermissionDenied,
+        ErrorKind::NotFound | ErrorKind::Gone => Code::NotFound,
+        ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::Overloaded => Code::ResourceExhausted,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
     };
     let mut status = Status::new(code, format!("{}: {}", e.code, e.message));
     if let Ok(v) = MetadataValue::try_from(e.code) {
@@ -100,9 +99,9 @@ struct GrpcApi {
 impl GrpcApi {
     /// The HTTP API's bearer-token check; `ns: None` takes an admin token.
     /// Who is calling, for audit lines.
-    fn who<T>(&self, req: &Request<T>) -> crate::control::Who<'_> {
+    fn who<T>(&self, req: &Request<T>) -> crate::services::control::Who<'_> {
         let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        crate::control::Who { data_dir: &self.node.data_dir, actor: crate::control::actor_of(auth) }
+        crate::services::control::Who { data_dir: &self.node.data_dir, actor: crate::services::control::actor_of(auth) }
     }
 
     fn authorize<T>(&self, req: &Request<T>, ns: Option<&str>) -> Result<(), Status> {
@@ -177,7 +176,7 @@ fn ack(a: WriteAck) -> pb::WriteAck {
     }
 }
 
-fn transaction(t: crate::txn_store::TxnInfo) -> pb::Transaction {
+fn transaction(t: crate::storage::txn_store::TxnInfo) -> pb::Transaction {
     pb::Transaction {
         transaction_id: t.transaction_id,
         key: t.key,
@@ -190,7 +189,7 @@ fn transaction(t: crate::txn_store::TxnInfo) -> pb::Transaction {
     }
 }
 
-fn dlq_entry(e: crate::dlq::DlqEntry) -> pb::DlqEntry {
+fn dlq_entry(e: crate::storage::dlq::DlqEntry) -> pb::DlqEntry {
     pb::DlqEntry {
         message_id: e.message_id,
         partition: e.partition,
@@ -255,25 +254,16 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::MessageState>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let id = request.into_inner().message_id;
-        let mut state = pb::MessageState { message_id: id.clone(), ..Default::default() };
-        match api::locate(&ns, &id).map_err(to_status)? {
-            api::Whereabouts::DeadLettered { attempts, last_error } => {
-                state.state = "dead_lettered".into();
-                state.attempts = Some(u32::try_from(attempts).unwrap_or(u32::MAX));
-                state.last_error = last_error;
-            }
-            api::Whereabouts::Tracked(s) => {
-                state.state = s.state.into();
-                state.attempts = Some(s.attempts);
-                state.next_attempt_at_ms = s.next_attempt_at_ms;
-                state.last_error = s.last_error;
-            }
-            api::Whereabouts::Delivered => state.state = "delivered".into(),
-            api::Whereabouts::Pending => {
-                state.state = "pending".into();
-                state.attempts = Some(0);
-            }
-        }
+        let report = lookup::locate(&ns, &id).map_err(to_status)?;
+        let overall = report.overall();
+        let state = pb::MessageState {
+            message_id: id,
+            state: serde_json::to_value(overall.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            attempts: Some(overall.attempts),
+            next_attempt_at_ms: overall.next_attempt_at_ms,
+            last_error: overall.last_error,
+            targets_json: report.to_json()["targets"].to_string(),
+        };
         Ok(Response::new(state))
     }
 
@@ -283,11 +273,12 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::ListDlqResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
-        let (entries, next_after) = api::dlq_page(&ns, r.after.as_deref(), r.limit.map(|l| l as usize));
+        let target = ns.target(r.target.as_deref()).map_err(to_status)?;
+        let (entries, next_after) = dlq::page(target, r.after.as_deref(), r.limit.map(|l| l as usize));
         Ok(Response::new(pb::ListDlqResponse {
             entries: entries.into_iter().map(dlq_entry).collect(),
             next_after,
-            total: ns.dlq().map_err(to_status)?.len() as u64,
+            total: target.dlq().map_err(to_status)?.len() as u64,
         }))
     }
 
@@ -302,7 +293,8 @@ impl Wharf for GrpcApi {
             return Err(to_status(ApiError::bad("invalid_ids", "give ids or all, not both")));
         }
         let ids = (!r.all).then_some(r.ids);
-        let done = api::replay(&ns, ids, r.rate_per_sec, &who).await.map_err(to_status)?;
+        let target = ns.target(r.target.as_deref()).map_err(to_status)?;
+        let done = dlq::replay(&ns, target, ids, r.rate_per_sec, &who).await.map_err(to_status)?;
         Ok(Response::new(pb::ReplayDlqResponse {
             replayed: done
                 .replayed
@@ -324,8 +316,10 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::DeleteDlqResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let who = self.who(&request);
-        let message_id = request.into_inner().message_id;
-        api::dlq_delete_one(&ns, &message_id, &who).await.map_err(to_status)?;
+        let r = request.into_inner();
+        let target = ns.target(r.target.as_deref()).map_err(to_status)?;
+        let message_id = r.message_id;
+        dlq::delete_one(&ns, target, &message_id, &who).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteDlqResponse { message_id, deleted: true }))
     }
 
@@ -334,7 +328,8 @@ impl Wharf for GrpcApi {
         request: Request<pb::PurgeDlqRequest>,
     ) -> Result<Response<pb::PurgeDlqResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
-        let purged = api::dlq_purge_all(&ns, &self.who(&request)).await.map_err(to_status)?;
+        let target = ns.target(request.get_ref().target.as_deref()).map_err(to_status)?;
+        let purged = dlq::purge(&ns, target, &self.who(&request)).await.map_err(to_status)?;
         Ok(Response::new(pb::PurgeDlqResponse { purged: purged as u64 }))
     }
 
@@ -343,7 +338,7 @@ impl Wharf for GrpcApi {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         self.authorize(&request, None)?;
-        Ok(Response::new(pb::StatusResponse { json: api::status_json(&self.node).to_string() }))
+        Ok(Response::new(pb::StatusResponse { json: status::status_json(&self.node.namespaces(), self.node.durability).to_string() }))
     }
 
     async fn begin_transaction(

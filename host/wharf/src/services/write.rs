@@ -9,16 +9,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use crate::error::ErrorKind;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::envelope::{Envelope, message_id, parse_message_id};
-use crate::error::ApiError;
-use crate::idempotency::Reservation;
+use crate::storage::envelope::{Envelope, message_id, parse_message_id};
+use crate::error::Error as ApiError;
+use crate::storage::idempotency::Reservation;
 use crate::metrics;
-use crate::node::{Namespace, PartitionRt};
+use crate::engine::target::TargetRt;
+use crate::services::node::{Namespace, PartitionRt};
 
 /// Input limits; a violation is a 400 or 413 that writes nothing.
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -92,7 +93,7 @@ pub fn decode_payload(b64: &str) -> Result<Vec<u8>, ApiError> {
 pub fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
             "payload_too_large",
             format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()),
         ));
@@ -157,6 +158,7 @@ pub fn validate(req: WriteRequest, max_delay_ms: u64) -> Result<Envelope, ApiErr
         deliver_at_ms,
         replays: 0,
         transaction: None,
+        only_target: None,
     })
 }
 
@@ -171,7 +173,9 @@ pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
             messages += st.next_seq.saturating_sub(st.watermark);
             bytes += st.bytes;
         }
-        if let Some(t) = p.tracker.lock().ok().and_then(|t| t.oldest_written_at_ms()) {
+    }
+    for lane in ns.targets.iter().flat_map(|t| t.lanes.iter()) {
+        if let Some(t) = lane.with(|w| w.oldest_written_at_ms()) {
             oldest = Some(oldest.map_or(t, |o: u64| o.min(t)));
         }
     }
@@ -198,7 +202,7 @@ pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
         None => Ok(()),
         Some((kind, reason)) => {
             metrics::get().admission_rejections.get_or_create(&metrics::ns_kind(&ns.name, kind)).inc();
-            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "backlog_full", reason))
+            Err(ApiError::new(ErrorKind::Overloaded, "backlog_full", reason))
         }
     }
 }
@@ -227,7 +231,7 @@ pub async fn write_envelopes(
     if !ns.writes {
         return Err(ApiError::role_consumer());
     }
-    if wait == WaitFor::Visible && ns.dlq.is_none() {
+    if wait == WaitFor::Visible && !ns.delivers {
         return Err(ApiError::bad(
             "wait_unsupported",
             "wait = \"visible\" needs the delivering process; this one runs with --role processor",
@@ -293,7 +297,7 @@ pub async fn write_envelopes(
         let outcome = task.await.unwrap_or_else(|e| Err((Vec::new(), ApiError::internal(e.to_string()))));
         match outcome {
             Ok(acks) => {
-                part.notify.notify_one();
+                part.wake();
                 for (i, seq, synced, idem) in acks {
                     let id = message_id(partition, seq);
                     if let Some(k) = idem {
@@ -370,7 +374,7 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
         items.iter().map(|(i, e)| (*i, e.idempotency_key.clone())).collect();
     let halted = |reason: String| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
             "partition_halted",
             format!("partition {} of {} is halted: {reason}", part.index, part.namespace),
         )
@@ -418,7 +422,7 @@ async fn append_external(producer: &wharf_queue::AnyProducer, env: &Envelope) ->
     let record = wharf_queue::Record::new(env.key.as_deref(), &bytes).delayed(delay);
     let ack = producer.append_record(record).await.map_err(|e| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
             "queue_unavailable",
             format!("the queue refused the write: {e}"),
         )
@@ -442,17 +446,31 @@ pub fn duplicate_ack(id: &str) -> WriteAck {
     }
 }
 
-/// Waits until the message is finished; true iff it was delivered (not
-/// dead-lettered) before `deadline`.
+/// Waits until every target finished the message; true iff each delivered
+/// it (none dead-lettered it) before `deadline`.
 async fn wait_visible(ns: &Namespace, ack: &WriteAck, deadline: Instant) -> bool {
-    let Some(part) = ns.partitions.get(ack.partition as usize) else { return false };
+    for target in &ns.targets {
+        if !wait_visible_on(ns, target, ack, deadline).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_visible_on(ns: &Namespace, target: &TargetRt, ack: &WriteAck, deadline: Instant) -> bool {
+    let queue = ns.cfg.queue.is_some();
+    let lane_index = if queue { 0 } else { ack.partition };
+    let Some(lane) = target.lane(lane_index) else { return false };
     loop {
-        let notified = part.delivered.notified();
+        let notified = lane.delivered.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let finished = part.tracker.lock().map(|t| t.is_finished(ack.sequence)).unwrap_or(false);
+        let finished = lane.with(|w| match queue {
+            true => w.finished_lately(&ack.message_id),
+            false => w.is_finished(ack.sequence),
+        });
         if finished {
-            return !ns.dlq.as_ref().is_some_and(|d| d.contains(&ack.message_id));
+            return !target.dlq.as_ref().is_some_and(|d| d.contains(&ack.message_id));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
@@ -463,10 +481,16 @@ async fn wait_visible(ns: &Namespace, ack: &WriteAck, deadline: Instant) -> bool
 
 /// Appends an envelope as it is (a DLQ replay): no validation, no dedup.
 pub async fn append_envelope(ns: &Namespace, env: Envelope) -> Result<WriteAck, ApiError> {
+    if let Some(producer) = ns.producer.get() {
+        return append_external(producer, &env).await;
+    }
+    if ns.cfg.queue.is_some() {
+        return Err(ApiError::role_consumer());
+    }
     let partition = ns.partition_for(env.key.as_deref());
     let part = ns.partitions[partition as usize].clone();
     let acks = append(part.clone(), vec![(0, env)]).await.map_err(|(_, e)| e)?;
-    part.notify.notify_one();
+    part.wake();
     let (_, sequence, durable, _) =
         acks.into_iter().next().ok_or_else(|| ApiError::internal("empty append"))?;
     Ok(WriteAck {

@@ -9,21 +9,23 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
-use crate::config::{Loaded, LoadedNamespace};
-use crate::delivery::Tracker;
-use crate::dlq::Dlq;
-use crate::envelope::{Envelope, message_id};
-use crate::error::ApiError;
-use crate::idempotency::{Idempotency, Seen};
-use crate::part_log::PartLog;
-use crate::plugin::{Plugin, Runtime};
-use crate::txn_store::TxnStore;
-use axum::http::StatusCode;
+use crate::config::{Loaded, LoadedNamespace, LoadedTarget};
+use crate::engine::lane::Engine;
+pub use crate::engine::namespace::{Namespace, PartitionRt};
+use crate::engine::source::{LogSource, QueueSource, Source};
+use crate::engine::target::{TargetRt, target_dir};
+use crate::plugin::Runtime;
+use crate::storage::dlq::Dlq;
+use crate::storage::envelope::{Envelope, message_id};
+use crate::storage::idempotency::{Idempotency, Seen};
+use crate::storage::part_log::PartLog;
+use crate::storage::txn_store::TxnStore;
 
 /// Which half of the work this process does (`wharf serve --role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,104 +64,6 @@ pub struct Node {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-#[derive(Debug)]
-pub struct Namespace {
-    pub name: String,
-    pub cfg: LoadedNamespace,
-    pub partitions: Vec<Arc<PartitionRt>>,
-    /// The DLQ, in a process that delivers (`None` under `--role
-    /// processor`: the consumer process owns it).
-    pub dlq: Option<Arc<Dlq>>,
-    /// The idempotency window, in a process that writes (`None` under
-    /// `--role consumer`).
-    pub idempotency: Option<Idempotency>,
-    /// Parked chunks of multi-chunk transactions.
-    pub txns: Arc<TxnStore>,
-    pub plugin: Mutex<PluginStatus>,
-    /// The plugin the delivery loops use; `None` pauses delivery.
-    pub slot: watch::Sender<Option<Plugin>>,
-    /// Set when the namespace was removed from the config; its loops stop.
-    pub removed: std::sync::atomic::AtomicBool,
-    /// The producer of a Kafka or SQS queue (unset for the embedded log, and
-    /// in a consumer-only process).
-    pub producer: std::sync::OnceLock<wharf_queue::AnyProducer>,
-    /// This process takes writes (not `--role consumer`).
-    pub writes: bool,
-    round_robin: AtomicU32,
-}
-
-/// What status shows about a namespace's plugin.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PluginStatus {
-    pub path: String,
-    pub digest: Option<String>,
-    /// The `wharf:target` version of the loaded plugin.
-    pub wit: Option<&'static str>,
-    /// `loading`, `ready`, `failed` or `quarantined`.
-    pub state: &'static str,
-    pub reason: Option<String>,
-}
-
-#[derive(Debug)]
-pub struct PartitionRt {
-    pub namespace: String,
-    pub index: u32,
-    /// `None` when the log could not be opened (the partition is halted).
-    pub log: Option<Arc<PartLog>>,
-    /// Why the partition stopped; writes and deliveries are refused.
-    pub halted: Mutex<Option<String>>,
-    /// Woken after each append.
-    pub notify: Notify,
-    /// Woken after each delivery batch (for writes waiting for `visible`).
-    pub delivered: Notify,
-    pub tracker: Mutex<Tracker>,
-}
-
-impl PartitionRt {
-    pub fn halted_reason(&self) -> Option<String> {
-        self.halted.lock().ok().and_then(|h| h.clone())
-    }
-
-    pub fn halt(&self, reason: String) {
-        tracing::error!(namespace = %self.namespace, partition = self.index, %reason, "partition halted");
-        if let Ok(mut h) = self.halted.lock() {
-            h.get_or_insert(reason);
-        }
-    }
-}
-
-impl Namespace {
-    /// The DLQ, or why this process has none.
-    pub fn dlq(&self) -> Result<&Arc<Dlq>, ApiError> {
-        self.dlq.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "role_processor",
-                "this process runs with --role processor; the DLQ and delivery state live in the --role consumer process",
-            )
-        })
-    }
-
-    /// The idempotency window, or why this process has none.
-    pub fn idempotency(&self) -> Result<&Idempotency, ApiError> {
-        self.idempotency.as_ref().ok_or_else(ApiError::role_consumer)
-    }
-
-    /// Same key, same partition, forever: FNV-1a of the key. Keyless
-    /// messages are spread round-robin.
-    pub fn partition_for(&self, key: Option<&str>) -> u32 {
-        let n = self.partitions.len() as u32;
-        match key {
-            Some(k) => (fnv1a(k.as_bytes()) % n as u64) as u32,
-            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
-        }
-    }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 impl Node {
     /// Opens every namespace's logs. Never fails because of one bad
     /// partition: that partition is halted instead.
@@ -194,22 +98,35 @@ impl Node {
         Ok(node)
     }
 
-    /// Opens one namespace's logs, DLQ and idempotency window.
+    /// Opens one namespace's logs, its targets' DLQs and its idempotency
+    /// window.
     pub fn open_namespace(&self, ns: &LoadedNamespace) -> anyhow::Result<Arc<Namespace>> {
         let opts = self.log_opts;
         let name = &ns.name;
         let dir = self.data_dir.join(name);
-        let partitions: Vec<Arc<PartitionRt>> = (0..ns.partitions)
-            .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role)))
-            .collect();
-        // Each file set has one owner process (a wharf-log LOCK each): the
-        // DLQ belongs to the delivering side, the idempotency window to the
-        // writing side.
         let embedded = ns.queue.is_none();
-        let dlq = match self.role.delivers() || !embedded {
-            true => Some(Arc::new(Dlq::open(&dir.join("dlq"), opts)?)),
-            false => None,
+        let partitions: Vec<Arc<PartitionRt>> = match embedded {
+            true => (0..ns.partitions)
+                .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role)))
+                .collect(),
+            false => Vec::new(),
         };
+        // Each file set has one owner process (a wharf-log LOCK each): the
+        // DLQs belong to the delivering side, the idempotency window to the
+        // writing side.
+        let delivers = self.role.delivers() || !embedded;
+        let lanes = if embedded { ns.partitions } else { 1 };
+        let mut targets = Vec::new();
+        for t in &ns.targets {
+            let dlq = match delivers {
+                true => Some(Arc::new(
+                    Dlq::open(&target_dir(&dir, &t.name).join("dlq"), opts)
+                        .with_context(|| format!("namespace {name}: opening the DLQ of target {}", t.name))?,
+                )),
+                false => None,
+            };
+            targets.push(Arc::new(TargetRt::new(t.clone(), &dir, dlq, lanes)));
+        }
         let idempotency = match self.role.writes() {
             true => Some(Idempotency::open(
                 &dir.join("idempotency"),
@@ -229,32 +146,24 @@ impl Node {
         // A crash between a marker finishing and its chunks' deletion
         // leaves the file behind: the marker is below its watermark.
         let swept = txns.sweep_finished(|marker| {
-            crate::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
+            crate::storage::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
                 partitions.get(p as usize).and_then(|p| p.log.as_ref()).is_some_and(|l| seq < l.watermark())
             })
         });
         if swept > 0 {
             tracing::info!(namespace = %name, swept, "deleted the chunks of transactions delivered before the last stop");
         }
-        let plugin = Mutex::new(PluginStatus {
-            path: ns.target.plugin.display().to_string(),
-            digest: None,
-            wit: None,
-            state: "loading",
-            reason: None,
-        });
         Ok(Arc::new(Namespace {
             name: name.clone(),
             cfg: ns.clone(),
             partitions,
-            dlq,
+            targets,
             idempotency,
             txns,
-            plugin,
-            slot: watch::channel(None).0,
             removed: std::sync::atomic::AtomicBool::new(false),
             producer: std::sync::OnceLock::new(),
             writes: self.role.writes(),
+            delivers: self.role.delivers(),
             round_robin: AtomicU32::new(0),
         }))
     }
@@ -267,7 +176,12 @@ impl Node {
     pub fn remove(&self, name: &str) -> Option<Arc<Namespace>> {
         let ns = self.namespaces.write().unwrap_or_else(|p| p.into_inner()).remove(name)?;
         ns.removed.store(true, Ordering::Relaxed);
-        ns.slot.send_replace(None);
+        for t in &ns.targets {
+            t.slot.send_replace(None);
+        }
+        for p in &ns.partitions {
+            p.wake();
+        }
         Some(ns)
     }
 
@@ -287,36 +201,50 @@ impl Node {
         Ok(())
     }
 
-    /// Starts one delivery loop per healthy partition of `ns`. The loops
-    /// follow the namespace's plugin slot: they wait while it is empty and
+    /// Starts the namespace's background tasks and one delivery lane per
+    /// target and stream (log partition, or queue consumer). The lanes
+    /// follow their target's plugin slot: they wait while it is empty and
     /// switch between two calls when it changes.
     pub fn start_delivery(&self, ns: &Arc<Namespace>) {
         if self.role.writes() && ns.cfg.queue.is_none() {
-            let task = tokio::spawn(crate::txn::expire_loop(ns.clone(), self.shutdown.subscribe()));
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+            self.spawn(crate::services::txn::expire_loop(ns.clone(), self.shutdown.subscribe()));
         }
         if self.role == Role::Processor && ns.cfg.queue.is_none() {
             let buffered = self.durability == wharf_log::Durability::Buffered;
-            let task = tokio::spawn(follow_watermarks(ns.clone(), buffered, self.shutdown.subscribe()));
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+            self.spawn(follow_watermarks(ns.clone(), buffered, self.shutdown.subscribe()));
         }
         if !self.role.delivers() {
             return;
         }
-        if let Some(q) = &ns.cfg.queue {
-            let task =
-                tokio::spawn(crate::queue_delivery::run(ns.clone(), q.clone(), self.shutdown.subscribe()));
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
-            return;
-        }
-        for part in &ns.partitions {
-            if part.log.is_none() {
-                continue;
+        for target in &ns.targets {
+            match &ns.cfg.queue {
+                Some(q) => {
+                    let queue = queue_for_target(q, &target.cfg);
+                    self.spawn(run_queue_lane(ns.clone(), target.clone(), queue, self.shutdown.subscribe()));
+                }
+                None => self.start_log_lanes(ns, target),
             }
-            let engine = crate::delivery::Engine::new(ns.clone(), part.clone(), self.shutdown.subscribe());
-            let task = tokio::spawn(engine.run());
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
+    }
+
+    fn start_log_lanes(&self, ns: &Arc<Namespace>, target: &Arc<TargetRt>) {
+        for part in &ns.partitions {
+            let Some(log) = part.log.clone() else { continue };
+            let Some(lane) = target.lane(part.index).cloned() else { continue };
+            match LogSource::open(part.clone(), log, &target.name, ns.targets.len(), &target.dir) {
+                Ok((source, start)) => {
+                    let engine =
+                        Engine::new(ns.clone(), target.clone(), lane, Source::Log(source), start, self.shutdown.subscribe());
+                    self.spawn(engine.run());
+                }
+                Err(e) => part.halt(format!("target {}: {e}", target.name)),
+            }
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
     }
 
     pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
@@ -431,13 +359,43 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions,
             (None, Some(e.to_string()))
         }
     };
-    PartitionRt {
-        namespace: ns.to_string(),
-        index,
-        log,
-        halted: Mutex::new(halted),
-        notify: Notify::new(),
-        delivered: Notify::new(),
-        tracker: Mutex::new(Tracker::default()),
+    PartitionRt::new(ns, index, log, halted)
+}
+
+/// A target's queue: on Kafka each target but `default` is its own
+/// consumer group (`<group>.<target>`), so that each reads every message.
+fn queue_for_target(q: &wharf_queue::QueueConfig, target: &LoadedTarget) -> wharf_queue::QueueConfig {
+    match q {
+        wharf_queue::QueueConfig::Kafka(k) if target.name != crate::config::DEFAULT_TARGET => {
+            let mut k = k.clone();
+            k.group = format!("{}.{}", k.group, target.name);
+            wharf_queue::QueueConfig::Kafka(k)
+        }
+        other => other.clone(),
     }
+}
+
+/// Opens the target's queue consumer (retrying while the broker is not
+/// reachable), then runs its lane.
+async fn run_queue_lane(
+    ns: Arc<Namespace>,
+    target: Arc<TargetRt>,
+    queue: wharf_queue::QueueConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let consumer = loop {
+        match wharf_queue::open_consumer(&queue).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(namespace = %ns.name, target = %target.name, error = %e, "cannot open the queue consumer; retrying in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    let Some(lane) = target.lane(0).cloned() else { return };
+    let source = Source::Queue(QueueSource::new(consumer));
+    Engine::new(ns, target, lane, source, 0, shutdown).run().await;
 }

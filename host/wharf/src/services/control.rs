@@ -8,7 +8,9 @@
 //! each delivery loop picks it up between two calls, so the calls in flight
 //! finish on the old plugin and nothing is delivered twice because of it.
 //!
-//! Plugins registered at runtime are kept in `<data_dir>/<ns>/plugin/`
+//! Plugins registered at runtime are kept per target, in
+//! `<data_dir>/<ns>/plugin/` (target `default`) or
+//! `<data_dir>/<ns>/targets/<name>/plugin/`
 //! (`<sha256>.wasm` plus `state.json` naming the current and the previous
 //! digest), so a restart keeps them and `rollback` has something to go back
 //! to. The config file's plugin is used when no runtime registration exists,
@@ -23,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::now_ms;
-use crate::config::LoadedNamespace;
-use crate::node::{Namespace, Node};
+use crate::engine::target::{PluginState as TargetPluginState, TargetRt};
+use crate::services::node::{Namespace, Node};
 use crate::plugin::{NetPolicy, PluginSettings};
 
 /// `state.json` of a namespace's registered plugins.
@@ -40,12 +42,12 @@ pub struct PluginState {
     pub removed: bool,
 }
 
-fn plugin_dir(node: &Node, ns: &str) -> PathBuf {
-    node.data_dir.join(ns).join("plugin")
+fn plugin_dir(target: &TargetRt) -> PathBuf {
+    target.dir.join("plugin")
 }
 
-fn load_state(node: &Node, ns: &str) -> PluginState {
-    std::fs::read(plugin_dir(node, ns).join("state.json"))
+fn load_state(target: &TargetRt) -> PluginState {
+    std::fs::read(plugin_dir(target).join("state.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -63,22 +65,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn save_state(node: &Node, ns: &str, st: &PluginState) -> std::io::Result<()> {
+fn save_state(target: &TargetRt, st: &PluginState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
-    write_atomic(&plugin_dir(node, ns).join("state.json"), &bytes)
+    write_atomic(&plugin_dir(target).join("state.json"), &bytes)
 }
 
-fn settings(cfg: &LoadedNamespace) -> PluginSettings {
-    let t = &cfg.target;
+fn settings(ns: &Namespace, target: &TargetRt) -> PluginSettings {
+    let t = &target.cfg;
     PluginSettings {
-        namespace: cfg.name.as_str().into(),
+        namespace: ns.name.as_str().into(),
         net: NetPolicy {
-            tcp: Arc::new(cfg.allow_connect.clone()),
-            http_prefixes: Arc::new(t.allow_http.clone()),
+            tcp: Arc::new(t.allow_connect.clone()),
+            http_prefixes: Arc::new(t.target.allow_http.clone()),
         },
-        memory_limit_bytes: (t.memory_limit_mib as usize) << 20,
-        call_timeout: Duration::from_millis(t.call_timeout_ms),
-        config: cfg.plugin_config.clone(),
+        memory_limit_bytes: (t.target.memory_limit_mib as usize) << 20,
+        call_timeout: Duration::from_millis(t.target.call_timeout_ms),
+        config: t.plugin_config.clone(),
     }
 }
 
@@ -86,107 +88,124 @@ fn hex_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Validates `bytes` as the namespace's plugin and, if it passes, makes it
+/// Validates `bytes` as the target's plugin and, if it passes, makes it
 /// current. Returns the digest. On failure nothing changes.
-pub async fn install(node: &Node, ns: &Namespace, bytes: &[u8], label: &str) -> Result<String, String> {
-    let plugin = node.runtime.load_bytes(bytes, label, settings(&ns.cfg)).map_err(|e| e.to_string())?;
+pub async fn install(
+    node: &Node,
+    ns: &Namespace,
+    target: &TargetRt,
+    bytes: &[u8],
+    label: &str,
+) -> Result<String, String> {
+    let plugin = node.runtime.load_bytes(bytes, label, settings(ns, target)).map_err(|e| e.to_string())?;
     plugin.validate().await.map_err(|e| e.to_string())?;
     let (digest, wit) = (plugin.digest.clone(), plugin.wit());
-    if let Ok(mut st) = ns.plugin.lock() {
+    target.set_plugin_status(|st| {
         st.path = label.to_string();
         st.digest = Some(digest.clone());
         st.wit = Some(wit);
-        st.state = "ready";
+        st.state = TargetPluginState::Ready;
         st.reason = None;
-    }
-    ns.slot.send_replace(Some(plugin));
-    tracing::info!(namespace = %ns.name, %digest, wit, source = label, "plugin installed");
+    });
+    target.slot.send_replace(Some(plugin));
+    tracing::info!(namespace = %ns.name, target = %target.name, %digest, wit, source = label, "plugin installed");
     Ok(digest)
 }
 
 /// Registers a plugin at runtime and remembers it across restarts.
-pub async fn register(node: &Node, ns: &Namespace, bytes: &[u8]) -> Result<String, String> {
+pub async fn register(node: &Node, ns: &Namespace, target: &TargetRt, bytes: &[u8]) -> Result<String, String> {
     let hex = hex_digest(bytes);
-    let dir = plugin_dir(node, &ns.name);
-    let file = dir.join(format!("{hex}.wasm"));
-    let digest = install(node, ns, bytes, &file.display().to_string()).await?;
-    let mut st = load_state(node, &ns.name);
+    let file = plugin_dir(target).join(format!("{hex}.wasm"));
+    let digest = install(node, ns, target, bytes, &file.display().to_string()).await?;
+    let mut st = load_state(target);
     write_atomic(&file, bytes).map_err(|e| format!("storing the plugin: {e}"))?;
     if st.current.as_deref() != Some(hex.as_str()) {
         st.previous = st.current.take().or(st.previous.take());
     }
     st.current = Some(hex);
     st.removed = false;
-    save_state(node, &ns.name, &st).map_err(|e| format!("storing plugin state: {e}"))?;
+    save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))?;
     Ok(digest)
 }
 
 /// Goes back to the previously registered plugin.
-pub async fn rollback(node: &Node, ns: &Namespace) -> Result<String, String> {
-    let st = load_state(node, &ns.name);
+pub async fn rollback(node: &Node, ns: &Namespace, target: &TargetRt) -> Result<String, String> {
+    let st = load_state(target);
     let prev = st.previous.clone().ok_or("no previous plugin to roll back to")?;
-    let bytes = std::fs::read(plugin_dir(node, &ns.name).join(format!("{prev}.wasm")))
+    let bytes = std::fs::read(plugin_dir(target).join(format!("{prev}.wasm")))
         .map_err(|e| format!("reading the previous plugin: {e}"))?;
-    register(node, ns, &bytes).await
+    register(node, ns, target, &bytes).await
 }
 
-/// Removes the namespace's plugin: writes stay durable, delivery pauses.
-pub fn remove(node: &Node, ns: &Namespace) -> Result<(), String> {
-    let mut st = load_state(node, &ns.name);
+/// Removes the target's plugin: writes stay durable, its delivery pauses.
+pub fn remove(target: &TargetRt) -> Result<(), String> {
+    let mut st = load_state(target);
     st.previous = st.current.take().or(st.previous.take());
     st.removed = true;
-    save_state(node, &ns.name, &st).map_err(|e| format!("storing plugin state: {e}"))?;
-    ns.slot.send_replace(None);
-    if let Ok(mut s) = ns.plugin.lock() {
+    save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))?;
+    target.set_plugin_status(|s| {
         s.digest = None;
         s.wit = None;
-        s.state = "removed";
+        s.state = TargetPluginState::Removed;
         s.reason = Some("removed by an operator; delivery paused".into());
-    }
+    });
+    target.slot.send_replace(None);
     Ok(())
 }
 
-/// Installs the plugin a namespace should run at start: the one registered
-/// at runtime if any, else the config file's. Failures are shown in status.
+/// Installs the plugin each target of a namespace should run at start: the
+/// one registered at runtime if any, else the config file's. Failures are
+/// shown in status.
 pub async fn activate(node: &Node, ns: &Namespace) {
-    let st = load_state(node, &ns.name);
+    for target in &ns.targets {
+        activate_target(node, ns, target).await;
+    }
+}
+
+async fn activate_target(node: &Node, ns: &Namespace, target: &TargetRt) {
+    let st = load_state(target);
     let result = if st.removed {
-        remove(node, ns)
+        remove(target)
     } else if let Some(hex) = &st.current {
-        let file = plugin_dir(node, &ns.name).join(format!("{hex}.wasm"));
+        let file = plugin_dir(target).join(format!("{hex}.wasm"));
         match std::fs::read(&file) {
-            Ok(bytes) => install(node, ns, &bytes, &file.display().to_string()).await.map(drop),
+            Ok(bytes) => install(node, ns, target, &bytes, &file.display().to_string()).await.map(drop),
             Err(e) => Err(format!("registered plugin {} unreadable: {e}", file.display())),
         }
     } else {
-        apply_config_plugin(node, ns, false).await
+        apply_config_plugin(node, ns, target, false).await
     };
     if let Err(reason) = result {
-        tracing::error!(namespace = %ns.name, %reason, "plugin failed to load; writes are kept, delivery waits");
-        if let Ok(mut s) = ns.plugin.lock() {
-            s.state = "failed";
+        tracing::error!(namespace = %ns.name, target = %target.name, %reason, "plugin failed to load; writes are kept, delivery waits");
+        target.set_plugin_status(|s| {
+            s.state = TargetPluginState::Failed;
             s.reason = Some(reason);
-        }
+        });
     }
 }
 
 /// Installs the config file's plugin (when `only_if_changed`, only if its
 /// bytes changed since it was last applied).
-async fn apply_config_plugin(node: &Node, ns: &Namespace, only_if_changed: bool) -> Result<(), String> {
-    let path = &ns.cfg.target.plugin;
+async fn apply_config_plugin(
+    node: &Node,
+    ns: &Namespace,
+    target: &TargetRt,
+    only_if_changed: bool,
+) -> Result<(), String> {
+    let path = &target.cfg.target.plugin;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read plugin {}: {e}", path.display()))?;
     let hex = hex_digest(&bytes);
-    let mut st = load_state(node, &ns.name);
+    let mut st = load_state(target);
     if only_if_changed && st.config_digest.as_deref() == Some(hex.as_str()) {
         return Ok(());
     }
-    install(node, ns, &bytes, &path.display().to_string()).await?;
+    install(node, ns, target, &bytes, &path.display().to_string()).await?;
     st.config_digest = Some(hex);
     if st.current.is_some() {
         st.previous = st.current.take();
     }
     st.removed = false;
-    save_state(node, &ns.name, &st).map_err(|e| format!("storing plugin state: {e}"))
+    save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))
 }
 
 /// What a reload did.
@@ -214,15 +233,15 @@ pub async fn reload(node: &Node) -> Result<ReloadReport, String> {
     for (name, loaded) in &cfg.namespaces {
         match node.namespace(name) {
             Some(ns) => {
-                let before = ns.plugin.lock().ok().and_then(|s| s.digest.clone());
-                match apply_config_plugin(node, &ns, true).await {
-                    Ok(()) => {
-                        let after = ns.plugin.lock().ok().and_then(|s| s.digest.clone());
-                        if before != after {
-                            report.plugin_changed.push(name.clone());
+                for target in &ns.targets {
+                    let before = target.plugin_status().digest;
+                    match apply_config_plugin(node, &ns, target, true).await {
+                        Ok(()) if before != target.plugin_status().digest => {
+                            report.plugin_changed.push(format!("{name}/{}", target.name))
                         }
+                        Ok(()) => {}
+                        Err(e) => report.errors.push(format!("{name}/{}: {e} (the old plugin stays)", target.name)),
                     }
-                    Err(e) => report.errors.push(format!("{name}: {e} (the old plugin stays)")),
                 }
             }
             None => match node.open_namespace(loaded) {
@@ -291,9 +310,9 @@ impl Who<'_> {
         &self,
         action: &str,
         target: &str,
-        result: Result<T, crate::error::ApiError>,
+        result: Result<T, crate::error::Error>,
         detail: impl FnOnce(&T) -> serde_json::Value,
-    ) -> Result<T, crate::error::ApiError> {
+    ) -> Result<T, crate::error::Error> {
         let summary = result.as_ref().map(detail).map_err(|e| e.message.as_str());
         audit(self.data_dir, &self.actor, action, target, summary);
         result

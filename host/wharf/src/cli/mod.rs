@@ -8,8 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::node::Node;
-use crate::{api, cmd_log, cmd_remote, config, control, grpc, node, plugin};
+use crate::services::node::Node;
+use crate::adapters::{grpc, http as api};
+mod log;
+mod remote;
+
+use self::{log as cmd_log, remote as cmd_remote};
+use crate::services::{control, node};
+use crate::{config, plugin};
 
 /// Exit code for a configuration error (EX_CONFIG is 78; the issue asks for
 /// EX_USAGE, 64, which is what scripts expect from us).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use crate::error::ErrorKind;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -16,14 +17,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::control::Who;
-use crate::delivery::MessageState;
-use crate::dlq::DlqEntry;
-use crate::envelope::parse_message_id;
-use crate::error::ApiError;
-use crate::metrics;
-use crate::node::{Namespace, Node};
-use crate::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
+use crate::error::Error as ApiError;
+use crate::services::control::Who;
+use crate::services::{dlq, lookup, status};
+use crate::services::node::{Namespace, Node};
+use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
 
 pub fn router(node: Arc<Node>) -> Router {
     let namespaced = Router::new()
@@ -38,7 +36,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/namespaces/{ns}/dlq/replay", post(dlq_replay))
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
         .route("/v1/status", get(status))
-        .merge(crate::admin::router())
+        .merge(crate::adapters::admin::router())
         .route_layer(middleware::from_fn_with_state(node.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -74,7 +72,7 @@ pub(crate) fn check_authorization(
 ) -> Result<(), ApiError> {
     let token = authorization.and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthenticated,
             "unauthenticated",
             "an Authorization: Bearer token is required",
         )
@@ -85,7 +83,7 @@ pub(crate) fn check_authorization(
     if ok {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may not access this resource"))
+        Err(ApiError::new(ErrorKind::Forbidden, "forbidden", "this token may not access this resource"))
     }
 }
 
@@ -94,12 +92,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn who<'a>(node: &'a Node, headers: &HeaderMap) -> Who<'a> {
-    Who { data_dir: &node.data_dir, actor: crate::admin::actor(headers) }
+    Who { data_dir: &node.data_dir, actor: crate::adapters::admin::actor(headers) }
 }
 
 pub(crate) fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
     node.namespace(name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "namespace_not_found", format!("no namespace named {name:?}"))
+        ApiError::new(ErrorKind::NotFound, "namespace_not_found", format!("no namespace named {name:?}"))
     })
 }
 
@@ -156,7 +154,7 @@ pub(crate) fn parse_write_one(body: &[u8]) -> Result<(WriteRequest, WaitFor, Opt
 pub(crate) fn check_batch_len(n: usize) -> Result<(), ApiError> {
     if n == 0 || n > MAX_BATCH {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
             "batch_too_large",
             format!("a batch holds 1..={MAX_BATCH} messages; this one has {n}"),
         ));
@@ -187,14 +185,14 @@ async fn txn_begin(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<crate::txn_store::TxnInfo>), ApiError> {
+) -> Result<(StatusCode, Json<crate::storage::txn_store::TxnInfo>), ApiError> {
     let ns = namespace(&node, &ns)?;
-    Ok((StatusCode::CREATED, Json(crate::txn::begin(&ns, parse_begin(&body)?).await?)))
+    Ok((StatusCode::CREATED, Json(crate::services::txn::begin(&ns, parse_begin(&body)?).await?)))
 }
 
 /// The body of `POST .../transactions`: empty, or a key and a time to live.
-pub(crate) fn parse_begin(body: &[u8]) -> Result<crate::txn::BeginRequest, ApiError> {
-    if body.is_empty() { Ok(crate::txn::BeginRequest::default()) } else { parse_json(body) }
+pub(crate) fn parse_begin(body: &[u8]) -> Result<crate::services::txn::BeginRequest, ApiError> {
+    if body.is_empty() { Ok(crate::services::txn::BeginRequest::default()) } else { parse_json(body) }
 }
 
 /// A chunk as JSON: base64 payload and headers.
@@ -210,19 +208,19 @@ async fn txn_chunk(
     State(node): State<Arc<Node>>,
     Path((ns, txn, seq)): Path<(String, String, String)>,
     body: Bytes,
-) -> Result<Json<crate::txn::ChunkAck>, ApiError> {
+) -> Result<Json<crate::services::txn::ChunkAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let seq: u32 = seq.parse().map_err(|_| {
         ApiError::bad("invalid_chunk_seq", format!("chunk seq {seq:?} is not a number 0..2^32"))
     })?;
-    Ok(Json(crate::txn::append_chunk(&ns, &txn, seq, parse_chunk(&body)?).await?))
+    Ok(Json(crate::services::txn::append_chunk(&ns, &txn, seq, parse_chunk(&body)?).await?))
 }
 
 /// The body of `PUT .../transactions/{txn}/chunks/{seq}`; `txn::append_chunk`
 /// checks its limits.
-pub(crate) fn parse_chunk(body: &[u8]) -> Result<crate::txn::ChunkRequest, ApiError> {
+pub(crate) fn parse_chunk(body: &[u8]) -> Result<crate::services::txn::ChunkRequest, ApiError> {
     let chunk: ChunkBody = parse_json(body)?;
-    Ok(crate::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers })
+    Ok(crate::services::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers })
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,10 +237,10 @@ async fn txn_commit(
     State(node): State<Arc<Node>>,
     Path((ns, txn)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<crate::txn::CommitAck>, ApiError> {
+) -> Result<Json<crate::services::txn::CommitAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let c = parse_commit(&body)?;
-    Ok(Json(crate::txn::commit(&ns, &txn, c.chunks, c.wait, wait_timeout(c.timeout_ms)).await?))
+    Ok(Json(crate::services::txn::commit(&ns, &txn, c.chunks, c.wait, wait_timeout(c.timeout_ms)).await?))
 }
 
 pub(crate) fn parse_commit(body: &[u8]) -> Result<CommitBody, ApiError> {
@@ -254,53 +252,16 @@ async fn txn_abort(
     Path((ns, txn)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    crate::txn::abort(&ns, &txn).await?;
+    crate::services::txn::abort(&ns, &txn).await?;
     Ok(Json(json!({"transaction_id": txn, "aborted": true})))
 }
 
 async fn txn_info(
     State(node): State<Arc<Node>>,
     Path((ns, txn)): Path<(String, String)>,
-) -> Result<Json<crate::txn_store::TxnInfo>, ApiError> {
+) -> Result<Json<crate::storage::txn_store::TxnInfo>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    Ok(Json(crate::txn::info(&ns, &txn).await?))
-}
-
-/// Where a message is (`GET .../messages/{id}`, gRPC `GetMessage`).
-#[derive(Debug)]
-pub(crate) enum Whereabouts {
-    DeadLettered {
-        attempts: usize,
-        last_error: Option<String>,
-    },
-    /// Still in the delivery window.
-    Tracked(MessageState),
-    Delivered,
-    /// Written, not read by the delivery loop yet.
-    Pending,
-}
-
-pub(crate) fn locate(ns: &Namespace, id: &str) -> Result<Whereabouts, ApiError> {
-    let not_found =
-        || ApiError::new(StatusCode::NOT_FOUND, "message_not_found", format!("no message {id:?}"));
-    let (partition, seq) = parse_message_id(id).ok_or_else(not_found)?;
-    let part = ns.partitions.get(partition as usize).ok_or_else(not_found)?;
-    let log = part.log.as_ref().ok_or_else(not_found)?;
-    if seq >= log.next_seq() {
-        return Err(not_found());
-    }
-    if let Some(entry) = ns.dlq()?.get(id) {
-        return Ok(Whereabouts::DeadLettered {
-            attempts: entry.failures.len(),
-            last_error: entry.failures.last().map(|f| f.reason.clone()),
-        });
-    }
-    let tracked = part.tracker.lock().ok().map(|t| (t.state_of(seq), t.has_read(seq)));
-    Ok(match tracked {
-        Some((Some(s), _)) => Whereabouts::Tracked(s),
-        Some((None, true)) => Whereabouts::Delivered,
-        _ => Whereabouts::Pending,
-    })
+    Ok(Json(crate::services::txn::info(&ns, &txn).await?))
 }
 
 async fn lookup(
@@ -308,37 +269,20 @@ async fn lookup(
     Path((ns, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let body = match locate(&ns, &id)? {
-        Whereabouts::DeadLettered { attempts, last_error } => json!({
-            "message_id": id, "state": "dead_lettered", "attempts": attempts, "last_error": last_error,
-        }),
-        Whereabouts::Tracked(s) => json!({
-            "message_id": id, "state": s.state, "attempts": s.attempts,
-            "next_attempt_at_ms": s.next_attempt_at_ms, "last_error": s.last_error,
-        }),
-        Whereabouts::Delivered => json!({"message_id": id, "state": "delivered"}),
-        Whereabouts::Pending => json!({"message_id": id, "state": "pending", "attempts": 0}),
-    };
-    Ok(Json(body))
+    Ok(Json(lookup::locate(&ns, &id)?.to_json()))
+}
+
+/// `?target=NAME` of the DLQ routes (optional when the namespace has one).
+#[derive(Debug, Deserialize)]
+struct TargetQuery {
+    target: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Page {
     after: Option<String>,
     limit: Option<usize>,
-}
-
-/// One page of a DLQ (`limit` default 100, at most 1000) and the cursor of
-/// the next page.
-pub(crate) fn dlq_page(
-    ns: &Namespace,
-    after: Option<&str>,
-    limit: Option<usize>,
-) -> (Vec<DlqEntry>, Option<String>) {
-    let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let entries = ns.dlq.as_ref().map(|d| d.page(after, limit)).unwrap_or_default();
-    let next = (entries.len() == limit).then(|| entries.last().map(|e| e.message_id.clone())).flatten();
-    (entries, next)
+    target: Option<String>,
 }
 
 async fn dlq_list(
@@ -347,14 +291,16 @@ async fn dlq_list(
     Query(page): Query<Page>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let total = ns.dlq()?.len();
-    let (entries, next) = dlq_page(&ns, page.after.as_deref(), page.limit);
+    let target = ns.target(page.target.as_deref())?;
+    let total = target.dlq()?.len();
+    let (entries, next) = dlq::page(target, page.after.as_deref(), page.limit);
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<_> = entries
         .into_iter()
         .map(|e| {
             json!({
-                "message_id": e.message_id, "partition": e.partition, "sequence": e.sequence,
+                "message_id": e.message_id, "target": target.name,
+                "partition": e.partition, "sequence": e.sequence,
                 "key": e.envelope.key, "payload": b64.encode(&e.envelope.payload),
                 "headers": e.envelope.headers.into_iter().collect::<BTreeMap<_, _>>(),
                 "idempotency_key": e.envelope.idempotency_key,
@@ -367,66 +313,31 @@ async fn dlq_list(
             })
         })
         .collect();
-    Ok(Json(json!({"entries": items, "next_after": next, "total": total})))
+    Ok(Json(json!({"entries": items, "next_after": next, "total": total, "target": target.name})))
 }
 
 async fn dlq_delete(
     State(node): State<Arc<Node>>,
     Path((ns, id)): Path<(String, String)>,
+    Query(q): Query<TargetQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    dlq_delete_one(&ns, &id, &who(&node, &headers)).await?;
-    Ok(Json(json!({"message_id": id, "deleted": true})))
-}
-
-/// Deletes one DLQ entry durably; 404 `message_not_found` if there is none.
-pub(crate) async fn dlq_delete_one(ns: &Namespace, id: &str, who: &Who<'_>) -> Result<(), ApiError> {
-    let r = dlq_delete_inner(ns, id).await;
-    who.record("dlq.delete", &format!("{}/{id}", ns.name), r, |_| json!({}))
-}
-
-async fn dlq_delete_inner(ns: &Namespace, id: &str) -> Result<(), ApiError> {
-    let dlq = ns.dlq()?.clone();
-    let key = id.to_string();
-    let deleted = tokio::task::spawn_blocking(move || dlq.delete(&key))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string()))?;
-    if !deleted {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "message_not_found",
-            format!("no dlq entry {id:?}"),
-        ));
-    }
-    Ok(())
+    let target = ns.target(q.target.as_deref())?;
+    dlq::delete_one(&ns, target, &id, &who(&node, &headers)).await?;
+    Ok(Json(json!({"message_id": id, "deleted": true, "target": target.name})))
 }
 
 async fn dlq_purge(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    Query(q): Query<TargetQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let purged = dlq_purge_all(&ns, &who(&node, &headers)).await?;
-    Ok(Json(json!({"purged": purged})))
-}
-
-/// Deletes every DLQ entry of a namespace; returns how many.
-pub(crate) async fn dlq_purge_all(ns: &Namespace, who: &Who<'_>) -> Result<usize, ApiError> {
-    let r = dlq_purge_inner(ns).await;
-    who.record("dlq.purge", &ns.name, r, |n| json!({ "purged": n }))
-}
-
-async fn dlq_purge_inner(ns: &Namespace) -> Result<usize, ApiError> {
-    let dlq = ns.dlq()?.clone();
-    let purged = tokio::task::spawn_blocking(move || dlq.purge())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string()))?;
-    tracing::warn!(namespace = %ns.name, purged, "dlq purged");
-    Ok(purged)
+    let target = ns.target(q.target.as_deref())?;
+    let purged = dlq::purge(&ns, target, &who(&node, &headers)).await?;
+    Ok(Json(json!({"purged": purged, "target": target.name})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -443,152 +354,32 @@ struct ReplayRequest {
 async fn dlq_replay(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    Query(q): Query<TargetQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
+    let target = ns.target(q.target.as_deref())?;
     let req: ReplayRequest = if body.is_empty() {
         ReplayRequest { ids: None, rate_per_sec: None }
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?
     };
-    let r = replay(&ns, req.ids, req.rate_per_sec, &who(&node, &headers)).await?;
+    let r = dlq::replay(&ns, target, req.ids, req.rate_per_sec, &who(&node, &headers)).await?;
     let replayed: Vec<_> =
         r.replayed.into_iter().map(|(id, new)| json!({"message_id": id, "new_message_id": new})).collect();
     let skipped: Vec<_> =
         r.skipped.into_iter().map(|(id, reason)| json!({"message_id": id, "reason": reason})).collect();
-    Ok(Json(json!({"replayed": replayed, "skipped": skipped, "not_found": r.not_found})))
-}
-
-/// What a DLQ replay did: (old id, new id), (id, why not), unknown ids.
-#[derive(Debug, Default)]
-pub(crate) struct Replay {
-    pub replayed: Vec<(String, String)>,
-    pub skipped: Vec<(String, String)>,
-    pub not_found: Vec<String>,
-}
-
-/// Puts DLQ entries (all when `ids` is `None`) back on their partition as
-/// new messages (new ids, one more replay counted), then deletes the
-/// entries. A crash between the two steps leaves the entry in the DLQ as
-/// well: at-least-once, never lost.
-pub(crate) async fn replay(
-    ns: &Namespace,
-    ids: Option<Vec<String>>,
-    rate_per_sec: Option<f64>,
-    who: &Who<'_>,
-) -> Result<Replay, ApiError> {
-    let r = replay_inner(ns, ids, rate_per_sec).await;
-    who.record(
-        "dlq.replay",
-        &ns.name,
-        r,
-        |r| json!({"replayed": r.replayed.len(), "skipped": r.skipped.len(), "not_found": r.not_found.len()}),
-    )
-}
-
-async fn replay_inner(
-    ns: &Namespace,
-    ids: Option<Vec<String>>,
-    rate_per_sec: Option<f64>,
-) -> Result<Replay, ApiError> {
-    if !ns.writes {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "role_consumer",
-            "a DLQ replay appends to the log, which the --role processor process owns; replay with the pair stopped and one `wharf serve --role all`",
-        ));
-    }
-    if rate_per_sec.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err(ApiError::bad("invalid_rate", "rate_per_sec must be positive"));
-    }
-    let dlq = ns.dlq()?.clone();
-    let ids = ids.unwrap_or_else(|| dlq.ids());
-    let pause = rate_per_sec.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
-    let max = ns.cfg.dlq.max_replays;
-    let mut out = Replay::default();
-    for id in ids {
-        let Some(entry) = dlq.get(&id) else {
-            out.not_found.push(id);
-            continue;
-        };
-        if entry.envelope.replays >= max {
-            let reason =
-                format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays);
-            out.skipped.push((id, reason));
-            continue;
-        }
-        let mut env = entry.envelope.clone();
-        env.replays += 1;
-        env.deliver_at_ms = None;
-        let ack = write::append_envelope(ns, env).await?;
-        let (dlq, old) = (dlq.clone(), id.clone());
-        tokio::task::spawn_blocking(move || dlq.delete(&old))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dlq_write_failed", e.to_string())
-            })?;
-        tracing::info!(namespace = %ns.name, message_id = %id, new_message_id = %ack.message_id, "dlq entry replayed");
-        out.replayed.push((id, ack.message_id));
-        if let Some(p) = pause {
-            tokio::time::sleep(p).await;
-        }
-    }
-    Ok(out)
+    Ok(Json(json!({"replayed": replayed, "skipped": skipped, "not_found": r.not_found, "target": target.name})))
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    Json(status_json(&node))
-}
-
-/// The body of `GET /v1/status` (also gRPC `Status`).
-pub(crate) fn status_json(node: &Node) -> serde_json::Value {
-    let mut namespaces = serde_json::Map::new();
-    for ns in node.namespaces() {
-        let name = &ns.name;
-        let partitions: Vec<_> = ns
-            .partitions
-            .iter()
-            .map(|p| {
-                let st = p.log.as_ref().map(|l| l.stats());
-                let (head, durable, watermark) =
-                    st.as_ref().map(|s| (s.next_seq, s.synced_seq, s.watermark)).unwrap_or((0, 0, 0));
-                let window = p.tracker.lock().map(|t| json!(t.snapshot())).unwrap_or_default();
-                json!({
-                    "partition": p.index,
-                    "head_sequence": head,
-                    "durable_sequence": durable,
-                    "delivered_watermark": watermark,
-                    "backlog": head.saturating_sub(watermark),
-                    "delivery": window,
-                    "halted": p.halted_reason().is_some(),
-                    "halted_reason": p.halted_reason(),
-                })
-            })
-            .collect();
-        let plugin = ns.plugin.lock().map(|p| json!(*p)).unwrap_or_default();
-        namespaces.insert(
-            name.clone(),
-            json!({
-                "partitions": partitions,
-                "plugin": plugin,
-                "dlq_size": ns.dlq.as_ref().map(|d| d.len()),
-                // Kafka/SQS namespaces: partitions, DLQ and progress live in the backend.
-                "queue": ns.cfg.queue.clone().unwrap_or(wharf_queue::QueueConfig::Embedded),
-            }),
-        );
-    }
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "durability": node.durability,
-        "namespaces": namespaces,
-    })
+    Json(status::status_json(&node.namespaces(), node.durability))
 }
 
 async fn metrics_text(State(node): State<Arc<Node>>) -> Response {
-    let body = metrics::get().render(&node);
+    let body = status::render_metrics(&node.namespaces());
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
 }

@@ -3,15 +3,18 @@
 //! Layout: one version byte, then the postcard encoding of [`Envelope`].
 //! - version 1: the fields up to `replays` (kept readable forever, see
 //!   [`EnvelopeV1`] and its fixture test);
-//! - version 2 (written now): adds `transaction`, set on the marker of a
-//!   committed multi-chunk transaction.
+//! - version 2: adds `transaction`, set on the marker of a committed
+//!   multi-chunk transaction (kept readable, see [`EnvelopeV2`]);
+//! - version 3 (written now): adds `only_target`, set on a DLQ replay in a
+//!   namespace with several targets, so that it goes back to that target
+//!   only.
 //!
 //! A record that does not decode is reported as corruption of that record,
 //! never skipped.
 
 use serde::{Deserialize, Serialize};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// What a client wrote, plus what the host knew when it made it durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,37 @@ pub struct Envelope {
     /// Set when this record is the marker of a committed transaction: the
     /// chunks are parked in the namespace's chunk store (see `txn_store.rs`).
     pub transaction: Option<TxnMarker>,
+    /// Deliver to this target only (a DLQ replay); `None`: every target.
+    pub only_target: Option<String>,
+}
+
+/// The version 2 layout, frozen.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EnvelopeV2 {
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+    written_at_ms: u64,
+    deliver_at_ms: Option<u64>,
+    replays: u32,
+    transaction: Option<TxnMarker>,
+}
+
+impl From<EnvelopeV2> for Envelope {
+    fn from(v: EnvelopeV2) -> Self {
+        Envelope {
+            key: v.key,
+            payload: v.payload,
+            headers: v.headers,
+            idempotency_key: v.idempotency_key,
+            written_at_ms: v.written_at_ms,
+            deliver_at_ms: v.deliver_at_ms,
+            replays: v.replays,
+            transaction: v.transaction,
+            only_target: None,
+        }
+    }
 }
 
 /// What the queue holds for a committed multi-chunk transaction.
@@ -73,21 +107,39 @@ impl From<EnvelopeV1> for Envelope {
             deliver_at_ms: v.deliver_at_ms,
             replays: v.replays,
             transaction: None,
+            only_target: None,
         }
     }
 }
 
-pub use crate::record::DecodeError;
+pub use crate::storage::record::DecodeError;
 
 impl Envelope {
+    /// Bytes that are not an envelope (from a queue another producer
+    /// writes to), kept as the payload so that the DLQ shows them.
+    pub fn raw(key: Option<String>, payload: Vec<u8>) -> Self {
+        Envelope {
+            key,
+            payload,
+            headers: Vec::new(),
+            idempotency_key: None,
+            written_at_ms: crate::clock::now_ms(),
+            deliver_at_ms: None,
+            replays: 0,
+            transaction: None,
+            only_target: None,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        crate::record::encode(VERSION, self)
+        crate::storage::record::encode(VERSION, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         match bytes.first() {
-            Some(1) => crate::record::decode::<EnvelopeV1>(1, bytes).map(Envelope::from),
-            _ => crate::record::decode(VERSION, bytes),
+            Some(1) => crate::storage::record::decode::<EnvelopeV1>(1, bytes).map(Envelope::from),
+            Some(2) => crate::storage::record::decode::<EnvelopeV2>(2, bytes).map(Envelope::from),
+            _ => crate::storage::record::decode(VERSION, bytes),
         }
     }
 }
@@ -122,6 +174,7 @@ mod tests {
                 chunks: 2,
                 inline: vec![Chunk { seq: 0, payload: vec![7], headers: vec![] }],
             }),
+            only_target: Some("b".into()),
         };
         assert_eq!(Envelope::decode(&e.encode()).expect("decodes"), e);
     }
@@ -153,7 +206,27 @@ mod tests {
         let e = Envelope::decode(&bytes).expect("v2 decodes");
         assert_eq!(e.key.as_deref(), Some("order-1234"));
         assert_eq!(e.transaction, Some(TxnMarker { id: "tx1".into(), chunks: 3, inline: vec![] }),);
-        assert_eq!(hex::encode(e.encode()), V2_FIXTURE, "the encoding changed: that is a new version");
+        assert_eq!(e.only_target, None);
+    }
+
+    /// Version 3 as written to disk; it must decode forever.
+    const V3_FIXTURE: &str = "03010a6f726465722d3132333403010203010274720178010469646d31d20901e80700000101620";
+
+    #[test]
+    fn a_version_3_envelope_from_disk_still_decodes() {
+        let e = Envelope {
+            key: Some("order-1234".into()),
+            payload: vec![1, 2, 3],
+            headers: vec![("tr".into(), "x".into())],
+            idempotency_key: Some("idm1".into()),
+            written_at_ms: 1234,
+            deliver_at_ms: Some(1000),
+            replays: 0,
+            transaction: None,
+            only_target: Some("b".into()),
+        };
+        assert_eq!(hex::encode(e.encode()), V3_FIXTURE, "the encoding changed: that is a new version");
+        assert_eq!(Envelope::decode(&hex::decode(V3_FIXTURE).expect("hex")).expect("v3 decodes"), e);
     }
 
     #[test]

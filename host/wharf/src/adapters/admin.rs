@@ -1,19 +1,21 @@
-//! The admin API: plugins per namespace at runtime, config reload, purge of
+//! The admin API: plugins per namespace target at runtime (`?target=NAME`,
+//! optional when the namespace has one target), config reload, purge of
 //! a removed namespace's data. Every call leaves an audit line. When auth is
 //! on, these routes take an admin token only.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::HeaderMap;
+use crate::error::ErrorKind;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::control;
-use crate::error::ApiError;
-use crate::node::Node;
+use crate::services::control;
+use crate::error::Error as ApiError;
+use crate::services::node::Node;
 
 /// Largest plugin component accepted over the API.
 const MAX_PLUGIN_BYTES: usize = 64 << 20;
@@ -32,9 +34,9 @@ pub fn actor(headers: &HeaderMap) -> String {
     control::actor_of(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
 
-fn namespace(node: &Node, name: &str) -> Result<Arc<crate::node::Namespace>, ApiError> {
+fn namespace(node: &Node, name: &str) -> Result<Arc<crate::services::node::Namespace>, ApiError> {
     node.namespace(name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "namespace_not_found", format!("no namespace named {name:?}"))
+        ApiError::new(ErrorKind::NotFound, "namespace_not_found", format!("no namespace named {name:?}"))
     })
 }
 
@@ -50,9 +52,15 @@ fn finish(
     who.record(action, target, r, Value::clone).map(Json)
 }
 
+/// `?target=NAME`.
+#[derive(Debug, serde::Deserialize)]
+struct TargetQuery {
+    target: Option<String>,
+}
+
 fn invalid(reason: String) -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unprocessable,
         "plugin_invalid",
         format!("{reason}; the old plugin stays"),
     )
@@ -61,14 +69,16 @@ fn invalid(reason: String) -> ApiError {
 async fn register(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    Query(q): Query<TargetQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let _guard = node.control.lock().await;
     let r = async {
         let ns = namespace(&node, &ns)?;
-        let digest = control::register(&node, &ns, &body).await.map_err(invalid)?;
-        Ok(json!({"namespace": ns.name, "digest": digest, "state": "ready"}))
+        let target = ns.target(q.target.as_deref())?;
+        let digest = control::register(&node, &ns, target, &body).await.map_err(invalid)?;
+        Ok(json!({"namespace": ns.name, "target": target.name, "digest": digest, "state": "ready"}))
     }
     .await;
     finish(&node, &headers, "plugin.register", &ns, r)
@@ -77,13 +87,15 @@ async fn register(
 async fn rollback(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    Query(q): Query<TargetQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let _guard = node.control.lock().await;
     let r = async {
         let ns = namespace(&node, &ns)?;
-        let digest = control::rollback(&node, &ns).await.map_err(invalid)?;
-        Ok(json!({"namespace": ns.name, "digest": digest, "state": "ready"}))
+        let target = ns.target(q.target.as_deref())?;
+        let digest = control::rollback(&node, &ns, target).await.map_err(invalid)?;
+        Ok(json!({"namespace": ns.name, "target": target.name, "digest": digest, "state": "ready"}))
     }
     .await;
     finish(&node, &headers, "plugin.rollback", &ns, r)
@@ -92,12 +104,14 @@ async fn rollback(
 async fn remove(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    Query(q): Query<TargetQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let _guard = node.control.lock().await;
     let r = namespace(&node, &ns).and_then(|n| {
-        control::remove(&node, &n).map_err(ApiError::internal)?;
-        Ok(json!({"namespace": n.name, "state": "removed"}))
+        let target = n.target(q.target.as_deref())?;
+        control::remove(target).map_err(ApiError::internal)?;
+        Ok(json!({"namespace": n.name, "target": target.name, "state": "removed"}))
     });
     finish(&node, &headers, "plugin.remove", &ns, r)
 }
@@ -120,7 +134,7 @@ async fn purge_data(
     let _guard = node.control.lock().await;
     let r = if node.namespace(&ns).is_some() {
         Err(ApiError::new(
-            StatusCode::CONFLICT,
+            ErrorKind::Conflict,
             "namespace_active",
             format!("{ns} is in service; remove it from the config and reload first"),
         ))
@@ -131,7 +145,7 @@ async fn purge_data(
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(json!({"namespace": ns, "purged": true})),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(ApiError::new(StatusCode::NOT_FOUND, "namespace_not_found", format!("no data for {ns}")))
+                Err(ApiError::new(ErrorKind::NotFound, "namespace_not_found", format!("no data for {ns}")))
             }
             Err(e) => Err(ApiError::internal(format!("removing {}: {e}", dir.display()))),
         }

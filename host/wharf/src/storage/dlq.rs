@@ -1,10 +1,13 @@
-//! The namespace's dead-letter queue: a durable log of messages the target
+//! A target's dead-letter queue: a durable log of messages the target
 //! rejected or that ran out of attempts, with their failure history.
 //!
-//! It is a `wharf_log::Partition` under `<data_dir>/<ns>/dlq/`. Records are a
-//! version byte plus postcard of [`DlqRecord`]: an entry, or a tombstone that
-//! deletes an earlier entry. Version 1 records (envelopes before
-//! transactions) are still read; version 2 is written. The live set is rebuilt from the log at open.
+//! It is a `wharf_log::Partition` under `<data_dir>/<ns>/dlq/` for the
+//! target named `default`, `<data_dir>/<ns>/targets/<name>/dlq/` for the
+//! others (also on Kafka/SQS namespaces: in the delivering process's data
+//! dir). Records are a version byte plus postcard of [`DlqRecord`]: an
+//! entry, or a tombstone that deletes an earlier entry. Versions 1
+//! (envelopes before transactions) and 2 (before `only_target`) are still
+//! read; version 3 is written. The live set is rebuilt from the log at open.
 //! A message is finished (its key freed, the watermark allowed past it) only
 //! after its entry is durable here.
 
@@ -14,9 +17,58 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Envelope;
+use crate::storage::envelope::Envelope;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+
+/// Why an attempt failed. Stored as its name (`as_str`), so the on-disk
+/// form stays a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The plugin asked for a retry.
+    Retry,
+    /// The plugin rejected the message.
+    Reject,
+    /// The plugin trapped.
+    Trap,
+    /// The call ran past its deadline.
+    Deadline,
+    /// The plugin answered a wrong number of outcomes.
+    WrongCount,
+    /// The plugin failed to instantiate or init.
+    Init,
+    /// The plugin could not be loaded.
+    Load,
+    /// A transaction could not be reassembled.
+    Transaction,
+    /// Bytes on a queue that are not a Wharf envelope.
+    Decode,
+    /// Retries ran out.
+    Exhausted,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Retry => "retry",
+            FailureKind::Reject => "reject",
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::WrongCount => "wrong_count",
+            FailureKind::Init => "init",
+            FailureKind::Load => "load",
+            FailureKind::Transaction => "transaction",
+            FailureKind::Decode => "decode",
+            FailureKind::Exhausted => "exhausted",
+        }
+    }
+}
+
+impl From<FailureKind> for String {
+    fn from(k: FailureKind) -> Self {
+        k.as_str().to_string()
+    }
+}
 
 /// One failed attempt.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,6 +100,48 @@ pub(crate) enum DlqRecord {
     },
 }
 
+/// The version 2 layout, frozen (envelopes before `only_target`).
+#[derive(Debug, Deserialize)]
+enum DlqRecordV2 {
+    Entry {
+        message_id: String,
+        partition: u32,
+        sequence: u64,
+        envelope: crate::storage::envelope::EnvelopeV2,
+        failures: Vec<Failure>,
+        plugin_digest: String,
+        dead_lettered_at_ms: u64,
+    },
+    Deleted {
+        message_id: String,
+    },
+}
+
+impl From<DlqRecordV2> for DlqRecord {
+    fn from(r: DlqRecordV2) -> Self {
+        match r {
+            DlqRecordV2::Entry {
+                message_id,
+                partition,
+                sequence,
+                envelope,
+                failures,
+                plugin_digest,
+                dead_lettered_at_ms,
+            } => DlqRecord::Entry(Box::new(DlqEntry {
+                message_id,
+                partition,
+                sequence,
+                envelope: envelope.into(),
+                failures,
+                plugin_digest,
+                dead_lettered_at_ms,
+            })),
+            DlqRecordV2::Deleted { message_id } => DlqRecord::Deleted { message_id },
+        }
+    }
+}
+
 /// The version 1 layout, frozen.
 #[derive(Debug, Deserialize)]
 enum DlqRecordV1 {
@@ -55,7 +149,7 @@ enum DlqRecordV1 {
         message_id: String,
         partition: u32,
         sequence: u64,
-        envelope: crate::envelope::EnvelopeV1,
+        envelope: crate::storage::envelope::EnvelopeV1,
         failures: Vec<Failure>,
         plugin_digest: String,
         dead_lettered_at_ms: u64,
@@ -194,13 +288,14 @@ impl Dlq {
 }
 
 fn encode(r: &DlqRecord) -> Vec<u8> {
-    crate::record::encode(VERSION, r)
+    crate::storage::record::encode(VERSION, r)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<DlqRecord, String> {
     match bytes.first() {
-        Some(1) => crate::record::decode::<DlqRecordV1>(1, bytes).map(DlqRecord::from),
-        _ => crate::record::decode(VERSION, bytes),
+        Some(1) => crate::storage::record::decode::<DlqRecordV1>(1, bytes).map(DlqRecord::from),
+        Some(2) => crate::storage::record::decode::<DlqRecordV2>(2, bytes).map(DlqRecord::from),
+        _ => crate::storage::record::decode(VERSION, bytes),
     }
     .map_err(|e| e.to_string())
 }
@@ -230,6 +325,8 @@ mod tests {
             other => panic!("expected an entry, got {other:?}"),
         }
         let tombstone = [1u8, 1, 3, b'0', b'-', b'7'];
+        assert!(matches!(decode(&tombstone), Ok(DlqRecord::Deleted { message_id }) if message_id == "0-7"));
+        let tombstone = [2u8, 1, 3, b'0', b'-', b'7'];
         assert!(matches!(decode(&tombstone), Ok(DlqRecord::Deleted { message_id }) if message_id == "0-7"));
     }
 }

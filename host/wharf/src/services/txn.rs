@@ -13,29 +13,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::envelope::{Chunk, Envelope, TxnMarker};
-use crate::error::ApiError;
+use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
+use crate::error::Error as ApiError;
 use crate::metrics;
-use crate::node::Namespace;
-use crate::txn_store::{TxnError, TxnInfo, TxnStore, valid_id};
-use crate::write::{self, TXN_IDEMPOTENCY_PREFIX, WaitFor, WriteAck};
+use crate::services::node::Namespace;
+use crate::storage::txn_store::{TxnError, TxnInfo, TxnStore, valid_id};
+use crate::services::write::{self, TXN_IDEMPOTENCY_PREFIX, WaitFor, WriteAck};
 
 impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> Self {
         let (status, code) = match &e {
-            TxnError::NotFound(_) => (StatusCode::NOT_FOUND, "transaction_not_found"),
-            TxnError::Expired(_) => (StatusCode::GONE, "transaction_expired"),
-            TxnError::Committed { .. } => (StatusCode::CONFLICT, "transaction_committed"),
-            TxnError::ChunkConflict { .. } => (StatusCode::CONFLICT, "chunk_conflict"),
-            TxnError::Limit(_) => (StatusCode::PAYLOAD_TOO_LARGE, "transaction_too_large"),
-            TxnError::Incomplete { .. } => (StatusCode::CONFLICT, "transaction_incomplete"),
-            TxnError::CountMismatch { .. } => (StatusCode::CONFLICT, "chunk_count_mismatch"),
-            TxnError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "transaction_corrupt"),
-            TxnError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "transaction_store_failed"),
+            TxnError::NotFound(_) => (ErrorKind::NotFound, "transaction_not_found"),
+            TxnError::Expired(_) => (ErrorKind::Gone, "transaction_expired"),
+            TxnError::Committed { .. } => (ErrorKind::Conflict, "transaction_committed"),
+            TxnError::ChunkConflict { .. } => (ErrorKind::Conflict, "chunk_conflict"),
+            TxnError::Limit(_) => (ErrorKind::TooLarge, "transaction_too_large"),
+            TxnError::Incomplete { .. } => (ErrorKind::Conflict, "transaction_incomplete"),
+            TxnError::CountMismatch { .. } => (ErrorKind::Conflict, "chunk_count_mismatch"),
+            TxnError::Corrupt { .. } => (ErrorKind::Internal, "transaction_corrupt"),
+            TxnError::Io { .. } => (ErrorKind::Internal, "transaction_store_failed"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -115,7 +115,7 @@ fn check_id(id: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "transaction_not_found",
             format!("{id:?} is not a transaction id (32 lowercase hex digits)"),
         ))
@@ -135,7 +135,7 @@ pub async fn begin(ns: &Arc<Namespace>, req: BeginRequest) -> Result<TxnInfo, Ap
     let (ttl, limits) = (req.ttl_ms.unwrap_or(cfg.ttl_ms), cfg.limits());
     let info = store_op(ns, move |s| s.begin(req.key, now_ms(), ttl, limits)).await.map_err(|e| {
         if e.code == "transaction_too_large" {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_transactions", e.message)
+            ApiError::new(ErrorKind::Overloaded, "too_many_transactions", e.message)
         } else {
             e
         }
@@ -195,6 +195,7 @@ pub async fn commit(
         deliver_at_ms: None,
         replays: 0,
         transaction: Some(TxnMarker { id: id.to_string(), chunks, inline: Vec::new() }),
+        only_target: None,
     };
     // An earlier commit made the marker durable: the idempotency window
     // answers with its id, and nothing is appended again.

@@ -196,9 +196,9 @@ impl Idempotency {
 }
 
 fn encode(s: &Seen) -> Vec<u8> {
-    crate::record::encode(VERSION, s)
+    crate::storage::record::encode(VERSION, s)
 }
 
 fn decode(bytes: &[u8]) -> Option<Seen> {
-    crate::record::decode(VERSION, bytes).ok()
+    crate::storage::record::decode(VERSION, bytes).ok()
 }

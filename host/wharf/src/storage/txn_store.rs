@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use wharf_log::frame::{self, Decoded};
 
-use crate::envelope::Chunk;
+use crate::storage::envelope::Chunk;
 
 const VERSION: u8 = 1;
 const EXTENSION: &str = "txn";
@@ -151,7 +151,7 @@ impl TxnFile {
 
     fn append(&mut self, rec: &TxnRecord) -> Result<(), TxnError> {
         let mut buf = Vec::new();
-        frame::encode(self.next_frame, &crate::record::encode(VERSION, rec), &mut buf);
+        frame::encode(self.next_frame, &crate::storage::record::encode(VERSION, rec), &mut buf);
         if self.file.is_none() {
             self.file = Some(OpenOptions::new().append(true).open(&self.path).map_err(io(&self.path))?);
         }
@@ -219,7 +219,7 @@ fn read_file(path: &Path) -> Result<(Vec<TxnRecord>, u64), TxnError> {
                 if seq != out.len() as u64 {
                     return Err(corrupt(at, format!("frame {seq} where frame {} belongs", out.len())));
                 }
-                let rec: TxnRecord = crate::record::decode(VERSION, payload)
+                let rec: TxnRecord = crate::storage::record::decode(VERSION, payload)
                     .map_err(|e| corrupt(at, format!("record does not decode: {e}")))?;
                 out.push(rec);
                 at += frame_len;

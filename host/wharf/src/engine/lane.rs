@@ -1,0 +1,612 @@
+//! The delivery loop of one lane: one target × one stream (a partition of
+//! the embedded log, or the consumer of a Kafka/SQS queue). The same code
+//! for every queue kind; only the [`Source`] differs.
+//!
+//! Invariants:
+//! - A message leaves the window only when the target confirmed it
+//!   (`delivered`) or its DLQ entry is durable; only then is its source
+//!   reservation released (log cursor, Kafka offset, SQS receipt). A crash
+//!   at any point re-delivers instead of losing (at-least-once).
+//! - Per-key order (see `window.rs`): a retry is held in the window, with
+//!   its reservation, and holds back later messages of its key only.
+//! - A trap, a deadline or a wrong outcome count throws the instance away
+//!   and schedules every message of the batch for a retry.
+//! - A transaction marker is delivered alone: its chunks, read back from
+//!   the chunk store in sequence order, are one batch flagged with the
+//!   transaction id, and the whole batch has one outcome (any reject
+//!   rejects it, else any retry retries it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::clock::now_ms;
+use crate::engine::breaker::{Breaker, CallSummary, Transition};
+use crate::engine::namespace::Namespace;
+use crate::engine::source::{Pulled, Source};
+use crate::engine::target::{Lane, PluginState, TargetRt};
+use crate::engine::window::{Pending, Window};
+use crate::metrics;
+use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
+use crate::storage::dlq::{DlqEntry, Failure, FailureKind};
+use crate::storage::envelope::TxnMarker;
+
+/// Persist the watermark at most this often while busy.
+const WATERMARK_EVERY: Duration = Duration::from_millis(200);
+
+/// Longest idle wait before looking at the source again.
+const IDLE: Duration = Duration::from_millis(500);
+
+pub struct Engine {
+    ns: Arc<Namespace>,
+    target: Arc<TargetRt>,
+    lane: Arc<Lane>,
+    source: Option<Source>,
+    /// The target's plugin slot and the plugin taken from it.
+    slot: watch::Receiver<Option<Plugin>>,
+    plugin: Option<Plugin>,
+    instance: Option<Instance>,
+    shutdown: watch::Receiver<bool>,
+    /// Consecutive traps/deadlines/init failures (quarantine counter).
+    consecutive_failures: u32,
+    breaker: Breaker,
+    persisted_watermark: u64,
+    last_persist: Instant,
+    /// A transaction finished since the last checkpoint (several targets:
+    /// its chunks go once every target is past it).
+    finished_transaction: bool,
+}
+
+impl Engine {
+    /// `start` is the first sequence the source will hand over.
+    pub fn new(
+        ns: Arc<Namespace>,
+        target: Arc<TargetRt>,
+        lane: Arc<Lane>,
+        source: Source,
+        start: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        lane.with(|w| *w = Window::starting_at(start, ns.cfg.delivery.batch_max));
+        let mut slot = target.slot.subscribe();
+        let plugin = slot.borrow_and_update().clone();
+        Self {
+            ns,
+            target,
+            lane,
+            source: Some(source),
+            slot,
+            plugin,
+            instance: None,
+            shutdown,
+            consecutive_failures: 0,
+            breaker: Breaker::default(),
+            persisted_watermark: start,
+            last_persist: Instant::now(),
+            finished_transaction: false,
+        }
+    }
+
+    fn source(&mut self) -> &mut Source {
+        // Present until `run` ends.
+        self.source.as_mut().unwrap_or_else(|| unreachable!("source taken"))
+    }
+
+    fn halted(&self) -> bool {
+        match self.source.as_ref() {
+            Some(Source::Log(s)) => s.part.halted_reason().is_some(),
+            _ => false,
+        }
+    }
+
+    #[tracing::instrument(name = "delivery", skip_all, fields(namespace = %self.ns.name, target = %self.target.name, lane = self.lane.index))]
+    pub async fn run(mut self) {
+        let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
+        while !(*self.shutdown.borrow() || self.halted() || self.ns.is_removed()) {
+            if self.slot.has_changed().unwrap_or(false) {
+                // Between two calls: nothing of this lane is in flight.
+                self.plugin = self.slot.borrow_and_update().clone();
+                self.instance = None;
+                self.consecutive_failures = 0;
+                tracing::info!(digest = self.plugin.as_ref().map(|p| p.digest.as_str()), "plugin switched");
+            }
+            if self.plugin.is_none() || self.target.quarantined() {
+                // Paused until an operator acts; keep the watermark exact.
+                self.persist_watermark(true).await;
+                tokio::select! {
+                    _ = self.slot.changed() => {}
+                    _ = self.shutdown.changed() => {}
+                }
+                continue;
+            }
+            if let Some(wait) = self.breaker_wait() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.shutdown.changed() => {}
+                }
+                continue;
+            }
+            let pulled = match self.fill().await {
+                Ok(n) => n,
+                Err(reason) => {
+                    if let Some(Source::Log(s)) = &self.source {
+                        s.part.halt(reason);
+                    }
+                    break;
+                }
+            };
+            let mut batch = self.select();
+            if batch.is_empty() && pulled > 0 && !linger.is_zero() {
+                // Something arrived: give the batch a moment to fill.
+                tokio::time::sleep(linger).await;
+                self.fill().await.ok();
+                batch = self.select();
+            }
+            if batch.is_empty() {
+                self.persist_watermark(true).await;
+                continue;
+            }
+            let summary = self.deliver(batch).await;
+            self.lane.delivered.notify_waiters();
+            self.adapt(summary);
+            self.persist_watermark(false).await;
+        }
+        self.persist_watermark(true).await;
+        if let Some(source) = self.source.take() {
+            source.close().await;
+        }
+        tracing::info!("delivery stopped");
+    }
+
+    /// While the breaker is open: how long until the probe.
+    fn breaker_wait(&mut self) -> Option<Duration> {
+        let wait = self.lane.with(|w| Breaker::wait_ms(&mut w.breaker, now_ms()));
+        if wait.is_none() && self.lane.with(|w| w.breaker == super::breaker::BreakerState::HalfOpen) {
+            tracing::debug!("circuit breaker half-open: probing the target with one message");
+        }
+        wait.map(Duration::from_millis)
+    }
+
+    /// Feeds one call's result to the breaker and the AIMD batch size.
+    fn adapt(&mut self, call: CallSummary) {
+        let cfg = &self.ns.cfg;
+        let breaker = &mut self.breaker;
+        let t = self.lane.with(|w| {
+            breaker.adapt(call, &mut w.breaker, &mut w.batch_limit, (&cfg.breaker, &cfg.delivery), now_ms())
+        });
+        match t {
+            Transition::Opened { failed_calls } => {
+                tracing::warn!(failed_calls, cooldown_ms = cfg.breaker.cooldown_ms, "circuit breaker open")
+            }
+            Transition::Closed => tracing::info!("circuit breaker closed"),
+            Transition::None => {}
+        }
+    }
+
+    /// Takes new messages from the source into the window, up to
+    /// `max_in_flight`. Waits (up to the next due retry, or [`IDLE`]) only
+    /// when nothing in the window is eligible now. Returns how many came.
+    async fn fill(&mut self) -> Result<usize, String> {
+        let max = self.ns.cfg.delivery.max_in_flight;
+        let now = now_ms();
+        // Delayed messages that are not due yet do not take window room, so
+        // they never hold back the messages written after them.
+        let (from, room, next_due) =
+            self.lane.with(|w| (w.next_read(), max.saturating_sub(w.occupying(now)), w.next_due_ms()));
+        let wait = match next_due {
+            Some(due) if due <= now => Duration::ZERO,
+            Some(due) => Duration::from_millis(due - now).min(IDLE),
+            None => IDLE,
+        };
+        let target = self.target.name.clone();
+        let mut shutdown = self.shutdown.clone();
+        let pulled = tokio::select! {
+            p = self.source().pull(from, room, wait, &target) => p.map_err(|e| e.to_string())?,
+            _ = shutdown.changed() => return Ok(0),
+        };
+        let mut undecodable = Vec::new();
+        let mut count = 0;
+        for item in pulled {
+            match item {
+                Pulled::Skip(seq) => self.lane.with(|w| w.skip_to(seq + 1)),
+                Pulled::Message(seq, pending) => {
+                    if let Some(t) = &pending.env.transaction {
+                        // Its marker is in the log: the chunks must not expire.
+                        self.ns.txns.pin(&t.id);
+                    }
+                    if pending.failures.iter().any(|f| f.kind == FailureKind::Decode.as_str()) {
+                        undecodable.push(seq);
+                    }
+                    self.lane.with(|w| w.admit(seq, pending));
+                    count += 1;
+                }
+            }
+        }
+        for seq in undecodable {
+            self.lane.with(|w| w.get_mut(seq).map(|p| p.in_flight = true));
+            self.dead_letter(seq, FailureKind::Decode, "not a wharf envelope".into()).await;
+        }
+        Ok(count)
+    }
+
+    /// Picks the eligible messages (oldest first; one probe while the
+    /// breaker is half-open) and marks them in flight.
+    fn select(&mut self) -> Vec<(u64, Message)> {
+        let ns = self.ns.name.clone();
+        self.lane.with(|w| {
+            let now = now_ms();
+            let seqs = match w.breaker {
+                super::breaker::BreakerState::HalfOpen => w.select_probe(now),
+                _ => {
+                    let max = w.batch_limit.max(1);
+                    w.select(now, max)
+                }
+            };
+            seqs.into_iter().filter_map(|seq| Some((seq, to_message(&ns, seq, w.get(seq)?)))).collect()
+        })
+    }
+
+    async fn deliver(&mut self, batch: Vec<(u64, Message)>) -> CallSummary {
+        let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
+        let marker = match seqs.as_slice() {
+            [seq] => self.lane.with(|w| w.get(*seq).and_then(|p| p.env.transaction.clone())),
+            _ => None,
+        };
+        let wit_batch = match (&marker, batch.as_slice()) {
+            (Some(txn), [(seq, head)]) => match reassemble(self.ns.clone(), txn.clone(), head.clone()).await {
+                Ok(b) => b,
+                Err(reason) => {
+                    // Nothing a retry could fix: keep it, visibly, in the DLQ.
+                    self.dead_letter(*seq, FailureKind::Transaction, reason).await;
+                    return CallSummary::SETTLED;
+                }
+            },
+            _ => Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None },
+        };
+        let started = Instant::now();
+        let result = self.call(&wit_batch).await;
+        // A transaction has one outcome, for its marker.
+        let result = match marker {
+            Some(_) => result.map(|outcomes| vec![transaction_outcome(outcomes)]),
+            None => result,
+        };
+        let elapsed = started.elapsed();
+        tracing::debug!(messages = seqs.len(), elapsed_us = elapsed.as_micros() as u64, "plugin call");
+        let slow = elapsed > Duration::from_millis(self.ns.cfg.delivery.slow_call_ms);
+        let label = self.label();
+        let m = metrics::get();
+        m.plugin_call_latency.get_or_create(&label).observe(elapsed.as_secs_f64());
+        m.plugin_batch_size.get_or_create(&label).observe(seqs.len() as f64);
+        match result {
+            Ok(outcomes) => self.settle(seqs, outcomes, slow).await,
+            Err(e) => self.call_failed(seqs, e).await,
+        }
+    }
+
+    /// One `deliver` call on the current instance (instantiated on demand).
+    async fn call(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
+        if let Some(i) = self.instance.as_mut() {
+            return i.deliver(batch).await;
+        }
+        let Some(p) = self.plugin.clone() else {
+            return Err(PluginError::Init("no plugin installed".into()));
+        };
+        let mut i = p.instantiate().await?;
+        let r = i.deliver(batch).await;
+        self.instance = Some(i);
+        r
+    }
+
+    /// Applies the plugin's outcomes: delivered messages leave the window,
+    /// rejects go to the DLQ, retries are scheduled.
+    async fn settle(&mut self, seqs: Vec<u64>, outcomes: Vec<Outcome>, slow: bool) -> CallSummary {
+        self.consecutive_failures = 0;
+        let failed = outcomes.iter().all(|o| matches!(o, Outcome::Retry(_)));
+        let pushed_back = outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
+        let now = now_ms();
+        let mut rest = Vec::new();
+        let mut done = Vec::new();
+        self.lane.with(|w| {
+            for (seq, outcome) in seqs.into_iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Delivered => {
+                        w.delivered_total += 1;
+                        done.extend(w.finish(seq));
+                    }
+                    other => rest.push((seq, other)),
+                }
+            }
+        });
+        let label = self.label();
+        let m = metrics::get();
+        m.delivered.get_or_create(&label).inc_by(done.len() as u64);
+        {
+            let hist = m.delivery_latency.get_or_create(&label);
+            for p in &done {
+                hist.observe(now.saturating_sub(p.env.written_at_ms) as f64 / 1000.0);
+            }
+        }
+        for p in done {
+            self.released(p).await;
+        }
+        for (seq, outcome) in rest {
+            match outcome {
+                Outcome::Delivered => {}
+                Outcome::Reject(reason) => {
+                    self.lane.with(|w| w.reject(seq, now_ms(), reason.clone()));
+                    self.dead_letter(seq, FailureKind::Reject, reason).await
+                }
+                Outcome::Retry(r) => {
+                    self.retry_later(seq, FailureKind::Retry, r.reason, r.after_ms.map(Duration::from_millis))
+                        .await
+                }
+            }
+        }
+        CallSummary { failed, throttled: failed || pushed_back || slow }
+    }
+
+    /// A finished message: release its reservation, drop a transaction's
+    /// chunks when this is the namespace's only target.
+    async fn released(&mut self, p: Pending) {
+        self.source().release(&p).await;
+        if let Some(t) = p.env.transaction {
+            match self.ns.targets.len() {
+                1 => drop_chunks(self.ns.clone(), t.id, true).await,
+                _ => self.finished_transaction = true,
+            }
+        }
+    }
+
+    /// A trap, deadline or init failure: the instance goes, every message
+    /// is retried, and repeated failures quarantine the plugin.
+    async fn call_failed(&mut self, seqs: Vec<u64>, e: PluginError) -> CallSummary {
+        let kind = match &e {
+            PluginError::Trap(_) => FailureKind::Trap,
+            PluginError::Deadline(_) => FailureKind::Deadline,
+            PluginError::WrongCount { .. } => FailureKind::WrongCount,
+            PluginError::Init(_) => FailureKind::Init,
+            _ => FailureKind::Load,
+        };
+        tracing::warn!(error = %e, kind = kind.as_str(), messages = seqs.len(), "plugin call failed; instance discarded, batch will be retried");
+        self.instance = None;
+        self.consecutive_failures += 1;
+        let m = metrics::get();
+        m.plugin_failures.get_or_create(&self.label_kind(kind.as_str())).inc();
+        let limit = self.target.cfg.target.quarantine_after;
+        if self.consecutive_failures >= limit {
+            let reason = format!("{limit} consecutive plugin failures, last: {e}");
+            tracing::error!(%reason, "plugin quarantined; target delivery paused");
+            m.plugin_quarantines.get_or_create(&self.label()).inc();
+            self.target.set_plugin_status(|p| {
+                p.state = PluginState::Quarantined;
+                p.reason = Some(reason);
+            });
+        }
+        for seq in seqs {
+            self.retry_later(seq, kind, e.to_string(), None).await;
+        }
+        CallSummary::FAILED
+    }
+
+    /// Schedules another attempt, or dead-letters when attempts run out.
+    async fn retry_later(&mut self, seq: u64, kind: FailureKind, reason: String, after: Option<Duration>) {
+        let policy = &self.ns.cfg.retry;
+        let failure = Failure { attempt: 0, at_ms: now_ms(), kind: kind.into(), reason: reason.clone() };
+        let attempts = self.lane.with(|w| w.get(seq).map(|p| p.attempts + 1)).unwrap_or(1);
+        let ceiling = policy.ceiling(attempts).as_millis() as u64;
+        let jitter = rand::rng().random_range(0..=ceiling);
+        let wait = jitter.max(after.map(|a| a.as_millis() as u64).unwrap_or(0));
+        let exhausted = self.lane.with(|w| w.fail(seq, failure, policy.max_attempts, now_ms() + wait));
+        if exhausted {
+            let reason = format!("gave up after {} attempts: {reason}", policy.max_attempts);
+            self.dead_letter(seq, FailureKind::Exhausted, reason).await;
+        } else {
+            metrics::get().retries.get_or_create(&self.label_kind(kind.as_str())).inc();
+        }
+    }
+
+    /// Makes the DLQ entry durable, then finishes the message. If the DLQ
+    /// write fails the message stays in the window and is retried.
+    async fn dead_letter(&mut self, seq: u64, kind: FailureKind, reason: String) {
+        let digest = self.plugin.as_ref().map(|p| p.digest.clone()).unwrap_or_default();
+        let entry = self.lane.with(|w| {
+            let p = w.get(seq)?;
+            let (partition, sequence) = position(seq, p);
+            Some(DlqEntry {
+                message_id: p.id.clone(),
+                partition,
+                sequence,
+                envelope: p.env.clone(),
+                failures: p.failures.clone(),
+                plugin_digest: digest,
+                dead_lettered_at_ms: now_ms(),
+            })
+        });
+        let Some(mut entry) = entry else { return };
+        let id = entry.message_id.clone();
+        // A transaction's DLQ entry carries its chunks, so that it outlives
+        // the chunk store's file and can be replayed whole.
+        if let Some(txn) = entry.envelope.transaction.as_mut()
+            && txn.inline.is_empty()
+        {
+            let (store, txn_id, chunks) = (self.ns.txns.clone(), txn.id.clone(), txn.chunks);
+            match tokio::task::spawn_blocking(move || store.load_chunks(&txn_id, chunks)).await {
+                Ok(Ok(c)) => txn.inline = c,
+                Ok(Err(e)) => entry.failures.push(Failure {
+                    attempt: entry.failures.len() as u32 + 1,
+                    at_ms: now_ms(),
+                    kind: FailureKind::Transaction.into(),
+                    reason: format!("chunks not copied into the DLQ entry: {e}"),
+                }),
+                Err(e) => tracing::error!(message_id = %id, error = %e, "chunk reader panicked"),
+            }
+        }
+        let dlq = self.target.dlq.clone();
+        let pushed = move || match dlq {
+            Some(d) => d.push(entry).map_err(|e| e.to_string()),
+            None => Err("this process has no DLQ".to_string()),
+        };
+        match tokio::task::spawn_blocking(pushed).await {
+            Ok(Ok(())) => {
+                tracing::warn!(message_id = %id, %reason, "message dead-lettered");
+                let finished = self.lane.with(|w| {
+                    w.dead_lettered_total += 1;
+                    w.finish(seq)
+                });
+                metrics::get().dead_lettered.get_or_create(&self.label_kind(kind.as_str())).inc();
+                if let Some(p) = finished {
+                    self.released(p).await;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(message_id = %id, error = %e, "dlq write failed; message stays pending");
+                self.lane.with(|w| w.postpone(seq, now_ms() + 1000));
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "dlq writer panicked");
+                self.lane.with(|w| w.postpone(seq, now_ms() + 1000));
+            }
+        }
+    }
+
+    /// Persists the watermark if it moved (rate-limited unless `force`).
+    async fn persist_watermark(&mut self, force: bool) {
+        let wm = self.lane.with(|w| w.watermark());
+        if wm <= self.persisted_watermark || (!force && self.last_persist.elapsed() < WATERMARK_EVERY) {
+            return;
+        }
+        match self.source().checkpoint(wm).await {
+            Ok(()) => {
+                self.persisted_watermark = wm;
+                self.last_persist = Instant::now();
+                if std::mem::take(&mut self.finished_transaction) {
+                    sweep_chunks(self.ns.clone()).await;
+                }
+            }
+            Err(e) => tracing::error!(watermark = wm, error = %e, "watermark not persisted; will retry"),
+        }
+    }
+
+    fn label(&self) -> metrics::NsTarget {
+        metrics::ns_target(&self.ns.name, &self.target.name)
+    }
+
+    fn label_kind(&self, kind: &'static str) -> metrics::NsTargetKind {
+        metrics::ns_target_kind(&self.ns.name, &self.target.name, kind)
+    }
+}
+
+/// The batch of a transaction: its chunks in sequence order (from the
+/// marker itself after a DLQ replay, else from the chunk store), each a
+/// message that shares the marker's position and key.
+async fn reassemble(ns: Arc<Namespace>, txn: TxnMarker, head: Message) -> Result<Batch, String> {
+    let chunks = if txn.inline.is_empty() {
+        let (store, id, n) = (ns.txns.clone(), txn.id.clone(), txn.chunks);
+        tokio::task::spawn_blocking(move || store.load_chunks(&id, n)).await.map_err(|e| e.to_string())?.map_err(
+            |e| {
+                tracing::error!(transaction = %txn.id, error = %e, "transaction chunks cannot be read");
+                format!("transaction {} cannot be reassembled: {e}", txn.id)
+            },
+        )?
+    } else {
+        txn.inline
+    };
+    let messages = chunks
+        .into_iter()
+        .map(|c| Message {
+            id: format!("{}/{}", head.id, c.seq),
+            payload: c.payload,
+            headers: c.headers,
+            idempotency_key: Some(format!("{}/{}", txn.id, c.seq)),
+            ..head.clone()
+        })
+        .collect();
+    Ok(Batch { messages, transaction_id: Some(txn.id.clone()) })
+}
+
+/// Deletes a finished transaction's parked chunks. A failure leaves the
+/// file for the sweep at the next start (it is below the watermark).
+async fn drop_chunks(ns: Arc<Namespace>, id: String, delivered: bool) {
+    let store = ns.txns.clone();
+    let txn = id.clone();
+    match tokio::task::spawn_blocking(move || store.remove(&txn)).await {
+        Ok(Ok(())) => {
+            if delivered {
+                let label = metrics::ns_kind(&ns.name, "delivered");
+                metrics::get().transactions.get_or_create(&label).inc();
+            }
+            tracing::debug!(transaction = %id, "transaction chunks deleted");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(transaction = %id, error = %e, "transaction chunks not deleted; swept at next start")
+        }
+        Err(e) => tracing::error!(transaction = %id, error = %e, "chunk deleter panicked"),
+    }
+}
+
+/// Several targets: deletes the chunks of every transaction whose marker
+/// is below its partition's watermark (the slowest target's cursor).
+async fn sweep_chunks(ns: Arc<Namespace>) {
+    let store = ns.txns.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        store.sweep_finished(|marker| {
+            crate::storage::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
+                ns.partitions.get(p as usize).and_then(|p| p.log.as_ref()).is_some_and(|l| seq < l.watermark())
+            })
+        })
+    })
+    .await;
+    if let Ok(n) = swept
+        && n > 0
+    {
+        tracing::debug!(swept = n, "transaction chunks deleted behind every target");
+    }
+}
+
+/// One outcome for a whole transaction: any reject rejects it, else any
+/// retry retries it (after the longest wait asked for), else delivered.
+fn transaction_outcome(outcomes: Vec<Outcome>) -> Outcome {
+    let mut retry: Option<RetryOutcome> = None;
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o {
+            Outcome::Delivered => {}
+            Outcome::Reject(reason) => return Outcome::Reject(format!("chunk {i}: {reason}")),
+            Outcome::Retry(r) => {
+                let after_ms = r.after_ms.max(retry.as_ref().and_then(|p| p.after_ms));
+                retry = Some(RetryOutcome { reason: format!("chunk {i}: {}", r.reason), after_ms });
+            }
+        }
+    }
+    retry.map_or(Outcome::Delivered, Outcome::Retry)
+}
+
+/// Partition and sequence of a message: the log's, a Kafka partition and
+/// offset, or (SQS) 0 and the lane's receive order.
+fn position(seq: u64, p: &Pending) -> (u32, u64) {
+    match p.receipt.as_ref().map(|d| &d.receipt) {
+        Some(wharf_queue::Receipt::Kafka { partition, offset, .. }) => (*partition as u32, *offset as u64),
+        Some(_) => (0, seq),
+        None => crate::storage::envelope::parse_message_id(&p.id).unwrap_or((0, seq)),
+    }
+}
+
+/// The message the plugin sees. On a queue the partition and sequence are
+/// the backend's where it has them (Kafka), else the lane's receive order.
+fn to_message(ns: &str, seq: u64, p: &Pending) -> Message {
+    let (partition, sequence) = position(seq, p);
+    Message {
+        id: p.id.clone(),
+        namespace: ns.to_string(),
+        partition,
+        sequence,
+        key: p.env.key.clone(),
+        payload: p.env.payload.clone(),
+        headers: p.env.headers.clone(),
+        idempotency_key: p.env.idempotency_key.clone(),
+        attempt: p.attempts + 1,
+        replays: p.env.replays,
+        written_at_ms: p.env.written_at_ms,
+    }
+}

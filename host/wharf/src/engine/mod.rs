@@ -1,0 +1,19 @@
+//! The delivery engine: one piece of code for every queue kind.
+//!
+//! - `namespace`: a namespace as the engine runs it (partitions, targets).
+//! - `target`: one target's plugin slot, status, DLQ and lanes.
+//! - `lane`: the delivery loop of one target × one stream.
+//! - `window`: per-key order, retries held in the host, the watermark.
+//! - `breaker`: the circuit breaker and AIMD batch size.
+//! - `source`: the only part that differs between the embedded log, Kafka
+//!   and SQS (see its contract).
+//!
+//! Layering: the engine imports `storage`, `plugin`, `config`, `metrics`,
+//! `clock` and `error`; nothing above it (`services`, `adapters`, `cli`).
+
+pub mod breaker;
+pub mod lane;
+pub mod namespace;
+pub mod source;
+pub mod target;
+pub mod window;

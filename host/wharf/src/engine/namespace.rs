@@ -1,0 +1,137 @@
+//! A namespace as the engine runs it: its partitions (the embedded log, or
+//! nothing of ours for Kafka/SQS), its targets, and what writes need.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::config::LoadedNamespace;
+use crate::engine::target::TargetRt;
+use crate::error::{Error, ErrorKind};
+use crate::storage::idempotency::Idempotency;
+use crate::storage::part_log::PartLog;
+use crate::storage::txn_store::TxnStore;
+
+#[derive(Debug)]
+pub struct Namespace {
+    pub name: String,
+    pub cfg: LoadedNamespace,
+    /// The embedded log's partitions (empty for a Kafka/SQS namespace).
+    pub partitions: Vec<Arc<PartitionRt>>,
+    /// At least one, in name order.
+    pub targets: Vec<Arc<TargetRt>>,
+    /// The idempotency window, in a process that writes (`None` under
+    /// `--role consumer`).
+    pub idempotency: Option<Idempotency>,
+    /// Parked chunks of multi-chunk transactions.
+    pub txns: Arc<TxnStore>,
+    /// Set when the namespace was removed from the config; its loops stop.
+    pub removed: AtomicBool,
+    /// The producer of a Kafka or SQS queue (unset for the embedded log, and
+    /// in a consumer-only process).
+    pub producer: std::sync::OnceLock<wharf_queue::AnyProducer>,
+    /// This process takes writes (not `--role consumer`).
+    pub writes: bool,
+    /// This process delivers (not `--role processor`).
+    pub delivers: bool,
+    pub round_robin: AtomicU32,
+}
+
+#[derive(Debug)]
+pub struct PartitionRt {
+    pub namespace: String,
+    pub index: u32,
+    /// `None` when the log could not be opened (the partition is halted).
+    pub log: Option<Arc<PartLog>>,
+    /// Why the partition stopped; writes and deliveries are refused.
+    pub halted: Mutex<Option<String>>,
+    /// Bumped after each append: every lane of the partition wakes.
+    pub appended: watch::Sender<u64>,
+    /// With several targets: each target's persisted cursor. The log's
+    /// watermark (what GC may delete below) is their minimum.
+    pub cursors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl PartitionRt {
+    pub fn new(namespace: &str, index: u32, log: Option<Arc<PartLog>>, halted: Option<String>) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            index,
+            log,
+            halted: Mutex::new(halted),
+            appended: watch::channel(0).0,
+            cursors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn halted_reason(&self) -> Option<String> {
+        self.halted.lock().ok().and_then(|h| h.clone())
+    }
+
+    pub fn halt(&self, reason: String) {
+        tracing::error!(namespace = %self.namespace, partition = self.index, %reason, "partition halted");
+        if let Ok(mut h) = self.halted.lock() {
+            h.get_or_insert(reason);
+        }
+    }
+
+    /// Wakes every lane reading this partition.
+    pub fn wake(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records a target's persisted cursor; returns the minimum over the
+    /// targets, `None` until every target reported one.
+    pub fn record_cursor(&self, target: &str, value: u64, targets: usize) -> Option<u64> {
+        let mut c = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = c.entry(target.to_string()).or_insert(value);
+        *slot = (*slot).max(value);
+        (c.len() >= targets).then(|| c.values().copied().min()).flatten()
+    }
+}
+
+impl Namespace {
+    /// The idempotency window, or why this process has none.
+    pub fn idempotency(&self) -> Result<&Idempotency, Error> {
+        self.idempotency.as_ref().ok_or_else(Error::role_consumer)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// A target by name; `None` picks the only one (an error when there are
+    /// several).
+    pub fn target(&self, name: Option<&str>) -> Result<&Arc<TargetRt>, Error> {
+        match name {
+            Some(n) => self.targets.iter().find(|t| t.name == n).ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "target_not_found", format!("namespace {} has no target {n:?}", self.name))
+            }),
+            None if self.targets.len() == 1 => Ok(&self.targets[0]),
+            None => Err(Error::bad(
+                "target_required",
+                format!(
+                    "namespace {} has several targets ({}); name one with ?target=",
+                    self.name,
+                    self.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Same key, same partition, forever: FNV-1a of the key. Keyless
+    /// messages are spread round-robin.
+    pub fn partition_for(&self, key: Option<&str>) -> u32 {
+        let n = self.partitions.len().max(1) as u32;
+        match key {
+            Some(k) => (fnv1a(k.as_bytes()) % n as u64) as u32,
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}

@@ -1,0 +1,245 @@
+//! Where a lane's messages come from: the only part of the engine that
+//! differs between queue kinds.
+//!
+//! The contract every source keeps:
+//! - [`Source::pull`] hands over messages in source order, each with a
+//!   sequence greater than the last. On the log the sequence is the log's;
+//!   on a queue it is a local counter in receive order (a Kafka partition's
+//!   offsets, an SQS FIFO group's order, are receive order).
+//! - A message pulled stays *reserved* until [`Source::release`]: the log
+//!   does not move its cursor past it, Kafka does not commit its offset, SQS
+//!   keeps it invisible (the consumer extends its visibility). A retry never
+//!   goes back to the source, so order never depends on how faithfully a
+//!   broker or emulator redelivers.
+//! - [`Source::checkpoint`] persists the lane's watermark (log only; a
+//!   queue's position moves with each release).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use wharf_queue::Consumer as _;
+
+use crate::engine::namespace::PartitionRt;
+use crate::engine::window::Pending;
+use crate::storage::cursor;
+use crate::storage::envelope::{Envelope, message_id};
+use crate::storage::part_log::PartLog;
+
+/// How often an idle consumer process looks for new records.
+const FOLLOW_POLL: Duration = Duration::from_millis(10);
+
+/// Why a source cannot go on: the lane stops (log: the partition halts).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("reading the log: {0}")]
+    Log(#[from] wharf_log::LogError),
+    #[error("record {seq} of partition {partition} does not decode: {reason}")]
+    Decode { partition: u32, seq: u64, reason: String },
+}
+
+/// A message pulled from the source.
+#[derive(Debug)]
+pub enum Pulled {
+    Message(u64, Pending),
+    /// Nothing for this lane at this sequence (a replay meant for another
+    /// target): the lane's window skips it.
+    Skip(u64),
+}
+
+#[derive(Debug)]
+pub enum Source {
+    Log(LogSource),
+    Queue(QueueSource),
+}
+
+#[derive(Debug)]
+pub struct LogSource {
+    pub part: Arc<PartitionRt>,
+    pub log: Arc<PartLog>,
+    appended: watch::Receiver<u64>,
+    /// The lane's own cursor file (several targets), or `None`: the
+    /// partition's watermark is the cursor.
+    cursor: Option<PathBuf>,
+    /// How many targets share the partition (for the minimum).
+    targets: usize,
+    target: String,
+}
+
+#[derive(Debug)]
+pub struct QueueSource {
+    consumer: wharf_queue::AnyConsumer,
+    next_seq: u64,
+}
+
+impl LogSource {
+    /// A lane's reader of one partition. With several targets the lane keeps
+    /// its own cursor file, never below the partition's watermark.
+    pub fn open(
+        part: Arc<PartitionRt>,
+        log: Arc<PartLog>,
+        target: &str,
+        targets: usize,
+        target_dir: &std::path::Path,
+    ) -> Result<(Self, u64), cursor::CursorError> {
+        let cursor = (targets > 1).then(|| cursor::path(target_dir, part.index));
+        let start = match &cursor {
+            Some(p) => cursor::load(p)?.unwrap_or(0).max(log.watermark()),
+            None => log.watermark(),
+        };
+        part.record_cursor(target, start, targets);
+        let appended = part.appended.subscribe();
+        Ok((Self { part, log, appended, cursor, targets, target: target.to_string() }, start))
+    }
+}
+
+impl QueueSource {
+    pub fn new(consumer: wharf_queue::AnyConsumer) -> Self {
+        Self { consumer, next_seq: 0 }
+    }
+}
+
+impl Source {
+    /// Waits up to `wait` for something new (not at all when `wait` is
+    /// zero), then takes up to `room` messages from `from` on.
+    pub async fn pull(&mut self, from: u64, room: usize, wait: Duration, target: &str) -> Result<Vec<Pulled>, SourceError> {
+        match self {
+            Source::Log(s) => s.pull(from, room, wait, target).await,
+            Source::Queue(q) => Ok(q.pull(room, wait, target).await),
+        }
+    }
+
+    /// The message is finished for this lane: release its reservation.
+    pub async fn release(&self, p: &Pending) {
+        if let (Source::Queue(q), Some(d)) = (self, &p.receipt)
+            && let Err(e) = q.consumer.ack(d).await
+        {
+            tracing::warn!(id = %d.id, error = %e, "queue ack failed; the message will be delivered again");
+        }
+    }
+
+    /// Persists the lane's watermark (log sources).
+    pub async fn checkpoint(&mut self, watermark: u64) -> Result<(), String> {
+        match self {
+            Source::Log(s) => s.checkpoint(watermark).await,
+            Source::Queue(_) => Ok(()),
+        }
+    }
+
+    /// Releases what is reserved and not finished, so that another consumer
+    /// gets it at once.
+    pub async fn close(self) {
+        if let Source::Queue(q) = self
+            && let Err(e) = q.consumer.close().await
+        {
+            tracing::warn!(error = %e, "closing the queue consumer");
+        }
+    }
+}
+
+impl LogSource {
+    async fn pull(&mut self, from: u64, room: usize, wait: Duration, target: &str) -> Result<Vec<Pulled>, SourceError> {
+        if (room == 0 || from >= self.log.next_seq()) && !wait.is_zero() {
+            // A consumer process is not woken by appends (another process
+            // makes them): it polls the durable end.
+            let wait = match self.log.writer() {
+                Some(_) => wait,
+                None => wait.min(FOLLOW_POLL),
+            };
+            let _ = tokio::time::timeout(wait, self.appended.changed()).await;
+        }
+        if room == 0 || from >= self.log.next_seq() {
+            return Ok(Vec::new());
+        }
+        // Reads of acknowledged records are preads of recent, cached pages:
+        // block in place rather than pay a blocking-pool round trip.
+        let records = tokio::task::block_in_place(|| self.log.read(from, room, 16 << 20))?;
+        let partition = self.part.index;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let env = Envelope::decode(&r.payload)
+                .map_err(|e| SourceError::Decode { partition, seq: r.seq, reason: e.to_string() })?;
+            if env.only_target.as_deref().is_some_and(|t| t != target) {
+                out.push(Pulled::Skip(r.seq));
+                continue;
+            }
+            let due_ms = env.deliver_at_ms.unwrap_or(0);
+            let id = message_id(partition, r.seq);
+            let pending = Pending { id, env, attempts: 0, due_ms, in_flight: false, failures: Vec::new(), receipt: None };
+            out.push(Pulled::Message(r.seq, pending));
+        }
+        Ok(out)
+    }
+
+    async fn checkpoint(&mut self, watermark: u64) -> Result<(), String> {
+        let log = self.log.clone();
+        let Some(path) = self.cursor.clone() else {
+            return spawn(move || log.advance_watermark(watermark).map_err(|e| e.to_string())).await;
+        };
+        spawn(move || cursor::store(&path, watermark).map_err(|e| e.to_string())).await?;
+        // The partition may delete only below the slowest target.
+        match self.part.record_cursor(&self.target, watermark, self.targets) {
+            Some(min) => spawn(move || log.advance_watermark(min).map_err(|e| e.to_string())).await,
+            None => Ok(()),
+        }
+    }
+}
+
+async fn spawn(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Result<(), String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| e.to_string())?
+}
+
+impl QueueSource {
+    async fn pull(&mut self, room: usize, wait: Duration, target: &str) -> Vec<Pulled> {
+        if room == 0 {
+            tokio::time::sleep(wait).await;
+            return Vec::new();
+        }
+        let deliveries = match self.consumer.receive(room, wait).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue receive failed");
+                tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let pending = queue_pending(d);
+            if pending.env.only_target.as_deref().is_some_and(|t| t != target) {
+                // A replay for another target (its own consumer group).
+                if let Some(d) = &pending.receipt
+                    && let Err(e) = self.consumer.ack(d).await
+                {
+                    tracing::warn!(id = %d.id, error = %e, "queue ack of another target's replay failed");
+                }
+                continue;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            out.push(Pulled::Message(seq, pending));
+        }
+        out
+    }
+}
+
+/// A received queue message in the window. One that is not a Wharf
+/// envelope keeps its bytes and is dead-lettered by the engine.
+fn queue_pending(d: wharf_queue::Delivery) -> Pending {
+    let (env, failures) = match Envelope::decode(&d.payload) {
+        Ok(env) => (env, Vec::new()),
+        Err(e) => {
+            let raw = Envelope::raw(d.key.clone(), d.payload.clone());
+            let failure = crate::storage::dlq::Failure {
+                attempt: 0,
+                at_ms: crate::clock::now_ms(),
+                kind: crate::storage::dlq::FailureKind::Decode.into(),
+                reason: format!("not a wharf envelope: {e}"),
+            };
+            (raw, vec![failure])
+        }
+    };
+    let due_ms = env.deliver_at_ms.unwrap_or(0);
+    Pending { id: d.id.clone(), env, attempts: 0, due_ms, in_flight: false, failures, receipt: Some(d) }
+}

@@ -1,0 +1,135 @@
+//! The runtime of one target of a namespace: its plugin slot and status,
+//! its DLQ, and one lane per stream (a partition of the embedded log, or the
+//! one consumer of a Kafka/SQS queue).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+use crate::config::{DEFAULT_TARGET, LoadedTarget};
+use crate::engine::window::Window;
+use crate::error::{Error, ErrorKind};
+use crate::plugin::Plugin;
+use crate::storage::dlq::Dlq;
+
+/// Where a target's plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginState {
+    Loading,
+    Ready,
+    Failed,
+    /// Too many consecutive traps/deadlines: delivery paused until an
+    /// operator registers a plugin (or restarts).
+    Quarantined,
+    /// Removed by an operator: delivery paused.
+    Removed,
+}
+
+/// What status shows about a target's plugin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub path: String,
+    pub digest: Option<String>,
+    /// The `wharf:target` version of the loaded plugin.
+    pub wit: Option<&'static str>,
+    pub state: PluginState,
+    pub reason: Option<String>,
+}
+
+/// One stream of one target: its window, shared with the API for lookups.
+#[derive(Debug)]
+pub struct Lane {
+    /// Partition index on the log; 0 for a queue's consumer.
+    pub index: u32,
+    pub window: Mutex<Window>,
+    /// Woken after each delivery batch (for writes waiting for `visible`).
+    pub delivered: Notify,
+}
+
+impl Lane {
+    pub fn new(index: u32) -> Self {
+        Self { index, window: Mutex::new(Window::default()), delivered: Notify::new() }
+    }
+
+    /// Runs `f` on the window (a poisoned lock is taken over: the window is
+    /// plain data, consistent after every method).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Window) -> R) -> R {
+        let mut guard = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+#[derive(Debug)]
+pub struct TargetRt {
+    pub name: String,
+    pub cfg: LoadedTarget,
+    /// `<data_dir>/<ns>` for `default`, `<data_dir>/<ns>/targets/<name>`
+    /// otherwise: its plugin registry, DLQ and cursors live here.
+    pub dir: PathBuf,
+    pub plugin: Mutex<PluginStatus>,
+    /// The plugin the lanes use; `None` pauses delivery.
+    pub slot: watch::Sender<Option<Plugin>>,
+    /// The DLQ, in a process that delivers.
+    pub dlq: Option<Arc<Dlq>>,
+    pub lanes: Vec<Arc<Lane>>,
+}
+
+impl TargetRt {
+    pub fn new(cfg: LoadedTarget, ns_dir: &std::path::Path, dlq: Option<Arc<Dlq>>, lanes: u32) -> Self {
+        let dir = target_dir(ns_dir, &cfg.name);
+        let plugin = Mutex::new(PluginStatus {
+            path: cfg.target.plugin.display().to_string(),
+            digest: None,
+            wit: None,
+            state: PluginState::Loading,
+            reason: None,
+        });
+        Self {
+            name: cfg.name.clone(),
+            cfg,
+            dir,
+            plugin,
+            slot: watch::channel(None).0,
+            dlq,
+            lanes: (0..lanes).map(|i| Arc::new(Lane::new(i))).collect(),
+        }
+    }
+
+    /// The DLQ, or why this process has none.
+    pub fn dlq(&self) -> Result<&Arc<Dlq>, Error> {
+        self.dlq.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                "role_processor",
+                "this process runs with --role processor; the DLQ and delivery state live in the --role consumer process",
+            )
+        })
+    }
+
+    pub fn lane(&self, index: u32) -> Option<&Arc<Lane>> {
+        self.lanes.get(index as usize)
+    }
+
+    pub fn plugin_status(&self) -> PluginStatus {
+        self.plugin.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_plugin_status(&self, f: impl FnOnce(&mut PluginStatus)) {
+        f(&mut self.plugin.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn quarantined(&self) -> bool {
+        self.plugin_status().state == PluginState::Quarantined
+    }
+}
+
+/// Where a target keeps its files (the `default` target where a namespace
+/// with one target always kept them).
+pub fn target_dir(ns_dir: &std::path::Path, name: &str) -> PathBuf {
+    match name {
+        DEFAULT_TARGET => ns_dir.to_path_buf(),
+        _ => ns_dir.join("targets").join(name),
+    }
+}

@@ -1,0 +1,344 @@
+//! The delivery window of one lane (one target × one stream): the messages
+//! read from the source and not finished yet, in source order.
+//!
+//! Pure bookkeeping, no I/O and no clock of its own (every call takes `now`),
+//! so that `tests/window_model.rs` can check it against a model.
+//!
+//! Invariants:
+//! - Per-key order: only the oldest unfinished message of a key is eligible
+//!   ([`Window::select`]). A message waiting for a retry stays here and holds
+//!   back the later messages of its key only. Keyless messages are unordered.
+//! - The watermark ([`Window::watermark`]) is the lowest unfinished sequence
+//!   (or the next one to read): it never passes an unfinished message and
+//!   never moves backward.
+//! - A message leaves only through [`Window::finish`], which the engine calls
+//!   once the target confirmed it or its DLQ entry is durable.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use crate::engine::breaker::BreakerState;
+use crate::storage::envelope::Envelope;
+use crate::storage::dlq::{Failure, FailureKind};
+
+/// Finished message ids remembered for lookups and `wait=visible` on queue
+/// lanes (whose ids are not sequences).
+const FINISHED_IDS: usize = 65_536;
+
+/// One message in the window.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The id clients know: `<partition>-<seq>` on the log, the backend's id
+    /// on a queue.
+    pub id: String,
+    pub env: Envelope,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not before this wall-clock time (ms).
+    pub due_ms: u64,
+    pub in_flight: bool,
+    pub failures: Vec<Failure>,
+    /// The queue's receipt (ack it when finished); `None` on the log.
+    pub receipt: Option<wharf_queue::Delivery>,
+}
+
+/// Where a message is in the window, for lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Pending,
+    Delayed,
+    InFlight,
+    Retrying,
+    Delivered,
+    DeadLettered,
+    /// Not held by this process (queue lanes only): still in the queue,
+    /// taken by another consumer, or finished too long ago to remember.
+    Unknown,
+}
+
+/// What the API reports about one message in the window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tracked {
+    pub state: MessageState,
+    pub attempts: u32,
+    pub next_attempt_at_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// Counters and state of one lane, as `/v1/status` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowSnapshot {
+    /// Messages read from the source and not finished.
+    pub window: usize,
+    /// Messages inside a plugin call right now.
+    pub in_flight: usize,
+    /// Keys whose oldest message is waiting for a retry.
+    pub retrying_keys: usize,
+    pub delivered_total: u64,
+    pub retries_total: u64,
+    pub dead_lettered_total: u64,
+    /// Current AIMD batch size.
+    pub batch_limit: usize,
+    pub breaker: BreakerState,
+}
+
+#[derive(Debug, Default)]
+pub struct Window {
+    pending: BTreeMap<u64, Pending>,
+    /// Per key, the unfinished sequences in order; the front is eligible.
+    keys: HashMap<String, VecDeque<u64>>,
+    /// Queue lanes: id → sequence of the messages in the window.
+    ids: HashMap<String, u64>,
+    /// Queue lanes: ids finished lately (delivered or dead-lettered).
+    finished: HashSet<String>,
+    finished_order: VecDeque<String>,
+    /// Next sequence to read from the source.
+    next_read: u64,
+    pub delivered_total: u64,
+    pub retries_total: u64,
+    pub dead_lettered_total: u64,
+    /// Current AIMD batch size.
+    pub batch_limit: usize,
+    pub breaker: BreakerState,
+}
+
+impl Window {
+    /// An empty window whose first message will be `next_read`.
+    pub fn starting_at(next_read: u64, batch_limit: usize) -> Self {
+        Self { next_read, batch_limit, ..Self::default() }
+    }
+
+    pub fn next_read(&self) -> u64 {
+        self.next_read
+    }
+
+    /// All sequences below this are finished.
+    pub fn watermark(&self) -> u64 {
+        self.pending.keys().next().copied().unwrap_or(self.next_read)
+    }
+
+    #[allow(clippy::len_without_is_empty, reason = "a window is asked its size, never whether it is empty")]
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes a message read from the source; its sequence must be
+    /// `next_read` or later (sequences only grow).
+    pub fn admit(&mut self, seq: u64, pending: Pending) {
+        debug_assert!(seq >= self.next_read, "sequence {seq} admitted below {}", self.next_read);
+        if let Some(k) = &pending.env.key {
+            self.keys.entry(k.clone()).or_default().push_back(seq);
+        }
+        if pending.receipt.is_some() {
+            self.ids.insert(pending.id.clone(), seq);
+        }
+        self.pending.insert(seq, pending);
+        self.next_read = seq + 1;
+    }
+
+    /// Skips sequences that hold nothing for this lane (e.g. a replay meant
+    /// for another target).
+    pub fn skip_to(&mut self, next_read: u64) {
+        self.next_read = self.next_read.max(next_read);
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Pending> {
+        self.pending.get(&seq)
+    }
+
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Pending> {
+        self.pending.get_mut(&seq)
+    }
+
+    /// What `/v1/status` shows.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        WindowSnapshot {
+            window: self.pending.len(),
+            in_flight: self.pending.values().filter(|p| p.in_flight).count(),
+            retrying_keys: self.retrying_keys(),
+            delivered_total: self.delivered_total,
+            retries_total: self.retries_total,
+            dead_lettered_total: self.dead_lettered_total,
+            batch_limit: self.batch_limit,
+            breaker: self.breaker,
+        }
+    }
+
+    fn retrying_keys(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|q| q.front().and_then(|s| self.pending.get(s)).is_some_and(|p| p.attempts > 0))
+            .count()
+    }
+
+    /// State of a message still in the window, or `None` if it is not.
+    pub fn state_of(&self, seq: u64, now: u64) -> Option<Tracked> {
+        let p = self.pending.get(&seq)?;
+        let state = if p.in_flight {
+            MessageState::InFlight
+        } else if p.attempts > 0 {
+            MessageState::Retrying
+        } else if p.env.deliver_at_ms.is_some_and(|t| t > now) {
+            MessageState::Delayed
+        } else {
+            MessageState::Pending
+        };
+        Some(Tracked {
+            state,
+            attempts: p.attempts,
+            next_attempt_at_ms: (p.attempts > 0 && !p.in_flight).then_some(p.due_ms),
+            last_error: p.failures.last().map(|f| f.reason.clone()),
+        })
+    }
+
+    /// Queue lanes: the sequence of a message in the window, by id.
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
+    /// Queue lanes: whether a message with this id finished lately.
+    pub fn finished_lately(&self, id: &str) -> bool {
+        self.finished.contains(id)
+    }
+
+    /// Messages in the window, less delayed ones not due yet.
+    pub fn occupying(&self, now: u64) -> usize {
+        self.pending.values().filter(|p| !(p.attempts == 0 && p.due_ms > now)).count()
+    }
+
+    /// Write time of the oldest message in the window, if any.
+    pub fn oldest_written_at_ms(&self) -> Option<u64> {
+        self.pending.values().map(|p| p.env.written_at_ms).min()
+    }
+
+    /// Delivered or dead-lettered (log lanes: by sequence).
+    pub fn is_finished(&self, seq: u64) -> bool {
+        seq < self.next_read && !self.pending.contains_key(&seq)
+    }
+
+    pub fn has_read(&self, seq: u64) -> bool {
+        seq < self.next_read
+    }
+
+    /// Keyless, or the oldest unfinished message of its key.
+    fn heads_its_key(&self, seq: u64, p: &Pending) -> bool {
+        p.env.key.as_ref().is_none_or(|k| self.keys.get(k).and_then(|q| q.front()) == Some(&seq))
+    }
+
+    fn is_eligible(&self, seq: u64, p: &Pending, now: u64) -> bool {
+        !p.in_flight && p.due_ms <= now && self.heads_its_key(seq, p)
+    }
+
+    /// Earliest time something not in flight becomes due.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter(|(seq, p)| !p.in_flight && self.heads_its_key(**seq, p))
+            .map(|(_, p)| p.due_ms)
+            .min()
+    }
+
+    /// Picks the eligible messages, oldest first, up to `max`, and marks
+    /// them in flight. A transaction marker travels alone.
+    pub fn select(&mut self, now: u64, max: usize) -> Vec<u64> {
+        let mut seqs: Vec<u64> = Vec::new();
+        for (seq, p) in self.pending.iter().filter(|(seq, p)| self.is_eligible(**seq, p, now)) {
+            let marker = p.env.transaction.is_some();
+            if marker && !seqs.is_empty() {
+                break;
+            }
+            seqs.push(*seq);
+            if marker || seqs.len() >= max.max(1) {
+                break;
+            }
+        }
+        self.mark_in_flight(&seqs);
+        seqs
+    }
+
+    /// The half-open breaker's probe: one eligible message, from the key
+    /// that failed least (a key that never failed first, oldest first among
+    /// equals). So a key that fails on its own never decides for the whole
+    /// target while other keys have messages waiting.
+    pub fn select_probe(&mut self, now: u64) -> Vec<u64> {
+        let probe = self
+            .pending
+            .iter()
+            .filter(|(seq, p)| self.is_eligible(**seq, p, now))
+            .min_by_key(|(seq, p)| (p.attempts, **seq))
+            .map(|(seq, _)| *seq);
+        let seqs: Vec<u64> = probe.into_iter().collect();
+        self.mark_in_flight(&seqs);
+        seqs
+    }
+
+    fn mark_in_flight(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            if let Some(p) = self.pending.get_mut(seq) {
+                p.in_flight = true;
+            }
+        }
+    }
+
+    /// Records a failed attempt. Returns `true` when attempts ran out
+    /// (`max_attempts`); otherwise the message is due again at `due_ms`.
+    pub fn fail(&mut self, seq: u64, failure: Failure, max_attempts: u32, due_ms: u64) -> bool {
+        let Some(p) = self.pending.get_mut(&seq) else { return false };
+        p.attempts += 1;
+        p.in_flight = false;
+        p.failures.push(Failure { attempt: p.attempts, ..failure });
+        if p.attempts >= max_attempts {
+            return true;
+        }
+        p.due_ms = due_ms;
+        self.retries_total += 1;
+        false
+    }
+
+    /// A rejected message: one more attempt on its record, then the DLQ.
+    pub fn reject(&mut self, seq: u64, at_ms: u64, reason: String) {
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.attempts += 1;
+            p.in_flight = false;
+            p.failures.push(Failure { attempt: p.attempts, at_ms, kind: FailureKind::Reject.into(), reason });
+        }
+    }
+
+    /// Puts a message back, not in flight, due at `due_ms` (a DLQ write
+    /// that failed, or a call that never happened).
+    pub fn postpone(&mut self, seq: u64, due_ms: u64) {
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.in_flight = false;
+            p.due_ms = due_ms;
+        }
+    }
+
+    /// The message is delivered or its DLQ entry is durable.
+    pub fn finish(&mut self, seq: u64) -> Option<Pending> {
+        let p = self.pending.remove(&seq)?;
+        if let Some(k) = &p.env.key
+            && let Some(q) = self.keys.get_mut(k)
+        {
+            q.retain(|s| *s != seq);
+            if q.is_empty() {
+                self.keys.remove(k);
+            }
+        }
+        if p.receipt.is_some() {
+            self.ids.remove(&p.id);
+            self.remember_finished(p.id.clone());
+        }
+        Some(p)
+    }
+
+    fn remember_finished(&mut self, id: String) {
+        if self.finished.insert(id.clone()) {
+            self.finished_order.push_back(id);
+        }
+        while self.finished_order.len() > FINISHED_IDS {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+}

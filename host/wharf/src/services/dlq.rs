@@ -1,0 +1,127 @@
+//! DLQ operations of a target, shared by HTTP, gRPC and the CLI: list a
+//! page, delete one entry, purge, replay. Every change is audited.
+//!
+//! A replay appends the entry's envelope again as a new message (new id,
+//! one more replay counted), addressed to that target only when the
+//! namespace has several, then deletes the entry. A crash between the two
+//! steps leaves the entry in the DLQ as well: at-least-once, never lost.
+
+use crate::engine::namespace::Namespace;
+use crate::engine::target::TargetRt;
+use crate::error::{Error, ErrorKind};
+use crate::services::control::Who;
+use crate::services::write;
+use crate::storage::dlq::DlqEntry;
+
+/// One page of a target's DLQ (`limit` default 100, at most 1000) and the
+/// cursor of the next page.
+pub fn page(target: &TargetRt, after: Option<&str>, limit: Option<usize>) -> (Vec<DlqEntry>, Option<String>) {
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let entries = target.dlq.as_ref().map(|d| d.page(after, limit)).unwrap_or_default();
+    let next = (entries.len() == limit).then(|| entries.last().map(|e| e.message_id.clone())).flatten();
+    (entries, next)
+}
+
+fn write_failed(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Internal, "dlq_write_failed", e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(e.to_string()))
+}
+
+/// Deletes one DLQ entry durably; `message_not_found` if there is none.
+pub async fn delete_one(ns: &Namespace, target: &TargetRt, id: &str, who: &Who<'_>) -> Result<(), Error> {
+    let r = delete_inner(target, id).await;
+    who.record("dlq.delete", &format!("{}/{}/{id}", ns.name, target.name), r, |_| serde_json::json!({}))
+}
+
+async fn delete_inner(target: &TargetRt, id: &str) -> Result<(), Error> {
+    let dlq = target.dlq()?.clone();
+    let key = id.to_string();
+    let deleted = blocking(move || dlq.delete(&key)).await?.map_err(write_failed)?;
+    match deleted {
+        true => Ok(()),
+        false => Err(Error::new(ErrorKind::NotFound, "message_not_found", format!("no dlq entry {id:?}"))),
+    }
+}
+
+/// Deletes every entry of a target's DLQ; returns how many.
+pub async fn purge(ns: &Namespace, target: &TargetRt, who: &Who<'_>) -> Result<usize, Error> {
+    let dlq = target.dlq()?.clone();
+    let r = blocking(move || dlq.purge()).await.and_then(|r| r.map_err(write_failed));
+    if let Ok(purged) = &r {
+        tracing::warn!(namespace = %ns.name, target = %target.name, purged, "dlq purged");
+    }
+    who.record("dlq.purge", &format!("{}/{}", ns.name, target.name), r, |n| serde_json::json!({ "purged": n }))
+}
+
+/// What a DLQ replay did: (old id, new id), (id, why not), unknown ids.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub replayed: Vec<(String, String)>,
+    pub skipped: Vec<(String, String)>,
+    pub not_found: Vec<String>,
+}
+
+/// Puts DLQ entries (all when `ids` is `None`) back as new messages for
+/// this target, then deletes the entries.
+pub async fn replay(
+    ns: &Namespace,
+    target: &TargetRt,
+    ids: Option<Vec<String>>,
+    rate_per_sec: Option<f64>,
+    who: &Who<'_>,
+) -> Result<Replay, Error> {
+    let r = replay_inner(ns, target, ids, rate_per_sec).await;
+    who.record("dlq.replay", &format!("{}/{}", ns.name, target.name), r, |r| {
+        serde_json::json!({"replayed": r.replayed.len(), "skipped": r.skipped.len(), "not_found": r.not_found.len()})
+    })
+}
+
+async fn replay_inner(
+    ns: &Namespace,
+    target: &TargetRt,
+    ids: Option<Vec<String>>,
+    rate_per_sec: Option<f64>,
+) -> Result<Replay, Error> {
+    if !ns.writes {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            "role_consumer",
+            "a DLQ replay appends to the log, which the --role processor process owns; replay with the pair stopped and one `wharf serve --role all`",
+        ));
+    }
+    if rate_per_sec.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err(Error::bad("invalid_rate", "rate_per_sec must be positive"));
+    }
+    let dlq = target.dlq()?.clone();
+    let ids = ids.unwrap_or_else(|| dlq.ids());
+    let pause = rate_per_sec.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+    let max = ns.cfg.dlq.max_replays;
+    let mut out = Replay::default();
+    for id in ids {
+        let Some(entry) = dlq.get(&id) else {
+            out.not_found.push(id);
+            continue;
+        };
+        if entry.envelope.replays >= max {
+            let reason = format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays);
+            out.skipped.push((id, reason));
+            continue;
+        }
+        let mut env = entry.envelope.clone();
+        env.replays += 1;
+        env.deliver_at_ms = None;
+        env.only_target = (ns.targets.len() > 1).then(|| target.name.clone());
+        let ack = write::append_envelope(ns, env).await?;
+        let (dlq, old) = (dlq.clone(), id.clone());
+        blocking(move || dlq.delete(&old)).await?.map_err(write_failed)?;
+        tracing::info!(namespace = %ns.name, target = %target.name, message_id = %id, new_message_id = %ack.message_id, "dlq entry replayed");
+        out.replayed.push((id, ack.message_id));
+        if let Some(p) = pause {
+            tokio::time::sleep(p).await;
+        }
+    }
+    Ok(out)
+}
