@@ -345,6 +345,17 @@ impl Drop for HttpSink {
 
 // -------------------------------------------------------------------- wharf
 
+/// A message id as one URL path segment: Kafka ids (`topic/partition@offset`)
+/// hold a `/`.
+pub fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A `wharf serve` process over a data dir that outlives restarts.
 #[derive(Debug)]
 pub struct Wharf {
@@ -536,7 +547,7 @@ impl Wharf {
 
     /// `GET /v1/namespaces/{ns}/messages/{id}`: the body.
     pub fn lookup(&self, ns: &str, id: &str) -> Value {
-        self.get(&format!("/v1/namespaces/{ns}/messages/{id}")).body
+        self.get(&format!("/v1/namespaces/{ns}/messages/{}", path_segment(id))).body
     }
 
     /// `/v1/namespaces/{ns}/dlq<rest>`, with `?target=<t>` when given

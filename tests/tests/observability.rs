@@ -85,7 +85,8 @@ fn metrics_and_status_show_retries_a_dlq_entry_and_a_halted_partition() {
     }
     eventually(Duration::from_secs(30), "retries", || {
         let m = wharf.get("/metrics").body.as_str()?.to_string();
-        (sample(&m, "wharf_retries_total{namespace=\"hooks\",target=\"default\",kind=\"retry\"}")? >= 3.0).then_some(())
+        (sample(&m, "wharf_retries_total{namespace=\"hooks\",target=\"default\",kind=\"retry\"}")? >= 3.0)
+            .then_some(())
     });
     sink.set(|b| {
         b.fail_all = None;
@@ -111,7 +112,11 @@ fn metrics_and_status_show_retries_a_dlq_entry_and_a_halted_partition() {
     assert_eq!(sample(&m, "wharf_dlq_messages{namespace=\"hooks\",target=\"default\"}"), Some(1.0), "{m}");
     assert_eq!(sample(&m, "wharf_partition_halted{namespace=\"ledger\",partition=\"0\"}"), Some(1.0), "{m}");
     assert_eq!(sample(&m, "wharf_partition_halted{namespace=\"hooks\",partition=\"0\"}"), Some(0.0), "{m}");
-    assert_eq!(sample(&m, "wharf_delivery_latency_seconds_count{namespace=\"hooks\",target=\"default\"}"), Some(3.0), "{m}");
+    assert_eq!(
+        sample(&m, "wharf_delivery_latency_seconds_count{namespace=\"hooks\",target=\"default\"}"),
+        Some(3.0),
+        "{m}"
+    );
     assert_eq!(sample(&m, "wharf_log_head_sequence{namespace=\"hooks\",partition=\"0\"}"), Some(4.0), "{m}");
     assert!(sample(&m, "wharf_log_fsyncs{namespace=\"hooks\",partition=\"0\"}").unwrap_or(0.0) >= 1.0, "{m}");
     assert!(sample(&m, "wharf_fsync_seconds_count{namespace=\"hooks\"}").unwrap_or(0.0) >= 1.0, "{m}");

@@ -104,7 +104,11 @@ fn an_sqs_fifo_namespace_lists_and_deletes_dead_letters_of_its_target() {
         (state_of(&wharf, &ok_id) == json!("delivered")).then_some(())
     });
 
-    let r = wharf.delete(&Wharf::dlq_path("orders", &format!("/{bad_id}"), Some("default")));
+    let r = wharf.delete(&Wharf::dlq_path(
+        "orders",
+        &format!("/{}", wharf_tests::path_segment(&bad_id)),
+        Some("default"),
+    ));
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(wharf.dlq_ids("orders", None).is_empty());
     assert!(!sink.accepted_bodies().contains("bad-1"));

@@ -341,7 +341,6 @@ pub struct LoadedTarget {
     pub plugin_config: Vec<(String, String)>,
 }
 
-
 /// Reads, parses and validates a config file.
 pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
     let err =
@@ -390,11 +389,19 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
         let single_table = ns.target.is_some();
         let tables: Vec<(String, Target)> = match (ns.target, ns.targets.is_empty()) {
             (Some(_), false) => {
-                return Err(err(&key("targets"), "give either a `target` table or `targets.<name>` tables".into()));
+                return Err(err(
+                    &key("targets"),
+                    "give either a `target` table or `targets.<name>` tables".into(),
+                ));
             }
             (Some(t), true) => vec![(DEFAULT_TARGET.to_string(), t)],
             (None, false) => ns.targets.into_iter().collect(),
-            (None, true) => return Err(err(&key("target"), "a namespace needs a target (`[namespaces.<ns>.target]`)".into())),
+            (None, true) => {
+                return Err(err(
+                    &key("target"),
+                    "a namespace needs a target (`[namespaces.<ns>.target]`)".into(),
+                ));
+            }
         };
         if tables.len() > 1 && matches!(ns.queue, Some(wharf_queue::QueueConfig::Sqs(_))) {
             return Err(err(
@@ -409,7 +416,10 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 false => key(&format!("targets.{tname}.{k}")),
             };
             if !valid_namespace_name(&tname) {
-                return Err(err(&key(&format!("targets.{tname}")), "a target name is 1-64 characters of a-z, 0-9, '-' and '_'".into()));
+                return Err(err(
+                    &key(&format!("targets.{tname}")),
+                    "a target name is 1-64 characters of a-z, 0-9, '-' and '_'".into(),
+                ));
             }
             targets.push(load_target(&base, tname.clone(), t, &|k, problem| err(&tkey(k), problem))?);
         }
@@ -443,12 +453,16 @@ fn load_target(
 ) -> Result<LoadedTarget, ConfigError> {
     target.plugin = base.join(&target.plugin);
     if !target.plugin.is_file() {
-        return Err(err("plugin", format!("no plugin file at {} (run `make build` first?)", target.plugin.display())));
+        return Err(err(
+            "plugin",
+            format!("no plugin file at {} (run `make build` first?)", target.plugin.display()),
+        ));
     }
     let mut allow_connect = Vec::new();
     for a in &target.allow_connect {
-        let addr =
-            a.parse::<SocketAddr>().map_err(|_| err("allow_connect", format!("{a:?} is not an ip:port address")))?;
+        let addr = a
+            .parse::<SocketAddr>()
+            .map_err(|_| err("allow_connect", format!("{a:?} is not an ip:port address")))?;
         allow_connect.push(addr);
     }
     for p in &target.allow_http {

@@ -56,7 +56,11 @@ impl Error {
 
     /// A write to a process that only delivers.
     pub fn role_consumer() -> Self {
-        Self::new(ErrorKind::Unavailable, "role_consumer", "this process runs with --role consumer and takes no writes")
+        Self::new(
+            ErrorKind::Unavailable,
+            "role_consumer",
+            "this process runs with --role consumer and takes no writes",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

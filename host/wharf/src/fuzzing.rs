@@ -23,16 +23,16 @@
 use crate::error::ErrorKind;
 use prost::Message as _;
 
-use crate::config::Limits;
-use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
-use crate::error::Error as ApiError;
 use crate::adapters::grpc::pb;
+use crate::adapters::{grpc, http as api};
+use crate::config::Limits;
+use crate::error::Error as ApiError;
+use crate::services::txn;
 use crate::services::write::{
     self, MAX_BATCH, MAX_HEADER_BYTES, MAX_HEADERS, MAX_IDEMPOTENCY_KEY, MAX_KEY, MAX_PAYLOAD,
     TXN_IDEMPOTENCY_PREFIX, WriteRequest,
 };
-use crate::adapters::{grpc, http as api};
-use crate::services::txn;
+use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
 
 /// What the host made of one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,9 @@ pub fn http_json(data: &[u8]) -> Outcome {
     let Some((&kind, body)) = data.split_first() else { return Outcome::Undecodable };
     let result = match kind % 5 {
         0 => api::parse_write_one(body).and_then(|(m, _, _)| messages(vec![m])),
-        1 => api::parse_write_many(body).and_then(|b| messages(b.messages)),
+        1 => api::parse_write_many(body).and_then(|b| {
+            messages(b.messages.into_iter().map(api::JsonMessage::decode).collect::<Result<_, _>>()?)
+        }),
         2 => api::parse_chunk(body).and_then(chunk),
         3 => api::parse_commit(body).map(|_| 0),
         _ => api::parse_begin(body).and_then(|b| write::check_key(b.key.as_deref()).map(|()| 0)),

@@ -18,7 +18,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Ns {
     pub namespace: String,
@@ -224,11 +223,27 @@ impl Metrics {
                 "Messages of the lane not yet delivered or dead-lettered for the target (log: head minus the target's watermark; queue: its window)",
                 Family::default()
             ),
-            target_window: reg!("wharf_target_window_messages", "Messages in the lane's delivery window", Family::default()),
+            target_window: reg!(
+                "wharf_target_window_messages",
+                "Messages in the lane's delivery window",
+                Family::default()
+            ),
             breaker_open: reg!("wharf_breaker_state", "0 closed, 1 open, 2 half-open", Family::default()),
-            batch_limit: reg!("wharf_batch_limit_messages", "The lane's current AIMD batch size", Family::default()),
-            retrying_keys: reg!("wharf_retrying_keys", "Keys whose oldest message waits for a retry", Family::default()),
-            plugin_quarantined: reg!("wharf_plugin_quarantined", "1 while the target's plugin is quarantined", Family::default()),
+            batch_limit: reg!(
+                "wharf_batch_limit_messages",
+                "The lane's current AIMD batch size",
+                Family::default()
+            ),
+            retrying_keys: reg!(
+                "wharf_retrying_keys",
+                "Keys whose oldest message waits for a retry",
+                Family::default()
+            ),
+            plugin_quarantined: reg!(
+                "wharf_plugin_quarantined",
+                "1 while the target's plugin is quarantined",
+                Family::default()
+            ),
             registry: r,
         }
     }

@@ -5,16 +5,16 @@
 
 use std::sync::Arc;
 
+use crate::error::ErrorKind;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::HeaderMap;
-use crate::error::ErrorKind;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::services::control;
 use crate::error::Error as ApiError;
+use crate::services::control;
 use crate::services::node::Node;
 
 /// Largest plugin component accepted over the API.
@@ -59,11 +59,7 @@ struct TargetQuery {
 }
 
 fn invalid(reason: String) -> ApiError {
-    ApiError::new(
-        ErrorKind::Unprocessable,
-        "plugin_invalid",
-        format!("{reason}; the old plugin stays"),
-    )
+    ApiError::new(ErrorKind::Unprocessable, "plugin_invalid", format!("{reason}; the old plugin stays"))
 }
 
 async fn register(

@@ -29,7 +29,8 @@ impl IntoResponse for ApiError {
         let status = http_status(self.kind);
         let mut resp = (status, Json(self.body())).into_response();
         if self.kind == ErrorKind::Overloaded {
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         resp
     }

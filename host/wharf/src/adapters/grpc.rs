@@ -13,16 +13,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
 use crate::adapters::http as api;
-use crate::services::{dlq, lookup, status};
 use crate::error::{Error as ApiError, ErrorKind};
 use crate::services::node::{Namespace, Node};
 use crate::services::txn;
 use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteAck};
+use crate::services::{dlq, lookup, status};
 
 /// Code generated from the proto file by `build.rs`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic, clippy::unwrap_used)]
@@ -101,7 +100,10 @@ impl GrpcApi {
     /// Who is calling, for audit lines.
     fn who<T>(&self, req: &Request<T>) -> crate::services::control::Who<'_> {
         let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        crate::services::control::Who { data_dir: &self.node.data_dir, actor: crate::services::control::actor_of(auth) }
+        crate::services::control::Who {
+            data_dir: &self.node.data_dir,
+            actor: crate::services::control::actor_of(auth),
+        }
     }
 
     fn authorize<T>(&self, req: &Request<T>, ns: Option<&str>) -> Result<(), Status> {
@@ -153,10 +155,10 @@ pub(crate) fn batch_from_pb(
     Ok((r.messages.into_iter().map(write_request).collect(), wait, r.timeout_ms))
 }
 
-/// The write path takes base64, as the HTTP API receives it.
+/// The protocol-neutral request: gRPC carries the payload's bytes as they are.
 fn write_request(m: pb::Message) -> write::WriteRequest {
     write::WriteRequest {
-        payload: base64::engine::general_purpose::STANDARD.encode(&m.payload),
+        payload: m.payload,
         key: m.key,
         idempotency_key: m.idempotency_key,
         headers: m.headers,
@@ -217,7 +219,7 @@ impl Wharf for GrpcApi {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let (message, wait, timeout_ms) = write_from_pb(request.into_inner()).map_err(to_status)?;
-        let results = write::write_batch(&ns, vec![message], wait, api::wait_timeout(timeout_ms))
+        let results = write::write_batch(&ns, vec![Ok(message)], wait, api::wait_timeout(timeout_ms))
             .await
             .map_err(to_status)?;
         let result = results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result")));
@@ -230,6 +232,7 @@ impl Wharf for GrpcApi {
     ) -> Result<Response<pb::WriteBatchResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let (messages, wait, timeout_ms) = batch_from_pb(request.into_inner()).map_err(to_status)?;
+        let messages = messages.into_iter().map(Ok).collect();
         let results = write::write_batch(&ns, messages, wait, api::wait_timeout(timeout_ms))
             .await
             .map_err(to_status)?;
@@ -258,7 +261,10 @@ impl Wharf for GrpcApi {
         let overall = report.overall();
         let state = pb::MessageState {
             message_id: id,
-            state: serde_json::to_value(overall.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            state: serde_json::to_value(overall.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             attempts: Some(overall.attempts),
             next_attempt_at_ms: overall.next_attempt_at_ms,
             last_error: overall.last_error,
@@ -338,7 +344,9 @@ impl Wharf for GrpcApi {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         self.authorize(&request, None)?;
-        Ok(Response::new(pb::StatusResponse { json: status::status_json(&self.node.namespaces(), self.node.durability).to_string() }))
+        Ok(Response::new(pb::StatusResponse {
+            json: status::status_json(&self.node.namespaces(), self.node.durability).to_string(),
+        }))
     }
 
     async fn begin_transaction(

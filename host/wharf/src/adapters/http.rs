@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::ErrorKind;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use crate::error::ErrorKind;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -19,9 +19,9 @@ use serde_json::json;
 
 use crate::error::Error as ApiError;
 use crate::services::control::Who;
-use crate::services::{dlq, lookup, status};
 use crate::services::node::{Namespace, Node};
 use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
+use crate::services::{dlq, lookup, status};
 
 pub fn router(node: Arc<Node>) -> Router {
     let namespaced = Router::new()
@@ -105,11 +105,53 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
 }
 
+/// One message as JSON: its payload in standard base64 (the only place
+/// base64 is decoded; the write path takes bytes).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonMessage {
+    pub payload: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub deliver_at_ms: Option<u64>,
+}
+
+impl JsonMessage {
+    /// The protocol-neutral request, its payload decoded.
+    pub(crate) fn decode(self) -> Result<WriteRequest, ApiError> {
+        let payload = decode_payload(&self.payload)?;
+        Ok(WriteRequest {
+            payload,
+            key: self.key,
+            idempotency_key: self.idempotency_key,
+            headers: self.headers,
+            delay_ms: self.delay_ms,
+            deliver_at_ms: self.deliver_at_ms,
+        })
+    }
+}
+
+/// A standard-base64 payload, decoded and checked against `MAX_PAYLOAD`.
+pub(crate) fn decode_payload(b64: &str) -> Result<Vec<u8>, ApiError> {
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| ApiError::bad("invalid_base64", format!("payload is not standard base64: {e}")))?;
+    write::check_payload(&payload)?;
+    Ok(payload)
+}
+
 /// `POST /v1/namespaces/{ns}/messages/batch`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WriteMany {
-    pub messages: Vec<WriteRequest>,
+    pub messages: Vec<JsonMessage>,
     #[serde(default)]
     pub wait: WaitFor,
     #[serde(default)]
@@ -134,7 +176,7 @@ async fn write_one(
 ) -> Result<Json<write::WriteAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let (message, wait, timeout_ms) = parse_write_one(&body)?;
-    let results = write::write_batch(&ns, vec![message], wait, wait_timeout(timeout_ms)).await?;
+    let results = write::write_batch(&ns, vec![Ok(message)], wait, wait_timeout(timeout_ms)).await?;
     results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result"))).map(Json)
 }
 
@@ -146,9 +188,9 @@ pub(crate) fn parse_write_one(body: &[u8]) -> Result<(WriteRequest, WaitFor, Opt
     let wait: WaitFor = parse_json(fields.remove("wait").unwrap_or(json!("durable")).to_string().as_bytes())?;
     let timeout_ms: Option<u64> =
         parse_json(fields.remove("timeout_ms").unwrap_or_default().to_string().as_bytes())?;
-    let message: WriteRequest = serde_json::from_value(serde_json::Value::Object(fields))
+    let message: JsonMessage = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
-    Ok((message, wait, timeout_ms))
+    Ok((message.decode()?, wait, timeout_ms))
 }
 
 pub(crate) fn check_batch_len(n: usize) -> Result<(), ApiError> {
@@ -169,7 +211,8 @@ async fn write_many(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let req = parse_write_many(&body)?;
-    let results = write::write_batch(&ns, req.messages, req.wait, wait_timeout(req.timeout_ms)).await?;
+    let messages = req.messages.into_iter().map(JsonMessage::decode).collect();
+    let results = write::write_batch(&ns, messages, req.wait, wait_timeout(req.timeout_ms)).await?;
     let results: Vec<_> = results
         .into_iter()
         .map(|r| match r {
@@ -220,7 +263,10 @@ async fn txn_chunk(
 /// checks its limits.
 pub(crate) fn parse_chunk(body: &[u8]) -> Result<crate::services::txn::ChunkRequest, ApiError> {
     let chunk: ChunkBody = parse_json(body)?;
-    Ok(crate::services::txn::ChunkRequest { payload: write::decode_payload(&chunk.payload)?, headers: chunk.headers })
+    Ok(crate::services::txn::ChunkRequest {
+        payload: decode_payload(&chunk.payload)?,
+        headers: chunk.headers,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,7 +417,9 @@ async fn dlq_replay(
         r.replayed.into_iter().map(|(id, new)| json!({"message_id": id, "new_message_id": new})).collect();
     let skipped: Vec<_> =
         r.skipped.into_iter().map(|(id, reason)| json!({"message_id": id, "reason": reason})).collect();
-    Ok(Json(json!({"replayed": replayed, "skipped": skipped, "not_found": r.not_found, "target": target.name})))
+    Ok(Json(
+        json!({"replayed": replayed, "skipped": skipped, "not_found": r.not_found, "target": target.name}),
+    ))
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {

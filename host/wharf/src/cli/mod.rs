@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::services::node::Node;
 use crate::adapters::{grpc, http as api};
+use crate::services::node::Node;
 mod log;
 mod remote;
 

@@ -105,13 +105,7 @@ impl Engine {
     pub async fn run(mut self) {
         let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
         while !(*self.shutdown.borrow() || self.halted() || self.ns.is_removed()) {
-            if self.slot.has_changed().unwrap_or(false) {
-                // Between two calls: nothing of this lane is in flight.
-                self.plugin = self.slot.borrow_and_update().clone();
-                self.instance = None;
-                self.consecutive_failures = 0;
-                tracing::info!(digest = self.plugin.as_ref().map(|p| p.digest.as_str()), "plugin switched");
-            }
+            self.switch_plugin_if_changed();
             if self.plugin.is_none() || self.target.quarantined() {
                 // Paused until an operator acts; keep the watermark exact.
                 self.persist_watermark(true).await;
@@ -148,6 +142,14 @@ impl Engine {
                 self.persist_watermark(true).await;
                 continue;
             }
+            // The pull may have waited: a plugin registered meanwhile takes
+            // this batch.
+            self.switch_plugin_if_changed();
+            if self.plugin.is_none() {
+                // Removed meanwhile: the batch waits for the next plugin.
+                self.lane.with(|w| batch.iter().for_each(|(seq, _)| w.postpone(*seq, 0)));
+                continue;
+            }
             let summary = self.deliver(batch).await;
             self.lane.delivered.notify_waiters();
             self.adapt(summary);
@@ -158,6 +160,18 @@ impl Engine {
             source.close().await;
         }
         tracing::info!("delivery stopped");
+    }
+
+    /// Takes a new plugin from the slot, between two calls (nothing of this
+    /// lane is in flight).
+    fn switch_plugin_if_changed(&mut self) {
+        if !self.slot.has_changed().unwrap_or(false) {
+            return;
+        }
+        self.plugin = self.slot.borrow_and_update().clone();
+        self.instance = None;
+        self.consecutive_failures = 0;
+        tracing::info!(digest = self.plugin.as_ref().map(|p| p.digest.as_str()), "plugin switched");
     }
 
     /// While the breaker is open: how long until the probe.
@@ -211,6 +225,7 @@ impl Engine {
         for item in pulled {
             match item {
                 Pulled::Skip(seq) => self.lane.with(|w| w.skip_to(seq + 1)),
+                Pulled::Settled(id) => self.lane.with(|w| w.remember_finished(id)),
                 Pulled::Message(seq, pending) => {
                     if let Some(t) = &pending.env.transaction {
                         // Its marker is in the log: the chunks must not expire.
@@ -255,14 +270,16 @@ impl Engine {
             _ => None,
         };
         let wit_batch = match (&marker, batch.as_slice()) {
-            (Some(txn), [(seq, head)]) => match reassemble(self.ns.clone(), txn.clone(), head.clone()).await {
-                Ok(b) => b,
-                Err(reason) => {
-                    // Nothing a retry could fix: keep it, visibly, in the DLQ.
-                    self.dead_letter(*seq, FailureKind::Transaction, reason).await;
-                    return CallSummary::SETTLED;
+            (Some(txn), [(seq, head)]) => {
+                match reassemble(self.ns.clone(), txn.clone(), head.clone()).await {
+                    Ok(b) => b,
+                    Err(reason) => {
+                        // Nothing a retry could fix: keep it, visibly, in the DLQ.
+                        self.dead_letter(*seq, FailureKind::Transaction, reason).await;
+                        return CallSummary::SETTLED;
+                    }
                 }
-            },
+            }
             _ => Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None },
         };
         let started = Instant::now();
@@ -504,12 +521,13 @@ impl Engine {
 async fn reassemble(ns: Arc<Namespace>, txn: TxnMarker, head: Message) -> Result<Batch, String> {
     let chunks = if txn.inline.is_empty() {
         let (store, id, n) = (ns.txns.clone(), txn.id.clone(), txn.chunks);
-        tokio::task::spawn_blocking(move || store.load_chunks(&id, n)).await.map_err(|e| e.to_string())?.map_err(
-            |e| {
+        tokio::task::spawn_blocking(move || store.load_chunks(&id, n))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| {
                 tracing::error!(transaction = %txn.id, error = %e, "transaction chunks cannot be read");
                 format!("transaction {} cannot be reassembled: {e}", txn.id)
-            },
-        )?
+            })?
     } else {
         txn.inline
     };
@@ -553,7 +571,10 @@ async fn sweep_chunks(ns: Arc<Namespace>) {
     let swept = tokio::task::spawn_blocking(move || {
         store.sweep_finished(|marker| {
             crate::storage::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
-                ns.partitions.get(p as usize).and_then(|p| p.log.as_ref()).is_some_and(|l| seq < l.watermark())
+                ns.partitions
+                    .get(p as usize)
+                    .and_then(|p| p.log.as_ref())
+                    .is_some_and(|l| seq < l.watermark())
             })
         })
     })

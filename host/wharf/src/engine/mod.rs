@@ -17,3 +17,5 @@ pub mod namespace;
 pub mod source;
 pub mod target;
 pub mod window;
+#[cfg(test)]
+mod window_model;

@@ -107,7 +107,11 @@ impl Namespace {
     pub fn target(&self, name: Option<&str>) -> Result<&Arc<TargetRt>, Error> {
         match name {
             Some(n) => self.targets.iter().find(|t| t.name == n).ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, "target_not_found", format!("namespace {} has no target {n:?}", self.name))
+                Error::new(
+                    ErrorKind::NotFound,
+                    "target_not_found",
+                    format!("namespace {} has no target {n:?}", self.name),
+                )
             }),
             None if self.targets.len() == 1 => Ok(&self.targets[0]),
             None => Err(Error::bad(

@@ -46,6 +46,9 @@ pub enum Pulled {
     /// Nothing for this lane at this sequence (a replay meant for another
     /// target): the lane's window skips it.
     Skip(u64),
+    /// A queue message with nothing for this lane, already released (a
+    /// replay meant for another target): finished here.
+    Settled(String),
 }
 
 #[derive(Debug)]
@@ -103,7 +106,13 @@ impl QueueSource {
 impl Source {
     /// Waits up to `wait` for something new (not at all when `wait` is
     /// zero), then takes up to `room` messages from `from` on.
-    pub async fn pull(&mut self, from: u64, room: usize, wait: Duration, target: &str) -> Result<Vec<Pulled>, SourceError> {
+    pub async fn pull(
+        &mut self,
+        from: u64,
+        room: usize,
+        wait: Duration,
+        target: &str,
+    ) -> Result<Vec<Pulled>, SourceError> {
         match self {
             Source::Log(s) => s.pull(from, room, wait, target).await,
             Source::Queue(q) => Ok(q.pull(room, wait, target).await),
@@ -139,7 +148,13 @@ impl Source {
 }
 
 impl LogSource {
-    async fn pull(&mut self, from: u64, room: usize, wait: Duration, target: &str) -> Result<Vec<Pulled>, SourceError> {
+    async fn pull(
+        &mut self,
+        from: u64,
+        room: usize,
+        wait: Duration,
+        target: &str,
+    ) -> Result<Vec<Pulled>, SourceError> {
         if (room == 0 || from >= self.log.next_seq()) && !wait.is_zero() {
             // A consumer process is not woken by appends (another process
             // makes them): it polls the durable end.
@@ -158,15 +173,26 @@ impl LogSource {
         let partition = self.part.index;
         let mut out = Vec::with_capacity(records.len());
         for r in records {
-            let env = Envelope::decode(&r.payload)
-                .map_err(|e| SourceError::Decode { partition, seq: r.seq, reason: e.to_string() })?;
+            let env = Envelope::decode(&r.payload).map_err(|e| SourceError::Decode {
+                partition,
+                seq: r.seq,
+                reason: e.to_string(),
+            })?;
             if env.only_target.as_deref().is_some_and(|t| t != target) {
                 out.push(Pulled::Skip(r.seq));
                 continue;
             }
             let due_ms = env.deliver_at_ms.unwrap_or(0);
             let id = message_id(partition, r.seq);
-            let pending = Pending { id, env, attempts: 0, due_ms, in_flight: false, failures: Vec::new(), receipt: None };
+            let pending = Pending {
+                id,
+                env,
+                attempts: 0,
+                due_ms,
+                in_flight: false,
+                failures: Vec::new(),
+                receipt: None,
+            };
             out.push(Pulled::Message(r.seq, pending));
         }
         Ok(out)
@@ -214,6 +240,7 @@ impl QueueSource {
                 {
                     tracing::warn!(id = %d.id, error = %e, "queue ack of another target's replay failed");
                 }
+                out.push(Pulled::Settled(pending.id));
                 continue;
             }
             let seq = self.next_seq;

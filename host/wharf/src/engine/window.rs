@@ -2,7 +2,7 @@
 //! read from the source and not finished yet, in source order.
 //!
 //! Pure bookkeeping, no I/O and no clock of its own (every call takes `now`),
-//! so that `tests/window_model.rs` can check it against a model.
+//! so that `window_model.rs` (a proptest) can check it against a model.
 //!
 //! Invariants:
 //! - Per-key order: only the oldest unfinished message of a key is eligible
@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::engine::breaker::BreakerState;
-use crate::storage::envelope::Envelope;
 use crate::storage::dlq::{Failure, FailureKind};
+use crate::storage::envelope::Envelope;
 
 /// Finished message ids remembered for lookups and `wait=visible` on queue
 /// lanes (whose ids are not sequences).
@@ -331,7 +331,9 @@ impl Window {
         Some(p)
     }
 
-    fn remember_finished(&mut self, id: String) {
+    /// Queue lanes: remembers an id as finished (also one this lane had
+    /// nothing to do for).
+    pub fn remember_finished(&mut self, id: String) {
         if self.finished.insert(id.clone()) {
             self.finished_order.push_back(id);
         }

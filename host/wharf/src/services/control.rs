@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::now_ms;
 use crate::engine::target::{PluginState as TargetPluginState, TargetRt};
-use crate::services::node::{Namespace, Node};
 use crate::plugin::{NetPolicy, PluginSettings};
+use crate::services::node::{Namespace, Node};
 
 /// `state.json` of a namespace's registered plugins.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -113,7 +113,12 @@ pub async fn install(
 }
 
 /// Registers a plugin at runtime and remembers it across restarts.
-pub async fn register(node: &Node, ns: &Namespace, target: &TargetRt, bytes: &[u8]) -> Result<String, String> {
+pub async fn register(
+    node: &Node,
+    ns: &Namespace,
+    target: &TargetRt,
+    bytes: &[u8],
+) -> Result<String, String> {
     let hex = hex_digest(bytes);
     let file = plugin_dir(target).join(format!("{hex}.wasm"));
     let digest = install(node, ns, target, bytes, &file.display().to_string()).await?;
@@ -240,7 +245,9 @@ pub async fn reload(node: &Node) -> Result<ReloadReport, String> {
                             report.plugin_changed.push(format!("{name}/{}", target.name))
                         }
                         Ok(()) => {}
-                        Err(e) => report.errors.push(format!("{name}/{}: {e} (the old plugin stays)", target.name)),
+                        Err(e) => {
+                            report.errors.push(format!("{name}/{}: {e} (the old plugin stays)", target.name))
+                        }
                     }
                 }
             }

@@ -53,7 +53,12 @@ pub async fn purge(ns: &Namespace, target: &TargetRt, who: &Who<'_>) -> Result<u
     if let Ok(purged) = &r {
         tracing::warn!(namespace = %ns.name, target = %target.name, purged, "dlq purged");
     }
-    who.record("dlq.purge", &format!("{}/{}", ns.name, target.name), r, |n| serde_json::json!({ "purged": n }))
+    who.record(
+        "dlq.purge",
+        &format!("{}/{}", ns.name, target.name),
+        r,
+        |n| serde_json::json!({ "purged": n }),
+    )
 }
 
 /// What a DLQ replay did: (old id, new id), (id, why not), unknown ids.
@@ -106,7 +111,8 @@ async fn replay_inner(
             continue;
         };
         if entry.envelope.replays >= max {
-            let reason = format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays);
+            let reason =
+                format!("already replayed {} times (dlq.max_replays = {max})", entry.envelope.replays);
             out.skipped.push((id, reason));
             continue;
         }

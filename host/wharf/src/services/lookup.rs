@@ -43,11 +43,12 @@ impl Report {
             MessageState::DeadLettered => 5,
             MessageState::Delivered => 6,
         };
-        self.targets
-            .iter()
-            .map(|(_, a)| a.clone())
-            .min_by_key(|a| rank(a.state))
-            .unwrap_or(AtTarget { state: MessageState::Unknown, attempts: 0, next_attempt_at_ms: None, last_error: None })
+        self.targets.iter().map(|(_, a)| a.clone()).min_by_key(|a| rank(a.state)).unwrap_or(AtTarget {
+            state: MessageState::Unknown,
+            attempts: 0,
+            next_attempt_at_ms: None,
+            last_error: None,
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -103,7 +104,12 @@ fn dead_lettered(target: &TargetRt, id: &str) -> Result<Option<AtTarget>, Error>
 }
 
 fn tracked(t: Tracked) -> AtTarget {
-    AtTarget { state: t.state, attempts: t.attempts, next_attempt_at_ms: t.next_attempt_at_ms, last_error: t.last_error }
+    AtTarget {
+        state: t.state,
+        attempts: t.attempts,
+        next_attempt_at_ms: t.next_attempt_at_ms,
+        last_error: t.last_error,
+    }
 }
 
 fn plain(state: MessageState) -> AtTarget {

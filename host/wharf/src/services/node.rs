@@ -114,7 +114,7 @@ impl Node {
         // Each file set has one owner process (a wharf-log LOCK each): the
         // DLQs belong to the delivering side, the idempotency window to the
         // writing side.
-        let delivers = self.role.delivers() || !embedded;
+        let delivers = self.role.delivers();
         let lanes = if embedded { ns.partitions } else { 1 };
         let mut targets = Vec::new();
         for t in &ns.targets {
@@ -233,8 +233,14 @@ impl Node {
             let Some(lane) = target.lane(part.index).cloned() else { continue };
             match LogSource::open(part.clone(), log, &target.name, ns.targets.len(), &target.dir) {
                 Ok((source, start)) => {
-                    let engine =
-                        Engine::new(ns.clone(), target.clone(), lane, Source::Log(source), start, self.shutdown.subscribe());
+                    let engine = Engine::new(
+                        ns.clone(),
+                        target.clone(),
+                        lane,
+                        Source::Log(source),
+                        start,
+                        self.shutdown.subscribe(),
+                    );
                     self.spawn(engine.run());
                 }
                 Err(e) => part.halt(format!("target {}: {e}", target.name)),

@@ -73,7 +73,8 @@ struct Progress {
 }
 
 fn progress(ns: &Namespace, lane: &Lane) -> Progress {
-    let (watermark, window, oldest) = lane.with(|w| (w.watermark(), w.len() as u64, w.oldest_written_at_ms()));
+    let (watermark, window, oldest) =
+        lane.with(|w| (w.watermark(), w.len() as u64, w.oldest_written_at_ms()));
     let lag_ms = oldest.map(|o| now_ms().saturating_sub(o)).unwrap_or(0);
     let head = ns.partitions.get(lane.index as usize).and_then(|p| p.log.as_ref()).map(|l| l.next_seq());
     let backlog = match (ns.cfg.queue.is_some(), head) {
@@ -145,7 +146,9 @@ fn target_gauges(ns: &Namespace, t: &TargetRt) {
     let m = metrics::get();
     let label = metrics::ns_target(&ns.name, &t.name);
     m.dlq_messages.get_or_create(&label).set(t.dlq.as_ref().map_or(0, |d| d.len()) as i64);
-    m.plugin_quarantined.get_or_create(&label).set(i64::from(t.plugin_status().state == PluginState::Quarantined));
+    m.plugin_quarantined
+        .get_or_create(&label)
+        .set(i64::from(t.plugin_status().state == PluginState::Quarantined));
     for lane in &t.lanes {
         let l = metrics::ns_target_part(&ns.name, &t.name, lane.index);
         let p = progress(ns, lane);

@@ -17,12 +17,12 @@ use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
 use crate::error::Error as ApiError;
 use crate::metrics;
 use crate::services::node::Namespace;
-use crate::storage::txn_store::{TxnError, TxnInfo, TxnStore, valid_id};
 use crate::services::write::{self, TXN_IDEMPOTENCY_PREFIX, WaitFor, WriteAck};
+use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
+use crate::storage::txn_store::{TxnError, TxnInfo, TxnStore, valid_id};
 
 impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> Self {

@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::storage::envelope::{Envelope, message_id, parse_message_id};
-use crate::error::Error as ApiError;
-use crate::storage::idempotency::Reservation;
-use crate::metrics;
 use crate::engine::target::TargetRt;
+use crate::error::Error as ApiError;
+use crate::metrics;
 use crate::services::node::{Namespace, PartitionRt};
+use crate::storage::envelope::{Envelope, message_id, parse_message_id};
+use crate::storage::idempotency::Reservation;
 
 /// Input limits; a violation is a 400 or 413 that writes nothing.
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -31,23 +30,17 @@ pub const MAX_BATCH: usize = 1000;
 /// Longest a write may wait for `visible`.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// One message as a client sends it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One message as a client sends it, whatever the protocol (the HTTP
+/// adapter decodes its base64 payload; gRPC carries bytes).
+#[derive(Debug, Clone, Default)]
 pub struct WriteRequest {
-    /// Standard base64.
-    pub payload: String,
-    #[serde(default)]
+    pub payload: Vec<u8>,
     pub key: Option<String>,
-    #[serde(default)]
     pub idempotency_key: Option<String>,
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Deliver no earlier than this many ms from now.
-    #[serde(default)]
     pub delay_ms: Option<u64>,
     /// Deliver no earlier than this time, ms since the Unix epoch.
-    #[serde(default)]
     pub deliver_at_ms: Option<u64>,
 }
 
@@ -80,15 +73,6 @@ pub struct WriteAck {
 
 /// Idempotency keys with this prefix belong to transaction commits.
 pub const TXN_IDEMPOTENCY_PREFIX: &str = "wharf-txn:";
-
-/// A standard-base64 payload, decoded and checked against [`MAX_PAYLOAD`].
-pub fn decode_payload(b64: &str) -> Result<Vec<u8>, ApiError> {
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(b64.as_bytes())
-        .map_err(|e| ApiError::bad("invalid_base64", format!("payload is not standard base64: {e}")))?;
-    check_payload(&payload)?;
-    Ok(payload)
-}
 
 pub fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     if payload.len() > MAX_PAYLOAD {
@@ -125,7 +109,7 @@ pub fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError>
 /// envelope the log stores. `max_delay_ms` is the namespace's
 /// `limits.max_delay_ms`.
 pub fn validate(req: WriteRequest, max_delay_ms: u64) -> Result<Envelope, ApiError> {
-    let payload = decode_payload(&req.payload)?;
+    check_payload(&req.payload)?;
     check_key(req.key.as_deref())?;
     if let Some(k) = &req.idempotency_key
         && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.starts_with(TXN_IDEMPOTENCY_PREFIX))
@@ -151,7 +135,7 @@ pub fn validate(req: WriteRequest, max_delay_ms: u64) -> Result<Envelope, ApiErr
     }
     Ok(Envelope {
         key: req.key,
-        payload,
+        payload: req.payload,
         headers: req.headers.into_iter().collect(),
         idempotency_key: req.idempotency_key,
         written_at_ms: now,
@@ -208,15 +192,16 @@ pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
 }
 
 /// Writes a batch (one request = a batch of one). A batch-level refusal
-/// (admission) is an `Err`; otherwise each message has its own result.
+/// (admission) is an `Err`; otherwise each message has its own result (a
+/// message the adapter could not decode keeps its error).
 pub async fn write_batch(
     ns: &Arc<Namespace>,
-    requests: Vec<WriteRequest>,
+    requests: Vec<Result<WriteRequest, ApiError>>,
     wait: WaitFor,
     timeout: Duration,
 ) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
     let envelopes: Vec<Result<Envelope, ApiError>> =
-        requests.into_iter().map(|r| validate(r, ns.cfg.limits.max_delay_ms)).collect();
+        requests.into_iter().map(|r| r.and_then(|r| validate(r, ns.cfg.limits.max_delay_ms))).collect();
     write_envelopes(ns, envelopes, wait, timeout).await
 }
 

@@ -2,7 +2,9 @@
 //! targets: every sequence below it is delivered or dead-lettered for that
 //! target. (With one target the partition's own watermark is the cursor.)
 //!
-//! File `<data_dir>/<ns>/targets/<target>/p<partition>.cursor`, 24 bytes,
+//! File `p<partition>.cursor` in the target's directory
+//! (`<data_dir>/<ns>/` for target `default`, `<data_dir>/<ns>/targets/<name>/`
+//! for the others), 24 bytes,
 //! little-endian: magic `b"WHARFCU1"`, the value (u64), CRC32C of the first
 //! 16 bytes (u32), 4 reserved zero bytes. Written crash-safely (temp file,
 //! fsync, rename, directory fsync): a reader sees the old or the new value.

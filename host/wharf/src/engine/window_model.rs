@@ -1,0 +1,379 @@
+//! Model-based tests of [`Window`]: random schedules of appends, plugin calls
+//! with random outcomes and clock moves, checked after every step against a
+//! plain model of the lane (a list of messages and what happened to them).
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+
+use crate::engine::window::{MessageState, Pending, Window};
+use crate::storage::dlq::{Failure, FailureKind};
+use crate::storage::envelope::Envelope;
+
+/// Keys are `k0..k{KEYS}`; a message may also be keyless.
+const KEYS: u8 = 4;
+const START_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Deliver,
+    Retry { backoff_ms: u64 },
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        key: Option<u8>,
+        delay_ms: Option<u64>,
+    },
+    /// One plugin call: `select` (or the breaker's probe), then an outcome
+    /// per message, cycling through `outcomes`.
+    Call {
+        probe: bool,
+        max: usize,
+        outcomes: Vec<Outcome>,
+    },
+    Advance(u64),
+    /// This key's messages always ask for a retry (`None`: all healthy).
+    FailForever(Option<u8>),
+}
+
+/// What the model knows of one appended message (its index is its seq).
+#[derive(Debug, Clone)]
+struct Msg {
+    key: Option<u8>,
+    due_ms: u64,
+    attempts: u32,
+    /// How many times `finish` took it out (must end at exactly 1).
+    finished: u32,
+    handed_out: bool,
+}
+
+fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
+    let env = Envelope {
+        key: key.map(|k| format!("k{k}")),
+        payload: seq.to_le_bytes().to_vec(),
+        headers: Vec::new(),
+        idempotency_key: None,
+        written_at_ms: START_MS,
+        deliver_at_ms,
+        replays: 0,
+        transaction: None,
+        only_target: None,
+    };
+    let due_ms = deliver_at_ms.unwrap_or(0);
+    Pending {
+        id: format!("0-{seq}"),
+        env,
+        attempts: 0,
+        due_ms,
+        in_flight: false,
+        failures: Vec::new(),
+        receipt: None,
+    }
+}
+
+/// The window under test, the model, and the lane's clock.
+struct Lane {
+    window: Window,
+    msgs: Vec<Msg>,
+    now: u64,
+    max_attempts: u32,
+    failing: Option<u8>,
+    last_watermark: u64,
+    /// Per key, the last sequence handed out for the first time.
+    first_handouts: HashMap<u8, u64>,
+    delivered: Vec<u64>,
+    dead_lettered: Vec<u64>,
+}
+
+impl Lane {
+    fn new(max_attempts: u32) -> Self {
+        Lane {
+            window: Window::starting_at(0, 8),
+            msgs: Vec::new(),
+            now: START_MS,
+            max_attempts,
+            failing: None,
+            last_watermark: 0,
+            first_handouts: HashMap::new(),
+            delivered: Vec::new(),
+            dead_lettered: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Append { key, delay_ms } => self.append(*key, *delay_ms),
+            Op::Call { probe, max, outcomes } => {
+                self.call(*probe, *max, outcomes);
+            }
+            Op::Advance(ms) => self.now += ms,
+            Op::FailForever(key) => self.failing = *key,
+        }
+    }
+
+    fn append(&mut self, key: Option<u8>, delay_ms: Option<u64>) {
+        let seq = self.msgs.len() as u64;
+        let deliver_at_ms = delay_ms.map(|d| self.now + d);
+        self.window.admit(seq, pending(seq, key, deliver_at_ms));
+        let due_ms = deliver_at_ms.unwrap_or(0);
+        self.msgs.push(Msg { key, due_ms, attempts: 0, finished: 0, handed_out: false });
+    }
+
+    /// The model's eligible messages, oldest first: unfinished, due, and the
+    /// oldest unfinished of their key (nothing is in flight between calls).
+    fn eligible(&self) -> Vec<u64> {
+        let mut keys_seen = HashSet::new();
+        let unfinished = self.msgs.iter().enumerate().filter(|(_, m)| m.finished == 0);
+        let heads = unfinished.filter(|(_, m)| m.key.is_none_or(|k| keys_seen.insert(k)));
+        heads.filter(|(_, m)| m.due_ms <= self.now).map(|(seq, _)| seq as u64).collect()
+    }
+
+    fn call(&mut self, probe: bool, max: usize, outcomes: &[Outcome]) -> Vec<u64> {
+        let eligible = self.eligible();
+        let batch = if probe {
+            let batch = self.window.select_probe(self.now);
+            let fewest = eligible.iter().copied().min_by_key(|s| (self.msgs[*s as usize].attempts, *s));
+            assert_eq!(batch, fewest.into_iter().collect::<Vec<_>>(), "probe: fewest attempts, then oldest");
+            batch
+        } else {
+            let batch = self.window.select(self.now, max);
+            let oldest: Vec<u64> = eligible.iter().copied().take(max.max(1)).collect();
+            assert_eq!(batch, oldest, "select: the oldest eligible messages, up to max");
+            batch
+        };
+        for (i, &seq) in batch.iter().enumerate() {
+            self.check_handout(seq);
+            let outcome = match self.msgs[seq as usize].key {
+                Some(k) if Some(k) == self.failing => Outcome::Retry { backoff_ms: 10 + i as u64 },
+                _ if outcomes.is_empty() => Outcome::Deliver,
+                _ => outcomes[i % outcomes.len()],
+            };
+            self.settle(seq, outcome);
+        }
+        batch
+    }
+
+    /// Per-key order at the moment a message is handed to the plugin.
+    fn check_handout(&mut self, seq: u64) {
+        let m = &self.msgs[seq as usize];
+        assert_eq!(m.finished, 0, "seq {seq} handed out after it finished");
+        assert!(m.due_ms <= self.now, "seq {seq} handed out before due");
+        assert!(self.window.get(seq).expect("a handed-out message is in the window").in_flight);
+        if let Some(k) = m.key {
+            let earlier = &self.msgs[..seq as usize];
+            let blocker = earlier.iter().position(|e| e.key == Some(k) && e.finished == 0);
+            assert_eq!(blocker, None, "seq {seq} of key {k} handed out before an earlier one finished");
+            if !m.handed_out
+                && let Some(prev) = self.first_handouts.insert(k, seq)
+            {
+                assert!(prev < seq, "key {k}: first handout of {seq} after {prev}");
+            }
+        }
+        self.msgs[seq as usize].handed_out = true;
+    }
+
+    fn settle(&mut self, seq: u64, outcome: Outcome) {
+        let now = self.now;
+        match outcome {
+            Outcome::Deliver => self.finish(seq, false),
+            Outcome::Retry { backoff_ms } => {
+                let failure = Failure {
+                    attempt: 0,
+                    at_ms: now,
+                    kind: FailureKind::Retry.into(),
+                    reason: "busy".into(),
+                };
+                let exhausted = self.window.fail(seq, failure, self.max_attempts, now + backoff_ms);
+                let m = &mut self.msgs[seq as usize];
+                m.attempts += 1;
+                assert_eq!(
+                    exhausted,
+                    m.attempts >= self.max_attempts,
+                    "seq {seq}: exhausted after {}",
+                    m.attempts
+                );
+                if exhausted {
+                    self.finish(seq, true);
+                } else {
+                    m.due_ms = now + backoff_ms;
+                }
+            }
+            Outcome::Reject => {
+                self.window.reject(seq, now, "no".into());
+                self.msgs[seq as usize].attempts += 1;
+                self.finish(seq, true);
+            }
+        }
+    }
+
+    fn finish(&mut self, seq: u64, dead_lettered: bool) {
+        let p = self.window.finish(seq).expect("an unfinished message finishes");
+        let m = &mut self.msgs[seq as usize];
+        assert_eq!(p.id, format!("0-{seq}"));
+        assert_eq!((p.attempts, p.failures.len()), (m.attempts, m.attempts as usize), "seq {seq}: attempts");
+        m.finished += 1;
+        if dead_lettered { self.dead_lettered.push(seq) } else { self.delivered.push(seq) }
+    }
+
+    /// No loss, the watermark, and the counts the engine reads.
+    fn check(&mut self) {
+        let appended = self.msgs.len() as u64;
+        for (seq, m) in self.msgs.iter().enumerate() {
+            assert!(m.finished <= 1, "seq {seq} finished {} times", m.finished);
+            assert_eq!(
+                self.window.get(seq as u64).is_some(),
+                m.finished == 0,
+                "seq {seq}: in window vs finished"
+            );
+            assert_eq!(self.window.is_finished(seq as u64), m.finished == 1, "seq {seq}: is_finished");
+        }
+        let unfinished = self.msgs.iter().filter(|m| m.finished == 0).count();
+        assert_eq!(self.window.len(), unfinished);
+        assert_eq!(
+            self.delivered.len() + self.dead_lettered.len() + unfinished,
+            self.msgs.len(),
+            "lost a message"
+        );
+        assert_eq!(self.window.snapshot().in_flight, 0, "in flight between calls");
+
+        let watermark = self.window.watermark();
+        let lowest_unfinished = self.msgs.iter().position(|m| m.finished == 0).map_or(appended, |s| s as u64);
+        assert!(
+            watermark >= self.last_watermark,
+            "watermark went back {} -> {watermark}",
+            self.last_watermark
+        );
+        assert_eq!(watermark, lowest_unfinished, "watermark vs lowest unfinished");
+        assert_eq!(self.window.next_read(), appended);
+        self.last_watermark = watermark;
+
+        let occupying =
+            self.msgs.iter().filter(|m| m.finished == 0 && !(m.attempts == 0 && m.due_ms > self.now));
+        assert_eq!(self.window.occupying(self.now), occupying.count(), "occupying");
+        let mut keys_seen = HashSet::new();
+        let heads = self.msgs.iter().filter(|m| m.finished == 0 && m.key.is_none_or(|k| keys_seen.insert(k)));
+        assert_eq!(self.window.next_due_ms(), heads.map(|m| m.due_ms).min(), "next_due_ms");
+    }
+
+    /// Every key healthy, the clock moved to the next due time each round:
+    /// everything ends delivered or dead-lettered.
+    fn drain(&mut self) {
+        self.failing = None;
+        // Each round finishes at least one message: the bound is the count.
+        for _ in 0..=self.msgs.len() {
+            let Some(due) = self.window.next_due_ms() else { break };
+            self.now = self.now.max(due);
+            let batch = self.call(false, 8, &[Outcome::Deliver]);
+            assert!(!batch.is_empty(), "nothing handed out at {} though {due} was due", self.now);
+            self.check();
+        }
+        assert_eq!(self.window.len(), 0, "window not empty after draining");
+        assert!(self.msgs.iter().all(|m| m.finished == 1));
+        assert_eq!(self.window.watermark(), self.msgs.len() as u64);
+    }
+}
+
+fn key() -> impl Strategy<Value = Option<u8>> {
+    prop_oneof![1 => Just(None), 4 => (0..KEYS).prop_map(Some)]
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        3 => Just(Outcome::Deliver),
+        2 => (0..50u64).prop_map(|backoff_ms| Outcome::Retry { backoff_ms }),
+        1 => Just(Outcome::Reject),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let delay = prop_oneof![4 => Just(None), 1 => (1..200u64).prop_map(Some)];
+    prop_oneof![
+        4 => (key(), delay).prop_map(|(key, delay_ms)| Op::Append { key, delay_ms }),
+        4 => (prop::bool::weighted(0.2), 0..5usize, prop::collection::vec(outcome(), 1..6))
+            .prop_map(|(probe, max, outcomes)| Op::Call { probe, max, outcomes }),
+        2 => (0..60u64).prop_map(Op::Advance),
+        1 => prop_oneof![Just(None), (0..KEYS).prop_map(Some)].prop_map(Op::FailForever),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_window_follows_the_model(ops in prop::collection::vec(op(), 0..150), max_attempts in 1..6u32) {
+        let mut lane = Lane::new(max_attempts);
+        for op in &ops {
+            lane.apply(op);
+            lane.check();
+        }
+        lane.drain();
+    }
+
+    #[test]
+    fn a_key_failing_forever_does_not_starve_the_others(
+        keys in prop::collection::vec(0..KEYS, 1..40),
+        probes in prop::collection::vec(any::<bool>(), 1..8),
+        max in 1..4usize,
+    ) {
+        let mut lane = Lane::new(u32::MAX);
+        lane.failing = Some(0);
+        keys.iter().for_each(|k| lane.append(Some(*k), None));
+        // Each call hands out a healthy message or retries key 0's head,
+        // which is then not due again before the next healthy call.
+        for round in 0..2 * (keys.len() + 1) {
+            // Before a probe, the failing key's retried head is due again too.
+            let failing_head = lane.msgs.iter().find(|m| m.key == Some(0) && m.finished == 0);
+            let probe = probes[round % probes.len()];
+            if let Some(head) = failing_head.filter(|_| probe) {
+                lane.now = lane.now.max(head.due_ms);
+            }
+            let eligible = lane.eligible();
+            let healthy_waiting = eligible.iter().any(|s| lane.msgs[*s as usize].key != Some(0));
+            let failed_waiting = eligible.iter().any(|s| lane.msgs[*s as usize].attempts > 0);
+            let batch = lane.call(probe, max, &[Outcome::Deliver]);
+            // Until key 0 failed once, its head ties with the others (oldest first).
+            if probe && healthy_waiting && failed_waiting {
+                prop_assert_ne!(lane.msgs[batch[0] as usize].key, Some(0), "the probe took the failing key");
+            }
+            lane.check();
+            match lane.window.next_due_ms() {
+                Some(due) => lane.now = lane.now.max(due),
+                None => break,
+            }
+        }
+        for (seq, m) in lane.msgs.iter().enumerate() {
+            prop_assert_eq!(m.finished == 1, m.key != Some(0), "seq {} of key {:?}", seq, m.key);
+        }
+    }
+}
+
+#[test]
+fn a_delayed_message_waits_and_does_not_occupy() {
+    let mut w = Window::starting_at(0, 8);
+    w.admit(0, pending(0, None, Some(START_MS + 100)));
+    w.admit(1, pending(1, Some(1), None));
+    assert_eq!(w.occupying(START_MS), 1, "the delayed message is not counted");
+    assert_eq!(w.select(START_MS, 8), vec![1]);
+    assert!(w.select(START_MS + 99, 8).is_empty(), "not due yet");
+    let state = w.state_of(0, START_MS + 99).expect("in the window").state;
+    assert_eq!(state, MessageState::Delayed);
+    assert_eq!(w.occupying(START_MS + 100), 2);
+    assert_eq!(w.select(START_MS + 100, 8), vec![0]);
+    assert_eq!(w.watermark(), 0, "a delayed message holds the watermark");
+}
+
+#[test]
+fn a_delayed_message_holds_back_its_own_key_only() {
+    let mut w = Window::starting_at(0, 8);
+    w.admit(0, pending(0, Some(1), Some(START_MS + 50)));
+    w.admit(1, pending(1, Some(1), None));
+    w.admit(2, pending(2, Some(2), None));
+    assert_eq!(w.select(START_MS, 8), vec![2], "key 1 waits behind its delayed head");
+    assert_eq!(w.next_due_ms(), Some(START_MS + 50));
+    assert_eq!(w.select(START_MS + 50, 8), vec![0]);
+    assert!(w.finish(0).is_some());
+    assert_eq!(w.select(START_MS + 50, 8), vec![1]);
+}
