@@ -22,6 +22,9 @@ pub enum DlqCmd {
     /// List dead-lettered messages of a namespace.
     List {
         namespace: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Start after this message id (the `next_after` of the last page).
@@ -31,6 +34,9 @@ pub enum DlqCmd {
     /// Put entries back on their partition (all, or the given ids).
     Replay {
         namespace: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
         /// Message ids to replay; all entries when none are given.
         ids: Vec<String>,
         /// At most this many messages per second.
@@ -38,7 +44,13 @@ pub enum DlqCmd {
         rate: Option<f64>,
     },
     /// Delete every entry of the namespace's DLQ, or only the given ids.
-    Purge { namespace: String, ids: Vec<String> },
+    Purge {
+        namespace: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
+        ids: Vec<String>,
+    },
 }
 
 struct Client {
@@ -101,36 +113,53 @@ pub enum PluginAdmin {
     Register {
         #[arg(long)]
         namespace: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
         file: std::path::PathBuf,
     },
     /// Go back to the namespace's previous plugin.
     Rollback {
         #[arg(long)]
         namespace: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Remove the namespace's plugin: writes stay durable, delivery pauses.
     Remove {
         #[arg(long)]
         namespace: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
 pub fn plugin_admin(server: &Server, cmd: PluginAdmin) -> anyhow::Result<ExitCode> {
     let c = Client::new(&server.server);
     let v = match cmd {
-        PluginAdmin::Register { namespace, file } => {
+        PluginAdmin::Register { namespace, target, file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             if !server.json {
                 eprintln!("uploading {} ({} bytes) and validating ...", file.display(), bytes.len());
             }
-            c.send("PUT", &format!("/v1/admin/namespaces/{namespace}/plugin"), Some(bytes))?
+            c.send(
+                "PUT",
+                &format!("/v1/admin/namespaces/{namespace}/plugin{}", query(&target, '?')),
+                Some(bytes),
+            )?
         }
-        PluginAdmin::Rollback { namespace } => {
-            c.call("POST", &format!("/v1/admin/namespaces/{namespace}/plugin/rollback"), None)?
-        }
-        PluginAdmin::Remove { namespace } => {
-            c.call("DELETE", &format!("/v1/admin/namespaces/{namespace}/plugin"), None)?
-        }
+        PluginAdmin::Rollback { namespace, target } => c.call(
+            "POST",
+            &format!("/v1/admin/namespaces/{namespace}/plugin/rollback{}", query(&target, '?')),
+            None,
+        )?,
+        PluginAdmin::Remove { namespace, target } => c.call(
+            "DELETE",
+            &format!("/v1/admin/namespaces/{namespace}/plugin{}", query(&target, '?')),
+            None,
+        )?,
     };
     if server.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -210,18 +239,62 @@ pub fn status(server: &Server) -> anyhow::Result<ExitCode> {
                 d["batch_limit"],
             );
         }
+        print_targets(&ns["targets"]);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every entry id of a namespace's DLQ, page by page.
-fn all_dlq_ids(c: &Client, namespace: &str) -> anyhow::Result<Vec<String>> {
+/// One block per target: its plugin, DLQ and lanes.
+fn print_targets(targets: &Value) {
+    let empty = serde_json::Map::new();
+    for (name, t) in targets.as_object().unwrap_or(&empty) {
+        let p = &t["plugin"];
+        println!(
+            "  target {name}: plugin {} {}, dlq {}",
+            p["state"].as_str().unwrap_or("?"),
+            p["wit"].as_str().unwrap_or("?"),
+            t["dlq_size"]
+        );
+        for lane in t["partitions"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let d = &lane["delivery"];
+            println!(
+                "    lane {:>3}  watermark {:>10}  backlog {:>8}  lag {:>7} ms  window {:>5}  delivered {:>9}  retrying keys {:>4}  breaker {}",
+                lane["partition"],
+                lane["delivered_watermark"],
+                lane["backlog"],
+                lane["lag_ms"],
+                d["window"],
+                d["delivered_total"],
+                d["retrying_keys"],
+                d["breaker"]["state"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+}
+
+/// `?target=NAME` (or `&target=NAME`), or nothing.
+fn query(target: &Option<String>, sep: char) -> String {
+    target.as_ref().map(|t| format!("{sep}target={}", encode(t))).unwrap_or_default()
+}
+
+/// One URL path segment or query value: Kafka message ids hold `/` and `@`.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every entry id of a target's DLQ, page by page.
+fn all_dlq_ids(c: &Client, namespace: &str, target: &Option<String>) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut path = format!("/v1/namespaces/{namespace}/dlq?limit=1000");
+        let mut path = format!("/v1/namespaces/{namespace}/dlq?limit=1000{}", query(target, '&'));
         if let Some(a) = &after {
-            path.push_str(&format!("&after={a}"));
+            path.push_str(&format!("&after={}", encode(a)));
         }
         let page = c.call("GET", &path, None)?;
         for e in page["entries"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -239,14 +312,18 @@ fn all_dlq_ids(c: &Client, namespace: &str) -> anyhow::Result<Vec<String>> {
 pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
     let c = Client::new(&server.server);
     let out = match cmd {
-        DlqCmd::List { namespace, limit, after } => {
-            let mut path = format!("/v1/namespaces/{namespace}/dlq?limit={limit}");
+        DlqCmd::List { namespace, target, limit, after } => {
+            let mut path = format!("/v1/namespaces/{namespace}/dlq?limit={limit}{}", query(&target, '&'));
             if let Some(a) = after {
-                path.push_str(&format!("&after={a}"));
+                path.push_str(&format!("&after={}", encode(&a)));
             }
             let v = c.call("GET", &path, None)?;
             if !server.json {
-                println!("{} entries in the dlq of {namespace}", v["total"]);
+                println!(
+                    "{} entries in the dlq of {namespace} (target {})",
+                    v["total"],
+                    v["target"].as_str().unwrap_or("?")
+                );
                 for e in v["entries"].as_array().map(Vec::as_slice).unwrap_or_default() {
                     let last = e["failures"].as_array().and_then(|f| f.last()).cloned().unwrap_or_default();
                     println!(
@@ -266,9 +343,9 @@ pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             }
             v
         }
-        DlqCmd::Replay { namespace, ids, rate } => {
+        DlqCmd::Replay { namespace, target, ids, rate } => {
             // Replays in chunks so a long replay shows progress.
-            let ids = if ids.is_empty() { all_dlq_ids(&c, &namespace)? } else { ids };
+            let ids = if ids.is_empty() { all_dlq_ids(&c, &namespace, &target)? } else { ids };
             let total = ids.len();
             let mut merged = json!({"replayed": [], "skipped": [], "not_found": []});
             for (n, chunk) in ids.chunks(50).enumerate() {
@@ -276,7 +353,8 @@ pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
                 if let Some(r) = rate {
                     body["rate_per_sec"] = json!(r);
                 }
-                let part = c.call("POST", &format!("/v1/namespaces/{namespace}/dlq/replay"), Some(body))?;
+                let path = format!("/v1/namespaces/{namespace}/dlq/replay{}", query(&target, '?'));
+                let part = c.call("POST", &path, Some(body))?;
                 for k in ["replayed", "skipped", "not_found"] {
                     if let (Some(all), Some(more)) = (merged[k].as_array_mut(), part[k].as_array()) {
                         all.extend(more.iter().cloned());
@@ -302,12 +380,13 @@ pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
             }
             v
         }
-        DlqCmd::Purge { namespace, ids } if ids.is_empty() => {
-            c.call("DELETE", &format!("/v1/namespaces/{namespace}/dlq"), None)?
+        DlqCmd::Purge { namespace, target, ids } if ids.is_empty() => {
+            c.call("DELETE", &format!("/v1/namespaces/{namespace}/dlq{}", query(&target, '?')), None)?
         }
-        DlqCmd::Purge { namespace, ids } => {
+        DlqCmd::Purge { namespace, target, ids } => {
             for (i, id) in ids.iter().enumerate() {
-                c.call("DELETE", &format!("/v1/namespaces/{namespace}/dlq/{id}"), None)?;
+                let path = format!("/v1/namespaces/{namespace}/dlq/{}{}", encode(id), query(&target, '?'));
+                c.call("DELETE", &path, None)?;
                 if !server.json {
                     eprintln!("deleted {id} ({}/{})", i + 1, ids.len());
                 }

@@ -57,6 +57,9 @@ pub struct Engine {
     /// A transaction finished since the last checkpoint (several targets:
     /// its chunks go once every target is past it).
     finished_transaction: bool,
+    /// Queue messages that are not envelopes, whose DLQ write failed: they
+    /// stay in flight (never reach the plugin) and the write is retried.
+    undecodable: Vec<u64>,
 }
 
 impl Engine {
@@ -86,6 +89,7 @@ impl Engine {
             persisted_watermark: start,
             last_persist: Instant::now(),
             finished_transaction: false,
+            undecodable: Vec::new(),
         }
     }
 
@@ -220,7 +224,7 @@ impl Engine {
             p = self.source().pull(from, room, wait, &target) => p.map_err(|e| e.to_string())?,
             _ = shutdown.changed() => return Ok(0),
         };
-        let mut undecodable = Vec::new();
+        let mut undecodable = std::mem::take(&mut self.undecodable);
         let mut count = 0;
         for item in pulled {
             match item {
@@ -479,12 +483,22 @@ impl Engine {
             }
             Ok(Err(e)) => {
                 tracing::error!(message_id = %id, error = %e, "dlq write failed; message stays pending");
-                self.lane.with(|w| w.postpone(seq, now_ms() + 1000));
+                self.dead_letter_later(seq, kind);
             }
             Err(e) => {
                 tracing::error!(message_id = %id, error = %e, "dlq writer panicked");
-                self.lane.with(|w| w.postpone(seq, now_ms() + 1000));
+                self.dead_letter_later(seq, kind);
             }
+        }
+    }
+
+    /// After a failed DLQ write: the message stays in the window and is
+    /// tried again. One that is not an envelope stays in flight, so that its
+    /// raw bytes never reach the plugin.
+    fn dead_letter_later(&mut self, seq: u64, kind: FailureKind) {
+        match kind {
+            FailureKind::Decode => self.undecodable.push(seq),
+            _ => self.lane.with(|w| w.postpone(seq, now_ms() + 1000)),
         }
     }
 

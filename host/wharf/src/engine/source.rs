@@ -41,6 +41,7 @@ pub enum SourceError {
 
 /// A message pulled from the source.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "moved straight into the window, never stored")]
 pub enum Pulled {
     Message(u64, Pending),
     /// Nothing for this lane at this sequence (a replay meant for another

@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::now_ms;
+use crate::engine::namespace::Namespace;
 use crate::engine::target::{PluginState as TargetPluginState, TargetRt};
 use crate::plugin::{NetPolicy, PluginSettings};
-use crate::services::node::{Namespace, Node};
+use crate::services::node::Node;
 
 /// `state.json` of a namespace's registered plugins.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

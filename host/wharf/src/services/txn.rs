@@ -17,9 +17,9 @@ use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
+use crate::engine::namespace::Namespace;
 use crate::error::Error as ApiError;
 use crate::metrics;
-use crate::services::node::Namespace;
 use crate::services::write::{self, TXN_IDEMPOTENCY_PREFIX, WaitFor, WriteAck};
 use crate::storage::envelope::{Chunk, Envelope, TxnMarker};
 use crate::storage::txn_store::{TxnError, TxnInfo, TxnStore, valid_id};

@@ -13,10 +13,10 @@ use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
+use crate::engine::namespace::{Namespace, PartitionRt};
 use crate::engine::target::TargetRt;
 use crate::error::Error as ApiError;
 use crate::metrics;
-use crate::services::node::{Namespace, PartitionRt};
 use crate::storage::envelope::{Envelope, message_id, parse_message_id};
 use crate::storage::idempotency::Reservation;
 
