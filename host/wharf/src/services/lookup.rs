@@ -14,14 +14,9 @@ use crate::engine::window::{MessageState, Tracked};
 use crate::error::{Error, ErrorKind};
 use crate::storage::envelope::parse_message_id;
 
-/// A message's state at one target.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AtTarget {
-    pub state: MessageState,
-    pub attempts: u32,
-    pub next_attempt_at_ms: Option<u64>,
-    pub last_error: Option<String>,
-}
+/// A message's state at one target (the window's report, or what the DLQ
+/// and the lane's progress say once it left the window).
+pub type AtTarget = Tracked;
 
 /// A message's state at every target, in target order.
 #[derive(Debug, Clone)]
@@ -103,15 +98,6 @@ fn dead_lettered(target: &TargetRt, id: &str) -> Result<Option<AtTarget>, Error>
     }))
 }
 
-fn tracked(t: Tracked) -> AtTarget {
-    AtTarget {
-        state: t.state,
-        attempts: t.attempts,
-        next_attempt_at_ms: t.next_attempt_at_ms,
-        last_error: t.last_error,
-    }
-}
-
 fn plain(state: MessageState) -> AtTarget {
     AtTarget { state, attempts: 0, next_attempt_at_ms: None, last_error: None }
 }
@@ -122,7 +108,7 @@ fn on_log(target: &TargetRt, id: &str, partition: u32, seq: u64) -> Result<AtTar
     }
     let Some(lane) = target.lane(partition) else { return Ok(plain(MessageState::Pending)) };
     Ok(lane.with(|w| match w.state_of(seq, now_ms()) {
-        Some(t) => tracked(t),
+        Some(t) => t,
         None if w.has_read(seq) => plain(MessageState::Delivered),
         None => plain(MessageState::Pending),
     }))
@@ -134,7 +120,7 @@ fn on_queue(target: &TargetRt, id: &str) -> Result<AtTarget, Error> {
     }
     let Some(lane) = target.lane(0) else { return Ok(plain(MessageState::Unknown)) };
     Ok(lane.with(|w| match w.seq_of(id).and_then(|seq| w.state_of(seq, now_ms())) {
-        Some(t) => tracked(t),
+        Some(t) => t,
         None if w.finished_lately(id) => plain(MessageState::Delivered),
         None => plain(MessageState::Unknown),
     }))
