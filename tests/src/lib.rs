@@ -832,6 +832,18 @@ pub fn start_moto() -> QueueServer {
     )
 }
 
+/// The same component with an extra custom section: other bytes, other
+/// digest, same behaviour.
+pub fn plugin_variant(of: &[u8], tag: &str) -> Vec<u8> {
+    let mut section = vec![tag.len() as u8];
+    section.extend(tag.as_bytes());
+    let mut out = of.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // LEB128 size (< 128)
+    out.extend(section);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

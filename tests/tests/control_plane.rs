@@ -8,19 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin};
-
-/// The same component with an extra custom section: other bytes, other
-/// digest, same behaviour.
-fn variant(of: &[u8], tag: &str) -> Vec<u8> {
-    let mut section = vec![tag.len() as u8];
-    section.extend(tag.as_bytes());
-    let mut out = of.to_vec();
-    out.push(0); // custom section id
-    out.push(section.len() as u8); // LEB128 size (< 128)
-    out.extend(section);
-    out
-}
+use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin, plugin_variant};
 
 fn put_plugin(wharf: &Wharf, ns: &str, bytes: &[u8]) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -42,7 +30,7 @@ fn plugins_are_registered_replaced_and_rolled_back_under_load_without_loss_or_du
     let sink = HttpSink::start();
     let mut wharf = Wharf::start(&namespace(&sink, "hooks"));
     let a = std::fs::read(plugin("http")).expect("http.wasm");
-    let b = variant(&a, "wharf-test-b");
+    let b = plugin_variant(&a, "wharf-test-b");
 
     let stop = Arc::new(AtomicBool::new(false));
     let written: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -90,9 +90,9 @@ fn metrics_and_status_show_retries_a_dlq_entry_and_a_halted_partition() {
     });
     sink.set(|b| {
         b.fail_all = None;
-        b.reject_keys = vec!["poison".into()];
+        b.reject_keys = vec!["refused-key".into()];
     });
-    assert_eq!(wharf.write("hooks", Some("poison"), b"bad").status, 200);
+    assert_eq!(wharf.write("hooks", Some("refused-key"), b"bad").status, 200);
     eventually(Duration::from_secs(30), "3 deliveries and a dlq entry", || {
         let st = wharf.status();
         (sink.accepted().len() == 3 && st["namespaces"]["hooks"]["dlq_size"] == json!(1)).then_some(())
@@ -121,7 +121,7 @@ fn metrics_and_status_show_retries_a_dlq_entry_and_a_halted_partition() {
     assert!(sample(&m, "wharf_log_fsyncs{namespace=\"hooks\",partition=\"0\"}").unwrap_or(0.0) >= 1.0, "{m}");
     assert!(sample(&m, "wharf_fsync_seconds_count{namespace=\"hooks\"}").unwrap_or(0.0) >= 1.0, "{m}");
     assert_eq!(sample(&m, "wharf_group_commit_records_sum{namespace=\"hooks\"}"), Some(4.0), "{m}");
-    assert!(!m.contains("poison") && !m.contains("h0"), "keys leaked into labels");
+    assert!(!m.contains("refused-key") && !m.contains("h0"), "keys leaked into labels");
 
     let st = wharf.status();
     let hooks = &st["namespaces"]["hooks"]["partitions"][0];

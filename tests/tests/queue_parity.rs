@@ -36,7 +36,7 @@ fn a_kafka_namespace_has_the_dlq_lookup_wait_visible_and_metrics_of_the_embedded
     let wharf = start(&sink, &kafka_queue(tansu.port, "orders", 2));
 
     // wait=visible answers once the target has it.
-    let r = wharf.write_visible("orders", "k1", b"ok-1", 100_000);
+    let r = wharf.write_visible("orders", "k1", b"ok-1", 60_000);
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!((&r.body["durable"], &r.body["visible"]), (&json!(true), &json!(true)), "{:?}", r.body);
     assert!(sink.accepted_bodies().contains("ok-1"), "visible before the target had it");

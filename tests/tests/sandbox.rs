@@ -22,6 +22,7 @@ plugin = "{}"
 call_timeout_ms = 300
 memory_limit_mib = 16
 quarantine_after = 3
+poison_after = 100
 config = {{ mode = "{mode}" {extra} }}
 "#,
         plugin("fixture-misbehave").display()
@@ -36,12 +37,16 @@ fn plugin_state(w: &Wharf, ns: &str) -> Value {
     w.status()["namespaces"][ns]["plugin"].clone()
 }
 
-/// The bad namespace is quarantined with a reason naming `needle`; the good
-/// one keeps delivering; the host keeps answering; nothing is lost.
+/// Every message traps: the bad namespace is quarantined (three distinct
+/// messages trapped alone, `quarantine_after = 3`) with a reason naming
+/// `needle`; the good one keeps delivering; the host keeps answering;
+/// nothing is lost or dead-lettered.
 fn assert_contained(mode: &str, needle: &str) {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&format!("{}{}", misbehaving("bad", mode, ""), healthy(&sink)));
-    assert_eq!(wharf.write("bad", Some("k"), b"x").status, 200);
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(wharf.write("bad", Some(k), b"x").status, 200);
+    }
     let state = eventually(Duration::from_secs(60), "quarantine", || {
         let p = plugin_state(&wharf, "bad");
         (p["state"] == "quarantined").then_some(p)
@@ -57,7 +62,8 @@ fn assert_contained(mode: &str, needle: &str) {
     assert_eq!(wharf.get("/healthz").status, 200);
     // The bad message is still there, undelivered, not dropped.
     let backlog = wharf.status()["namespaces"]["bad"]["partitions"][0]["backlog"].as_u64();
-    assert_eq!(backlog, Some(1), "{}", wharf.log());
+    assert_eq!(backlog, Some(3), "{}", wharf.log());
+    assert_eq!(wharf.dlq_ids("bad", None), Vec::<String>::new(), "a broken plugin dead-letters nothing");
 }
 
 #[test]

@@ -286,10 +286,21 @@ pub struct Target {
     /// Deadline of one plugin call, covering CPU and blocking I/O. Default 10 000 ms.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
-    /// Consecutive traps or deadlines after which the plugin is quarantined
-    /// (its namespace stops delivering until a restart). Default 5.
+    /// The plugin is quarantined (this target stops delivering until a
+    /// plugin is registered or the host restarts) when this many distinct
+    /// messages in a row each trapped it alone, or init failed this many
+    /// times in a row: failures no single message explains. Default 5.
     #[serde(default = "default_quarantine_after")]
     pub quarantine_after: u32,
+    /// A message that traps the plugin (trap, deadline, memory limit) this
+    /// many times when delivered alone is dead-lettered as poison; its key
+    /// moves on. Counted across restarts. Default 3.
+    #[serde(default = "default_poison_after")]
+    pub poison_after: u32,
+}
+
+fn default_poison_after() -> u32 {
+    3
 }
 
 fn default_memory_limit_mib() -> u64 {
@@ -451,6 +462,9 @@ fn load_target(
     mut target: Target,
     err: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<LoadedTarget, ConfigError> {
+    if target.poison_after == 0 || target.quarantine_after == 0 {
+        return Err(err("poison_after", "poison_after and quarantine_after must be at least 1".into()));
+    }
     target.plugin = base.join(&target.plugin);
     if !target.plugin.is_file() {
         return Err(err(

@@ -274,7 +274,7 @@ impl Metrics {
             for kind in ["retry", "trap", "deadline", "wrong_count", "init"] {
                 let _ = self.retries.get_or_create(&ns_target_kind(namespace, target, kind));
             }
-            for kind in ["reject", "exhausted"] {
+            for kind in ["reject", "exhausted", "poison", "operator"] {
                 let _ = self.dead_lettered.get_or_create(&ns_target_kind(namespace, target, kind));
             }
             for kind in ["trap", "deadline", "wrong_count", "init"] {

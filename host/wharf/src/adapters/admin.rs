@@ -73,8 +73,11 @@ async fn register(
     let r = async {
         let ns = namespace(&node, &ns)?;
         let target = ns.target(q.target.as_deref())?;
-        let digest = control::register(&node, &ns, target, &body).await.map_err(invalid)?;
-        Ok(json!({"namespace": ns.name, "target": target.name, "digest": digest, "state": "ready"}))
+        let r = control::register(&node, &ns, target, &body).await.map_err(invalid)?;
+        Ok(json!({
+            "namespace": ns.name, "target": target.name, "digest": r.digest, "state": "ready",
+            "already_current": r.already_current,
+        }))
     }
     .await;
     finish(&node, &headers, "plugin.register", &ns, r)
@@ -90,8 +93,8 @@ async fn rollback(
     let r = async {
         let ns = namespace(&node, &ns)?;
         let target = ns.target(q.target.as_deref())?;
-        let digest = control::rollback(&node, &ns, target).await.map_err(invalid)?;
-        Ok(json!({"namespace": ns.name, "target": target.name, "digest": digest, "state": "ready"}))
+        let r = control::rollback(&node, &ns, target).await.map_err(invalid)?;
+        Ok(json!({"namespace": ns.name, "target": target.name, "digest": r.digest, "state": "ready"}))
     }
     .await;
     finish(&node, &headers, "plugin.rollback", &ns, r)

@@ -280,7 +280,9 @@ impl Wharf for GrpcApi {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let target = ns.target(r.target.as_deref()).map_err(to_status)?;
-        let (entries, next_after) = dlq::page(target, r.after.as_deref(), r.limit.map(|l| l as usize));
+        let limit = r.limit.map(|l| l as usize);
+        dlq::check_page(&ns, r.after.as_deref(), limit).map_err(to_status)?;
+        let (entries, next_after) = dlq::page(target, r.after.as_deref(), limit);
         Ok(Response::new(pb::ListDlqResponse {
             entries: entries.into_iter().map(dlq_entry).collect(),
             next_after,

@@ -34,6 +34,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/namespaces/{ns}/transactions/{txn}/commit", post(txn_commit))
         .route("/v1/namespaces/{ns}/dlq", get(dlq_list).delete(dlq_purge))
         .route("/v1/namespaces/{ns}/dlq/replay", post(dlq_replay))
+        .route("/v1/namespaces/{ns}/dlq/move", post(dlq_move))
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
         .route("/v1/status", get(status))
         .merge(crate::adapters::admin::router())
@@ -324,10 +325,12 @@ struct TargetQuery {
     target: Option<String>,
 }
 
+/// The query of `GET .../dlq`. `limit` is taken as text so that a value
+/// that is not a number is `400 invalid_limit` (JSON) like one out of range.
 #[derive(Debug, Deserialize)]
 struct Page {
     after: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     target: Option<String>,
 }
 
@@ -338,8 +341,11 @@ async fn dlq_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let target = ns.target(page.target.as_deref())?;
+    let limit = page.limit.as_deref().map(|l| l.parse().map_err(|_| dlq::invalid_limit(format!("{l:?}"))));
+    let limit = limit.transpose()?;
+    dlq::check_page(&ns, page.after.as_deref(), limit)?;
     let total = target.dlq()?.len();
-    let (entries, next) = dlq::page(target, page.after.as_deref(), page.limit);
+    let (entries, next) = dlq::page(target, page.after.as_deref(), limit);
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<_> = entries
         .into_iter()
@@ -420,6 +426,29 @@ async fn dlq_replay(
     Ok(Json(
         json!({"replayed": replayed, "skipped": skipped, "not_found": r.not_found, "target": target.name}),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    message_id: String,
+    reason: String,
+}
+
+/// `POST /v1/namespaces/{ns}/dlq/move`: an operator dead-letters a message
+/// that is stuck in the delivery window.
+async fn dlq_move(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    Query(q): Query<TargetQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let target = ns.target(q.target.as_deref())?;
+    let req: MoveRequest = parse_json(&body)?;
+    dlq::move_to_dlq(&ns, target, &req.message_id, &req.reason, &who(&node, &headers)).await?;
+    Ok(Json(json!({"message_id": req.message_id, "target": target.name, "moved": true})))
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {

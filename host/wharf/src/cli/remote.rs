@@ -43,6 +43,17 @@ pub enum DlqCmd {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// Dead-letter a message that is stuck pending or retrying (audited).
+    Move {
+        namespace: String,
+        message_id: String,
+        /// The target (may be left out when the namespace has one).
+        #[arg(long)]
+        target: Option<String>,
+        /// Why; kept in the DLQ entry and the audit log.
+        #[arg(long)]
+        reason: String,
+    },
     /// Delete every entry of the namespace's DLQ, or only the given ids.
     Purge {
         namespace: String,
@@ -163,6 +174,12 @@ pub fn plugin_admin(server: &Server, cmd: PluginAdmin) -> anyhow::Result<ExitCod
     };
     if server.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if v["already_current"] == json!(true) {
+        println!(
+            "namespace {}: plugin {} already current; nothing changed",
+            v["namespace"].as_str().unwrap_or("?"),
+            v["digest"].as_str().unwrap_or("")
+        );
     } else {
         println!(
             "namespace {}: plugin {} {}",
@@ -376,6 +393,15 @@ pub fn dlq(server: &Server, cmd: DlqCmd) -> anyhow::Result<ExitCode> {
                 for s in v["skipped"].as_array().map(Vec::as_slice).unwrap_or_default() {
                     println!("  skipped {}: {}", s["message_id"], s["reason"]);
                 }
+                return Ok(ExitCode::SUCCESS);
+            }
+            v
+        }
+        DlqCmd::Move { namespace, message_id, target, reason } => {
+            let path = format!("/v1/namespaces/{namespace}/dlq/move{}", query(&target, '?'));
+            let v = c.call("POST", &path, Some(json!({"message_id": message_id, "reason": reason})))?;
+            if !server.json {
+                println!("moved {message_id} to the dlq of target {}", v["target"].as_str().unwrap_or("?"));
                 return Ok(ExitCode::SUCCESS);
             }
             v

@@ -26,7 +26,7 @@ use crate::clock::now_ms;
 use crate::engine::breaker::{Breaker, CallSummary, Transition};
 use crate::engine::namespace::Namespace;
 use crate::engine::source::{Pulled, Source};
-use crate::engine::target::{Lane, PluginState, TargetRt};
+use crate::engine::target::{Lane, MoveRefused, PluginState, TargetRt};
 use crate::engine::window::{Pending, Window};
 use crate::metrics;
 use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
@@ -49,8 +49,12 @@ pub struct Engine {
     plugin: Option<Plugin>,
     instance: Option<Instance>,
     shutdown: watch::Receiver<bool>,
-    /// Consecutive traps/deadlines/init failures (quarantine counter).
+    /// Calls in a row that failed as a whole without one message to blame
+    /// (init, load, wrong outcome count): the quarantine counter.
     consecutive_failures: u32,
+    /// Distinct messages that trapped the plugin alone since the last call
+    /// that settled anything: the other quarantine counter.
+    trapped_alone: std::collections::HashSet<String>,
     breaker: Breaker,
     persisted_watermark: u64,
     last_persist: Instant,
@@ -85,6 +89,7 @@ impl Engine {
             instance: None,
             shutdown,
             consecutive_failures: 0,
+            trapped_alone: std::collections::HashSet::new(),
             breaker: Breaker::default(),
             persisted_watermark: start,
             last_persist: Instant::now(),
@@ -110,12 +115,16 @@ impl Engine {
         let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
         while !(*self.shutdown.borrow() || self.halted() || self.ns.is_removed()) {
             self.switch_plugin_if_changed();
+            self.handle_moves().await;
             if self.plugin.is_none() || self.target.quarantined() {
                 // Paused until an operator acts; keep the watermark exact.
                 self.persist_watermark(true).await;
+                // `changed()` marks the new value seen: take it right here,
+                // or `has_changed` would say no and the lane stay paused.
                 tokio::select! {
-                    _ = self.slot.changed() => {}
+                    Ok(()) = self.slot.changed() => self.take_plugin(),
                     _ = self.shutdown.changed() => {}
+                    _ = self.lane.poke.notified() => {}
                 }
                 continue;
             }
@@ -123,6 +132,7 @@ impl Engine {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.shutdown.changed() => {}
+                    _ = self.lane.poke.notified() => {}
                 }
                 continue;
             }
@@ -166,15 +176,53 @@ impl Engine {
         tracing::info!("delivery stopped");
     }
 
+    /// Operator moves to the DLQ, between two calls (nothing is in flight).
+    async fn handle_moves(&mut self) {
+        for req in self.lane.take_moves() {
+            let found = self.lane.with(|w| match w.seq_of(&req.message_id) {
+                Some(seq) => Ok(seq),
+                None => match crate::storage::envelope::parse_message_id(&req.message_id) {
+                    Some((_, seq)) if w.get(seq).is_some() => Ok(seq),
+                    Some((_, seq)) if w.is_finished(seq) => Err(MoveRefused::Finished),
+                    _ if w.finished_lately(&req.message_id) => Err(MoveRefused::Finished),
+                    _ => Err(MoveRefused::NotInWindow),
+                },
+            });
+            let result = match found {
+                Ok(seq) => {
+                    let reason = format!("moved by an operator: {}", req.reason);
+                    self.lane.with(|w| w.reject(seq, FailureKind::Operator, now_ms(), reason.clone()));
+                    self.dead_letter(seq, FailureKind::Operator, reason).await;
+                    match self.lane.with(|w| w.get(seq).is_none()) {
+                        true => Ok(()),
+                        false => Err(MoveRefused::DlqFailed),
+                    }
+                }
+                Err(refused) => Err(refused),
+            };
+            let _ = req.reply.send(result);
+        }
+    }
+
     /// Takes a new plugin from the slot, between two calls (nothing of this
     /// lane is in flight).
     fn switch_plugin_if_changed(&mut self) {
-        if !self.slot.has_changed().unwrap_or(false) {
-            return;
+        if self.slot.has_changed().unwrap_or(false) {
+            self.take_plugin();
         }
+    }
+
+    /// Takes the slot's plugin (marking it seen), with fresh failure counts.
+    fn take_plugin(&mut self) {
         self.plugin = self.slot.borrow_and_update().clone();
         self.instance = None;
         self.consecutive_failures = 0;
+        self.trapped_alone.clear();
+        if let Some(p) = &self.plugin
+            && let Err(e) = self.target.traps.plugin_is(&p.digest)
+        {
+            tracing::error!(error = %e, "trap counts of the previous plugin not dropped; they still count");
+        }
         tracing::info!(digest = self.plugin.as_ref().map(|p| p.digest.as_str()), "plugin switched");
     }
 
@@ -230,7 +278,8 @@ impl Engine {
             match item {
                 Pulled::Skip(seq) => self.lane.with(|w| w.skip_to(seq + 1)),
                 Pulled::Settled(id) => self.lane.with(|w| w.remember_finished(id)),
-                Pulled::Message(seq, pending) => {
+                Pulled::Message(seq, mut pending) => {
+                    pending.traps = self.target.traps.get(&pending.id);
                     if let Some(t) = &pending.env.transaction {
                         // Its marker is in the log: the chunks must not expire.
                         self.ns.txns.pin(&t.id);
@@ -324,6 +373,9 @@ impl Engine {
     /// rejects go to the DLQ, retries are scheduled.
     async fn settle(&mut self, seqs: Vec<u64>, outcomes: Vec<Outcome>, slow: bool) -> CallSummary {
         self.consecutive_failures = 0;
+        if outcomes.iter().any(|o| !matches!(o, Outcome::Retry(_))) {
+            self.trapped_alone.clear();
+        }
         let failed = outcomes.iter().all(|o| matches!(o, Outcome::Retry(_)));
         let pushed_back = outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
         let now = now_ms();
@@ -356,7 +408,7 @@ impl Engine {
             match outcome {
                 Outcome::Delivered => {}
                 Outcome::Reject(reason) => {
-                    self.lane.with(|w| w.reject(seq, now_ms(), reason.clone()));
+                    self.lane.with(|w| w.reject(seq, FailureKind::Reject, now_ms(), reason.clone()));
                     self.dead_letter(seq, FailureKind::Reject, reason).await
                 }
                 Outcome::Retry(r) => {
@@ -372,6 +424,12 @@ impl Engine {
     /// chunks when this is the namespace's only target.
     async fn released(&mut self, p: Pending) {
         self.source().release(&p).await;
+        if p.traps > 0 {
+            let (traps, id) = (self.target.traps.clone(), p.id.clone());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || traps.forget(&id)).await {
+                tracing::error!(message_id = %p.id, error = %e, "trap count not cleared; it stays until the next finish");
+            }
+        }
         if let Some(t) = p.env.transaction {
             match self.ns.targets.len() {
                 1 => drop_chunks(self.ns.clone(), t.id, true).await,
@@ -380,8 +438,10 @@ impl Engine {
         }
     }
 
-    /// A trap, deadline or init failure: the instance goes, every message
-    /// is retried, and repeated failures quarantine the plugin.
+    /// A failed call: the instance goes. A trap or deadline on a batch
+    /// isolates its messages (each goes alone next, nothing counted); on a
+    /// message alone it counts toward poison. Other failures retry every
+    /// message and count toward quarantine.
     async fn call_failed(&mut self, seqs: Vec<u64>, e: PluginError) -> CallSummary {
         let kind = match &e {
             PluginError::Trap(_) => FailureKind::Trap,
@@ -390,25 +450,82 @@ impl Engine {
             PluginError::Init(_) => FailureKind::Init,
             _ => FailureKind::Load,
         };
-        tracing::warn!(error = %e, kind = kind.as_str(), messages = seqs.len(), "plugin call failed; instance discarded, batch will be retried");
         self.instance = None;
-        self.consecutive_failures += 1;
-        let m = metrics::get();
-        m.plugin_failures.get_or_create(&self.label_kind(kind.as_str())).inc();
-        let limit = self.target.cfg.target.quarantine_after;
-        if self.consecutive_failures >= limit {
-            let reason = format!("{limit} consecutive plugin failures, last: {e}");
-            tracing::error!(%reason, "plugin quarantined; target delivery paused");
-            m.plugin_quarantines.get_or_create(&self.label()).inc();
-            self.target.set_plugin_status(|p| {
-                p.state = PluginState::Quarantined;
-                p.reason = Some(reason);
-            });
+        metrics::get().plugin_failures.get_or_create(&self.label_kind(kind.as_str())).inc();
+        match (kind, seqs.as_slice()) {
+            (FailureKind::Trap | FailureKind::Deadline, [seq]) => self.trapped_alone(*seq, kind, e).await,
+            (FailureKind::Trap | FailureKind::Deadline, _) => {
+                tracing::warn!(error = %e, messages = seqs.len(), "plugin trapped on a batch; its messages go one at a time to find the cause");
+                self.lane.with(|w| seqs.iter().for_each(|seq| w.isolate(*seq)));
+                // A trap says nothing about the target's health.
+                CallSummary { failed: false, throttled: true }
+            }
+            _ => {
+                tracing::warn!(error = %e, kind = kind.as_str(), messages = seqs.len(), "plugin call failed; instance discarded, batch will be retried");
+                self.consecutive_failures += 1;
+                if self.consecutive_failures >= self.target.cfg.target.quarantine_after {
+                    self.quarantine(format!(
+                        "{} consecutive plugin failures, last: {e}",
+                        self.consecutive_failures
+                    ));
+                }
+                for seq in seqs {
+                    self.retry_later(seq, kind, e.to_string(), None).await;
+                }
+                CallSummary::FAILED
+            }
         }
-        for seq in seqs {
+    }
+
+    /// A message trapped the plugin on its own: one more trap on its
+    /// durable count; at `poison_after` it is dead-lettered as poison.
+    /// Distinct messages trapping in a row mean a broken plugin.
+    async fn trapped_alone(&mut self, seq: u64, kind: FailureKind, e: PluginError) -> CallSummary {
+        let Some(id) = self.lane.with(|w| w.get(seq).map(|p| p.id.clone())) else {
+            return CallSummary::SETTLED;
+        };
+        let traps = self.target.traps.clone();
+        let key = id.clone();
+        let count = match tokio::task::spawn_blocking(move || traps.record(&key)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) => {
+                tracing::error!(message_id = %id, error = %err, "trap count not persisted; counted in memory only");
+                self.lane.with(|w| w.get(seq).map_or(1, |p| p.traps + 1))
+            }
+            Err(err) => {
+                tracing::error!(message_id = %id, error = %err, "trap counter panicked");
+                self.lane.with(|w| w.get(seq).map_or(1, |p| p.traps + 1))
+            }
+        };
+        self.lane.with(|w| w.get_mut(seq).map(|p| p.traps = count));
+        let poison_after = self.target.cfg.target.poison_after;
+        tracing::warn!(message_id = %id, traps = count, poison_after, error = %e, "message trapped the plugin on its own");
+        self.trapped_alone.insert(id);
+        let limit = self.target.cfg.target.quarantine_after;
+        if self.trapped_alone.len() >= limit as usize {
+            self.quarantine(format!("{limit} distinct messages in a row trapped the plugin, last: {e}"));
+        }
+        if count >= poison_after {
+            let reason = format!(
+                "poison: trapped the plugin {count} times on its own (poison_after = {poison_after}), last: {e}"
+            );
+            self.lane.with(|w| w.reject(seq, FailureKind::Poison, now_ms(), reason.clone()));
+            self.dead_letter(seq, FailureKind::Poison, reason).await;
+        } else {
             self.retry_later(seq, kind, e.to_string(), None).await;
         }
-        CallSummary::FAILED
+        CallSummary { failed: false, throttled: true }
+    }
+
+    /// The plugin is broken, not a message: this target pauses until an
+    /// operator registers a plugin (or restarts).
+    fn quarantine(&mut self, reason: String) {
+        tracing::error!(%reason, "plugin quarantined; target delivery paused");
+        metrics::get().plugin_quarantines.get_or_create(&self.label()).inc();
+        self.target.set_plugin_status(|p| {
+            p.state = PluginState::Quarantined;
+            p.reason = Some(reason);
+        });
     }
 
     /// Schedules another attempt, or dead-letters when attempts run out.

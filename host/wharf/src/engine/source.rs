@@ -193,6 +193,8 @@ impl LogSource {
                 in_flight: false,
                 failures: Vec::new(),
                 receipt: None,
+                traps: 0,
+                isolate: false,
             };
             out.push(Pulled::Message(r.seq, pending));
         }
@@ -269,5 +271,15 @@ fn queue_pending(d: wharf_queue::Delivery) -> Pending {
         }
     };
     let due_ms = env.deliver_at_ms.unwrap_or(0);
-    Pending { id: d.id.clone(), env, attempts: 0, due_ms, in_flight: false, failures, receipt: Some(d) }
+    Pending {
+        id: d.id.clone(),
+        env,
+        attempts: 0,
+        due_ms,
+        in_flight: false,
+        failures,
+        receipt: Some(d),
+        traps: 0,
+        isolate: false,
+    }
 }

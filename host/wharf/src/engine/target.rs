@@ -12,6 +12,7 @@ use crate::engine::window::Window;
 use crate::error::{Error, ErrorKind};
 use crate::plugin::Plugin;
 use crate::storage::dlq::Dlq;
+use crate::storage::traps::Traps;
 
 /// Where a target's plugin is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -38,6 +39,26 @@ pub struct PluginStatus {
     pub reason: Option<String>,
 }
 
+/// Why an operator's move to the DLQ did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveRefused {
+    /// Delivered or dead-lettered already.
+    Finished,
+    /// Not in this lane's window (not read yet, or unknown).
+    NotInWindow,
+    /// The DLQ write failed; the message stays where it was.
+    DlqFailed,
+}
+
+/// An operator's request to dead-letter a message of the window, handled
+/// by the lane between two calls (`wharf dlq move`).
+#[derive(Debug)]
+pub struct MoveRequest {
+    pub message_id: String,
+    pub reason: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<(), MoveRefused>>,
+}
+
 /// One stream of one target: its window, shared with the API for lookups.
 #[derive(Debug)]
 pub struct Lane {
@@ -46,11 +67,31 @@ pub struct Lane {
     pub window: Mutex<Window>,
     /// Woken after each delivery batch (for writes waiting for `visible`).
     pub delivered: Notify,
+    /// Operator moves waiting for the lane.
+    pub moves: Mutex<Vec<MoveRequest>>,
+    /// Wakes a paused or waiting lane (an operator move arrived).
+    pub poke: Notify,
 }
 
 impl Lane {
     pub fn new(index: u32) -> Self {
-        Self { index, window: Mutex::new(Window::default()), delivered: Notify::new() }
+        Self {
+            index,
+            window: Mutex::new(Window::default()),
+            delivered: Notify::new(),
+            moves: Mutex::new(Vec::new()),
+            poke: Notify::new(),
+        }
+    }
+
+    /// The operator moves queued since the last call.
+    pub fn take_moves(&self) -> Vec<MoveRequest> {
+        std::mem::take(&mut *self.moves.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn request_move(&self, req: MoveRequest) {
+        self.moves.lock().unwrap_or_else(|p| p.into_inner()).push(req);
+        self.poke.notify_one();
     }
 
     /// Runs `f` on the window (a poisoned lock is taken over: the window is
@@ -73,12 +114,13 @@ pub struct TargetRt {
     pub slot: watch::Sender<Option<Plugin>>,
     /// The DLQ, in a process that delivers.
     pub dlq: Option<Arc<Dlq>>,
+    /// How often messages trapped the plugin alone (poison detection).
+    pub traps: Arc<Traps>,
     pub lanes: Vec<Arc<Lane>>,
 }
 
 impl TargetRt {
-    pub fn new(cfg: LoadedTarget, ns_dir: &std::path::Path, dlq: Option<Arc<Dlq>>, lanes: u32) -> Self {
-        let dir = target_dir(ns_dir, &cfg.name);
+    pub fn new(cfg: LoadedTarget, dir: PathBuf, dlq: Option<Arc<Dlq>>, traps: Traps, lanes: u32) -> Self {
         let plugin = Mutex::new(PluginStatus {
             path: cfg.target.plugin.display().to_string(),
             digest: None,
@@ -93,6 +135,7 @@ impl TargetRt {
             plugin,
             slot: watch::channel(None).0,
             dlq,
+            traps: Arc::new(traps),
             lanes: (0..lanes).map(|i| Arc::new(Lane::new(i))).collect(),
         }
     }

@@ -39,6 +39,12 @@ pub struct Pending {
     pub failures: Vec<Failure>,
     /// The queue's receipt (ack it when finished); `None` on the log.
     pub receipt: Option<wharf_queue::Delivery>,
+    /// Times it trapped the plugin when delivered alone (kept across
+    /// restarts in the target's trap counts).
+    pub traps: u32,
+    /// A batch it was in trapped: it goes alone until it is finished, so
+    /// that the message that traps is found.
+    pub isolate: bool,
 }
 
 /// Where a message is in the window, for lookups.
@@ -238,22 +244,39 @@ impl Window {
             .min()
     }
 
-    /// Picks the eligible messages, oldest first, up to `max`, and marks
-    /// them in flight. A transaction marker travels alone.
+    /// Picks the eligible messages, oldest first from [`Self::first_to_serve`],
+    /// up to `max`, and marks them in flight. A transaction marker, and a
+    /// message being isolated after its batch trapped, travel alone.
     pub fn select(&mut self, now: u64, max: usize) -> Vec<u64> {
+        let Some(first) = self.first_to_serve(now) else { return Vec::new() };
         let mut seqs: Vec<u64> = Vec::new();
-        for (seq, p) in self.pending.iter().filter(|(seq, p)| self.is_eligible(**seq, p, now)) {
-            let marker = p.env.transaction.is_some();
-            if marker && !seqs.is_empty() {
+        for (seq, p) in self.pending.range(first..).filter(|(seq, p)| self.is_eligible(**seq, p, now)) {
+            let alone = p.env.transaction.is_some() || p.isolate;
+            if alone && !seqs.is_empty() {
                 break;
             }
             seqs.push(*seq);
-            if marker || seqs.len() >= max.max(1) {
+            if alone || seqs.len() >= max.max(1) {
                 break;
             }
         }
         self.mark_in_flight(&seqs);
         seqs
+    }
+
+    /// Where a call starts: the oldest eligible message, unless that one
+    /// was tried before (a retry, or isolated after a trap); then the
+    /// eligible message due longest (oldest first among equals). So retries
+    /// that come due again while a call runs never starve a message that
+    /// has been waiting.
+    fn first_to_serve(&self, now: u64) -> Option<u64> {
+        let mut eligible = self.pending.iter().filter(|(seq, p)| self.is_eligible(**seq, p, now));
+        let (&seq, first) = eligible.next()?;
+        if first.attempts == 0 && !first.isolate {
+            return Some(seq);
+        }
+        let longest = eligible.fold((first.due_ms, seq), |best, (s, p)| best.min((p.due_ms, *s)));
+        Some(longest.1)
     }
 
     /// The half-open breaker's probe: one eligible message, from the key
@@ -295,12 +318,22 @@ impl Window {
         false
     }
 
-    /// A rejected message: one more attempt on its record, then the DLQ.
-    pub fn reject(&mut self, seq: u64, at_ms: u64, reason: String) {
+    /// A message going to the DLQ at once (rejected by the plugin, or
+    /// moved by an operator): one more attempt on its record.
+    pub fn reject(&mut self, seq: u64, kind: FailureKind, at_ms: u64, reason: String) {
         if let Some(p) = self.pending.get_mut(&seq) {
             p.attempts += 1;
             p.in_flight = false;
-            p.failures.push(Failure { attempt: p.attempts, at_ms, kind: FailureKind::Reject.into(), reason });
+            p.failures.push(Failure { attempt: p.attempts, at_ms, kind: kind.into(), reason });
+        }
+    }
+
+    /// A batch trapped: each of its messages goes alone from now on, at
+    /// once, with no attempt counted against it.
+    pub fn isolate(&mut self, seq: u64) {
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.in_flight = false;
+            p.isolate = true;
         }
     }
 

@@ -71,6 +71,8 @@ fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
         in_flight: false,
         failures: Vec::new(),
         receipt: None,
+        traps: 0,
+        isolate: false,
     }
 }
 
@@ -140,8 +142,18 @@ impl Lane {
             batch
         } else {
             let batch = self.window.select(self.now, max);
-            let oldest: Vec<u64> = eligible.iter().copied().take(max.max(1)).collect();
-            assert_eq!(batch, oldest, "select: the oldest eligible messages, up to max");
+            let start = match eligible.first() {
+                Some(&s) if self.msgs[s as usize].attempts > 0 => {
+                    eligible.iter().copied().min_by_key(|s| (self.msgs[*s as usize].due_ms, *s))
+                }
+                first => first.copied(),
+            };
+            let from_start = eligible.iter().copied().filter(|s| start.is_some_and(|st| *s >= st));
+            let expected: Vec<u64> = from_start.take(max.max(1)).collect();
+            assert_eq!(
+                batch, expected,
+                "select: from the oldest eligible (or, after a retry, the one due longest), up to max"
+            );
             batch
         };
         for (i, &seq) in batch.iter().enumerate() {
@@ -202,7 +214,7 @@ impl Lane {
                 }
             }
             Outcome::Reject => {
-                self.window.reject(seq, now, "no".into());
+                self.window.reject(seq, FailureKind::Reject, now, "no".into());
                 self.msgs[seq as usize].attempts += 1;
                 self.finish(seq, true);
             }
@@ -376,4 +388,22 @@ fn a_delayed_message_holds_back_its_own_key_only() {
     assert_eq!(w.select(START_MS + 50, 8), vec![0]);
     assert!(w.finish(0).is_some());
     assert_eq!(w.select(START_MS + 50, 8), vec![1]);
+}
+
+#[test]
+fn retries_that_come_due_again_do_not_starve_a_waiting_message() {
+    let mut w = Window::starting_at(0, 8);
+    for seq in 0..3 {
+        w.admit(seq, pending(seq, Some(seq as u8), None));
+    }
+    let failure =
+        || Failure { attempt: 0, at_ms: START_MS, kind: FailureKind::Trap.into(), reason: "trap".into() };
+    // Keys 0 and 1 fail and are due again 10 ms later, long before the
+    // next call: key 2, waiting since it was written, goes first.
+    for seq in 0..2 {
+        assert_eq!(w.select(START_MS, 1), vec![seq]);
+        assert!(!w.fail(seq, failure(), 100, START_MS + 10));
+    }
+    assert_eq!(w.select(START_MS + 300, 1), vec![2]);
+    assert_eq!(w.select(START_MS + 300, 8), vec![0, 1], "then the retries, oldest first");
 }

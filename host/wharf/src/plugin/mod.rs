@@ -17,6 +17,7 @@ mod cache;
 mod host_calls;
 mod inspect;
 mod sandbox;
+mod stderr;
 mod v0_1;
 mod v0_2;
 mod version;
@@ -197,7 +198,16 @@ impl Instance {
     pub async fn deliver(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
         set_deadline(&mut self.store, self.call_timeout);
         let want = batch.messages.len();
-        let out = bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch)).await?;
+        let out = bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch))
+            .await
+            .map_err(|e| match e {
+                // What the plugin printed last names the cause (a panic's message).
+                PluginError::Trap(trap) => match self.store.data().stderr.last_lines(3) {
+                    tail if tail.is_empty() => PluginError::Trap(trap),
+                    tail => PluginError::Trap(format!("{trap}; stderr: {tail}")),
+                },
+                other => other,
+            })?;
         if out.len() != want {
             return Err(PluginError::WrongCount { got: out.len(), want });
         }
@@ -222,8 +232,30 @@ async fn bounded<T>(
             if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
                 return Err(PluginError::Deadline(deadline));
             }
-            Err(PluginError::Trap(format!("{e:?}").lines().next().unwrap_or_default().to_string()))
+            Err(PluginError::Trap(short_trap(&e)))
         }
         Err(_) => Err(PluginError::Deadline(deadline)),
     }
 }
+
+/// A trap on one line: its cause and the first frames of its wasm
+/// backtrace, at most [`TRAP_CHARS`] characters.
+fn short_trap(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    let frames: Vec<String> = format!("{e:?}")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        .take(4)
+        .map(str::to_string)
+        .collect();
+    let mut out = match frames.is_empty() {
+        true => cause,
+        false => format!("{cause} (backtrace: {})", frames.join(" | ")),
+    };
+    out.truncate(out.floor_char_boundary(TRAP_CHARS));
+    out
+}
+
+/// Longest trap description kept.
+const TRAP_CHARS: usize = 600;

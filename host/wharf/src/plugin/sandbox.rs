@@ -27,6 +27,8 @@ pub struct NetPolicy {
 /// The data of one plugin `Store`.
 pub struct StoreState {
     pub namespace: Arc<str>,
+    /// The tail of the plugin's standard error (named in trap reasons).
+    pub stderr: super::stderr::StderrTail,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: HttpFilter,
@@ -37,7 +39,9 @@ pub struct StoreState {
 impl StoreState {
     pub fn new(namespace: Arc<str>, net: &NetPolicy, memory_limit_bytes: usize) -> Self {
         let allowed = net.tcp.clone();
+        let stderr = super::stderr::StderrTail::default();
         let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone());
         wasi.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(false).socket_addr_check(
             move |addr, use_| {
                 let ok = match use_ {
@@ -51,6 +55,7 @@ impl StoreState {
         );
         Self {
             namespace,
+            stderr,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: HttpFilter { prefixes: net.http_prefixes.clone() },

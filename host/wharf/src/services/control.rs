@@ -113,17 +113,37 @@ pub async fn install(
     Ok(digest)
 }
 
-/// Registers a plugin at runtime and remembers it across restarts.
+/// What a register did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// `sha256:<hex>` of the plugin now current.
+    pub digest: String,
+    /// It was current and delivering already: nothing changed (the
+    /// rollback target is kept).
+    pub already_current: bool,
+}
+
+/// Registers a plugin at runtime and remembers it across restarts. The
+/// plugin that is current and ready already is left alone; registering it
+/// again after a quarantine or a failure starts it afresh.
 pub async fn register(
     node: &Node,
     ns: &Namespace,
     target: &TargetRt,
     bytes: &[u8],
-) -> Result<String, String> {
+) -> Result<Registered, String> {
     let hex = hex_digest(bytes);
+    let mut st = load_state(target);
+    let status = target.plugin_status();
+    let digest = format!("sha256:{hex}");
+    if st.current.as_deref() == Some(hex.as_str())
+        && status.state == TargetPluginState::Ready
+        && status.digest.as_deref() == Some(digest.as_str())
+    {
+        return Ok(Registered { digest, already_current: true });
+    }
     let file = plugin_dir(target).join(format!("{hex}.wasm"));
     let digest = install(node, ns, target, bytes, &file.display().to_string()).await?;
-    let mut st = load_state(target);
     write_atomic(&file, bytes).map_err(|e| format!("storing the plugin: {e}"))?;
     if st.current.as_deref() != Some(hex.as_str()) {
         st.previous = st.current.take().or(st.previous.take());
@@ -131,11 +151,11 @@ pub async fn register(
     st.current = Some(hex);
     st.removed = false;
     save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))?;
-    Ok(digest)
+    Ok(Registered { digest, already_current: false })
 }
 
 /// Goes back to the previously registered plugin.
-pub async fn rollback(node: &Node, ns: &Namespace, target: &TargetRt) -> Result<String, String> {
+pub async fn rollback(node: &Node, ns: &Namespace, target: &TargetRt) -> Result<Registered, String> {
     let st = load_state(target);
     let prev = st.previous.clone().ok_or("no previous plugin to roll back to")?;
     let bytes = std::fs::read(plugin_dir(target).join(format!("{prev}.wasm")))

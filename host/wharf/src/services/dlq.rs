@@ -7,16 +7,51 @@
 //! steps leaves the entry in the DLQ as well: at-least-once, never lost.
 
 use crate::engine::namespace::Namespace;
-use crate::engine::target::TargetRt;
+use crate::engine::target::{MoveRefused, MoveRequest, TargetRt};
 use crate::error::{Error, ErrorKind};
 use crate::services::control::Who;
 use crate::services::write;
 use crate::storage::dlq::DlqEntry;
 
-/// One page of a target's DLQ (`limit` default 100, at most 1000) and the
+/// Entries in a DLQ page unless the request says otherwise.
+pub const PAGE_DEFAULT: usize = 100;
+/// The largest page of a DLQ listing.
+pub const PAGE_MAX: usize = 1000;
+
+/// `invalid_limit`: a page size that is not a number in `1..=PAGE_MAX`
+/// (`shown` is what the client sent).
+pub fn invalid_limit(shown: impl std::fmt::Display) -> Error {
+    Error::bad("invalid_limit", format!("limit is {shown}; a page holds 1..={PAGE_MAX} entries"))
+}
+
+/// Checks a listing's page size (`1..=PAGE_MAX`) and cursor: on the
+/// embedded log, `after` is a message id (`<partition>-<sequence>`); on
+/// Kafka and SQS the ids are the backend's, so any cursor is taken.
+pub fn check_page(ns: &Namespace, after: Option<&str>, limit: Option<usize>) -> Result<(), Error> {
+    if let Some(l) = limit
+        && !(1..=PAGE_MAX).contains(&l)
+    {
+        return Err(invalid_limit(l));
+    }
+    if let Some(a) = after
+        && ns.cfg.queue.is_none()
+        && crate::storage::envelope::parse_message_id(a).is_none()
+    {
+        return Err(Error::bad(
+            "invalid_cursor",
+            format!(
+                "after is {a:?}; it must be a message id <partition>-<sequence>, e.g. the next_after of a page"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One page of a target's DLQ (`limit` default [`PAGE_DEFAULT`], clamped to
+/// `1..=PAGE_MAX`; [`check_page`] refuses what would be clamped) and the
 /// cursor of the next page.
 pub fn page(target: &TargetRt, after: Option<&str>, limit: Option<usize>) -> (Vec<DlqEntry>, Option<String>) {
-    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let limit = limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let entries = target.dlq.as_ref().map(|d| d.page(after, limit)).unwrap_or_default();
     let next = (entries.len() == limit).then(|| entries.last().map(|e| e.message_id.clone())).flatten();
     (entries, next)
@@ -130,4 +165,65 @@ async fn replay_inner(
         }
     }
     Ok(out)
+}
+
+/// Moves a message that is pending or retrying in a target's delivery
+/// window to its DLQ (the operator's escape hatch for a stuck message). The
+/// lane does it between two calls; audited.
+pub async fn move_to_dlq(
+    ns: &Namespace,
+    target: &TargetRt,
+    message_id: &str,
+    reason: &str,
+    who: &Who<'_>,
+) -> Result<(), Error> {
+    let r = move_inner(ns, target, message_id, reason).await;
+    who.record(
+        "dlq.move",
+        &format!("{}/{}/{message_id}", ns.name, target.name),
+        r,
+        |_| serde_json::json!({ "reason": reason }),
+    )
+}
+
+async fn move_inner(ns: &Namespace, target: &TargetRt, message_id: &str, reason: &str) -> Result<(), Error> {
+    target.dlq()?;
+    if reason.trim().is_empty() {
+        return Err(Error::bad("reason_required", "say why the message is moved (reason)"));
+    }
+    let not_found = || {
+        Error::new(
+            ErrorKind::NotFound,
+            "message_not_found",
+            format!("no message {message_id:?} in a delivery window of target {}", target.name),
+        )
+    };
+    let lane = match ns.cfg.queue {
+        Some(_) => target.lane(0),
+        None => crate::storage::envelope::parse_message_id(message_id).and_then(|(p, _)| target.lane(p)),
+    }
+    .ok_or_else(not_found)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    lane.request_move(MoveRequest { message_id: message_id.to_string(), reason: reason.to_string(), reply });
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), answer).await;
+    match answered {
+        Ok(Ok(Ok(()))) => {
+            tracing::warn!(namespace = %ns.name, target = %target.name, %message_id, %reason, "message moved to the dlq by an operator");
+            Ok(())
+        }
+        Ok(Ok(Err(MoveRefused::Finished))) => Err(Error::new(
+            ErrorKind::Conflict,
+            "message_finished",
+            format!("message {message_id:?} is already delivered or dead-lettered at target {}", target.name),
+        )),
+        Ok(Ok(Err(MoveRefused::NotInWindow))) => Err(not_found()),
+        Ok(Ok(Err(MoveRefused::DlqFailed))) => {
+            Err(write_failed("the DLQ write failed; the message stays in the window"))
+        }
+        Ok(Err(_)) | Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            "lane_unavailable",
+            "the delivery lane did not answer (stopped, or halted); try again",
+        )),
+    }
 }

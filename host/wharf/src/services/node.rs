@@ -25,6 +25,7 @@ use crate::storage::dlq::Dlq;
 use crate::storage::envelope::{Envelope, message_id};
 use crate::storage::idempotency::{Idempotency, Seen};
 use crate::storage::part_log::PartLog;
+use crate::storage::traps::Traps;
 use crate::storage::txn_store::TxnStore;
 
 /// Which half of the work this process does (`wharf serve --role`).
@@ -118,14 +119,16 @@ impl Node {
         let lanes = if embedded { ns.partitions } else { 1 };
         let mut targets = Vec::new();
         for t in &ns.targets {
-            let dlq = match delivers {
-                true => Some(Arc::new(
-                    Dlq::open(&target_dir(&dir, &t.name).join("dlq"), opts)
-                        .with_context(|| format!("namespace {name}: opening the DLQ of target {}", t.name))?,
-                )),
-                false => None,
-            };
-            targets.push(Arc::new(TargetRt::new(t.clone(), &dir, dlq, lanes)));
+            let tdir = target_dir(&dir, &t.name);
+            let dlq =
+                match delivers {
+                    true => Some(Arc::new(Dlq::open(&tdir.join("dlq"), opts).with_context(|| {
+                        format!("namespace {name}: opening the DLQ of target {}", t.name)
+                    })?)),
+                    false => None,
+                };
+            let traps = Traps::open(&tdir)?;
+            targets.push(Arc::new(TargetRt::new(t.clone(), tdir, dlq, traps, lanes)));
         }
         let idempotency = match self.role.writes() {
             true => Some(Idempotency::open(

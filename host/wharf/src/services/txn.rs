@@ -175,6 +175,7 @@ pub async fn commit(
 ) -> Result<CommitAck, ApiError> {
     check_usable(ns)?;
     check_id(id)?;
+    write::check_wait_timeout(timeout)?;
     let idempotency_key = format!("{TXN_IDEMPOTENCY_PREFIX}{id}");
     if let Some(marker_id) = ns.idempotency()?.lookup(&idempotency_key) {
         // Committed before (its chunks may be delivered and gone already).

@@ -146,6 +146,18 @@ pub fn validate(req: WriteRequest, max_delay_ms: u64) -> Result<Envelope, ApiErr
     })
 }
 
+/// A write's `timeout_ms` (how long `wait = "visible"` may wait): at most
+/// [`MAX_WAIT`]. A longer one is refused, not silently shortened.
+pub fn check_wait_timeout(timeout: Duration) -> Result<(), ApiError> {
+    if timeout > MAX_WAIT {
+        return Err(ApiError::bad(
+            "invalid_timeout",
+            format!("timeout_ms is {}; it may be at most {}", timeout.as_millis(), MAX_WAIT.as_millis()),
+        ));
+    }
+    Ok(())
+}
+
 /// Admission control: refuses writes while the namespace's undelivered
 /// backlog is past a configured limit. Explicit, never a silent drop.
 pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
@@ -192,14 +204,16 @@ pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
 }
 
 /// Writes a batch (one request = a batch of one). A batch-level refusal
-/// (admission) is an `Err`; otherwise each message has its own result (a
-/// message the adapter could not decode keeps its error).
+/// (a timeout over [`MAX_WAIT`], admission) is an `Err`; otherwise each
+/// message has its own result (a message the adapter could not decode keeps
+/// its error).
 pub async fn write_batch(
     ns: &Arc<Namespace>,
     requests: Vec<Result<WriteRequest, ApiError>>,
     wait: WaitFor,
     timeout: Duration,
 ) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
+    check_wait_timeout(timeout)?;
     let envelopes: Vec<Result<Envelope, ApiError>> =
         requests.into_iter().map(|r| r.and_then(|r| validate(r, ns.cfg.limits.max_delay_ms))).collect();
     write_envelopes(ns, envelopes, wait, timeout).await

@@ -45,6 +45,10 @@ pub enum FailureKind {
     Decode,
     /// Retries ran out.
     Exhausted,
+    /// The message trapped the plugin `poison_after` times on its own.
+    Poison,
+    /// An operator moved it to the DLQ (`wharf dlq move`).
+    Operator,
 }
 
 impl FailureKind {
@@ -60,6 +64,8 @@ impl FailureKind {
             FailureKind::Transaction => "transaction",
             FailureKind::Decode => "decode",
             FailureKind::Exhausted => "exhausted",
+            FailureKind::Poison => "poison",
+            FailureKind::Operator => "operator",
         }
     }
 }

@@ -8,4 +8,5 @@ pub mod envelope;
 pub mod idempotency;
 pub mod part_log;
 pub mod record;
+pub mod traps;
 pub mod txn_store;

@@ -7,6 +7,11 @@
 //! - `panic`: panics (a trap; the instance must be thrown away).
 //! - `panic-first`: panics on a message's first attempt, delivers on the next.
 //! - `connect`: opens a TCP connection to `config.addr` and writes the payload.
+//!
+//! With `config.poison` set, the mode applies only to messages whose
+//! payload equals it; every other message is delivered, and with
+//! `config.record` (an `ip:port`) written there as one line `key payload`,
+//! so a test sees what arrived and in which order.
 
 use std::io::Write as _;
 use std::net::TcpStream;
@@ -17,14 +22,39 @@ use wharf_sdk::{Config, Error, Message, Target};
 pub struct Misbehave {
     mode: String,
     addr: Option<String>,
+    poison: Option<Vec<u8>>,
+    record: Option<String>,
 }
 
 impl Target for Misbehave {
     fn init(config: Config) -> Result<Self, Error> {
-        Ok(Self { mode: config.require("mode")?.to_string(), addr: config.get("addr").map(str::to_string) })
+        Ok(Self {
+            mode: config.require("mode")?.to_string(),
+            addr: config.get("addr").map(str::to_string),
+            poison: config.get("poison").map(|p| p.as_bytes().to_vec()),
+            record: config.get("record").map(str::to_string),
+        })
     }
 
     fn deliver_one(&mut self, msg: &Message) -> Result<(), Error> {
+        match &self.poison {
+            Some(p) if *p != msg.payload => self.record(msg),
+            _ => self.misbehave(msg),
+        }
+    }
+}
+
+impl Misbehave {
+    fn record(&self, msg: &Message) -> Result<(), Error> {
+        let Some(addr) = &self.record else { return Ok(()) };
+        let mut s = TcpStream::connect(addr)?;
+        let line =
+            format!("{} {}\n", msg.key.as_deref().unwrap_or(""), String::from_utf8_lossy(&msg.payload));
+        s.write_all(line.as_bytes())?;
+        Ok(())
+    }
+
+    fn misbehave(&self, msg: &Message) -> Result<(), Error> {
         match self.mode.as_str() {
             "ok" => Ok(()),
             "loop" => {
