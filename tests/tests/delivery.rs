@@ -204,7 +204,7 @@ fn more_delayed_messages_than_the_window_holds_do_not_block_a_later_message() {
 }
 
 #[test]
-fn the_dlq_cli_lists_and_replays_with_progress() {
+fn the_dlq_cli_lists_and_replays() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&namespace(&sink, ""));
     sink.set(|b| b.reject_keys = vec!["a".into(), "b".into()]);
@@ -223,8 +223,8 @@ fn the_dlq_cli_lists_and_replays_with_progress() {
     let (listed, _) = cli(&["dlq", "list", "hooks"]);
     assert!(listed.contains("2 entries") && listed.contains("key=a"), "{listed}");
     sink.set(|b| b.reject_keys.clear());
-    let (out, progress) = cli(&["dlq", "replay", "hooks"]);
-    assert!(progress.contains("replay: 2/2"), "{progress}");
+    // Progress lines appear only for work over about a second.
+    let (out, _) = cli(&["dlq", "replay", "hooks"]);
     assert!(out.contains("replayed 2"), "{out}");
     eventually(Duration::from_secs(30), "both replayed messages delivered", || {
         (sink.accepted().len() == 2).then_some(())

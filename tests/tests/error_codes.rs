@@ -34,6 +34,7 @@ const STATUS: &[(&str, &str, u16)] = &[
     ("TooLarge", "PAYLOAD_TOO_LARGE", 413),
     ("Overloaded", "TOO_MANY_REQUESTS", 429),
     ("Unavailable", "SERVICE_UNAVAILABLE", 503),
+    ("StorageFull", "INSUFFICIENT_STORAGE", 507),
     ("Internal", "INTERNAL_SERVER_ERROR", 500),
 ];
 

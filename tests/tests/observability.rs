@@ -144,7 +144,7 @@ fn the_status_command_prints_a_table_and_json() {
         .expect("run wharf status");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("namespace hooks") && text.contains("watermark"), "{text}");
+    assert!(text.contains("namespace hooks") && text.contains("WATERMARK"), "{text}");
     let out = std::process::Command::new(wharf_tests::wharf_bin())
         .args(["status", "--json", "--server", &url])
         .output()

@@ -110,7 +110,42 @@ pub enum LogError {
     Unsalvageable { dir: PathBuf, reason: String },
 }
 
+/// A failure that goes away by itself: the partition stays healthy, the
+/// failed append is rolled back, and a later one may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporary {
+    /// ENOSPC or EDQUOT: no space (or quota) left on the device.
+    DiskFull,
+    /// EMFILE or ENFILE: no file descriptor left (process or system).
+    TooManyOpenFiles,
+}
+
+/// Linux errno values of the temporary conditions (`<errno.h>`).
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+/// Whether an I/O error is a temporary condition rather than damage.
+pub fn temporary(e: &io::Error) -> Option<Temporary> {
+    match (e.kind(), e.raw_os_error()) {
+        (io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded, _) => Some(Temporary::DiskFull),
+        (_, Some(ENOSPC | EDQUOT)) => Some(Temporary::DiskFull),
+        (_, Some(EMFILE | ENFILE)) => Some(Temporary::TooManyOpenFiles),
+        _ => None,
+    }
+}
+
 impl LogError {
+    /// The temporary condition this error is, if it is one (an I/O error
+    /// on a full disk or with no file descriptor left).
+    pub fn temporary(&self) -> Option<Temporary> {
+        match self {
+            LogError::Io { source, .. } => temporary(source),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LogError {
         let path = path.into();
         move |source| LogError::Io { path, op, source }

@@ -13,6 +13,11 @@
 //!   n-th sync (or mutating operation) fail and every later call fail too, as
 //!   if the machine had stopped there; then call `crash`.
 //! - `set_sync_delay` makes every sync sleep, to observe group commit.
+//! - [`FaultStorage::set_capacity`] makes the store hold at most so many
+//!   bytes: an append that does not fit writes what fits and fails with
+//!   ENOSPC, like a full disk; [`FaultStorage::fail_creates_with`] makes
+//!   file creation fail with an errno (EMFILE, say). Both are temporary:
+//!   lift them and the store works again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -54,6 +59,8 @@ struct Faults {
     crash_at_sync: Option<u64>,
     crash_at_op: Option<u64>,
     sync_delay: Duration,
+    capacity: Option<u64>,
+    create_errno: Option<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +96,12 @@ impl Shared {
             return Err(Self::crashed_err());
         }
         Ok(f.sync_delay)
+    }
+    /// Bytes an append may still add under the capacity, if one is set.
+    fn room(&self) -> Option<u64> {
+        let capacity = lock(&self.faults).capacity?;
+        let used: u64 = lock(&self.ns).live.values().map(|n| lock(&n.0).data.len() as u64).sum();
+        Some(capacity.saturating_sub(used))
     }
     fn read_op(&self) -> io::Result<()> {
         if lock(&self.faults).crashed { Err(Self::crashed_err()) } else { Ok(()) }
@@ -189,6 +202,21 @@ impl FaultStorage {
     }
 
     /// Every sync sleeps this long (to make group commit observable).
+    /// At most `bytes` in all files together (`None`: unlimited).
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        lock(&self.shared.faults).capacity = bytes;
+    }
+
+    /// Creating a file fails with `errno` (`None`: it works again).
+    pub fn fail_creates_with(&self, errno: Option<i32>) {
+        lock(&self.shared.faults).create_errno = errno;
+    }
+
+    /// Bytes held by all files together.
+    pub fn used_bytes(&self) -> u64 {
+        lock(&self.shared.ns).live.values().map(|n| lock(&n.0).data.len() as u64).sum()
+    }
+
     pub fn set_sync_delay(&self, d: Duration) {
         lock(&self.shared.faults).sync_delay = d;
     }
@@ -285,9 +313,14 @@ impl StorageFile for MemFile {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
         }
         self.shared.op()?;
+        let room = self.shared.room();
         let mut d = lock(&self.node.0);
-        d.data.extend_from_slice(buf);
+        let fits = room.map_or(buf.len(), |r| buf.len().min(usize::try_from(r).unwrap_or(usize::MAX)));
+        d.data.extend_from_slice(&buf[..fits]);
         d.mtime = Some(SystemTime::now());
+        if fits < buf.len() {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC, after a short write
+        }
         Ok(())
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -385,6 +418,9 @@ impl Storage for FaultStorage {
         let existing = mode == OpenMode::Overwrite && lock(&self.shared.ns).live.contains_key(path);
         let node = if mode == OpenMode::Create || (mode == OpenMode::Overwrite && !existing) {
             self.shared.op()?;
+            if let Some(errno) = lock(&self.shared.faults).create_errno {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
             let mut ns = lock(&self.shared.ns);
             if !ns.dirs.contains(&parent_of(path)) {
                 return Err(not_found(&parent_of(path)));

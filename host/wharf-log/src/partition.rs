@@ -43,6 +43,15 @@
 //! Failure: if a write or fdatasync fails the partition is *halted*: no
 //! more appends (the file may hold a partial frame and the kernel may have
 //! dropped dirty pages), until it is reopened, which runs recovery.
+//! Except a *temporary* failure of a write or of a segment creation (disk
+//! full: ENOSPC, EDQUOT; no descriptor left: EMFILE, ENFILE; see
+//! [`crate::Temporary`]): the segment is truncated back to its last whole
+//! frame, and every record not yet written — the failed round's and those
+//! queued behind it — is *discarded*: its appender gets the error, and the
+//! sequences are handed out again (a generation counter tells discarded
+//! appenders apart). Nothing of a failed append was acknowledged, so the
+//! log stays contiguous and the partition healthy; the next append tries
+//! again. A failed fdatasync still halts: its pages may be gone.
 //!
 //! Watermark and GC: `advance_watermark(to)` ignores `to <= current`,
 //! rejects `to > acked`, persists crash-safely, then deletes segments whose
@@ -207,6 +216,50 @@ struct SyncState {
     syncing: bool,
     /// Parked followers.
     waiters: Vec<Waiter>,
+    /// Bumped when unwritten records are discarded (a temporary failure):
+    /// an appender of an older generation lost its records.
+    generation: u64,
+    /// Why the last generation was discarded.
+    discarded: Option<Discard>,
+}
+
+/// A temporary write failure, kept to tell every discarded appender.
+#[derive(Debug, Clone)]
+struct Discard {
+    path: PathBuf,
+    op: &'static str,
+    errno: Option<i32>,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl Discard {
+    fn of(e: &LogError) -> Self {
+        match e {
+            LogError::Io { path, op, source } => Discard {
+                path: path.clone(),
+                op,
+                errno: source.raw_os_error(),
+                kind: source.kind(),
+                message: source.to_string(),
+            },
+            other => Discard {
+                path: PathBuf::new(),
+                op: "append",
+                errno: None,
+                kind: std::io::ErrorKind::Other,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn error(&self) -> LogError {
+        let source = match self.errno {
+            Some(errno) => std::io::Error::from_raw_os_error(errno),
+            None => std::io::Error::new(self.kind, self.message.clone()),
+        };
+        LogError::Io { path: self.path.clone(), op: self.op, source }
+    }
 }
 
 /// A parked follower: released as covered (its records are durable, it
@@ -440,6 +493,8 @@ impl Partition {
                 waiters: Vec::new(),
                 pending_appends: 0,
                 gathering: None,
+                generation: 0,
+                discarded: None,
             }),
             writer: Mutex::new(Writer { active, buf: Vec::new() }),
             segments: Mutex::new(segments),
@@ -553,7 +608,8 @@ impl Partition {
                     t.unpark(); // everybody in flight has joined the round
                 }
                 self.next_seq.store(first + n, Ordering::Release);
-                let through = self.wait_durable(s, first + n)?;
+                let generation = s.generation;
+                let through = self.wait_durable(s, first + n, generation)?;
                 (first, true, through)
             }
             Durability::Buffered => {
@@ -587,7 +643,14 @@ impl Partition {
         }
         let res = self.write_frames(&mut w, &buf, first, first + n);
         w.buf = buf;
-        res?;
+        if let Err(e) = res {
+            if e.temporary().is_some() && self.halted.get().is_none() {
+                // Nothing of it was written: hand the sequences out again.
+                lock(&self.sync).next_seq = first;
+                self.next_seq.store(first, Ordering::Release);
+            }
+            return Err(e);
+        }
         lock(&self.sync).written = first + n;
         self.acked.fetch_max(first + n, Ordering::AcqRel);
         Ok(first)
@@ -595,21 +658,29 @@ impl Partition {
 
     /// Writes encoded frames for `[from, to)` to the active segment (rolling
     /// first if they would overflow it), updating the segment's index, length
-    /// and end. Any failure halts the partition.
+    /// and end. A temporary failure leaves the segment as it was (truncated
+    /// back if a part was written); any other failure halts the partition.
     fn write_frames(&self, w: &mut Writer, frames: &[u8], from: u64, to: u64) -> Result<(), LogError> {
         let active = w.active.clone();
         if active.len() + frames.len() as u64 > self.opts.segment_max_bytes
             && active.end_seq() > active.base_seq
             && let Err(e) = self.roll(w, from)
         {
-            self.halt_and_wake(e.to_string());
+            if e.temporary().is_none() {
+                self.halt_and_wake(e.to_string());
+            }
             return Err(e);
         }
         let active = w.active.clone();
         let start = active.len();
         if let Err(e) = active.file.append(frames) {
-            self.halt_and_wake(format!("write {}: {e}", active.path.display()));
-            return Err(LogError::Io { path: active.path.clone(), op: "write", source: e });
+            let err = LogError::Io { path: active.path.clone(), op: "write", source: e };
+            if err.temporary().is_none() {
+                self.halt_and_wake(err.to_string());
+            } else if let Err(t) = active.file.set_len(start) {
+                self.halt_and_wake(format!("{err}; truncating back to {start} failed: {t}"));
+            }
+            return Err(err);
         }
         {
             let mut idx = lock(&active.index);
@@ -639,10 +710,20 @@ impl Partition {
     /// queue, writes it, fdatasyncs, and wakes the followers it covered.
     /// Otherwise it parks until a leader covers it or picks it to lead.
     /// Returns `synced`.
-    fn wait_durable<'a>(&'a self, mut s: MutexGuard<'a, SyncState>, end: u64) -> Result<u64, LogError> {
+    fn wait_durable<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, SyncState>,
+        end: u64,
+        generation: u64,
+    ) -> Result<u64, LogError> {
         loop {
             if s.synced >= end {
                 return Ok(s.synced);
+            }
+            if s.generation != generation {
+                // A temporary failure discarded these records (every waiter
+                // was woken then; nobody waits on this appender).
+                return Err(s.discarded.as_ref().map_or_else(|| LogError::EmptyBatch, Discard::error));
             }
             if let Some(e) = self.halted_err() {
                 let wake = s.release(true);
@@ -706,6 +787,9 @@ impl Partition {
             if let Err(e) = wrote {
                 let mut s = lock(&self.sync);
                 s.syncing = false;
+                if e.temporary().is_some() && self.halted.get().is_none() {
+                    self.discard_unwritten(&mut s, from, &e);
+                }
                 let wake = s.release(true);
                 drop(s);
                 wake.run();
@@ -755,6 +839,20 @@ impl Partition {
         }
     }
 
+    /// After a temporary write failure: every record from `from` on (the
+    /// failed round's and those queued behind it) is dropped, its sequence
+    /// handed out again, and its appender told (next generation).
+    fn discard_unwritten(&self, s: &mut SyncState, from: u64, e: &LogError) {
+        tracing::warn!(dir = %self.dir.display(), error = %e, discarded = s.next_seq - from, "append failed for now; its records were rolled back");
+        s.next_seq = from;
+        s.pending.clear();
+        s.pending_from = from;
+        s.pending_appends = 0;
+        s.generation += 1;
+        s.discarded = Some(Discard::of(e));
+        self.next_seq.store(from, Ordering::Release);
+    }
+
     /// Seals the active segment (fdatasync) and starts a new one at `base`.
     fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
         let old = w.active.clone();
@@ -781,8 +879,8 @@ impl Partition {
     /// Returns the sequence below which everything is durable.
     pub fn flush(&self) -> Result<u64, LogError> {
         let s = lock(&self.sync);
-        let end = s.next_seq;
-        self.wait_durable(s, end)
+        let (end, generation) = (s.next_seq, s.generation);
+        self.wait_durable(s, end, generation)
     }
 
     /// Records with seq in `[from_seq, acked)`: at most `max_records`, and
@@ -909,7 +1007,9 @@ impl Partition {
         }
         if self.opts.durability == Durability::Buffered {
             // Never let the persisted watermark get ahead of durable records.
-            self.wait_durable(lock(&self.sync), to)?;
+            let s = lock(&self.sync);
+            let generation = s.generation;
+            self.wait_durable(s, to, generation)?;
         }
         watermark::store(&*self.storage, &self.dir, to)?;
         *wm = to;

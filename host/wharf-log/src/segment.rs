@@ -246,8 +246,11 @@ pub(crate) fn create_segment(storage: &dyn Storage, dir: &Path, base_seq: u64) -
     let path = dir.join(segment_file_name(base_seq));
     let tmp = tmp_path(&path);
     let f = storage.open(&tmp, OpenMode::Create)?;
-    f.append(&encode_header(base_seq))?;
-    f.sync_data()?;
+    if let Err(e) = f.append(&encode_header(base_seq)).and_then(|()| f.sync_data()) {
+        drop(f);
+        let _ = storage.remove_file(&tmp); // best effort: open removes leftovers
+        return Err(e);
+    }
     drop(f);
     storage.rename(&tmp, &path)?;
     storage.sync_dir(parent(&path))?;

@@ -25,8 +25,12 @@ pub enum ErrorKind {
     TooLarge,
     /// Admission control: try again later.
     Overloaded,
-    /// Temporarily unable (halted partition, queue down, wrong role).
+    /// Temporarily unable (halted partition, queue down, wrong role, no
+    /// file descriptor left).
     Unavailable,
+    /// The disk is full (or under the configured reserve): temporary, no
+    /// damage; retry once space returns.
+    StorageFull,
     Internal,
 }
 
@@ -61,6 +65,23 @@ impl Error {
             "role_consumer",
             "this process runs with --role consumer and takes no writes",
         )
+    }
+
+    /// A temporary condition of the log (full disk, no descriptor left),
+    /// or `None` for any other log error.
+    pub fn from_temporary(e: &wharf_log::LogError, what: &str) -> Option<Self> {
+        Some(match e.temporary()? {
+            wharf_log::Temporary::DiskFull => Self::new(
+                ErrorKind::StorageFull,
+                "disk_full",
+                format!("{what}: the disk is full ({e}); nothing was written, retry once space is freed"),
+            ),
+            wharf_log::Temporary::TooManyOpenFiles => Self::new(
+                ErrorKind::Unavailable,
+                "too_many_open_files",
+                format!("{what}: no file descriptor left ({e}); nothing was written, retry shortly"),
+            ),
+        })
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -150,7 +150,7 @@ impl Metrics {
             ),
             admission_rejections: reg!(
                 "wharf_admission_rejections",
-                "Writes refused by admission control, by reason",
+                "Writes refused by admission control or a temporary condition, by reason",
                 Family::default()
             ),
             delivered: reg!("wharf_delivered", "Messages the target confirmed", Family::default()),
@@ -258,7 +258,7 @@ impl Metrics {
         let _ = self.append_latency.get_or_create(&l);
         let _ = self.fsync_latency.get_or_create(&l);
         let _ = self.group_commit.get_or_create(&l);
-        for kind in ["messages", "bytes", "age"] {
+        for kind in ["messages", "bytes", "age", "disk_full", "too_many_open_files"] {
             let _ = self.admission_rejections.get_or_create(&ns_kind(namespace, kind));
         }
         for kind in ["begun", "committed", "aborted", "expired", "delivered"] {

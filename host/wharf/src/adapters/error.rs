@@ -20,6 +20,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -28,7 +29,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = http_status(self.kind);
         let mut resp = (status, Json(self.body())).into_response();
-        if self.kind == ErrorKind::Overloaded {
+        if matches!(self.kind, ErrorKind::Overloaded | ErrorKind::StorageFull | ErrorKind::Unavailable) {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }

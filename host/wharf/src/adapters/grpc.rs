@@ -76,7 +76,7 @@ pub fn to_status(e: ApiError) -> Status {
         ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::NotFound | ErrorKind::Gone => Code::NotFound,
         ErrorKind::Conflict => Code::Aborted,
-        ErrorKind::Overloaded => Code::ResourceExhausted,
+        ErrorKind::Overloaded | ErrorKind::StorageFull => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };

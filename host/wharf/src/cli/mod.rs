@@ -1,18 +1,23 @@
 //! The `wharf` command line: the sidecar (`serve`) and its operator commands.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use crate::adapters::{grpc, http as api};
 use crate::services::node::Node;
+mod check;
 mod log;
+pub(crate) mod output;
 mod remote;
+mod table;
 
+use self::output::outln;
 use self::{log as cmd_log, remote as cmd_remote};
 use crate::services::{control, node};
 use crate::{config, plugin};
@@ -41,28 +46,32 @@ enum LogFormat {
 enum Cmd {
     /// Run the sidecar: accept writes, make them durable, deliver them.
     Serve {
+        /// The config file.
         #[arg(long, short, default_value = "wharf.toml")]
         config: PathBuf,
-        /// `processor` takes writes only, `consumer` delivers only (both need
-        /// namespaces on a shared Kafka or SQS queue), `all` does both.
+        /// `processor` takes writes only, `consumer` delivers only, `all`
+        /// does both. On the embedded log, run one processor and one
+        /// consumer with the same namespaces and server.data_dir (start the
+        /// processor first); on a Kafka or SQS namespace, any number, each
+        /// with its own data_dir.
         #[arg(long, value_enum, default_value_t = node::Role::All)]
         role: node::Role,
     },
     /// Check a config file and exit (0 when valid, 64 otherwise).
     CheckConfig {
+        /// The config file.
         #[arg(long, short, default_value = "wharf.toml")]
         config: PathBuf,
+        /// Print one JSON object (`ok`, `targets`, `errors`) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and repair the embedded log.
     #[command(subcommand)]
     Log(cmd_log::LogCmd),
     /// Check plugin files; register, roll back or remove a running sidecar's plugins.
-    Plugin {
-        #[command(flatten)]
-        server: cmd_remote::Server,
-        #[command(subcommand)]
-        cmd: PluginCmd,
-    },
+    #[command(subcommand)]
+    Plugin(PluginCmd),
     /// Show a running sidecar's protocol state: per partition head, durable
     /// sequence, watermark, backlog, in-flight, retries, breaker, halts.
     Status {
@@ -91,25 +100,44 @@ enum PluginCmd {
     /// Print a plugin's WIT version, what it says it is (`describe`),
     /// exports and imports; exit 1 if the host cannot load it or its
     /// `describe` fails.
-    Check { file: PathBuf },
+    Check {
+        /// The plugin: a Wasm component (`.wasm`).
+        file: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The `wharf` command tree (for tests that walk every argument).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+impl Cmd {
+    /// Whether the user asked for JSON (errors are then JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Serve { .. } | Cmd::CheckConfig { .. } => false,
+            Cmd::Log(cmd) => cmd.json(),
+            Cmd::Plugin(PluginCmd::Check { json, .. }) => *json,
+            Cmd::Plugin(PluginCmd::Admin(cmd)) => cmd.json(),
+            Cmd::Status { server } | Cmd::Reload { server } | Cmd::Dlq { server, .. } => server.json,
+        }
+    }
 }
 
 /// Parses the command line and runs it; what `wharf` exits with.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Operator commands log only warnings unless RUST_LOG says otherwise:
+    // their output is what they print.
+    let default_level = if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" };
+    init_tracing(cli.log_format, default_level);
+    let json = cli.cmd.json();
     let result = match cli.cmd {
         Cmd::Serve { config, role } => serve(config, role),
-        Cmd::CheckConfig { config } => match config::load(&config) {
-            Ok(c) => {
-                println!("{}: ok ({} namespaces)", config.display(), c.namespaces.len());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("config error: {e}");
-                Ok(ExitCode::from(EXIT_CONFIG))
-            }
-        },
+        Cmd::CheckConfig { config, json } => check::run(&config, EXIT_CONFIG, json),
         Cmd::Log(cmd) => {
             // Salvage changes data: it leaves an audit line in the data dir.
             let salvaged = match &cmd {
@@ -129,25 +157,28 @@ pub fn main() -> ExitCode {
             }
             result
         }
-        Cmd::Plugin { server, cmd: PluginCmd::Check { file } } => plugin_check(&file, server.json),
-        Cmd::Plugin { server, cmd: PluginCmd::Admin(cmd) } => cmd_remote::plugin_admin(&server, cmd),
+        Cmd::Plugin(PluginCmd::Check { file, json }) => plugin_check(&file, json),
+        Cmd::Plugin(PluginCmd::Admin(cmd)) => cmd_remote::plugin_admin(cmd),
         Cmd::Status { server } => cmd_remote::status(&server),
         Cmd::Reload { server } => cmd_remote::reload(&server),
         Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "wharf failed");
-            ExitCode::FAILURE
-        }
+        // `error: …` (and a hint) on stderr, or JSON with --json; quiet on
+        // a closed pipe. See `output.rs`.
+        Err(e) => output::report(&e, json),
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only for a person at a terminal, never in a file or a pipe.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -221,29 +252,34 @@ fn plugin_check(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(runtime.inspect(file))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("plugin   {}", file.display());
-        println!("digest   {}", report.digest);
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        writeln!(out, "plugin   {}", file.display())?;
+        writeln!(out, "digest   {}", report.digest)?;
         match report.wit {
-            Some(wit) => println!("wit      {wit}"),
-            None => {
-                println!("wit      none supported (this host loads {})", plugin::SUPPORTED_WIT.join(", "))
-            }
+            Some(wit) => writeln!(out, "wit      {wit}")?,
+            None => writeln!(
+                out,
+                "wit      none supported (this host loads {})",
+                plugin::SUPPORTED_WIT.join(", ")
+            )?,
         }
         match (&report.describe, report.wit, &report.problem) {
-            (Some(info), ..) => println!("describe {} {}", info.name, info.version),
-            (None, Some(wit), None) => println!("describe (none: {wit} predates describe)"),
+            (Some(info), ..) => writeln!(out, "describe {} {}", info.name, info.version)?,
+            (None, Some(wit), None) => writeln!(out, "describe (none: {wit} predates describe)")?,
             _ => {}
         }
-        println!("exports  {}", report.exports.join(", "));
-        println!("imports");
+        writeln!(out, "exports  {}", report.exports.join(", "))?;
+        writeln!(out, "imports")?;
         for i in &report.imports {
-            println!("  {i}");
+            writeln!(out, "  {i}")?;
         }
         if let Some(p) = &report.problem {
-            println!("problem  {p}");
+            writeln!(out, "problem  {p}")?;
         }
+        outln!("{}", out.trim_end())?;
     }
     Ok(if report.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

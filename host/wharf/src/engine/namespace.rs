@@ -52,6 +52,9 @@ pub struct PartitionRt {
     /// With several targets: each target's persisted cursor. The log's
     /// watermark (what GC may delete below) is their minimum.
     pub cursors: Mutex<BTreeMap<String, u64>>,
+    /// The last append was refused for a temporary condition (`disk_full`,
+    /// `too_many_open_files`); cleared by the next append that succeeds.
+    pub refusing: Mutex<Option<&'static str>>,
 }
 
 impl PartitionRt {
@@ -63,7 +66,19 @@ impl PartitionRt {
             halted: Mutex::new(halted),
             appended: watch::channel(0).0,
             cursors: Mutex::new(BTreeMap::new()),
+            refusing: Mutex::new(None),
         }
+    }
+
+    /// Records why appends are refused for now (`None`: they succeed).
+    pub fn set_refusing(&self, code: Option<&'static str>) {
+        if let Ok(mut r) = self.refusing.lock() {
+            *r = code;
+        }
+    }
+
+    pub fn refusing(&self) -> Option<&'static str> {
+        self.refusing.lock().ok().and_then(|r| *r)
     }
 
     pub fn halted_reason(&self) -> Option<String> {

@@ -18,8 +18,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::now_ms;
 use crate::engine::namespace::Namespace;
 use crate::engine::target::{PluginState as TargetPluginState, TargetRt};
-use crate::plugin::{NetPolicy, PluginSettings};
+use crate::plugin::PluginSettings;
 use crate::services::node::Node;
 
 /// `state.json` of a namespace's registered plugins.
@@ -72,17 +70,7 @@ fn save_state(target: &TargetRt, st: &PluginState) -> std::io::Result<()> {
 }
 
 fn settings(ns: &Namespace, target: &TargetRt) -> PluginSettings {
-    let t = &target.cfg;
-    PluginSettings {
-        namespace: ns.name.as_str().into(),
-        net: NetPolicy {
-            tcp: Arc::new(t.allow_connect.clone()),
-            http_prefixes: Arc::new(t.target.allow_http.clone()),
-        },
-        memory_limit_bytes: (t.target.memory_limit_mib as usize) << 20,
-        call_timeout: Duration::from_millis(t.target.call_timeout_ms),
-        config: t.plugin_config.clone(),
-    }
+    target.cfg.plugin_settings(&ns.name)
 }
 
 fn hex_digest(bytes: &[u8]) -> String {

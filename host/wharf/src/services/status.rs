@@ -49,6 +49,7 @@ fn namespace_json(ns: &Namespace) -> serde_json::Value {
                 "delivery": window,
                 "halted": p.halted_reason().is_some(),
                 "halted_reason": p.halted_reason(),
+                "refusing_writes": p.refusing(),
             })
         })
         .collect();

@@ -396,6 +396,18 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
         Ok(Some(Ok(a))) => a,
         Ok(None) => return Err((index, ApiError::role_consumer())),
         Ok(Some(Err(e))) => {
+            if let Some(temporary) =
+                ApiError::from_temporary(&e, &format!("partition {} of {}", part.index, part.namespace))
+            {
+                // Rolled back by the log; the partition stays healthy.
+                tracing::warn!(namespace = %part.namespace, partition = part.index, error = %e, "write refused for now");
+                part.set_refusing(Some(temporary.code));
+                metrics::get()
+                    .admission_rejections
+                    .get_or_create(&metrics::ns_kind(&part.namespace, temporary.code))
+                    .inc();
+                return Err((index, temporary));
+            }
             // The log refuses further appends after a failed write; halt so
             // the client is told plainly instead of on every request.
             part.halt(e.to_string());
@@ -403,6 +415,7 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
         }
         Err(e) => return Err((index, ApiError::internal(e.to_string()))),
     };
+    part.set_refusing(None);
     metrics::get().write_bytes.get_or_create(&metrics::ns(&part.namespace)).inc_by(bytes_total);
     Ok(index
         .into_iter()

@@ -12,14 +12,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use wharf_log::Durability;
 
-/// A config that could not be loaded: the file, the key and the problem.
+mod parse;
+mod validate;
+
+/// A config that could not be loaded: the file, the key and the problem,
+/// and the line as context when the text has one.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {problem}")]
+#[error("{file}: {key}: {problem}{}", line.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(), file = file.display())]
 pub struct ConfigError {
     pub file: PathBuf,
     /// Dotted path of the offending key, e.g. `namespaces.orders.partitions`.
     pub key: String,
     pub problem: String,
+    /// The line the key is on, e.g. `line 7: partitions = "four"`.
+    pub line: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,21 +358,32 @@ pub struct LoadedTarget {
     pub plugin_config: Vec<(String, String)>,
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file. Paths in it are resolved
+/// against the config file's directory and made absolute.
 pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
-    let err =
-        |key: &str, problem: String| ConfigError { file: file.to_path_buf(), key: key.to_string(), problem };
-    let text = std::fs::read_to_string(file).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
-    let parsed: Config = toml::from_str(&text).map_err(|e| {
-        let key = e.span().map(|s| describe_span(&text, s)).unwrap_or_else(|| "(document)".into());
-        err(&key, e.message().to_string())
+    let abs = absolute(file);
+    let text = std::fs::read_to_string(&abs).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: "(file)".into(),
+        problem: format!("cannot read {}: {e}", abs.display()),
+        line: None,
     })?;
-    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let err = |key: &str, problem: String| ConfigError {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        line: parse::line_of_key(&text, key),
+        problem,
+    };
+    let parsed = parse::parse(&text).map_err(|(key, problem, line)| ConfigError {
+        file: file.to_path_buf(),
+        key,
+        problem,
+        line,
+    })?;
+    let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut server = parsed.server;
-    server.data_dir = base.join(&server.data_dir);
-    if server.segment_max_bytes < 4096 {
-        return Err(err("server.segment_max_bytes", "must be at least 4096".into()));
-    }
+    server.data_dir = normalize(&base.join(&server.data_dir));
+    validate::server(&server).map_err(|(k, p)| err(&format!("server.{k}"), p))?;
     let mut namespaces = BTreeMap::new();
     for (name, ns) in parsed.namespaces {
         let key = |k: &str| format!("namespaces.{name}.{k}");
@@ -376,26 +393,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 "a namespace name is 1-64 characters of a-z, 0-9, '-' and '_'".into(),
             ));
         }
-        if !(1..=1024).contains(&ns.partitions) {
-            return Err(err(&key("partitions"), "must be between 1 and 1024".into()));
-        }
-        if ns.delivery.batch_max == 0 || ns.delivery.max_in_flight < ns.delivery.batch_max {
-            return Err(err(
-                &key("delivery"),
-                "batch_max must be at least 1 and max_in_flight at least batch_max".into(),
-            ));
-        }
-        if ns.retry.max_attempts == 0 || ns.retry.multiplier < 1.0 {
-            return Err(err(&key("retry"), "max_attempts must be ≥ 1 and multiplier ≥ 1.0".into()));
-        }
-        let t = &ns.transactions;
-        if t.ttl_ms == 0 || t.max_open == 0 || t.max_chunks == 0 || t.max_bytes == 0 || t.max_bytes > 32 << 20
-        {
-            return Err(err(
-                &key("transactions"),
-                "ttl_ms, max_open and max_chunks must be ≥ 1, and max_bytes 1..=33554432".into(),
-            ));
-        }
+        validate::namespace(&ns).map_err(|(k, p)| err(&key(&k), p))?;
         // Errors name the table the user wrote: `target.` or `targets.<name>.`.
         let single_table = ns.target.is_some();
         let tables: Vec<(String, Target)> = match (ns.target, ns.targets.is_empty()) {
@@ -462,10 +460,8 @@ fn load_target(
     mut target: Target,
     err: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<LoadedTarget, ConfigError> {
-    if target.poison_after == 0 || target.quarantine_after == 0 {
-        return Err(err("poison_after", "poison_after and quarantine_after must be at least 1".into()));
-    }
-    target.plugin = base.join(&target.plugin);
+    validate::target(&target).map_err(|(k, p)| err(&k, p))?;
+    target.plugin = normalize(&base.join(&target.plugin));
     if !target.plugin.is_file() {
         return Err(err(
             "plugin",
@@ -504,12 +500,44 @@ pub fn valid_namespace_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// Names the TOML line of a parse error, e.g. `line 7: partitions = "four"`.
-fn describe_span(text: &str, span: std::ops::Range<usize>) -> String {
-    let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-    format!("line {line_no} `{line}`")
+/// `path` made absolute against the current directory, with `.` and `..`
+/// folded away (lexically), so messages show the file actually meant.
+fn absolute(path: &Path) -> PathBuf {
+    normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl LoadedTarget {
+    /// What the plugin runtime needs to load this target's plugin: its
+    /// sandbox limits, network policy and `init` config.
+    pub fn plugin_settings(&self, namespace: &str) -> crate::plugin::PluginSettings {
+        crate::plugin::PluginSettings {
+            namespace: namespace.into(),
+            net: crate::plugin::NetPolicy {
+                tcp: std::sync::Arc::new(self.allow_connect.clone()),
+                http_prefixes: std::sync::Arc::new(self.target.allow_http.clone()),
+            },
+            memory_limit_bytes: (self.target.memory_limit_mib as usize) << 20,
+            call_timeout: Duration::from_millis(self.target.call_timeout_ms),
+            config: self.plugin_config.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -555,7 +583,8 @@ config = { servers = "127.0.0.1:11211", ttl_seconds = 60 }
         let dir = tempfile::tempdir().expect("tempdir");
         let f = write(dir.path(), "[server]\nhttp_port = 1\n");
         let e = load(&f).expect_err("unknown key");
-        assert!(e.key.contains("line 2"), "{e}");
+        assert_eq!(e.key, "server.http_port", "{e}");
+        assert_eq!(e.line.as_deref(), Some("line 2: http_port = 1"), "{e}");
         assert!(e.problem.contains("http_port"), "{e}");
     }
 
@@ -574,6 +603,32 @@ config = { servers = "127.0.0.1:11211", ttl_seconds = 60 }
         let f = write(dir.path(), "[namespaces.a.target]\nplugin = \"nope.wasm\"\n");
         let e = load(&f).expect_err("missing plugin");
         assert_eq!(e.key, "namespaces.a.target.plugin");
+        let want = format!("no plugin file at {} ", dir.path().join("nope.wasm").display());
+        assert!(e.problem.starts_with(&want), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file_and_print_absolute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("conf")).expect("mkdir");
+        let f = dir.path().join("conf/wharf.toml");
+        std::fs::write(&f, "[namespaces.a.target]\nplugin = \"../plugins/./x.wasm\"\n").expect("write");
+        let e = load(&f).expect_err("missing plugin");
+        let want = dir.path().join("plugins/x.wasm");
+        assert!(e.problem.contains(&format!("at {} ", want.display())), "{e}");
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+    }
+
+    #[test]
+    fn an_inverted_backoff_names_the_key_and_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            "[namespaces.a.retry]\ninitial_backoff_ms = 900\nmax_backoff_ms = 100\n[namespaces.a.target]\nplugin = \"p.wasm\"\n",
+        );
+        let e = load(&f).expect_err("inverted");
+        assert_eq!(e.key, "namespaces.a.retry.max_backoff_ms");
+        assert_eq!(e.line.as_deref(), Some("line 3: max_backoff_ms = 100"));
     }
 
     #[test]
