@@ -723,7 +723,15 @@ impl Partition {
             if s.generation != generation {
                 // A temporary failure discarded these records (every waiter
                 // was woken then; nobody waits on this appender).
-                return Err(s.discarded.as_ref().map_or_else(|| LogError::EmptyBatch, Discard::error));
+                // `discarded` is set with every generation bump.
+                return Err(s.discarded.as_ref().map_or_else(
+                    || LogError::Io {
+                        path: self.dir.clone(),
+                        op: "append",
+                        source: std::io::Error::other("records discarded after a temporary write failure"),
+                    },
+                    Discard::error,
+                ));
             }
             if let Some(e) = self.halted_err() {
                 let wake = s.release(true);
