@@ -1,11 +1,11 @@
 # Wharf: the commands a newcomer needs. See README.md.
 SHELL := /bin/bash
 CARGO ?= cargo
-PLUGINS := memcached http
+PLUGINS := memcached http wharf replica
 EXAMPLES := log-target
 FIXTURES := misbehave
 
-.PHONY: all deps test-deps build plugins test demo bench fuzz lint fmt clean
+.PHONY: all deps test-deps build plugins polyglot test demo demo-replica bench fuzz lint fmt clean
 
 all: build
 
@@ -13,9 +13,11 @@ all: build
 deps:
 	@scripts/install-deps.sh
 
-## test-deps: also tansu (Kafka protocol) and moto (SQS) for the backend tests
+## test-deps: also tansu (Kafka protocol) and moto (SQS) for the backend tests,
+## componentize-py and sdk/js's npm tools for Python and JavaScript plugins
 test-deps: deps
 	@scripts/queue-servers.sh install
+	@scripts/polyglot-deps.sh
 
 ## build: target/release/wharf and target/plugins/<name>.wasm
 build: deps
@@ -33,16 +35,33 @@ plugins:
 	@$(foreach f,$(FIXTURES),cp target/wasm32-wasip2/plugin/wharf_fixture_$(f).wasm target/plugins/fixture-$(f).wasm;)
 	@ls -1 target/plugins/*.wasm
 
+## polyglot: the Python and JavaScript example plugins as target/plugins/<name>.wasm
+## (componentize-py, componentize-js; rebuilt only when their sources change)
+polyglot: target/plugins/python-webhook.wasm target/plugins/js-webhook.wasm
+PY_SDK := $(wildcard sdk/python/*.py sdk/python/wharf_sdk/*.py sdk/wit/*.wit sdk/wit/deps/*/*.wit)
+JS_SDK := $(wildcard sdk/js/build.mjs sdk/js/package-lock.json sdk/js/src/*.js sdk/wit/*.wit sdk/wit/deps/*/*.wit)
+target/plugins/python-webhook.wasm: $(wildcard examples/python-webhook/*.py) $(PY_SDK)
+	@mkdir -p target/plugins
+	componentize-py -q -d sdk/wit -w plugin componentize wharf_main -p sdk/python -p examples/python-webhook -o $@
+target/plugins/js-webhook.wasm: $(wildcard examples/js-webhook/*.js) $(JS_SDK)
+	@mkdir -p target/plugins examples/js-webhook/node_modules
+	@ln -sfn ../../../sdk/js examples/js-webhook/node_modules/wharf-sdk
+	node sdk/js/build.mjs examples/js-webhook/plugin.js -o $@
+
 ## demo: a sidecar in front of a real memcached, end to end
 demo: build
 	@scripts/demo.sh
+
+## demo-replica: a primary and a replica Wharf (docs/replication.md), each with its memcached
+demo-replica: build
+	@scripts/demo-replica.sh
 
 ## test: the whole suite, against real servers it starts itself
 # One workspace-wide build with every target, so the binary the end-to-end
 # tests run and the test crates share one feature set (no second compile).
 test: test-deps
 	$(CARGO) build --release --locked --workspace --all-targets
-	@$(MAKE) --no-print-directory plugins
+	@$(MAKE) --no-print-directory plugins polyglot
 	$(CARGO) test --release --locked --workspace
 
 ## bench: benchmarks that print tables (log vs raw disk, Wasm vs native, API vs framework ceiling, backends)

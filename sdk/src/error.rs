@@ -22,6 +22,7 @@ pub struct Error {
 enum Kind {
     Retry { after: Option<Duration> },
     Reject,
+    Halt,
 }
 
 impl Error {
@@ -34,6 +35,17 @@ impl Error {
     /// queue. Use it only when trying again cannot help.
     pub fn reject(reason: impl Into<String>) -> Self {
         Self { reason: reason.into(), kind: Kind::Reject }
+    }
+
+    /// The target cannot go on without an operator: the host stops this
+    /// target on the message's partition until `wharf target resume`.
+    pub fn halt(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), kind: Kind::Halt }
+    }
+
+    /// True for a halt.
+    pub fn is_halt(&self) -> bool {
+        matches!(self.kind, Kind::Halt)
     }
 
     /// Ask the host to wait at least `after` before the retry (for example
@@ -72,7 +84,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind {
             Kind::Retry { after } => after,
-            Kind::Reject => None,
+            Kind::Reject | Kind::Halt => None,
         }
     }
 }

@@ -41,7 +41,7 @@ mod types;
 
 pub use config::Config;
 pub use error::Error;
-pub use types::{Batch, Message, Outcome, PluginInfo};
+pub use types::{Batch, LogRecord, Message, Outcome, PluginInfo};
 
 /// Wall-clock time in ms since the Unix epoch (the host's clock on wasm32).
 pub fn now_ms() -> u64 {
@@ -149,7 +149,7 @@ pub mod __private {
     #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit/0.2.0",
+            path: "../wit/0.3.0",
             world: "target",
             pub_export_macro: true,
             export_macro_name: "export",
@@ -164,7 +164,7 @@ pub mod __private {
     mod wasm {
         use super::bindings::wharf::target::types as wit;
         use crate::runner::{Runner, describe};
-        use crate::{Batch, Config, Message, Outcome, Target};
+        use crate::{Batch, Config, LogRecord, Message, Outcome, Target};
 
         pub fn wit_init<T: Target>(
             runner: &mut Runner<T>,
@@ -199,6 +199,12 @@ pub mod __private {
                 attempt: m.attempt,
                 replays: m.replays,
                 written_at_ms: m.written_at_ms,
+                record: m.record.map(|r| LogRecord {
+                    bytes: r.bytes,
+                    checksum: r.checksum,
+                    digest: r.digest,
+                    prev_digest: r.prev_digest,
+                }),
             }
         }
 
@@ -210,6 +216,7 @@ pub mod __private {
                     after_ms: after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 }),
                 Outcome::Reject { reason } => wit::Outcome::Reject(reason),
+                Outcome::Halt { reason } => wit::Outcome::Halt(reason),
             }
         }
     }

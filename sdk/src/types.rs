@@ -26,6 +26,23 @@ pub struct Message {
     pub replays: u32,
     /// When the host made the message durable, in ms since the Unix epoch.
     pub written_at_ms: u64,
+    /// The stored log record, for a target with `ordering = "partition"`
+    /// on the embedded log (a mirror of the log, such as the replica).
+    pub record: Option<LogRecord>,
+}
+
+/// A log record exactly as stored, with what proves its place in the
+/// partition's history (`wharf:target@0.3.0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The record's bytes as the log stores them.
+    pub bytes: Vec<u8>,
+    /// CRC-32C of `bytes`, computed by the host that wrote the record.
+    pub checksum: u32,
+    /// The partition's chained digest after this record (16 hex digits).
+    pub digest: String,
+    /// The chained digest of everything below this record (16 hex digits).
+    pub prev_digest: String,
 }
 
 impl Message {
@@ -45,6 +62,7 @@ impl Message {
             attempt: 1,
             replays: 0,
             written_at_ms: 0,
+            record: None,
         }
     }
 
@@ -148,6 +166,10 @@ pub enum Outcome {
     /// A permanent failure: the host moves the message to the dead-letter
     /// queue.
     Reject { reason: String },
+    /// The target cannot go on without an operator (e.g. a replica whose
+    /// history diverged): the host stops this target on this partition
+    /// until `wharf target resume`. Never retried.
+    Halt { reason: String },
 }
 
 impl Outcome {
@@ -173,11 +195,40 @@ impl Outcome {
         matches!(self, Outcome::Reject { .. })
     }
 
-    /// The reason of a retry or reject.
+    /// A halt.
+    pub fn halt(reason: impl Into<String>) -> Self {
+        Outcome::Halt { reason: reason.into() }
+    }
+
+    pub fn is_halt(&self) -> bool {
+        matches!(self, Outcome::Halt { .. })
+    }
+
+    /// The reason of a retry, reject or halt.
     pub fn reason(&self) -> Option<&str> {
         match self {
             Outcome::Delivered => None,
-            Outcome::Retry { reason, .. } | Outcome::Reject { reason } => Some(reason),
+            Outcome::Retry { reason, .. } | Outcome::Reject { reason } | Outcome::Halt { reason } => {
+                Some(reason)
+            }
+        }
+    }
+
+    /// The outcome as `deliver_one` returns it: `Ok` for delivered, the
+    /// matching [`Error`] otherwise (a missing outcome is a retry).
+    pub fn into_result(outcome: Option<Outcome>) -> Result<(), Error> {
+        match outcome {
+            Some(Outcome::Delivered) => Ok(()),
+            Some(Outcome::Retry { reason, after }) => {
+                let err = Error::retry(reason);
+                Err(match after {
+                    Some(a) => err.after(a),
+                    None => err,
+                })
+            }
+            Some(Outcome::Reject { reason }) => Err(Error::reject(reason)),
+            Some(Outcome::Halt { reason }) => Err(Error::halt(reason)),
+            None => Err(Error::retry("no outcome")),
         }
     }
 }
@@ -185,9 +236,12 @@ impl Outcome {
 impl From<Error> for Outcome {
     fn from(err: Error) -> Self {
         let after = err.retry_after();
-        let retry = err.is_retry();
         let reason = err.reason().to_string();
-        if retry { Outcome::Retry { reason, after } } else { Outcome::Reject { reason } }
+        match (err.is_retry(), err.is_halt()) {
+            (true, _) => Outcome::Retry { reason, after },
+            (_, true) => Outcome::Halt { reason },
+            _ => Outcome::Reject { reason },
+        }
     }
 }
 

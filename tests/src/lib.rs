@@ -4,6 +4,8 @@
 //! The binary and plugins must be built first (`make build`); the harness
 //! says so plainly when they are missing.
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -562,6 +564,36 @@ impl Wharf {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Starts the process over its data dir and SIGKILLs it as soon as it
+    /// logs that it opened (recovered) a partition: a crash during
+    /// recovery. Leaves it stopped; [`Wharf::restart`] starts it again.
+    pub fn crash_during_start(&mut self) {
+        self.kill();
+        let before = self.log().matches("partition opened").count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("wharf.log"))
+            .expect("log file");
+        let mut child = Command::new(wharf_bin())
+            .args(["serve", "--role", &self.role, "--config"])
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("partition opened").count() == before && Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     pub fn url(&self, path: &str) -> String {

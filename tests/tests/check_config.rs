@@ -53,12 +53,33 @@ fn assert_rejected((code, _, stderr): (i32, String, String), key: &str, also: &[
 fn every_shipped_example_passes_from_the_repo_root() {
     plugin("memcached");
     plugin("http");
-    for name in ["wharf", "http", "kafka", "sqs"] {
+    plugin("replica");
+    for name in ["wharf", "http", "kafka", "sqs", "replica-primary", "replica"] {
         let file = format!("examples/{name}.toml");
         let (code, stdout, stderr) = check_in(&root(), Path::new(&file));
         assert_eq!(code, 0, "{file}: stdout {stdout} stderr {stderr}");
         assert!(stdout.contains("ok") && stdout.contains("init ok"), "{file}: {stdout}");
     }
+}
+
+#[test]
+fn replication_settings_that_cannot_work_are_config_errors() {
+    let kafka = "queue = { kind = \"kafka\", brokers = \"127.0.0.1:9\", topic = \"t\" }\n";
+    let body = format!(
+        "[namespaces.r]\nmode = \"replica\"\n{kafka}[namespaces.r.target]\nplugin = \"{}\"\nconfig = {{ url = \"http://x/\" }}\n",
+        plugin("http").display()
+    );
+    assert_rejected(check_text(&body), "namespaces.r.mode", &["embedded log"]);
+    let body = format!(
+        "[namespaces.q]\n{kafka}[namespaces.q.target]\nplugin = \"{}\"\nordering = \"partition\"\nconfig = {{ url = \"http://x/\" }}\n",
+        plugin("http").display()
+    );
+    assert_rejected(check_text(&body), "namespaces.q.target.ordering", &["embedded log"]);
+    let body = format!(
+        "[namespaces.q.target]\nplugin = \"{}\"\nordering = \"sideways\"\nconfig = {{ url = \"http://x/\" }}\n",
+        plugin("http").display()
+    );
+    assert_rejected(check_text(&body), "namespaces.q.target.ordering", &["sideways"]);
 }
 
 #[test]

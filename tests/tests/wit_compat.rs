@@ -1,10 +1,11 @@
 //! WIT compatibility (issue 6): a plugin built against an older supported
 //! `wharf:target` version keeps loading after a host upgrade.
 //!
-//! The 0.1.0 plugin is a committed binary that is never rebuilt
-//! (`tests/fixtures/wit-0.1.0/`): the http plugin as it was before 0.2.0.
-//! The 0.2.0 plugin is today's `plugins/http`. Both deliver through the real
-//! binary to a real local HTTP server.
+//! The 0.1.0 and 0.2.0 plugins are committed binaries that are never
+//! rebuilt (`tests/fixtures/wit-0.1.0/`, `tests/fixtures/wit-0.2.0/`): the
+//! http plugin as it was before 0.2.0 and before 0.3.0. The 0.3.0 plugin is
+//! today's `plugins/http`. All deliver through the real binary to a real
+//! local HTTP server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,13 @@ const FIXTURE_0_1_DIGEST: &str = "sha256:fe1954f31e5c785c6774696bbdb4d8c482cc41f
 
 fn plugin_0_1() -> PathBuf {
     fixture("wit-0.1.0/http.wasm")
+}
+
+/// See `FIXTURE_0_1_DIGEST`.
+const FIXTURE_0_2_DIGEST: &str = "sha256:3575dc58026e3461932f78663a1a7a336b6efbc72290a99860663ef901b3c7d6";
+
+fn plugin_0_2() -> PathBuf {
+    fixture("wit-0.2.0/http.wasm")
 }
 
 /// `wharf plugin check [--json] FILE`: exit success and stdout.
@@ -104,16 +112,26 @@ fn plugin_check_says_the_fixture_is_0_1_and_predates_describe() {
 }
 
 #[test]
-fn plugin_check_says_the_current_plugin_is_0_2_and_prints_what_it_describes() {
+fn plugin_check_says_the_0_2_fixture_is_0_2() {
+    let (ok, out) = check(&plugin_0_2(), true);
+    assert!(ok, "the host no longer loads the 0.2.0 fixture:\n{out}");
+    let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["digest"], json!(FIXTURE_0_2_DIGEST), "the 0.2.0 fixture was replaced");
+    assert_eq!(report["wit"], json!("wharf:target@0.2.0"));
+    assert_eq!(report["describe"]["name"], json!("wharf-plugin-http"));
+}
+
+#[test]
+fn plugin_check_says_the_current_plugin_is_0_3_and_prints_what_it_describes() {
     let (ok, out) = check(&plugin("http"), false);
     assert!(ok, "{out}");
-    assert!(out.contains("wit      wharf:target@0.2.0\n"), "{out}");
+    assert!(out.contains("wit      wharf:target@0.3.0\n"), "{out}");
     assert!(out.contains("describe wharf-plugin-http "), "{out}");
 
     let (ok, out) = check(&plugin("http"), true);
     assert!(ok, "{out}");
     let report: Value = serde_json::from_str(&out).expect("json report");
-    assert_eq!(report["wit"], json!("wharf:target@0.2.0"));
+    assert_eq!(report["wit"], json!("wharf:target@0.3.0"));
     assert_eq!(report["describe"]["name"], json!("wharf-plugin-http"));
     assert!(report["describe"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{report}");
 }
@@ -138,7 +156,7 @@ fn a_0_1_plugin_delivers_every_message_and_dead_letter_replays_to_a_real_http_se
 #[test]
 fn a_0_2_plugin_delivers_every_message_and_sees_how_often_it_was_replayed() {
     let sink = HttpSink::start();
-    let wharf = Wharf::start(&sink.namespace("new", 2, ""));
+    let wharf = Wharf::start(&sink.namespace_with_plugin("new", 2, "", &plugin_0_2()));
     assert_eq!(ready_plugin(&wharf, "new")["wit"], json!("wharf:target@0.2.0"));
 
     deliver_n(&wharf, &sink, "new");
@@ -170,18 +188,18 @@ fn deliver_one(wharf: &Wharf, sink: &HttpSink, ns: &str, payload: &[u8]) -> whar
 }
 
 #[test]
-fn a_namespace_switches_between_0_1_and_0_2_plugins_at_runtime() {
+fn a_namespace_switches_between_0_1_and_0_3_plugins_at_runtime() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&sink.namespace("hooks", 1, ""));
 
     register(&wharf, "hooks", &plugin_0_1());
     assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.1.0"));
     let got = deliver_one(&wharf, &sink, "hooks", b"via 0.1 registered");
-    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a 0.2.0 plugin");
+    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a 0.3.0 plugin");
 
     register(&wharf, "hooks", &plugin("http"));
-    assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.2.0"));
-    let got = deliver_one(&wharf, &sink, "hooks", b"via 0.2 registered");
+    assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.3.0"));
+    let got = deliver_one(&wharf, &sink, "hooks", b"via 0.3 registered");
     assert_eq!(got.header("x-wharf-replays"), Some("0"), "delivered by the 0.1.0 plugin");
 
     let out = Command::new(wharf_bin())
@@ -191,5 +209,5 @@ fn a_namespace_switches_between_0_1_and_0_2_plugins_at_runtime() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.1.0"));
     let got = deliver_one(&wharf, &sink, "hooks", b"via 0.1 rolled back");
-    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a 0.2.0 plugin");
+    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a 0.3.0 plugin");
 }

@@ -50,6 +50,14 @@ pub struct NsTargetPart {
     pub partition: u32,
 }
 
+/// A target's halts, by the halt's code (`Halt::code`, bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsTargetReason {
+    pub namespace: String,
+    pub target: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NsKind {
     pub namespace: String,
@@ -104,6 +112,12 @@ pub struct Metrics {
     pub batch_limit: Family<NsTargetPart, Gauge>,
     pub retrying_keys: Family<NsTargetPart, Gauge>,
     pub plugin_quarantined: Family<NsTarget, Gauge>,
+    pub target_halts: Family<NsTargetReason, Counter>,
+    pub target_halted: Family<NsTargetPart, Gauge>,
+    pub mirror_shipped_bytes: Family<NsTarget, Counter>,
+    pub replica_records: Family<NsKind, Counter>,
+    pub replica_halts: Family<NsKind, Counter>,
+    pub replica_halted: Family<NsPart, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,6 +258,36 @@ impl Metrics {
                 "1 while the target's plugin is quarantined",
                 Family::default()
             ),
+            target_halts: reg!(
+                "wharf_target_halts",
+                "Times a plugin halted a target's cursor on a partition, by reason",
+                Family::default()
+            ),
+            target_halted: reg!(
+                "wharf_target_halted",
+                "1 while a target's cursor on a partition is halted (until wharf target resume)",
+                Family::default()
+            ),
+            mirror_shipped_bytes: reg!(
+                "wharf_mirror_shipped_bytes",
+                "Stored record bytes handed to a mirroring target (ordering = partition) and delivered",
+                Family::default()
+            ),
+            replica_records: reg!(
+                "wharf_replica_records",
+                "Replicated records received by a replica: appended or duplicate",
+                Family::default()
+            ),
+            replica_halts: reg!(
+                "wharf_replica_halts",
+                "Times replication into a replica partition halted, by kind",
+                Family::default()
+            ),
+            replica_halted: reg!(
+                "wharf_replica_halted",
+                "1 while replication into a replica partition is halted",
+                Family::default()
+            ),
             registry: r,
         }
     }
@@ -317,6 +361,14 @@ pub fn ns_target(namespace: &str, target: &str) -> NsTarget {
 
 pub fn ns_target_kind(namespace: &str, target: &str, kind: &'static str) -> NsTargetKind {
     NsTargetKind { namespace: namespace.to_string(), target: target.to_string(), kind }
+}
+
+pub fn ns_target_reason(namespace: &str, target: &str, reason: &str) -> NsTargetReason {
+    NsTargetReason {
+        namespace: namespace.to_string(),
+        target: target.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 pub fn ns_target_part(namespace: &str, target: &str, partition: u32) -> NsTargetPart {

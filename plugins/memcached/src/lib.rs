@@ -80,13 +80,7 @@ impl Target for Memcached {
     }
 
     fn deliver_one(&mut self, msg: &Message) -> Result<(), Error> {
-        let outcome = self.deliver(&Batch::new(vec![msg.clone()])).pop();
-        match outcome {
-            Some(Outcome::Delivered) => Ok(()),
-            Some(Outcome::Retry { reason, .. }) => Err(Error::retry(reason)),
-            Some(Outcome::Reject { reason }) => Err(Error::reject(reason)),
-            None => Err(Error::retry("no outcome")),
-        }
+        Outcome::into_result(self.deliver(&Batch::new(vec![msg.clone()])).pop())
     }
 
     fn deliver(&mut self, batch: &Batch) -> Vec<Outcome> {

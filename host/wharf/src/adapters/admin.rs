@@ -1,6 +1,6 @@
 //! The admin API: plugins per namespace target at runtime (`?target=NAME`,
 //! optional when the namespace has one target), config reload, purge of
-//! a removed namespace's data. Every call leaves an audit line. When auth is
+//! a removed namespace's data, and resuming a halted target or replica. Every call leaves an audit line. When auth is
 //! on, these routes take an admin token only.
 
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/v1/admin/namespaces/{ns}/plugin/rollback", post(rollback))
         .route("/v1/admin/namespaces/{ns}/data", delete(purge_data))
         .route("/v1/admin/reload", post(reload))
+        .route("/v1/admin/namespaces/{ns}/targets/{target}/resume", post(resume_target))
+        .route("/v1/admin/namespaces/{ns}/replication/resume", post(resume_replication))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
 }
 
@@ -150,4 +152,54 @@ async fn purge_data(
         }
     };
     finish(&node, &headers, "namespace.purge", &ns, r)
+}
+
+/// `?partition=P` (every partition when absent).
+#[derive(Debug, serde::Deserialize)]
+struct PartitionQuery {
+    partition: Option<String>,
+}
+
+impl PartitionQuery {
+    fn get(&self) -> Result<Option<u32>, ApiError> {
+        self.partition.as_deref().map(crate::adapters::replication::partition).transpose()
+    }
+}
+
+fn cleared_json(cleared: Vec<(u32, crate::storage::halts::Halt)>) -> Value {
+    Value::Array(cleared.into_iter().map(|(p, h)| json!({"partition": p, "was": h.reason})).collect())
+}
+
+/// Clears a halt the target's plugin asked for; the cursor goes on.
+async fn resume_target(
+    State(node): State<Arc<Node>>,
+    Path((ns, target)): Path<(String, String)>,
+    Query(q): Query<PartitionQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = namespace(&node, &ns).and_then(|n| {
+        let t = n.target(Some(&target))?;
+        let cleared = control::resume_target(t, q.get()?)?;
+        Ok(json!({"namespace": n.name, "target": t.name, "resumed": cleared_json(cleared)}))
+    });
+    finish(&node, &headers, "target.resume", &format!("{ns}/{target}"), r)
+}
+
+/// Clears a replica partition's replication halt; the next batch is checked
+/// as any other (a divergence halts again: nothing is healed).
+async fn resume_replication(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    Query(q): Query<PartitionQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = async {
+        let n = namespace(&node, &ns)?;
+        let cleared = crate::services::replication::resume(&n, q.get()?).await?;
+        Ok(json!({"namespace": n.name, "resumed": cleared_json(cleared)}))
+    }
+    .await;
+    finish(&node, &headers, "replication.resume", &ns, r)
 }

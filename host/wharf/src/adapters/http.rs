@@ -38,6 +38,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/namespaces/{ns}/dlq/{id}", delete(dlq_delete))
         .route("/v1/status", get(status))
         .merge(crate::adapters::admin::router())
+        .merge(crate::adapters::replication::router())
         .route_layer(middleware::from_fn_with_state(node.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))

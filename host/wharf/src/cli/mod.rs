@@ -14,7 +14,10 @@ use crate::services::node::Node;
 mod check;
 mod log;
 pub(crate) mod output;
+mod plugin_new;
+mod plugin_test;
 mod remote;
+mod replica;
 mod table;
 
 use self::output::outln;
@@ -90,6 +93,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cmd_remote::DlqCmd,
     },
+    /// Operate a running sidecar's targets (resume one its plugin halted).
+    Target {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(subcommand)]
+        cmd: replica::TargetCmd,
+    },
+    /// Replication: status of shipping targets and replica namespaces,
+    /// resume a halted replica.
+    Replica {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(subcommand)]
+        cmd: replica::ReplicaCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +125,10 @@ enum PluginCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scaffold a plugin project (Rust, Python or JavaScript) outside the repo.
+    New(plugin_new::NewArgs),
+    /// Run a plugin through a conformance check without a sidecar; exit 1 if it fails.
+    Test(plugin_test::TestArgs),
 }
 
 /// The `wharf` command tree (for tests that walk every argument).
@@ -121,8 +143,14 @@ impl Cmd {
             Cmd::Serve { .. } | Cmd::CheckConfig { .. } => false,
             Cmd::Log(cmd) => cmd.json(),
             Cmd::Plugin(PluginCmd::Check { json, .. }) => *json,
+            Cmd::Plugin(PluginCmd::Test(args)) => args.json,
+            Cmd::Plugin(PluginCmd::New(_)) => false,
             Cmd::Plugin(PluginCmd::Admin(cmd)) => cmd.json(),
-            Cmd::Status { server } | Cmd::Reload { server } | Cmd::Dlq { server, .. } => server.json,
+            Cmd::Status { server }
+            | Cmd::Reload { server }
+            | Cmd::Dlq { server, .. }
+            | Cmd::Target { server, .. }
+            | Cmd::Replica { server, .. } => server.json,
         }
     }
 }
@@ -159,9 +187,13 @@ pub fn main() -> ExitCode {
         }
         Cmd::Plugin(PluginCmd::Check { file, json }) => plugin_check(&file, json),
         Cmd::Plugin(PluginCmd::Admin(cmd)) => cmd_remote::plugin_admin(cmd),
+        Cmd::Plugin(PluginCmd::New(args)) => plugin_new::run(args),
+        Cmd::Plugin(PluginCmd::Test(args)) => plugin_test::run(args),
         Cmd::Status { server } => cmd_remote::status(&server),
         Cmd::Reload { server } => cmd_remote::reload(&server),
         Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),
+        Cmd::Target { server, cmd } => replica::target(&server, cmd),
+        Cmd::Replica { server, cmd } => replica::replica(&server, cmd),
     };
     match result {
         Ok(code) => code,

@@ -97,13 +97,13 @@ fn base_url(server: &str) -> Result<String, CliError> {
     }
 }
 
-struct Client {
+pub(super) struct Client {
     base: String,
     agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(server: &Server) -> Result<Self, CliError> {
+    pub(super) fn new(server: &Server) -> Result<Self, CliError> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(600)))
@@ -112,7 +112,7 @@ impl Client {
         Ok(Self { base: base_url(&server.server)?, agent })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.send(method, path, body.map(|b| b.to_string().into_bytes()))
     }
 
@@ -418,7 +418,7 @@ fn query(target: &Option<String>, sep: char) -> String {
 }
 
 /// One URL path segment or query value: Kafka message ids hold `/` and `@`.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

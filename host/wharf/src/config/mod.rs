@@ -107,6 +107,34 @@ pub struct Namespace {
     /// breaker, DLQ and plugin.
     #[serde(default)]
     pub targets: BTreeMap<String, Target>,
+    /// `primary` (default): clients write here. `replica`: the partitions
+    /// mirror a primary's, fed only through the replication endpoint;
+    /// client writes are refused (docs/replication.md). Embedded log only.
+    #[serde(default)]
+    pub mode: NamespaceMode,
+}
+
+/// Who writes a namespace's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceMode {
+    #[default]
+    Primary,
+    Replica,
+}
+
+/// The order a target receives messages in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Per key (default): a retry holds back later messages of its key only.
+    #[default]
+    Key,
+    /// Per partition: a batch is a contiguous run of sequences, nothing past
+    /// an unfinished message is sent, retries never give up, and each
+    /// message carries its stored log record (the replica). Embedded log
+    /// only.
+    Partition,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +331,9 @@ pub struct Target {
     /// moves on. Counted across restarts. Default 3.
     #[serde(default = "default_poison_after")]
     pub poison_after: u32,
+    /// `key` (default) or `partition` (see [`Ordering`]).
+    #[serde(default)]
+    pub ordering: Ordering,
 }
 
 fn default_poison_after() -> u32 {
@@ -342,6 +373,7 @@ pub struct LoadedNamespace {
     pub queue: Option<wharf_queue::QueueConfig>,
     /// At least one; in name order.
     pub targets: Vec<LoadedTarget>,
+    pub mode: NamespaceMode,
 }
 
 /// The name of the target of a `[namespaces.<ns>.target]` table.
@@ -418,8 +450,23 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 "an SQS namespace takes one target (an SQS message is consumed once); give each target its own namespace".into(),
             ));
         }
+        let embedded = matches!(ns.queue, None | Some(wharf_queue::QueueConfig::Embedded));
+        if ns.mode == NamespaceMode::Replica && !embedded {
+            return Err(err(
+                &key("mode"),
+                "a replica namespace mirrors an embedded log; remove `queue` or use mode = \"primary\""
+                    .into(),
+            ));
+        }
         let mut targets = Vec::new();
         for (tname, t) in tables {
+            if t.ordering == Ordering::Partition && !embedded {
+                let k = match single_table {
+                    true => key("target.ordering"),
+                    false => key(&format!("targets.{tname}.ordering")),
+                };
+                return Err(err(&k, "ordering = \"partition\" needs the embedded log (a queue has no stored records to mirror)".into()));
+            }
             let tkey = |k: &str| match single_table {
                 true => key(&format!("target.{k}")),
                 false => key(&format!("targets.{tname}.{k}")),
@@ -447,6 +494,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 tokens: ns.tokens,
                 queue: ns.queue.filter(|q| *q != wharf_queue::QueueConfig::Embedded),
                 targets,
+                mode: ns.mode,
             },
         );
     }

@@ -23,6 +23,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
+use crate::config::Ordering;
 use crate::engine::breaker::{Breaker, CallSummary, Transition};
 use crate::engine::namespace::Namespace;
 use crate::engine::source::{Pulled, Source};
@@ -32,6 +33,7 @@ use crate::metrics;
 use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
 use crate::storage::dlq::{DlqEntry, Failure, FailureKind};
 use crate::storage::envelope::TxnMarker;
+use crate::storage::halts::Halt;
 
 /// Persist the watermark at most this often while busy.
 const WATERMARK_EVERY: Duration = Duration::from_millis(200);
@@ -64,6 +66,9 @@ pub struct Engine {
     /// Queue messages that are not envelopes, whose DLQ write failed: they
     /// stay in flight (never reach the plugin) and the write is retried.
     undecodable: Vec<u64>,
+    /// `ordering = "partition"` on the log: contiguous runs, retries never
+    /// give up, each message carries its stored record (a mirror).
+    strict: bool,
 }
 
 impl Engine {
@@ -77,6 +82,7 @@ impl Engine {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         lane.with(|w| *w = Window::starting_at(start, ns.cfg.delivery.batch_max));
+        let strict = matches!(source, Source::Log(_)) && target.cfg.target.ordering == Ordering::Partition;
         let mut slot = target.slot.subscribe();
         let plugin = slot.borrow_and_update().clone();
         Self {
@@ -95,6 +101,7 @@ impl Engine {
             last_persist: Instant::now(),
             finished_transaction: false,
             undecodable: Vec::new(),
+            strict,
         }
     }
 
@@ -110,13 +117,23 @@ impl Engine {
         }
     }
 
+    /// An operator must act first: the plugin halted this lane, or
+    /// replication into this replica partition halted.
+    fn paused_by_halt(&self) -> bool {
+        let replica_halted = match self.source.as_ref() {
+            Some(Source::Log(s)) => s.part.replica_halt().is_some(),
+            _ => false,
+        };
+        replica_halted || self.lane.halted().is_some()
+    }
+
     #[tracing::instrument(name = "delivery", skip_all, fields(namespace = %self.ns.name, target = %self.target.name, lane = self.lane.index))]
     pub async fn run(mut self) {
         let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
         while !(*self.shutdown.borrow() || self.halted() || self.ns.is_removed()) {
             self.switch_plugin_if_changed();
             self.handle_moves().await;
-            if self.plugin.is_none() || self.target.quarantined() {
+            if self.plugin.is_none() || self.target.quarantined() || self.paused_by_halt() {
                 // Paused until an operator acts; keep the watermark exact.
                 self.persist_watermark(true).await;
                 // `changed()` marks the new value seen: take it right here,
@@ -269,8 +286,20 @@ impl Engine {
         let target = self.target.name.clone();
         let mut shutdown = self.shutdown.clone();
         let pulled = tokio::select! {
-            p = self.source().pull(from, room, wait, &target) => p.map_err(|e| e.to_string())?,
+            p = self.source().pull(from, room, wait, &target) => p,
             _ = shutdown.changed() => return Ok(0),
+        };
+        let pulled = match pulled {
+            Ok(p) => p,
+            // The mirror cannot prove these records: this target halts on
+            // this partition; writes and other targets go on.
+            Err(e @ crate::engine::source::SourceError::Chain { .. }) => {
+                if self.lane.halted().is_none() {
+                    self.halt_lane(Vec::new(), e.to_string()).await;
+                }
+                return Ok(0);
+            }
+            Err(e) => return Err(e.to_string()),
         };
         let mut undecodable = std::mem::take(&mut self.undecodable);
         let mut count = 0;
@@ -303,14 +332,15 @@ impl Engine {
     /// breaker is half-open) and marks them in flight.
     fn select(&mut self) -> Vec<(u64, Message)> {
         let ns = self.ns.name.clone();
+        let strict = self.strict;
         self.lane.with(|w| {
             let now = now_ms();
-            let seqs = match w.breaker {
-                super::breaker::BreakerState::HalfOpen => w.select_probe(now),
-                _ => {
-                    let max = w.batch_limit.max(1);
-                    w.select(now, max)
-                }
+            let half_open = w.breaker == super::breaker::BreakerState::HalfOpen;
+            let max = if half_open { 1 } else { w.batch_limit.max(1) };
+            let seqs = match (strict, half_open) {
+                (true, _) => w.select_run(now, max),
+                (false, true) => w.select_probe(now),
+                (false, false) => w.select(now, max),
             };
             seqs.into_iter().filter_map(|seq| Some((seq, to_message(&ns, seq, w.get(seq)?)))).collect()
         })
@@ -323,6 +353,12 @@ impl Engine {
             _ => None,
         };
         let wit_batch = match (&marker, batch.as_slice()) {
+            (Some(_), [(seq, _)]) if self.strict => {
+                // Its chunks are not in the log: a mirror cannot carry it.
+                let reason = "unsupported: a transaction is not replicated (docs/replication.md); resume after moving it to the DLQ".to_string();
+                self.halt_lane(vec![*seq], reason).await;
+                return CallSummary::SETTLED;
+            }
             (Some(txn), [(seq, head)]) => {
                 match reassemble(self.ns.clone(), txn.clone(), head.clone()).await {
                     Ok(b) => b,
@@ -379,11 +415,21 @@ impl Engine {
         let failed = outcomes.iter().all(|o| matches!(o, Outcome::Retry(_)));
         let pushed_back = outcomes.iter().any(|o| matches!(o, Outcome::Retry(r) if r.after_ms.is_some()));
         let now = now_ms();
+        // A halt stops the lane at that message: it and every later one of
+        // the call stay, whatever their outcomes.
+        let halt_at = outcomes.iter().position(|o| matches!(o, Outcome::Halt(_)));
+        let mut halted = Vec::new();
+        let mut halt_reason = None;
         let mut rest = Vec::new();
         let mut done = Vec::new();
         self.lane.with(|w| {
-            for (seq, outcome) in seqs.into_iter().zip(outcomes) {
+            for (i, (seq, outcome)) in seqs.into_iter().zip(outcomes).enumerate() {
                 match outcome {
+                    _ if halt_at.is_some_and(|h| i > h) => halted.push(seq),
+                    Outcome::Halt(reason) => {
+                        halted.push(seq);
+                        halt_reason = Some(reason);
+                    }
                     Outcome::Delivered => {
                         w.delivered_total += 1;
                         done.extend(w.finish(seq));
@@ -392,9 +438,13 @@ impl Engine {
                 }
             }
         });
+        let shipped: usize = done.iter().filter_map(|p| p.record.as_ref()).map(|r| r.bytes.len()).sum();
         let label = self.label();
         let m = metrics::get();
         m.delivered.get_or_create(&label).inc_by(done.len() as u64);
+        if shipped > 0 {
+            m.mirror_shipped_bytes.get_or_create(&label).inc_by(shipped as u64);
+        }
         {
             let hist = m.delivery_latency.get_or_create(&label);
             for p in &done {
@@ -406,7 +456,7 @@ impl Engine {
         }
         for (seq, outcome) in rest {
             match outcome {
-                Outcome::Delivered => {}
+                Outcome::Delivered | Outcome::Halt(_) => {}
                 Outcome::Reject(reason) => {
                     self.lane.with(|w| w.reject(seq, FailureKind::Reject, now_ms(), reason.clone()));
                     self.dead_letter(seq, FailureKind::Reject, reason).await
@@ -417,7 +467,26 @@ impl Engine {
                 }
             }
         }
+        if let Some(reason) = halt_reason {
+            self.halt_lane(halted, reason).await;
+        }
         CallSummary { failed, throttled: failed || pushed_back || slow }
+    }
+
+    /// Halts this lane (persisted) and puts `seqs` back, untried: they wait
+    /// for an operator's `wharf target resume`.
+    async fn halt_lane(&mut self, seqs: Vec<u64>, reason: String) {
+        self.lane.with(|w| seqs.iter().for_each(|seq| w.postpone(*seq, 0)));
+        let halt = Halt::new(reason);
+        tracing::error!(reason = %halt.reason, at_message = seqs.first().copied(), "target halted on this partition; waiting for `wharf target resume`");
+        let label = metrics::ns_target_reason(&self.ns.name, &self.target.name, halt.code());
+        metrics::get().target_halts.get_or_create(&label).inc();
+        let lane = self.lane.clone();
+        match tokio::task::spawn_blocking(move || lane.set_halt(halt)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "halt not persisted; it holds until a restart"),
+            Err(e) => tracing::error!(error = %e, "halt writer panicked; the halt holds until a restart"),
+        }
     }
 
     /// A finished message: release its reservation, drop a transaction's
@@ -536,7 +605,9 @@ impl Engine {
         let ceiling = policy.ceiling(attempts).as_millis() as u64;
         let jitter = rand::rng().random_range(0..=ceiling);
         let wait = jitter.max(after.map(|a| a.as_millis() as u64).unwrap_or(0));
-        let exhausted = self.lane.with(|w| w.fail(seq, failure, policy.max_attempts, now_ms() + wait));
+        // Strict order cannot skip a message: it is retried until it goes.
+        let max_attempts = if self.strict { u32::MAX } else { policy.max_attempts };
+        let exhausted = self.lane.with(|w| w.fail(seq, failure, max_attempts, now_ms() + wait));
         if exhausted {
             let reason = format!("gave up after {} attempts: {reason}", policy.max_attempts);
             self.dead_letter(seq, FailureKind::Exhausted, reason).await;
@@ -725,6 +796,7 @@ fn transaction_outcome(outcomes: Vec<Outcome>) -> Outcome {
         match o {
             Outcome::Delivered => {}
             Outcome::Reject(reason) => return Outcome::Reject(format!("chunk {i}: {reason}")),
+            Outcome::Halt(reason) => return Outcome::Halt(format!("chunk {i}: {reason}")),
             Outcome::Retry(r) => {
                 let after_ms = r.after_ms.max(retry.as_ref().and_then(|p| p.after_ms));
                 retry = Some(RetryOutcome { reason: format!("chunk {i}: {}", r.reason), after_ms });
@@ -760,5 +832,6 @@ fn to_message(ns: &str, seq: u64, p: &Pending) -> Message {
         attempt: p.attempts + 1,
         replays: p.env.replays,
         written_at_ms: p.env.written_at_ms,
+        record: p.record.clone(),
     }
 }

@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use crate::config::LoadedNamespace;
 use crate::engine::target::TargetRt;
 use crate::error::{Error, ErrorKind};
+use crate::storage::chain::{Chain, ChainError};
+use crate::storage::halts::Halt;
 use crate::storage::idempotency::Idempotency;
 use crate::storage::part_log::PartLog;
 use crate::storage::txn_store::TxnStore;
@@ -55,6 +57,24 @@ pub struct PartitionRt {
     /// The last append was refused for a temporary condition (`disk_full`,
     /// `too_many_open_files`); cleared by the next append that succeeds.
     pub refusing: Mutex<Option<&'static str>>,
+    /// The chained digest of the partition's history, when something needs
+    /// it: a target with `ordering = "partition"` (it ships it), or a
+    /// replica namespace (it checks it). See `storage::chain`.
+    pub chain: Option<Mutex<Result<Chain, ChainError>>>,
+    /// Set in a replica namespace.
+    pub replica: Option<ReplicaPart>,
+    /// `<data_dir>/<ns>`.
+    pub ns_dir: std::path::PathBuf,
+}
+
+/// A replica partition's replication state.
+#[derive(Debug, Default)]
+pub struct ReplicaPart {
+    /// Why replication stopped (persisted); while set, the partition takes
+    /// no replication, serves no lookups and delivers nothing.
+    pub halt: Mutex<Option<Halt>>,
+    /// One batch applies at a time.
+    pub applying: tokio::sync::Mutex<()>,
 }
 
 impl PartitionRt {
@@ -67,7 +87,44 @@ impl PartitionRt {
             appended: watch::channel(0).0,
             cursors: Mutex::new(BTreeMap::new()),
             refusing: Mutex::new(None),
+            chain: None,
+            replica: None,
+            ns_dir: std::path::PathBuf::new(),
         }
+    }
+
+    /// Keeps the chained digest (built from the log now).
+    pub fn with_chain(mut self, ns_dir: &std::path::Path) -> Self {
+        self.ns_dir = ns_dir.to_path_buf();
+        if let Some(log) = &self.log {
+            let chain = Chain::open(ns_dir, self.index, log);
+            if let Err(e) = &chain {
+                tracing::error!(namespace = %self.namespace, partition = self.index, error = %e, "chained digest not built; replication of this partition halts");
+            }
+            self.chain = Some(Mutex::new(chain));
+        }
+        self
+    }
+
+    /// Marks the partition a replica's, with its persisted halt.
+    pub fn as_replica(mut self, halt: Option<Halt>) -> Self {
+        self.replica = Some(ReplicaPart { halt: Mutex::new(halt), ..ReplicaPart::default() });
+        self
+    }
+
+    /// Runs `f` on the chain, or says why there is none.
+    pub fn with_chain_mut<R>(&self, f: impl FnOnce(&mut Chain) -> R) -> Result<R, String> {
+        let Some(m) = &self.chain else { return Err("this partition keeps no chained digest".into()) };
+        let mut guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Ok(chain) => Ok(f(chain)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Why replication into this replica partition stopped, if it did.
+    pub fn replica_halt(&self) -> Option<Halt> {
+        self.replica.as_ref().and_then(|r| r.halt.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// Records why appends are refused for now (`None`: they succeed).

@@ -23,9 +23,9 @@ use wharf_queue::Consumer as _;
 
 use crate::engine::namespace::PartitionRt;
 use crate::engine::window::Pending;
-use crate::storage::cursor;
 use crate::storage::envelope::{Envelope, message_id};
 use crate::storage::part_log::PartLog;
+use crate::storage::{chain, cursor};
 
 /// How often an idle consumer process looks for new records.
 const FOLLOW_POLL: Duration = Duration::from_millis(10);
@@ -37,6 +37,10 @@ pub enum SourceError {
     Log(#[from] wharf_log::LogError),
     #[error("record {seq} of partition {partition} does not decode: {reason}")]
     Decode { partition: u32, seq: u64, reason: String },
+    /// The chained digest a mirroring target ships is missing: the lane
+    /// halts (never ships records it cannot prove).
+    #[error("no_chain: partition {partition}: {reason}")]
+    Chain { partition: u32, reason: String },
 }
 
 /// A message pulled from the source.
@@ -69,6 +73,9 @@ pub struct LogSource {
     /// How many targets share the partition (for the minimum).
     targets: usize,
     target: String,
+    /// The lane mirrors the log (`ordering = "partition"`): every record,
+    /// due at once, with its stored bytes and chained digest.
+    mirror: bool,
 }
 
 #[derive(Debug)]
@@ -94,7 +101,15 @@ impl LogSource {
         };
         part.record_cursor(target, start, targets);
         let appended = part.appended.subscribe();
-        Ok((Self { part, log, appended, cursor, targets, target: target.to_string() }, start))
+        Ok((Self { part, log, appended, cursor, targets, target: target.to_string(), mirror: false }, start))
+    }
+}
+
+impl LogSource {
+    /// Makes the lane a mirror of the log (see [`LogSource::mirror`]).
+    pub fn mirroring(mut self) -> Self {
+        self.mirror = true;
+        self
     }
 }
 
@@ -172,6 +187,9 @@ impl LogSource {
         // block in place rather than pay a blocking-pool round trip.
         let records = tokio::task::block_in_place(|| self.log.read(from, room, 16 << 20))?;
         let partition = self.part.index;
+        if self.mirror {
+            return self.mirrored(records);
+        }
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             let env = Envelope::decode(&r.payload).map_err(|e| SourceError::Decode {
@@ -195,6 +213,59 @@ impl LogSource {
                 receipt: None,
                 traps: 0,
                 isolate: false,
+                record: None,
+            };
+            out.push(Pulled::Message(r.seq, pending));
+        }
+        Ok(out)
+    }
+
+    /// Every record, due at once, with its stored bytes, checksum and
+    /// chained digest (linking records the chain has not seen yet).
+    fn mirrored(&self, records: Vec<wharf_log::Record>) -> Result<Vec<Pulled>, SourceError> {
+        let partition = self.part.index;
+        let no_chain = |reason: String| SourceError::Chain { partition, reason };
+        let log = self.log.clone();
+        let digests = self
+            .part
+            .with_chain_mut(|chain| {
+                tokio::task::block_in_place(|| chain.catch_up(partition, &log)).map_err(|e| e.to_string())?;
+                records
+                    .iter()
+                    .map(|r| match (chain.at(r.seq), chain.at(r.seq + 1)) {
+                        (Some(prev), Some(digest)) => Ok((prev, digest)),
+                        _ => {
+                            Err(format!("record {} is outside the chain (base {})", r.seq, chain.base_seq()))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .and_then(|d| d)
+            .map_err(no_chain)?;
+        let mut out = Vec::with_capacity(records.len());
+        for (r, (prev, digest)) in records.into_iter().zip(digests) {
+            let env = Envelope::decode(&r.payload).map_err(|e| SourceError::Decode {
+                partition,
+                seq: r.seq,
+                reason: e.to_string(),
+            })?;
+            let record = crate::plugin::LogRecord {
+                checksum: crc32c::crc32c(&r.payload),
+                digest: chain::to_hex(digest),
+                prev_digest: chain::to_hex(prev),
+                bytes: r.payload,
+            };
+            let pending = Pending {
+                id: message_id(partition, r.seq),
+                env,
+                attempts: 0,
+                due_ms: 0,
+                in_flight: false,
+                failures: Vec::new(),
+                receipt: None,
+                traps: 0,
+                isolate: false,
+                record: Some(record),
             };
             out.push(Pulled::Message(r.seq, pending));
         }
@@ -202,16 +273,33 @@ impl LogSource {
     }
 
     async fn checkpoint(&mut self, watermark: u64) -> Result<(), String> {
-        let log = self.log.clone();
         let Some(path) = self.cursor.clone() else {
-            return spawn(move || log.advance_watermark(watermark).map_err(|e| e.to_string())).await;
+            return self.advance(watermark).await;
         };
         spawn(move || cursor::store(&path, watermark).map_err(|e| e.to_string())).await?;
         // The partition may delete only below the slowest target.
         match self.part.record_cursor(&self.target, watermark, self.targets) {
-            Some(min) => spawn(move || log.advance_watermark(min).map_err(|e| e.to_string())).await,
+            Some(min) => self.advance(min).await,
             None => Ok(()),
         }
+    }
+
+    /// Lets the log delete below `to`, after storing the chained digest
+    /// there (the chain's new base) when the partition keeps one.
+    async fn advance(&self, to: u64) -> Result<(), String> {
+        let (part, log) = (self.part.clone(), self.log.clone());
+        spawn(move || {
+            if part.chain.is_some() {
+                let (index, dir) = (part.index, part.ns_dir.clone());
+                part.with_chain_mut(|c| {
+                    c.catch_up(index, &log)?;
+                    c.rebase(&dir, index, to)
+                })?
+                .map_err(|e| e.to_string())?;
+            }
+            log.advance_watermark(to).map_err(|e| e.to_string())
+        })
+        .await
     }
 }
 
@@ -281,5 +369,6 @@ fn queue_pending(d: wharf_queue::Delivery) -> Pending {
         receipt: Some(d),
         traps: 0,
         isolate: false,
+        record: None,
     }
 }

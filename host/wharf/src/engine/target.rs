@@ -12,6 +12,7 @@ use crate::engine::window::Window;
 use crate::error::{Error, ErrorKind};
 use crate::plugin::Plugin;
 use crate::storage::dlq::Dlq;
+use crate::storage::halts::{self, Halt};
 use crate::storage::traps::Traps;
 
 /// Where a target's plugin is.
@@ -71,17 +72,48 @@ pub struct Lane {
     pub moves: Mutex<Vec<MoveRequest>>,
     /// Wakes a paused or waiting lane (an operator move arrived).
     pub poke: Notify,
+    /// The plugin answered `halt`: this target's cursor on this stream
+    /// stops until an operator resumes it (persisted at `halt_path`).
+    pub halt: Mutex<Option<Halt>>,
+    pub halt_path: PathBuf,
 }
 
 impl Lane {
-    pub fn new(index: u32) -> Self {
+    /// A lane with the halt persisted in `target_dir`, if any. A halt file
+    /// that cannot be read keeps the lane halted, saying why.
+    pub fn new(index: u32, target_dir: &std::path::Path) -> Self {
+        let halt_path = halts::target_path(target_dir, index);
+        let halt = halts::load(&halt_path).unwrap_or_else(|e| Some(Halt::new(format!("halt_file: {e}"))));
         Self {
             index,
             window: Mutex::new(Window::default()),
             delivered: Notify::new(),
             moves: Mutex::new(Vec::new()),
             poke: Notify::new(),
+            halt: Mutex::new(halt),
+            halt_path,
         }
+    }
+
+    pub fn halted(&self) -> Option<Halt> {
+        self.halt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Persists and sets a halt. If the file cannot be written the halt
+    /// holds in memory (until a restart) and the error is returned.
+    pub fn set_halt(&self, halt: Halt) -> Result<(), halts::HaltError> {
+        let stored = halts::store(&self.halt_path, &halt);
+        *self.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt);
+        stored
+    }
+
+    /// An operator's resume: removes the halt (file first) and wakes the
+    /// lane. Returns the halt that stood, if any.
+    pub fn resume(&self) -> Result<Option<Halt>, halts::HaltError> {
+        halts::clear(&self.halt_path)?;
+        let was = self.halt.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.poke.notify_one();
+        Ok(was)
     }
 
     /// The operator moves queued since the last call.
@@ -128,6 +160,7 @@ impl TargetRt {
             state: PluginState::Loading,
             reason: None,
         });
+        let lanes = (0..lanes).map(|i| Arc::new(Lane::new(i, &dir))).collect();
         Self {
             name: cfg.name.clone(),
             cfg,
@@ -136,7 +169,7 @@ impl TargetRt {
             slot: watch::channel(None).0,
             dlq,
             traps: Arc::new(traps),
-            lanes: (0..lanes).map(|i| Arc::new(Lane::new(i))).collect(),
+            lanes,
         }
     }
 

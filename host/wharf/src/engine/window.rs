@@ -45,6 +45,9 @@ pub struct Pending {
     /// A batch it was in trapped: it goes alone until it is finished, so
     /// that the message that traps is found.
     pub isolate: bool,
+    /// The stored record with its chained digest, for a target that mirrors
+    /// the log (`ordering = "partition"`).
+    pub record: Option<crate::plugin::LogRecord>,
 }
 
 /// Where a message is in the window, for lookups.
@@ -264,6 +267,32 @@ impl Window {
         seqs
     }
 
+    /// Strict partition order (`ordering = "partition"`): a contiguous run of
+    /// sequences from the oldest unfinished message, up to `max`, stopping
+    /// before a message that is not due; nothing while anything is in
+    /// flight, so nothing past an unfinished message is ever sent.
+    pub fn select_run(&mut self, now: u64, max: usize) -> Vec<u64> {
+        if self.pending.values().any(|p| p.in_flight) {
+            return Vec::new();
+        }
+        let mut seqs: Vec<u64> = Vec::new();
+        for (seq, p) in &self.pending {
+            let contiguous = seqs.last().is_none_or(|last| *seq == last + 1);
+            // An isolated message (its batch trapped) and a transaction
+            // marker go alone.
+            let alone = p.isolate || p.env.transaction.is_some();
+            if p.due_ms > now || !contiguous || (alone && !seqs.is_empty()) {
+                break;
+            }
+            seqs.push(*seq);
+            if alone || seqs.len() >= max.max(1) {
+                break;
+            }
+        }
+        self.mark_in_flight(&seqs);
+        seqs
+    }
+
     /// Where a call starts: the oldest eligible message, unless that one
     /// was tried before (a retry, or isolated after a trap); then the
     /// eligible message due longest (oldest first among equals). So retries
@@ -375,5 +404,40 @@ impl Window {
                 self.finished.remove(&old);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    fn pending(key: &str) -> Pending {
+        Pending {
+            id: String::new(),
+            env: Envelope::raw(Some(key.to_string()), Vec::new()),
+            attempts: 0,
+            due_ms: 0,
+            in_flight: false,
+            failures: Vec::new(),
+            receipt: None,
+            traps: 0,
+            isolate: false,
+            record: None,
+        }
+    }
+
+    #[test]
+    fn a_run_is_contiguous_and_nothing_passes_an_unfinished_message() {
+        let mut w = Window::starting_at(0, 10);
+        for seq in 0..6 {
+            w.admit(seq, pending(if seq % 2 == 0 { "a" } else { "b" }));
+        }
+        assert_eq!(w.select_run(0, 3), vec![0, 1, 2]);
+        assert_eq!(w.select_run(0, 3), Vec::<u64>::new(), "nothing while a run is in flight");
+        w.finish(0);
+        w.postpone(1, 50);
+        w.postpone(2, 0);
+        assert_eq!(w.select_run(10, 5), Vec::<u64>::new(), "1 is not due: nothing past it, whatever its key");
+        assert_eq!(w.select_run(50, 2), vec![1, 2]);
     }
 }

@@ -73,6 +73,7 @@ fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
         receipt: None,
         traps: 0,
         isolate: false,
+        record: None,
     }
 }
 

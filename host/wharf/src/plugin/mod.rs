@@ -10,16 +10,18 @@
 //! Every supported `wharf:target` version (`SUPPORTED_WIT`) loads through
 //! the same engine, linker and sandbox; `version.rs` finds which one a
 //! component implements and dispatches calls. The host's message, batch and
-//! outcome types are the newest version's (`v0_2.rs`); older versions
-//! convert (`v0_1.rs`).
+//! outcome types are the newest version's (`v0_3.rs`); older versions
+//! convert (`v0_2.rs`, `v0_1.rs`).
 
 mod cache;
+mod conformance;
 mod host_calls;
 mod inspect;
 mod sandbox;
 mod stderr;
 mod v0_1;
 mod v0_2;
+mod v0_3;
 mod version;
 
 use std::path::Path;
@@ -31,7 +33,7 @@ use wasmtime::{Engine, Store};
 
 pub use sandbox::NetPolicy;
 use sandbox::StoreState;
-pub use v0_2::{Batch, Message, Outcome, Retry as RetryOutcome};
+pub use v0_3::{Batch, LogRecord, Message, Outcome, Retry as RetryOutcome};
 pub use version::SUPPORTED_WIT;
 use version::{Target, TargetPre};
 
@@ -78,6 +80,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("linking wasi: {e}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking wasi-http: {e}"))?;
+        v0_3::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking wharf host 0.3.0: {e}"))?;
         v0_2::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking wharf host 0.2.0: {e}"))?;
         v0_1::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)

@@ -3,24 +3,27 @@
 //!
 //! Detection type-checks the component's exports against each supported
 //! world, newest first (the bindings' `TargetPre::new` checks every export's
-//! name and signature). 0.2.0 has `describe` and a `replays` field in
-//! `message`, so a 0.1.0 component fails the 0.2.0 check and passes the
-//! 0.1.0 one. A component that passes neither is refused with both reasons.
+//! name and signature). 0.3.0 adds `message.record` and the outcome `halt`,
+//! 0.2.0 has `describe` and `message.replays`, so an older component fails
+//! the newer checks and passes its own. A component that passes none is
+//! refused with every reason.
 
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store};
 
 use super::sandbox::StoreState;
-use super::{v0_1, v0_2};
+use super::{v0_1, v0_2, v0_3};
 
 /// The WIT package versions this host can load, newest first.
-pub const SUPPORTED_WIT: &[&str] = &[WitVersion::V0_2.package(), WitVersion::V0_1.package()];
+pub const SUPPORTED_WIT: &[&str] =
+    &[WitVersion::V0_3.package(), WitVersion::V0_2.package(), WitVersion::V0_1.package()];
 
 /// A supported `wharf:target` version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WitVersion {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl WitVersion {
@@ -29,6 +32,7 @@ impl WitVersion {
         match self {
             WitVersion::V0_1 => "wharf:target@0.1.0",
             WitVersion::V0_2 => "wharf:target@0.2.0",
+            WitVersion::V0_3 => "wharf:target@0.3.0",
         }
     }
 }
@@ -38,20 +42,26 @@ impl WitVersion {
 pub enum TargetPre {
     V0_1(v0_1::TargetPre<StoreState>),
     V0_2(v0_2::TargetPre<StoreState>),
+    V0_3(v0_3::TargetPre<StoreState>),
 }
 
 impl TargetPre {
     /// The newest supported world the component implements, or why it
     /// implements none.
     pub fn detect(pre: InstancePre<StoreState>) -> Result<Self, String> {
-        let newest = match v0_2::TargetPre::new(pre.clone()) {
+        let newest = match v0_3::TargetPre::new(pre.clone()) {
+            Ok(p) => return Ok(TargetPre::V0_3(p)),
+            Err(e) => e,
+        };
+        let middle = match v0_2::TargetPre::new(pre.clone()) {
             Ok(p) => return Ok(TargetPre::V0_2(p)),
             Err(e) => e,
         };
         match v0_1::TargetPre::new(pre) {
             Ok(p) => Ok(TargetPre::V0_1(p)),
             Err(oldest) => Err(format!(
-                "implements no supported wharf:target version ({}: {newest:#}; {}: {oldest:#})",
+                "implements no supported wharf:target version ({}: {newest:#}; {}: {middle:#}; {}: {oldest:#})",
+                WitVersion::V0_3.package(),
                 WitVersion::V0_2.package(),
                 WitVersion::V0_1.package()
             )),
@@ -62,6 +72,7 @@ impl TargetPre {
         match self {
             TargetPre::V0_1(_) => WitVersion::V0_1,
             TargetPre::V0_2(_) => WitVersion::V0_2,
+            TargetPre::V0_3(_) => WitVersion::V0_3,
         }
     }
 
@@ -69,6 +80,7 @@ impl TargetPre {
         match self {
             TargetPre::V0_1(p) => p.engine(),
             TargetPre::V0_2(p) => p.engine(),
+            TargetPre::V0_3(p) => p.engine(),
         }
     }
 
@@ -76,6 +88,7 @@ impl TargetPre {
         Ok(match self {
             TargetPre::V0_1(p) => Target::V0_1(p.instantiate_async(store).await?),
             TargetPre::V0_2(p) => Target::V0_2(p.instantiate_async(store).await?),
+            TargetPre::V0_3(p) => Target::V0_3(p.instantiate_async(store).await?),
         })
     }
 }
@@ -84,6 +97,7 @@ impl TargetPre {
 pub enum Target {
     V0_1(v0_1::Target),
     V0_2(v0_2::Target),
+    V0_3(v0_3::Target),
 }
 
 impl Target {
@@ -95,20 +109,25 @@ impl Target {
         match self {
             Target::V0_1(t) => t.call_init(store, config).await,
             Target::V0_2(t) => t.call_init(store, config).await,
+            Target::V0_3(t) => t.call_init(store, config).await,
         }
     }
 
     pub async fn call_deliver(
         &self,
         store: &mut Store<StoreState>,
-        batch: &v0_2::Batch,
-    ) -> wasmtime::Result<Vec<v0_2::Outcome>> {
+        batch: &v0_3::Batch,
+    ) -> wasmtime::Result<Vec<v0_3::Outcome>> {
         match self {
             Target::V0_1(t) => {
                 let out = t.call_deliver(store, &v0_1::batch_to_v0_1(batch)).await?;
                 Ok(out.into_iter().map(v0_1::outcome_from_v0_1).collect())
             }
-            Target::V0_2(t) => t.call_deliver(store, batch).await,
+            Target::V0_2(t) => {
+                let out = t.call_deliver(store, &v0_2::batch_to_v0_2(batch)).await?;
+                Ok(out.into_iter().map(v0_2::outcome_from_v0_2).collect())
+            }
+            Target::V0_3(t) => t.call_deliver(store, batch).await,
         }
     }
 
@@ -116,10 +135,11 @@ impl Target {
     pub async fn call_describe(
         &self,
         store: &mut Store<StoreState>,
-    ) -> wasmtime::Result<Option<v0_2::PluginInfo>> {
+    ) -> wasmtime::Result<Option<v0_3::PluginInfo>> {
         match self {
             Target::V0_1(_) => Ok(None),
-            Target::V0_2(t) => t.call_describe(store).await.map(Some),
+            Target::V0_2(t) => t.call_describe(store).await.map(|i| Some(v0_2::info_from_v0_2(i))),
+            Target::V0_3(t) => t.call_describe(store).await.map(Some),
         }
     }
 }
@@ -148,6 +168,7 @@ mod tests {
             Err(PluginError::Invalid { path, reason }) => {
                 assert_eq!(path, "empty.wasm");
                 assert!(reason.contains("no supported wharf:target version"), "{reason}");
+                assert!(reason.contains("wharf:target@0.3.0: no export `"), "{reason}");
                 assert!(reason.contains("wharf:target@0.2.0: no export `"), "{reason}");
                 assert!(reason.contains("wharf:target@0.1.0: no export `"), "{reason}");
             }

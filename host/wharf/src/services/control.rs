@@ -348,3 +348,30 @@ pub fn actor_of(authorization: Option<&str>) -> String {
 pub fn fingerprint(token: &str) -> String {
     hex_digest(token.as_bytes())[..12].to_string()
 }
+
+/// An operator's resume of a target halted by its plugin (`halt`), on one
+/// partition or all. Returns the halts cleared (partition, halt).
+pub fn resume_target(
+    target: &crate::engine::target::TargetRt,
+    partition: Option<u32>,
+) -> Result<Vec<(u32, crate::storage::halts::Halt)>, crate::error::Error> {
+    let lanes: Vec<_> = match partition {
+        Some(p) => vec![target.lane(p).ok_or_else(|| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::NotFound,
+                "partition_not_found",
+                format!("target {} has no partition {p}", target.name),
+            )
+        })?],
+        None => target.lanes.iter().collect(),
+    };
+    let mut cleared = Vec::new();
+    for lane in lanes {
+        let was = lane.resume().map_err(|e| crate::error::Error::internal(e.to_string()))?;
+        if let Some(h) = was {
+            tracing::warn!(target = %target.name, partition = lane.index, was = %h.reason, "target resumed by an operator");
+            cleared.push((lane.index, h));
+        }
+    }
+    Ok(cleared)
+}

@@ -72,6 +72,16 @@ pub fn locate(ns: &Namespace, id: &str) -> Result<Report, Error> {
         None => {
             let (partition, seq) = parse_message_id(id).ok_or_else(|| not_found(id))?;
             let part = ns.partitions.get(partition as usize).ok_or_else(|| not_found(id))?;
+            if let Some(h) = part.replica_halt() {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "replication_halted",
+                    format!(
+                        "partition {partition} of {} is a replica whose replication halted ({}); it serves no reads until an operator acts",
+                        ns.name, h.reason
+                    ),
+                ));
+            }
             let log = part.log.as_ref().ok_or_else(|| not_found(id))?;
             if seq >= log.next_seq() {
                 return Err(not_found(id));

@@ -1,11 +1,12 @@
 //! The namespace services the adapters call: the node (namespaces and
-//! their tasks), writes, transactions, the DLQ, lookups, status, and the
-//! control plane.
+//! their tasks), writes, transactions, the DLQ, lookups, status, the
+//! control plane, and the receiving side of replication.
 
 pub mod control;
 pub mod dlq;
 pub mod lookup;
 pub mod node;
+pub mod replication;
 pub mod status;
 pub mod txn;
 pub mod write;

@@ -108,7 +108,10 @@ impl Node {
         let embedded = ns.queue.is_none();
         let partitions: Vec<Arc<PartitionRt>> = match embedded {
             true => (0..ns.partitions)
-                .map(|i| Arc::new(open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role)))
+                .map(|i| {
+                    let part = open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role);
+                    Arc::new(with_replication(part, ns, &dir))
+                })
                 .collect(),
             false => Vec::new(),
         };
@@ -236,6 +239,10 @@ impl Node {
             let Some(lane) = target.lane(part.index).cloned() else { continue };
             match LogSource::open(part.clone(), log, &target.name, ns.targets.len(), &target.dir) {
                 Ok((source, start)) => {
+                    let source = match target.cfg.target.ordering {
+                        crate::config::Ordering::Partition => source.mirroring(),
+                        crate::config::Ordering::Key => source,
+                    };
                     let engine = Engine::new(
                         ns.clone(),
                         target.clone(),
@@ -369,6 +376,31 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions,
         }
     };
     PartitionRt::new(ns, index, log, halted)
+}
+
+/// Adds what replication needs to a partition: the chained digest (for a
+/// mirroring target or a replica), and for a replica its halt and the
+/// roll-forward of a batch staged before a crash.
+fn with_replication(part: PartitionRt, ns: &LoadedNamespace, ns_dir: &Path) -> PartitionRt {
+    let replica = ns.mode == crate::config::NamespaceMode::Replica;
+    let mirrored = ns.targets.iter().any(|t| t.target.ordering == crate::config::Ordering::Partition);
+    if !(replica || mirrored) {
+        return part;
+    }
+    let part = part.with_chain(ns_dir);
+    if !replica {
+        return part;
+    }
+    let halt_path = crate::storage::halts::replica_path(ns_dir, part.index);
+    let halt = crate::storage::halts::load(&halt_path)
+        .unwrap_or_else(|e| Some(crate::storage::halts::Halt::new(format!("halt_file: {e}"))));
+    let part = part.as_replica(halt);
+    if part.log.as_ref().is_some_and(|l| l.writer().is_some())
+        && let Err(e) = crate::services::replication::recover(&part)
+    {
+        part.halt(format!("rolling the staged replication batch forward: {e}"));
+    }
+    part
 }
 
 /// A target's queue: on Kafka each target but `default` is its own

@@ -50,6 +50,11 @@ fn namespace_json(ns: &Namespace) -> serde_json::Value {
                 "halted": p.halted_reason().is_some(),
                 "halted_reason": p.halted_reason(),
                 "refusing_writes": p.refusing(),
+                "chain": chain_json(p),
+                "replication": p.replica.as_ref().map(|_| match p.replica_halt() {
+                    Some(h) => json!({"state": "halted", "halt": h}),
+                    None => json!({"state": "replicating", "halt": null}),
+                }),
             })
         })
         .collect();
@@ -62,6 +67,17 @@ fn namespace_json(ns: &Namespace) -> serde_json::Value {
         "plugin": first.map(|t| json!(t.plugin_status())),
         "dlq_size": first.and_then(|t| t.dlq.as_ref().map(|d| d.len())),
         "queue": ns.cfg.queue.clone().unwrap_or(wharf_queue::QueueConfig::Embedded),
+        "mode": ns.cfg.mode,
+    })
+}
+
+/// The partition's chained digest (end and head), where it keeps one.
+fn chain_json(p: &crate::engine::namespace::PartitionRt) -> serde_json::Value {
+    p.chain.as_ref().map_or(serde_json::Value::Null, |_| {
+        match p.with_chain_mut(|c| (c.end(), crate::storage::chain::to_hex(c.head()))) {
+            Ok((end, digest)) => json!({"end": end, "digest": digest}),
+            Err(e) => json!({"error": e}),
+        }
     })
 }
 
@@ -98,12 +114,15 @@ fn target_json(ns: &Namespace, t: &TargetRt) -> serde_json::Value {
                 "backlog": p.backlog,
                 "lag_ms": p.lag_ms,
                 "delivery": l.with(|w| w.snapshot()),
+                "halted": l.halted().is_some(),
+                "halt": l.halted(),
             })
         })
         .collect();
     json!({
         "plugin": t.plugin_status(),
         "dlq_size": t.dlq.as_ref().map(|d| d.len()),
+        "ordering": t.cfg.target.ordering,
         "partitions": lanes,
     })
 }
@@ -130,6 +149,9 @@ fn partition_gauges(ns: &Namespace) {
     for p in &ns.partitions {
         let l = metrics::NsPart { namespace: ns.name.clone(), partition: p.index };
         m.halted.get_or_create(&l).set(i64::from(p.halted_reason().is_some()));
+        if p.replica.is_some() {
+            m.replica_halted.get_or_create(&l).set(i64::from(p.replica_halt().is_some()));
+        }
         if let Some(log) = &p.log {
             let st = log.stats();
             m.head.get_or_create(&l).set(st.next_seq as i64);
@@ -166,5 +188,6 @@ fn target_gauges(ns: &Namespace, t: &TargetRt) {
             BreakerState::HalfOpen => 2,
         };
         m.breaker_open.get_or_create(&l).set(breaker);
+        m.target_halted.get_or_create(&l).set(i64::from(lane.halted().is_some()));
     }
 }

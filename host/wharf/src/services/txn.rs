@@ -96,6 +96,7 @@ fn check_usable(ns: &Namespace) -> Result<(), ApiError> {
     if !ns.writes {
         return Err(ApiError::role_consumer());
     }
+    write::refuse_replica(ns)?;
     if let Some(q) = &ns.cfg.queue {
         let kind = match q {
             wharf_queue::QueueConfig::Kafka(_) => "kafka",

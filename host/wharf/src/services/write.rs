@@ -158,6 +158,24 @@ pub fn check_wait_timeout(timeout: Duration) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A replica namespace takes records only through replication.
+pub fn refuse_replica(ns: &Namespace) -> Result<(), ApiError> {
+    match ns.cfg.mode {
+        crate::config::NamespaceMode::Primary => Ok(()),
+        crate::config::NamespaceMode::Replica => Err(read_only_replica(&ns.name)),
+    }
+}
+
+fn read_only_replica(ns: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Conflict,
+        "read_only_replica",
+        format!(
+            "namespace {ns} is a replica: it takes records only from its primary through replication; write to the primary"
+        ),
+    )
+}
+
 /// Admission control: refuses writes while the namespace's undelivered
 /// backlog is past a configured limit. Explicit, never a silent drop.
 pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
@@ -230,6 +248,7 @@ pub async fn write_envelopes(
     if !ns.writes {
         return Err(ApiError::role_consumer());
     }
+    refuse_replica(ns)?;
     if wait == WaitFor::Visible && !ns.delivers {
         return Err(ApiError::bad(
             "wait_unsupported",
@@ -381,6 +400,9 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
     if let Some(reason) = part.halted_reason() {
         return Err((index, halted(reason)));
     }
+    if part.replica.is_some() {
+        return Err((index, read_only_replica(&part.namespace)));
+    }
     let Some(log) = part.log.clone() else { return Err((index, halted("log not open".into()))) };
     if log.writer().is_none() {
         return Err((index, ApiError::role_consumer()));
@@ -493,6 +515,7 @@ async fn wait_visible_on(ns: &Namespace, target: &TargetRt, ack: &WriteAck, dead
 
 /// Appends an envelope as it is (a DLQ replay): no validation, no dedup.
 pub async fn append_envelope(ns: &Namespace, env: Envelope) -> Result<WriteAck, ApiError> {
+    refuse_replica(ns)?;
     if let Some(producer) = ns.producer.get() {
         return append_external(producer, &env).await;
     }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the toolchains of Python and JavaScript plugins, if missing
+# (`make test-deps`; safe to run again, quick when done):
+#   - componentize-py (PyPI), which builds sdk/python plugins;
+#   - sdk/js/node_modules (npm ci from sdk/js/package-lock.json):
+#     componentize-js, jco and rolldown, which build sdk/js plugins.
+# Needs python3 with pip, and node >= 20 with npm.
+set -euo pipefail
+
+COMPONENTIZE_PY_VERSION=0.25.1
+PY="${PYTHON:-python3}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+
+if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $COMPONENTIZE_PY_VERSION" ]; then
+  echo "==> installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI)"
+  "$PY" -m pip install -q --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  command -v componentize-py >/dev/null || { echo "componentize-py not on PATH after install" >&2; exit 1; }
+fi
+
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+  || { echo "node and npm are needed for JavaScript plugins (node >= 20)" >&2; exit 1; }
+if [ ! -f "$ROOT/sdk/js/node_modules/.package-lock.json" ] \
+   || [ "$ROOT/sdk/js/package-lock.json" -nt "$ROOT/sdk/js/node_modules/.package-lock.json" ]; then
+  echo "==> installing sdk/js build tools (npm ci)"
+  (cd "$ROOT/sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
