@@ -63,7 +63,9 @@ enum Started {
 /// (checked in /proc, so a port another process took in between is never
 /// mistaken for the child's), or exits.
 fn wait_for_ports(ports: &[u16], what: &str, child: &mut Child) -> Started {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Long: a wharf compiles its plugins before it listens, and a Python or
+    // JavaScript plugin takes a while on two busy cores.
+    let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         if ports.iter().all(|p| listens(child.id(), *p)) {
             return Started::Listening;
@@ -73,7 +75,7 @@ fn wait_for_ports(ports: &[u16], what: &str, child: &mut Child) -> Started {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what} did not listen on {ports:?} within 60 s");
+    panic!("{what} did not listen on {ports:?} within 180 s");
 }
 
 /// Like [`wait_for_ports`] for one port; panics if the child exits.
@@ -126,6 +128,13 @@ fn start_on_free_ports<T>(
         }
     }
     panic!("{what} never started, last: {why}");
+}
+
+/// A `[server]` line that points the compiled-plugin cache at one
+/// directory shared by every test process (`target/test-plugin-cache`), so
+/// that a large plugin is compiled once per build, not once per test.
+pub fn shared_plugin_cache() -> String {
+    format!("plugin_cache_dir = {:?}\n", root().join("target").join("test-plugin-cache").display().to_string())
 }
 
 pub fn b64(bytes: &[u8]) -> String {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wharf_tests::{HttpSink, Wharf, eventually, plugin, root};
+use wharf_tests::{HttpSink, Wharf, eventually, plugin, root, shared_plugin_cache};
 
 /// One namespace whose target is `plugin_name` posting to `sink`, retrying
 /// quickly. Python needs more than the default 64 MiB (docs/plugins.md).
@@ -40,7 +40,7 @@ fn body_json(body: &[u8]) -> Value {
 
 fn posts_the_transformed_event(plugin_name: &str) {
     let sink = HttpSink::start();
-    let wharf = Wharf::start(&namespace(&sink, plugin_name));
+    let wharf = Wharf::start_with_server(&shared_plugin_cache(), &namespace(&sink, plugin_name), "all");
     let r = wharf.write("hooks", Some("user-7"), br#"{"type": "signup", "user": 7}"#);
     assert_eq!(r.status, 200, "{:?}", r.body);
     let id = r.body["message_id"].as_str().expect("id").to_string();
@@ -56,7 +56,7 @@ fn posts_the_transformed_event(plugin_name: &str) {
 
 fn retries_a_503_until_it_passes(plugin_name: &str) {
     let sink = HttpSink::start();
-    let wharf = Wharf::start(&namespace(&sink, plugin_name));
+    let wharf = Wharf::start_with_server(&shared_plugin_cache(), &namespace(&sink, plugin_name), "all");
     sink.set(|b| b.fail_all = Some(503));
     assert_eq!(wharf.write("hooks", Some("k"), br#"{"n": 1}"#).status, 200);
     // Two refused attempts prove the plugin said retry, not reject.
@@ -72,7 +72,7 @@ fn retries_a_503_until_it_passes(plugin_name: &str) {
 
 fn dead_letters_a_400(plugin_name: &str) {
     let sink = HttpSink::start();
-    let wharf = Wharf::start(&namespace(&sink, plugin_name));
+    let wharf = Wharf::start_with_server(&shared_plugin_cache(), &namespace(&sink, plugin_name), "all");
     sink.set(|b| b.reject_keys = vec!["poison".into()]);
     let bad = wharf.write("hooks", Some("poison"), br#"{"type": "bad"}"#);
     assert_eq!(wharf.write("hooks", Some("good"), br#"{"type": "ok"}"#).status, 200);

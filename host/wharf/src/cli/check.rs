@@ -104,9 +104,9 @@ fn print_human(r: &Report) {
 fn check_plugins(cfg: &config::Loaded) -> anyhow::Result<Vec<Result<TargetOk, Problem>>> {
     // serve's own compile cache when the data dir exists (checking warms
     // it); otherwise a private one, removed afterwards.
-    let existing = cfg.server.data_dir.is_dir();
+    let existing = cfg.server.data_dir.is_dir() || cfg.server.plugin_cache_dir.is_some();
     let cache = match existing {
-        true => cfg.server.data_dir.join(".plugin-cache"),
+        true => cfg.server.plugin_cache(),
         false => std::env::temp_dir().join(format!("wharf-check-config-{}", std::process::id())),
     };
     let runtime = Runtime::new(&cache)?;

@@ -55,6 +55,17 @@ pub struct Server {
     /// Bearer tokens with access to everything. Default: none. When no
     /// admin or namespace token is configured the API is open.
     pub admin_tokens: Vec<String>,
+    /// Where compiled plugins are cached (by content hash and engine
+    /// build). Default `<data_dir>/.plugin-cache`; several sidecars may
+    /// share one directory.
+    pub plugin_cache_dir: Option<PathBuf>,
+}
+
+impl Server {
+    /// The compiled-plugin cache directory.
+    pub fn plugin_cache(&self) -> PathBuf {
+        self.plugin_cache_dir.clone().unwrap_or_else(|| self.data_dir.join(".plugin-cache"))
+    }
 }
 
 impl Default for Server {
@@ -66,6 +77,7 @@ impl Default for Server {
             durability: Durability::Fsync,
             segment_max_bytes: 64 << 20,
             admin_tokens: Vec::new(),
+            plugin_cache_dir: None,
         }
     }
 }
@@ -415,6 +427,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut server = parsed.server;
     server.data_dir = normalize(&base.join(&server.data_dir));
+    server.plugin_cache_dir = server.plugin_cache_dir.map(|d| normalize(&base.join(d)));
     validate::server(&server).map_err(|(k, p)| err(&format!("server.{k}"), p))?;
     let mut namespaces = BTreeMap::new();
     for (name, ns) in parsed.namespaces {

@@ -77,7 +77,7 @@ impl Node {
             ..Default::default()
         };
         std::fs::create_dir_all(&cfg.server.data_dir)?;
-        let runtime = Runtime::new(&cfg.server.data_dir.join(".plugin-cache"))?;
+        let runtime = Runtime::new(&cfg.server.plugin_cache())?;
         let (shutdown, _) = watch::channel(false);
         let node = Self {
             namespaces: std::sync::RwLock::new(BTreeMap::new()),

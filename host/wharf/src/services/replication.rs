@@ -85,15 +85,17 @@ impl HaltKind {
         }
     }
 
-    /// Damage in transit is unprocessable; a wrong place in history is a
-    /// conflict with the replica's state.
-    fn error_kind(self) -> ErrorKind {
+    /// The error answered: damage in transit is unprocessable, a wrong
+    /// place in history is a conflict with the replica's state.
+    fn error(self, message: String) -> Error {
         match self {
-            HaltKind::ChecksumMismatch
-            | HaltKind::DigestMismatch
-            | HaltKind::InvalidRecord
-            | HaltKind::DamagedTransfer => ErrorKind::Unprocessable,
-            HaltKind::OutOfOrder | HaltKind::Diverged | HaltKind::Gap => ErrorKind::Conflict,
+            HaltKind::ChecksumMismatch => Error::new(ErrorKind::Unprocessable, "checksum_mismatch", message),
+            HaltKind::DigestMismatch => Error::new(ErrorKind::Unprocessable, "digest_mismatch", message),
+            HaltKind::InvalidRecord => Error::new(ErrorKind::Unprocessable, "invalid_record", message),
+            HaltKind::DamagedTransfer => Error::new(ErrorKind::Unprocessable, "damaged_transfer", message),
+            HaltKind::OutOfOrder => Error::new(ErrorKind::Conflict, "out_of_order", message),
+            HaltKind::Diverged => Error::new(ErrorKind::Conflict, "diverged", message),
+            HaltKind::Gap => Error::new(ErrorKind::Conflict, "gap", message),
         }
     }
 }
@@ -391,11 +393,7 @@ async fn halt(part: &Arc<PartitionRt>, kind: HaltKind, reason: String) -> Error 
     if let Some(r) = &part.replica {
         *r.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
     }
-    Error::new(
-        kind.error_kind(),
-        kind.code(),
-        format!("partition {} of {}: {} (replication halted)", part.index, part.namespace, h.reason),
-    )
+    kind.error(format!("partition {} of {}: {} (replication halted)", part.index, part.namespace, h.reason))
 }
 
 /// At start: rolls a staged batch forward (see the module doc).
