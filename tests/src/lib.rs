@@ -134,7 +134,10 @@ fn start_on_free_ports<T>(
 /// directory shared by every test process (`target/test-plugin-cache`), so
 /// that a large plugin is compiled once per build, not once per test.
 pub fn shared_plugin_cache() -> String {
-    format!("plugin_cache_dir = {:?}\n", root().join("target").join("test-plugin-cache").display().to_string())
+    format!(
+        "plugin_cache_dir = {:?}\n",
+        root().join("target").join("test-plugin-cache").display().to_string()
+    )
 }
 
 pub fn b64(bytes: &[u8]) -> String {

@@ -107,7 +107,7 @@ impl PartitionRt {
     }
 
     /// Marks the partition a replica's, with its persisted halt.
-    pub fn as_replica(mut self, halt: Option<Halt>) -> Self {
+    pub fn replica_of(mut self, halt: Option<Halt>) -> Self {
         self.replica = Some(ReplicaPart { halt: Mutex::new(halt), ..ReplicaPart::default() });
         self
     }

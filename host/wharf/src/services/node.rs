@@ -394,7 +394,7 @@ fn with_replication(part: PartitionRt, ns: &LoadedNamespace, ns_dir: &Path) -> P
     let halt_path = crate::storage::halts::replica_path(ns_dir, part.index);
     let halt = crate::storage::halts::load(&halt_path)
         .unwrap_or_else(|e| Some(crate::storage::halts::Halt::new(format!("halt_file: {e}"))));
-    let part = part.as_replica(halt);
+    let part = part.replica_of(halt);
     if part.log.as_ref().is_some_and(|l| l.writer().is_some())
         && let Err(e) = crate::services::replication::recover(&part)
     {

@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::storage::chain::{self, Chain};
 use crate::storage::envelope::Envelope;
 use crate::storage::halts::{self, Halt};
-use crate::storage::replica_stage;
+use crate::storage::replica_stage::{self, Staged};
 
 /// Records per batch, at most.
 pub const MAX_RECORDS: usize = 10_000;
@@ -257,7 +257,7 @@ fn check_batch(records: &[ShippedRecord]) -> Result<(), Refusal> {
 /// must be byte-identical (same digest), the rest must start at its end and
 /// chain onto its head. Records below the chain's base (delivered and
 /// deleted here) are acknowledged: nothing of them is left to compare.
-fn split_fresh(chain: &Chain, records: &[ShippedRecord]) -> Result<(Vec<(u64, Vec<u8>)>, u64), Refusal> {
+fn split_fresh(chain: &Chain, records: &[ShippedRecord]) -> Result<(Staged, u64), Refusal> {
     let end = chain.end();
     let mut fresh = Vec::new();
     let mut duplicates = 0;

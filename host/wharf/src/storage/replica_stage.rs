@@ -18,6 +18,9 @@ use crate::storage::atomic;
 
 const MAGIC: [u8; 8] = *b"WHARFST1";
 
+/// Staged records: `(sequence, bytes)` in order.
+pub type Staged = Vec<(u64, Vec<u8>)>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("replication stage {path}: {reason}")]
@@ -46,7 +49,7 @@ pub fn stage(path: &Path, records: &[(u64, Vec<u8>)]) -> Result<(), StageError> 
 }
 
 /// The staged records, or `None` when nothing is staged.
-pub fn load(path: &Path) -> Result<Option<Vec<(u64, Vec<u8>)>>, StageError> {
+pub fn load(path: &Path) -> Result<Option<Staged>, StageError> {
     let b = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
