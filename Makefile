@@ -1,7 +1,7 @@
 # Wharf: the commands a newcomer needs. See README.md.
 SHELL := /bin/bash
 CARGO ?= cargo
-PLUGINS := memcached http wharf replica
+PLUGINS := memcached http wharf replica cassandra
 EXAMPLES := log-target
 FIXTURES := misbehave
 

@@ -4,6 +4,7 @@
 //! The binary and plugins must be built first (`make build`); the harness
 //! says so plainly when they are missing.
 
+pub mod cql;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -4,6 +4,7 @@ from typing import List, Optional, Union
 
 from ._config import Config
 from ._errors import Reject, Retry
+from ._outcome import deliver_one_outcome
 from ._types import Batch, Message, Outcome, PluginInfo
 
 
@@ -36,8 +37,6 @@ class Target:
         `Reject` (not raised), or an `Outcome`. The default calls
         `deliver_one` for each message; override it to pipeline or batch
         requests."""
-        from ._runner import deliver_one_outcome
-
         return [deliver_one_outcome(self, msg) for msg in batch.messages]
 
     @classmethod

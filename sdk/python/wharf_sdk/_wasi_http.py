@@ -5,7 +5,7 @@ from componentize_py_types import Err
 from wit_world.imports import monotonic_clock, outgoing_handler, poll, streams
 from wit_world.imports import wasi_http_types as t
 
-from .http import MAX_RESPONSE_BODY, Response
+from ._http_response import MAX_RESPONSE_BODY, Response
 
 _WRITE_CHUNK = 4096  # blocking-write-and-flush takes at most 4096 bytes
 _METHODS = {

@@ -15,49 +15,15 @@ whatever its status, is returned.
         raise Retry(f"webhook answered {resp.status}", after_ms=resp.retry_after_ms())
 """
 
-import json
 import sys
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
+
+from ._http_response import MAX_RESPONSE_BODY, Response  # noqa: F401 (part of this module's API)
+
 
 DEFAULT_TIMEOUT_MS = 30_000
-MAX_RESPONSE_BODY = 16 * 1024 * 1024
 
 Headers = Union[Dict[str, str], List[Tuple[str, str]], None]
-
-
-@dataclass
-class Response:
-    """A response, body read in full. Header names are lower-case."""
-
-    status: int
-    headers: List[Tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-    def header(self, name: str) -> Optional[str]:
-        lower = name.lower()
-        for n, v in self.headers:
-            if n == lower:
-                return v
-        return None
-
-    @property
-    def ok(self) -> bool:
-        """True for 2xx."""
-        return 200 <= self.status < 300
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-    def json(self):
-        return json.loads(self.body)
-
-    def retry_after_ms(self) -> Optional[int]:
-        """`Retry-After` in ms, if it is a number of seconds."""
-        value = self.header("retry-after")
-        if value is not None and value.strip().isdigit():
-            return int(value.strip()) * 1000
-        return None
 
 
 def _split_url(url: str) -> Tuple[bool, str, str]:

@@ -13,6 +13,7 @@ use axum::routing::{delete, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::adapters::path::{namespace, partition};
 use crate::error::Error as ApiError;
 use crate::services::control;
 use crate::services::node::Node;
@@ -34,12 +35,6 @@ pub fn router() -> Router<Arc<Node>> {
 /// Who made the call, for the audit log: a token fingerprint, never the token.
 pub fn actor(headers: &HeaderMap) -> String {
     control::actor_of(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
-}
-
-fn namespace(node: &Node, name: &str) -> Result<Arc<crate::services::node::Namespace>, ApiError> {
-    node.namespace(name).ok_or_else(|| {
-        ApiError::new(ErrorKind::NotFound, "namespace_not_found", format!("no namespace named {name:?}"))
-    })
 }
 
 /// Audits the result, then turns it into a reply.
@@ -162,7 +157,7 @@ struct PartitionQuery {
 
 impl PartitionQuery {
     fn get(&self) -> Result<Option<u32>, ApiError> {
-        self.partition.as_deref().map(crate::adapters::replication::partition).transpose()
+        self.partition.as_deref().map(partition).transpose()
     }
 }
 

@@ -117,7 +117,7 @@ impl GrpcApi {
     /// Authorizes the call for `ns` and finds the namespace.
     fn namespace<T>(&self, req: &Request<T>, ns: &str) -> Result<Arc<Namespace>, Status> {
         self.authorize(req, Some(ns))?;
-        api::namespace(&self.node, ns).map_err(to_status)
+        crate::adapters::path::namespace(&self.node, ns).map_err(to_status)
     }
 }
 

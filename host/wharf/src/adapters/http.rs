@@ -17,9 +17,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::adapters::path::namespace;
 use crate::error::Error as ApiError;
 use crate::services::control::Who;
-use crate::services::node::{Namespace, Node};
+use crate::services::node::Node;
 use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
 use crate::services::{dlq, lookup, status};
 
@@ -95,12 +96,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn who<'a>(node: &'a Node, headers: &HeaderMap) -> Who<'a> {
     Who { data_dir: &node.data_dir, actor: crate::adapters::admin::actor(headers) }
-}
-
-pub(crate) fn namespace(node: &Node, name: &str) -> Result<Arc<Namespace>, ApiError> {
-    node.namespace(name).ok_or_else(|| {
-        ApiError::new(ErrorKind::NotFound, "namespace_not_found", format!("no namespace named {name:?}"))
-    })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -6,4 +6,5 @@ pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod path;
 pub mod replication;

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::adapters::http::namespace;
+use crate::adapters::path::{namespace, partition};
 use crate::error::Error as ApiError;
 use crate::services::node::Node;
 use crate::services::replication::{self, ShippedRecord};
@@ -77,9 +77,4 @@ fn decode(r: JsonRecord) -> Result<ShippedRecord, String> {
         digest: r.digest,
         prev_digest: r.prev_digest,
     })
-}
-
-pub(crate) fn partition(text: &str) -> Result<u32, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad("invalid_partition", format!("{text:?} is not a partition number")))
 }

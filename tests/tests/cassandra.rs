@@ -1,0 +1,201 @@
+//! End to end: HTTP write → durable log → the cassandra Wasm plugin → a FAKE
+//! CQL v4 server (`wharf_tests::cql::FakeCql`, in-process; not Apache
+//! Cassandra, which cannot be installed on these machines).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wharf_tests::cql::{CqlFault, FakeCql};
+use wharf_tests::{Wharf, eventually, plugin, quick_retry, wharf_bin};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fake() -> FakeCql {
+    FakeCql::start().with_users_table()
+}
+
+/// Namespace `users` (one partition) on the cassandra plugin at `fakes`,
+/// with `extra` config entries (`, key = "value"`) and quick retries.
+fn namespace(fakes: &[&FakeCql], extra: &str) -> String {
+    let addrs: Vec<String> = fakes.iter().map(|f| f.addr()).collect();
+    let allow: Vec<String> = addrs.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"
+[namespaces.users]
+partitions = 1
+
+[namespaces.users.target]
+plugin = "{}"
+allow_connect = [{}]
+config = {{ contact_points = "{}", keyspace = "app", table = "users"{extra} }}
+{}"#,
+        plugin("cassandra").display(),
+        allow.join(", "),
+        addrs.join(","),
+        quick_retry("users"),
+    )
+}
+
+fn state(wharf: &Wharf, id: &str) -> String {
+    wharf.lookup("users", id)["state"].as_str().unwrap_or_default().to_string()
+}
+
+fn delivered(wharf: &Wharf, id: &str) {
+    eventually(WAIT, &format!("{id} delivered"), || (state(wharf, id) == "delivered").then_some(()));
+}
+
+fn row_ids(f: &FakeCql) -> Vec<Value> {
+    f.writes().iter().map(|w| w.row["id"].clone()).collect()
+}
+
+#[test]
+fn json_payloads_land_as_rows_in_order_with_write_timestamps() {
+    let f = fake();
+    let wharf = Wharf::start(&namespace(&[&f], ""));
+    let ids: Vec<String> = (1..=3)
+        .map(|i| {
+            wharf.write_id("users", "u1", format!(r#"{{"id":"u1","name":"v{i}","age":{i}}}"#).as_bytes())
+        })
+        .collect();
+    let other = wharf.write_id("users", "u2", br#"{"id":"u2","name":"Bo"}"#);
+    for id in ids.iter().chain([&other]) {
+        delivered(&wharf, id);
+    }
+    let writes = f.writes();
+    let u1: Vec<&Value> = writes.iter().filter(|w| w.row["id"] == "u1").map(|w| &w.row["name"]).collect();
+    assert_eq!(u1, [&json!("v1"), &json!("v2"), &json!("v3")], "{writes:?}");
+    assert!(writes.iter().all(|w| w.consistency == "LocalQuorum"), "{writes:?}");
+    let ts: Vec<i64> =
+        writes.iter().filter(|w| w.row["id"] == "u1").map(|w| w.timestamp.expect("timestamp")).collect();
+    assert!(ts.windows(2).all(|p| p[0] < p[1]), "USING TIMESTAMP grows per key: {ts:?}");
+    let rows = f.rows("app", "users");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(Value::Object(rows[0].clone()), json!({"id":"u1","name":"v3","age":3,"msg":null}));
+    assert_eq!(Value::Object(rows[1].clone()), json!({"id":"u2","name":"Bo","age":null,"msg":null}));
+}
+
+#[test]
+fn a_custom_statement_fills_named_markers_from_fields_key_and_id() {
+    let f = fake();
+    let stmt = ", statement = \"INSERT INTO app.users (id, name, msg) VALUES (:wharf_key, :name, :wharf_id) USING TIMESTAMP :wharf_timestamp\", consistency = \"QUORUM\"";
+    let wharf = Wharf::start(&namespace(&[&f], stmt));
+    let id = wharf.write_id("users", "grace", br#"{"name":"Grace Hopper","extra":1}"#);
+    delivered(&wharf, &id);
+    let w = f.writes();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(Value::Object(w[0].row.clone()), json!({"id":"grace","name":"Grace Hopper","msg":id}));
+    assert_eq!(w[0].consistency, "Quorum");
+}
+
+#[test]
+fn fails_over_to_the_second_contact_point_when_the_first_is_down() {
+    let first = fake();
+    first.set_down(true);
+    let second = fake();
+    let wharf = Wharf::start(&namespace(&[&first, &second], ""));
+    let id = wharf.write_id("users", "a", br#"{"id":"a"}"#);
+    delivered(&wharf, &id);
+    assert_eq!(row_ids(&second), [json!("a")]);
+    assert!(first.connections() >= 1, "the first contact point was tried");
+    assert!(first.writes().is_empty());
+    // Now the second goes down and the first is back: the plugin moves over.
+    first.set_down(false);
+    second.set_down(true);
+    let id = wharf.write_id("users", "b", br#"{"id":"b"}"#);
+    delivered(&wharf, &id);
+    assert_eq!(row_ids(&first), [json!("b")]);
+}
+
+#[test]
+fn unprepared_after_a_server_restart_is_prepared_again() {
+    let f = fake();
+    let wharf = Wharf::start(&namespace(&[&f], ""));
+    delivered(&wharf, &wharf.write_id("users", "a", br#"{"id":"a"}"#));
+    let prepares = f.requests("PREPARE");
+    f.forget_prepared();
+    delivered(&wharf, &wharf.write_id("users", "b", br#"{"id":"b"}"#));
+    assert!(f.unprepared_answers() >= 1, "the fake answered UNPREPARED");
+    assert!(f.requests("PREPARE") > prepares, "the plugin prepared again");
+    assert_eq!(row_ids(&f), [json!("a"), json!("b")]);
+}
+
+#[test]
+fn transient_errors_are_retried_then_delivered_once() {
+    let f = fake();
+    let wharf = Wharf::start(&namespace(&[&f], ""));
+    delivered(&wharf, &wharf.write_id("users", "warm", br#"{"id":"warm"}"#));
+    f.fail_next_writes(2, CqlFault::Unavailable);
+    f.fail_next_writes(1, CqlFault::Overloaded);
+    f.fail_next_writes(1, CqlFault::WriteTimeout);
+    let id = wharf.write_id("users", "t", br#"{"id":"t","age":1}"#);
+    delivered(&wharf, &id);
+    assert_eq!(f.pending_faults(), 0, "every injected error was answered");
+    assert_eq!(row_ids(&f), [json!("warm"), json!("t")]);
+    assert!(wharf.dlq_ids("users", None).is_empty());
+    // warm + four refused attempts + the one that landed.
+    assert!(f.requests("EXECUTE") >= 6, "EXECUTEs: {}", f.requests("EXECUTE"));
+}
+
+#[test]
+fn bad_payloads_are_dead_lettered_with_the_reason_and_later_messages_flow() {
+    let f = fake();
+    let wharf = Wharf::start(&namespace(&[&f], ""));
+    let not_json = wharf.write_id("users", "x", b"not json at all");
+    let unknown_column = wharf.write_id("users", "y", br#"{"id":"y","colour":"red"}"#);
+    let good = wharf.write_id("users", "z", br#"{"id":"z"}"#);
+    delivered(&wharf, &good);
+    let entries = eventually(WAIT, "two dlq entries", || {
+        let e = wharf.dlq("users", None).body["entries"].as_array().cloned().unwrap_or_default();
+        (e.len() == 2).then_some(e)
+    });
+    let reason = |id: &str| -> String {
+        let e = entries.iter().find(|e| e["message_id"] == id).expect("entry");
+        e["failures"][0]["reason"].as_str().unwrap_or_default().to_string()
+    };
+    assert!(reason(&not_json).contains("not JSON"), "{entries:?}");
+    let r = reason(&unknown_column);
+    assert!(r.contains("Invalid (0x2200)") && r.contains("colour"), "{r}");
+    assert_eq!(state(&wharf, &not_json), "dead_lettered");
+    assert_eq!(row_ids(&f), [json!("z")]);
+}
+
+#[test]
+fn authenticates_with_username_and_password() {
+    let f = FakeCql::start_with_auth("wharf", "s3cret").with_users_table();
+    let wharf = Wharf::start(&namespace(&[&f], ", username = \"wharf\", password = \"s3cret\""));
+    delivered(&wharf, &wharf.write_id("users", "a", br#"{"id":"a"}"#));
+    assert_eq!(row_ids(&f), [json!("a")]);
+    assert_eq!(f.auth_failures(), 0);
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_init_error_and_writes_nothing() {
+    let f = FakeCql::start_with_auth("wharf", "s3cret").with_users_table();
+    let config = namespace(&[&f], ", username = \"wharf\", password = \"wrong\"");
+
+    // check-config runs the plugin's init: exit 64 with the server's reason.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wharf.toml");
+    std::fs::write(&file, &config).expect("config");
+    let out = Command::new(wharf_bin())
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("init failed"), "{stderr}");
+    assert!(stderr.contains("AuthenticationError (0x0100)") && stderr.contains("incorrect"), "{stderr}");
+
+    // Serving: the message stays undelivered; the log says why.
+    let wharf = Wharf::start(&config);
+    let id = wharf.write_id("users", "a", br#"{"id":"a"}"#);
+    eventually(WAIT, "the auth failure in the log", || {
+        wharf.log().contains("AuthenticationError (0x0100)").then_some(())
+    });
+    assert!(f.auth_failures() >= 2, "check-config and serve both tried");
+    assert_ne!(state(&wharf, &id), "delivered");
+    assert!(f.writes().is_empty());
+}
