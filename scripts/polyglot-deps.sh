@@ -2,12 +2,16 @@
 # Installs the toolchains of Python and JavaScript plugins, if missing
 # (`make test-deps`; safe to run again, quick when done):
 #   - componentize-py (PyPI), which builds sdk/python plugins;
+#   - cassandra-driver (PyPI, the DataStax Python driver), which
+#     tests/tests/cassandra.rs runs against the fake CQL server
+#     (pure Python: CASS_DRIVER_NO_EXTENSIONS=1 skips its C extensions);
 #   - sdk/js/node_modules (npm ci from sdk/js/package-lock.json):
 #     componentize-js, jco and rolldown, which build sdk/js plugins.
 # Needs python3 with pip, and node >= 20 with npm.
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
+CASSANDRA_DRIVER_VERSION=3.30.1
 PY="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -16,6 +20,11 @@ if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $COMPONENTIZ
   "$PY" -m pip install -q --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
   command -v componentize-py >/dev/null || { echo "componentize-py not on PATH after install" >&2; exit 1; }
+fi
+
+if [ "$("$PY" -c 'import cassandra; print(cassandra.__version__)' 2>/dev/null)" != "$CASSANDRA_DRIVER_VERSION" ]; then
+  echo "==> installing cassandra-driver $CASSANDRA_DRIVER_VERSION (PyPI)"
+  CASS_DRIVER_NO_EXTENSIONS=1 "$PY" -m pip install -q --disable-pip-version-check "cassandra-driver==$CASSANDRA_DRIVER_VERSION"
 fi
 
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \

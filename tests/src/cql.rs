@@ -21,8 +21,16 @@
 //!   ([`FakeCql::writes`]) and the table as last-write-wins by `USING
 //!   TIMESTAMP` ([`FakeCql::rows`]). A BATCH is all or nothing. An unknown
 //!   prepared id is answered UNPREPARED.
-//! - QUERY of `system_schema.columns` (the partition key lookup); other
-//!   queries are Invalid.
+//! - QUERY of `system_schema.columns` (the partition key lookup).
+//! - SELECT, as QUERY or PREPARE/EXECUTE: `SELECT (* | a, b) FROM ks.t
+//!   [WHERE c = (? | 'text' | 123)]`, answered from the rows as
+//!   [`FakeCql::rows`] shows them. `system.local` has one row (this node:
+//!   cluster name, data center, rack, host id, versions, addresses) and
+//!   `system.peers` none, which is what a driver's control connection reads;
+//!   `system.peers_v2` does not exist (Invalid), so drivers fall back to
+//!   `system.peers`. Enough for the DataStax Python driver to connect,
+//!   prepare, insert and select (`tests/cql_driver_check.py`). Other queries
+//!   are Invalid.
 //!
 //! Fault knobs: [`FakeCql::forget_prepared`] (a "restart": the next EXECUTE
 //! gets UNPREPARED), [`FakeCql::fail_next_writes`] (Unavailable, Overloaded,
@@ -136,6 +144,22 @@ struct Table {
 enum Shape {
     Json,
     Columns(Vec<String>),
+    Select(Select),
+}
+
+/// `SELECT <columns> FROM ks.t [WHERE <column> = <operand>]`.
+#[derive(Debug, Clone)]
+struct Select {
+    columns: Vec<(String, ColType)>,
+    filter: Option<(String, ColType, Operand)>,
+}
+
+#[derive(Debug, Clone)]
+enum Operand {
+    /// `?`, bound at EXECUTE (or QUERY) time.
+    Marker,
+    /// A string or integer literal.
+    Literal(Json),
 }
 
 #[derive(Debug, Clone)]
@@ -251,28 +275,7 @@ impl FakeCql {
     /// each cell the value with the highest write timestamp (writes without
     /// `USING TIMESTAMP` count as their arrival order). Sorted by primary key.
     pub fn rows(&self, keyspace: &str, table: &str) -> Vec<Map<String, Json>> {
-        let st = lock(&self.state);
-        let Some(t) = st.tables.get(&(keyspace.to_string(), table.to_string())) else {
-            return Vec::new();
-        };
-        let key_cols: Vec<&String> = t.partition_key.iter().chain(&t.clustering).collect();
-        let mut rows: BTreeMap<String, BTreeMap<String, (i64, Json)>> = BTreeMap::new();
-        for (i, w) in st.writes.iter().enumerate().filter(|(_, w)| w.keyspace == keyspace && w.table == table)
-        {
-            let ts = w.timestamp.unwrap_or(i as i64);
-            let pk: Vec<String> =
-                key_cols.iter().map(|c| w.row.get(*c).map(Json::to_string).unwrap_or_default()).collect();
-            let row = rows.entry(pk.join("\u{1}")).or_default();
-            for (col, v) in &w.row {
-                match row.get(col) {
-                    Some((old, _)) if *old > ts => {}
-                    _ => {
-                        row.insert(col.clone(), (ts, v.clone()));
-                    }
-                }
-            }
-        }
-        rows.into_values().map(|r| r.into_iter().map(|(c, (_, v))| (c, v)).collect()).collect()
+        table_rows(&lock(&self.state), keyspace, table)
     }
 
     /// Forget every prepared statement (as a restarted node does): the next
@@ -510,13 +513,18 @@ fn handle(state: &Mutex<State>, authenticated: &mut bool, opcode: Opcode, body: 
                         }),
                         col_specs: specs,
                     },
-                    result_metadata: RowsMetadata {
-                        flags: RowsMetadataFlags::NO_METADATA,
-                        columns_count: 0,
-                        paging_state: None,
-                        new_metadata_id: None,
-                        global_table_spec: None,
-                        col_specs: vec![],
+                    result_metadata: match &prepared.shape {
+                        Shape::Select(sel) => {
+                            rows_metadata(&prepared.keyspace, &prepared.table, &sel.columns)
+                        }
+                        _ => RowsMetadata {
+                            flags: RowsMetadataFlags::NO_METADATA,
+                            columns_count: 0,
+                            paging_state: None,
+                            new_metadata_id: None,
+                            global_table_spec: None,
+                            col_specs: vec![],
+                        },
                     },
                 };
                 st.prepared.insert(id, prepared);
@@ -534,7 +542,11 @@ fn handle(state: &Mutex<State>, authenticated: &mut bool, opcode: Opcode, body: 
                 None => vec![],
             };
             let consistency = e.query_parameters.consistency;
-            write(&mut st, "EXECUTE", consistency, vec![(e.id.into_bytes().unwrap_or_default(), values)])
+            let id = e.id.into_bytes().unwrap_or_default();
+            if let Some(Prepared { keyspace, table, shape: Shape::Select(sel), .. }) = st.prepared.get(&id) {
+                return run_select(&st, keyspace, table, sel, &values);
+            }
+            write(&mut st, "EXECUTE", consistency, vec![(id, values)])
         }
         RequestBody::Batch(b) => {
             let via = match b.batch_type {
@@ -611,6 +623,21 @@ fn prepare(st: &State, cql: &str) -> Result<PrepareOk, Reply> {
     let syntax =
         |near: &str| error(ErrorType::Syntax, format!("line 1:0 no viable alternative at input '{near}'"));
     let toks = tokens(cql);
+    if toks.first().is_some_and(|w| w.eq_ignore_ascii_case("SELECT")) {
+        let (keyspace, table, sel) = parse_select(st, cql)?;
+        let specs: Vec<ColSpec> = sel
+            .filter
+            .iter()
+            .filter(|(_, _, op)| matches!(op, Operand::Marker))
+            .map(|(c, ty, _)| col_spec(c, *ty))
+            .collect();
+        let pk_indexes = match (&sel.filter, system_or_user_table(st, &keyspace, &table)) {
+            (Some((c, _, Operand::Marker)), Some(t)) if t.partition_key == [c.clone()] => vec![0],
+            _ => vec![],
+        };
+        let prepared = Prepared { keyspace, table, shape: Shape::Select(sel), timestamp_marker: false };
+        return Ok((statement_id(cql), prepared, specs, pk_indexes));
+    }
     let mut t = toks.iter().map(String::as_str).peekable();
     for word in ["INSERT", "INTO"] {
         match t.next() {
@@ -705,6 +732,11 @@ fn prepare(st: &State, cql: &str) -> Result<PrepareOk, Reply> {
         }
         Some(w) => return Err(syntax(w)),
     }
+    Ok((statement_id(cql), Prepared { keyspace, table, shape, timestamp_marker }, specs, pk_indexes))
+}
+
+/// A prepared statement's id: 16 bytes hashed from its text.
+fn statement_id(cql: &str) -> Vec<u8> {
     let mut id = Vec::with_capacity(16);
     for salt in [0u64, 1] {
         use std::hash::{Hash, Hasher};
@@ -712,7 +744,7 @@ fn prepare(st: &State, cql: &str) -> Result<PrepareOk, Reply> {
         (salt, cql).hash(&mut h);
         id.extend_from_slice(&h.finish().to_be_bytes());
     }
-    Ok((id, Prepared { keyspace, table, shape, timestamp_marker }, specs, pk_indexes))
+    id
 }
 
 /// Words, `?`, punctuation and quoted strings (kept with their quotes).
@@ -756,6 +788,7 @@ fn decode_row(
     let markers = match &p.shape {
         Shape::Json => 1,
         Shape::Columns(c) => c.len(),
+        Shape::Select(_) => return Err("a SELECT cannot be part of a write".to_string()),
     } + usize::from(p.timestamp_marker);
     if values.len() != markers {
         return Err(format!("There were {markers} markers(?) in CQL but {} bound variables", values.len()));
@@ -785,6 +818,7 @@ fn decode_row(
                 row.entry(col.clone()).or_insert(Json::Null);
             }
         }
+        Shape::Select(_) => return Err("a SELECT cannot be part of a write".to_string()),
         Shape::Columns(cols) => {
             for (col, v) in cols.iter().zip(values) {
                 let ty =
@@ -863,7 +897,21 @@ fn decode(b: &[u8], ty: &ColType) -> Result<Json, String> {
 fn query(st: &State, cql: &str, values: Option<&QueryValues>) -> Reply {
     let lower = cql.to_ascii_lowercase();
     if !lower.contains("from system_schema.columns") {
-        return error(ErrorType::Invalid, format!("the fake CQL server does not run {cql:?}"));
+        if !lower.trim_start().starts_with("select") {
+            return error(ErrorType::Invalid, format!("the fake CQL server does not run {cql:?}"));
+        }
+        let (ks, table, sel) = match parse_select(st, cql) {
+            Ok(parsed) => parsed,
+            Err(reply) => return reply,
+        };
+        let bound = match values {
+            Some(QueryValues::SimpleValues(v)) => v.clone(),
+            Some(QueryValues::NamedValues(_)) => {
+                return error(ErrorType::Invalid, "the fake does not support named values");
+            }
+            None => vec![],
+        };
+        return run_select(st, &ks, &table, &sel, &bound);
     }
     let text = |v: &Value| match v {
         Value::Some(b) => String::from_utf8_lossy(b).into_owned(),
@@ -916,4 +964,280 @@ fn query(st: &State, cql: &str, values: Option<&QueryValues>) -> Reply {
         protocol_version: Version::V4,
     };
     result(ResResultBody::Rows(body))
+}
+
+fn col_spec(name: &str, id: ColType) -> ColSpec {
+    ColSpec { table_spec: None, name: name.to_string(), col_type: ColTypeOption { id, value: None } }
+}
+
+fn rows_metadata(keyspace: &str, table: &str, columns: &[(String, ColType)]) -> RowsMetadata {
+    RowsMetadata {
+        flags: RowsMetadataFlags::GLOBAL_TABLE_SPACE,
+        columns_count: columns.len() as i32,
+        paging_state: None,
+        new_metadata_id: None,
+        global_table_spec: Some(TableSpec { ks_name: keyspace.to_string(), table_name: table.to_string() }),
+        col_specs: columns.iter().map(|(n, t)| col_spec(n, *t)).collect(),
+    }
+}
+
+/// The fake's one node, as `system.local` shows it: what a driver's control
+/// connection reads (cluster name, data center, rack, host id, versions).
+/// `system.peers` has no rows; `system.peers_v2` does not exist (Invalid), so
+/// drivers fall back to `system.peers`, as with Cassandra 3.
+fn system_table(keyspace: &str, table: &str) -> Option<(Table, Vec<Map<String, Json>>)> {
+    use ColType::{Inet, Uuid, Varchar};
+    let (columns, row): (Vec<(&str, ColType, Json)>, bool) = match (keyspace, table) {
+        ("system", "local") => (
+            vec![
+                ("key", Varchar, Json::from("local")),
+                ("cluster_name", Varchar, Json::from("Wharf fake CQL")),
+                ("data_center", Varchar, Json::from("datacenter1")),
+                ("rack", Varchar, Json::from("rack1")),
+                ("host_id", Uuid, Json::from("00000000-0000-4000-8000-00000000fa4e")),
+                ("partitioner", Varchar, Json::from("org.apache.cassandra.dht.Murmur3Partitioner")),
+                ("release_version", Varchar, Json::from("4.0.0")),
+                ("schema_version", Uuid, Json::from("00000000-0000-4000-8000-000000000001")),
+                ("cql_version", Varchar, Json::from("3.4.5")),
+                ("native_protocol_version", Varchar, Json::from("4")),
+                ("rpc_address", Inet, Json::from("127.0.0.1")),
+                ("broadcast_address", Inet, Json::from("127.0.0.1")),
+                ("listen_address", Inet, Json::from("127.0.0.1")),
+            ],
+            true,
+        ),
+        ("system", "peers") => (
+            vec![
+                ("peer", Inet, Json::Null),
+                ("data_center", Varchar, Json::Null),
+                ("host_id", Uuid, Json::Null),
+                ("preferred_ip", Inet, Json::Null),
+                ("rack", Varchar, Json::Null),
+                ("release_version", Varchar, Json::Null),
+                ("rpc_address", Inet, Json::Null),
+                ("schema_version", Uuid, Json::Null),
+            ],
+            false,
+        ),
+        _ => return None,
+    };
+    let key = columns[0].0.to_string();
+    let rows = if row {
+        vec![columns.iter().map(|(n, _, v)| ((*n).to_string(), v.clone())).collect()]
+    } else {
+        vec![]
+    };
+    let t = Table {
+        columns: columns.into_iter().map(|(n, t, _)| (n.to_string(), t)).collect(),
+        partition_key: vec![key],
+        clustering: vec![],
+    };
+    Some((t, rows))
+}
+
+fn system_or_user_table(st: &State, keyspace: &str, table: &str) -> Option<Table> {
+    system_table(keyspace, table)
+        .map(|(t, _)| t)
+        .or_else(|| st.tables.get(&(keyspace.to_string(), table.to_string())).cloned())
+}
+
+/// A table's rows, one per primary key, each cell the value with the highest
+/// write timestamp (see [`FakeCql::rows`]).
+fn table_rows(st: &State, keyspace: &str, table: &str) -> Vec<Map<String, Json>> {
+    if let Some((_, rows)) = system_table(keyspace, table) {
+        return rows;
+    }
+    let Some(t) = st.tables.get(&(keyspace.to_string(), table.to_string())) else {
+        return Vec::new();
+    };
+    let key_cols: Vec<&String> = t.partition_key.iter().chain(&t.clustering).collect();
+    let mut rows: BTreeMap<String, BTreeMap<String, (i64, Json)>> = BTreeMap::new();
+    for (i, w) in st.writes.iter().enumerate().filter(|(_, w)| w.keyspace == keyspace && w.table == table) {
+        let ts = w.timestamp.unwrap_or(i as i64);
+        let pk: Vec<String> =
+            key_cols.iter().map(|c| w.row.get(*c).map(Json::to_string).unwrap_or_default()).collect();
+        let row = rows.entry(pk.join("\u{1}")).or_default();
+        for (col, v) in &w.row {
+            match row.get(col) {
+                Some((old, _)) if *old > ts => {}
+                _ => {
+                    row.insert(col.clone(), (ts, v.clone()));
+                }
+            }
+        }
+    }
+    rows.into_values().map(|r| r.into_iter().map(|(c, (_, v))| (c, v)).collect()).collect()
+}
+
+/// Parse `SELECT (* | a, b, ...) FROM ks.t [WHERE c = (? | 'text' | 123)] [;]`.
+fn parse_select(st: &State, cql: &str) -> Result<(String, String, Select), Reply> {
+    let syntax =
+        |near: &str| error(ErrorType::Syntax, format!("line 1:0 no viable alternative at input '{near}'"));
+    let toks = tokens(cql);
+    let mut t = toks.iter().map(String::as_str).peekable();
+    let ident = |w: Option<&str>| -> Result<String, Reply> {
+        match w {
+            Some(w) if w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(w.to_ascii_lowercase()),
+            other => Err(syntax(other.unwrap_or("<EOF>"))),
+        }
+    };
+    if !t.next().is_some_and(|w| w.eq_ignore_ascii_case("SELECT")) {
+        return Err(syntax(cql));
+    }
+    let mut names = Vec::new();
+    if t.peek() == Some(&"*") {
+        t.next();
+    } else {
+        loop {
+            names.push(ident(t.next())?);
+            match t.next() {
+                Some(",") => {}
+                Some(w) if w.eq_ignore_ascii_case("FROM") => break,
+                other => return Err(syntax(other.unwrap_or("<EOF>"))),
+            }
+        }
+    }
+    if names.is_empty() && !t.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+        return Err(syntax("FROM"));
+    }
+    let keyspace = ident(t.next())?;
+    if t.next() != Some(".") {
+        return Err(error(ErrorType::Invalid, "No keyspace has been specified."));
+    }
+    let table = ident(t.next())?;
+    let Some(schema) = system_or_user_table(st, &keyspace, &table) else {
+        return Err(error(ErrorType::Invalid, format!("unconfigured table {table}")));
+    };
+    let col_type = |name: &str| -> Result<ColType, Reply> {
+        schema
+            .columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| error(ErrorType::Invalid, format!("Undefined column name {name}")))
+    };
+    let columns = if names.is_empty() {
+        schema.columns.clone()
+    } else {
+        names.iter().map(|n| Ok((n.clone(), col_type(n)?))).collect::<Result<Vec<_>, Reply>>()?
+    };
+    let mut filter = None;
+    match t.next() {
+        None | Some(";") => {}
+        Some(w) if w.eq_ignore_ascii_case("WHERE") => {
+            let c = ident(t.next())?;
+            let ty = col_type(&c)?;
+            if t.next() != Some("=") {
+                return Err(error(ErrorType::Invalid, "the fake only takes WHERE <column> = <value>"));
+            }
+            let op = match t.next() {
+                Some("?") => Operand::Marker,
+                Some(w) if w.starts_with('\'') && w.ends_with('\'') && w.len() >= 2 => {
+                    Operand::Literal(Json::from(&w[1..w.len() - 1]))
+                }
+                Some(w) if w.parse::<i64>().is_ok() => {
+                    Operand::Literal(Json::from(w.parse::<i64>().unwrap_or(0)))
+                }
+                other => return Err(syntax(other.unwrap_or("<EOF>"))),
+            };
+            filter = Some((c, ty, op));
+            if let Some(w) = t.next().filter(|w| *w != ";") {
+                return Err(syntax(w));
+            }
+        }
+        Some(w) => return Err(syntax(w)),
+    }
+    Ok((keyspace, table, Select { columns, filter }))
+}
+
+/// Answer a SELECT with the table's current rows (filtered, projected).
+fn run_select(st: &State, keyspace: &str, table: &str, sel: &Select, values: &[Value]) -> Reply {
+    let wanted = match &sel.filter {
+        None => None,
+        Some((c, _, Operand::Literal(v))) => Some((c, v.clone())),
+        Some((c, ty, Operand::Marker)) => {
+            let [v] = values else {
+                return error(
+                    ErrorType::Invalid,
+                    format!("There was 1 marker(?) in CQL but {} bound variables", values.len()),
+                );
+            };
+            let v = match v {
+                Value::Some(b) => match decode(b, ty) {
+                    Ok(v) => v,
+                    Err(e) => return error(ErrorType::Invalid, format!("Invalid value for {c}: {e}")),
+                },
+                Value::Null | Value::NotSet => {
+                    return error(ErrorType::Invalid, format!("Invalid null value for {c}"));
+                }
+            };
+            Some((c, v))
+        }
+    };
+    let mut rows_content = Vec::new();
+    for row in table_rows(st, keyspace, table) {
+        if let Some((c, v)) = &wanted {
+            if row.get(*c) != Some(v) {
+                continue;
+            }
+        }
+        let mut cells = Vec::new();
+        for (name, ty) in &sel.columns {
+            match encode(row.get(name).unwrap_or(&Json::Null), ty) {
+                Ok(cell) => cells.push(cell),
+                Err(e) => return error(ErrorType::Server, format!("the fake cannot encode {name}: {e}")),
+            }
+        }
+        rows_content.push(cells);
+    }
+    result(ResResultBody::Rows(BodyResResultRows {
+        metadata: rows_metadata(keyspace, table, &sel.columns),
+        rows_count: rows_content.len() as i32,
+        rows_content,
+        protocol_version: Version::V4,
+    }))
+}
+
+/// A JSON value as a serialised CQL value of `ty` (the inverse of [`decode`]).
+fn encode(v: &Json, ty: &ColType) -> Result<CBytes, String> {
+    if v.is_null() {
+        return Ok(CBytes::new_null());
+    }
+    let int = || -> Result<i64, String> {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| format!("{v} is not an integer"))
+    };
+    let float = || -> Result<f64, String> {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| format!("{v} is not a number"))
+    };
+    let text = || v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let bytes = match ty {
+        ColType::Varchar | ColType::Ascii => text().into_bytes(),
+        ColType::Int => (int()? as i32).to_be_bytes().to_vec(),
+        ColType::Smallint => (int()? as i16).to_be_bytes().to_vec(),
+        ColType::Tinyint => (int()? as i8).to_be_bytes().to_vec(),
+        ColType::Bigint | ColType::Timestamp | ColType::Counter => int()?.to_be_bytes().to_vec(),
+        ColType::Boolean => vec![u8::from(v.as_bool().unwrap_or_else(|| text() == "true"))],
+        ColType::Double => float()?.to_be_bytes().to_vec(),
+        ColType::Float => (float()? as f32).to_be_bytes().to_vec(),
+        ColType::Uuid | ColType::Timeuuid => {
+            let h: String = text().chars().filter(|c| *c != '-').collect();
+            if h.len() != 32 {
+                return Err(format!("{v} is not a uuid"));
+            }
+            (0..16)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?
+        }
+        ColType::Inet => match text().parse::<std::net::IpAddr>().map_err(|e| e.to_string())? {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        },
+        _ => base64::engine::general_purpose::STANDARD.decode(text()).map_err(|e| e.to_string())?,
+    };
+    Ok(CBytes::new(bytes))
 }

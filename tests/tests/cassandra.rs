@@ -1,13 +1,26 @@
 //! End to end: HTTP write → durable log → the cassandra Wasm plugin → a FAKE
 //! CQL v4 server (`wharf_tests::cql::FakeCql`, in-process; not Apache
 //! Cassandra, which cannot be installed on these machines).
+//!
+//! The stand-in itself is checked with the official DataStax Python driver
+//! (`tests/cql_driver_check.py`; `make test-deps` installs it).
+//!
+//! Against a real cluster (opt-in; the table must exist, e.g.
+//! `CREATE TABLE app.users (id text PRIMARY KEY, name text, age int, msg text)`):
+//!
+//! ```text
+//! WHARF_CASSANDRA_CONTACT_POINTS=10.0.0.1:9042,10.0.0.2:9042 \
+//! WHARF_CASSANDRA_KEYSPACE=app WHARF_CASSANDRA_TABLE=users \
+//! [WHARF_CASSANDRA_USERNAME=... WHARF_CASSANDRA_PASSWORD=...] \
+//!   cargo test --release -p wharf-tests --test cassandra
+//! ```
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use wharf_tests::cql::{CqlFault, FakeCql};
-use wharf_tests::{Wharf, eventually, plugin, quick_retry, wharf_bin};
+use wharf_tests::{Wharf, eventually, plugin, quick_retry, root, wharf_bin};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -198,4 +211,126 @@ fn a_wrong_password_is_a_clear_init_error_and_writes_nothing() {
     assert!(f.auth_failures() >= 2, "check-config and serve both tried");
     assert_ne!(state(&wharf, &id), "delivered");
     assert!(f.writes().is_empty());
+}
+
+#[test]
+fn the_datastax_python_driver_connects_prepares_inserts_and_selects_on_the_stand_in() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let probe = Command::new(&python)
+        .args(["-c", "import cassandra, cassandra.cluster; print(cassandra.__version__)"])
+        .output()
+        .unwrap_or_else(|e| panic!("{python} cannot be run ({e}): run `make test-deps`"));
+    assert!(
+        probe.status.success(),
+        "the DataStax Python driver (`cassandra-driver` on PyPI) is not importable by {python}: \
+         run `make test-deps`\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    let f = fake();
+    let (host, port) = f.addr().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).expect("addr");
+    let out = Command::new(&python)
+        .arg(root().join("tests/cql_driver_check.py"))
+        .args([&host, &port])
+        .current_dir(root())
+        .output()
+        .expect("run tests/cql_driver_check.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "driver check failed ({}):\n{stdout}\n{stderr}", out.status);
+
+    // The row the driver inserted is in the fake...
+    let rows = f.rows("app", "users");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(Value::Object(rows[0].clone()), json!({"id": "py-driver", "name": "Ada Lovelace", "age": 36}),);
+    let w = f.writes();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].via.as_str(), w[0].consistency.as_str()), ("EXECUTE", "LocalQuorum"));
+    // ...and the driver read it back (prepared SELECT ... WHERE id = ?).
+    let selected = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("selected "))
+        .unwrap_or_else(|| panic!("no `selected` line:\n{stdout}\n{stderr}"));
+    let selected: Value = serde_json::from_str(selected).expect("selected row is JSON");
+    assert_eq!(selected, json!({"age": 36, "id": "py-driver", "name": "Ada Lovelace"}));
+    assert!(f.requests("PREPARE") >= 2 && f.requests("EXECUTE") >= 2, "prepared and executed");
+    assert!(f.requests("QUERY") >= 3, "system.local, system.peers(_v2), SELECT *");
+}
+
+/// Opt-in: delivers into a real cluster when `WHARF_CASSANDRA_CONTACT_POINTS`
+/// is set (comma-separated `ip:port`), into `WHARF_CASSANDRA_KEYSPACE`
+/// (default `app`) . `WHARF_CASSANDRA_TABLE` (default `users`), optionally
+/// with `WHARF_CASSANDRA_USERNAME` / `WHARF_CASSANDRA_PASSWORD`. The table
+/// must exist and have a text partition key `id` and a text column `name`
+/// (e.g. `CREATE TABLE app.users (id text PRIMARY KEY, name text, age int, msg text)`).
+#[test]
+fn against_a_real_cluster_when_configured() {
+    let Ok(contact_points) = std::env::var("WHARF_CASSANDRA_CONTACT_POINTS") else {
+        println!(
+            "WHARF_CASSANDRA_CONTACT_POINTS is not set: not configured, no real cluster tested \
+             (see docs/plugins.md, Cassandra)"
+        );
+        return;
+    };
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let auth = std::env::var("WHARF_CASSANDRA_USERNAME")
+        .ok()
+        .map(|user| (user, env("WHARF_CASSANDRA_PASSWORD", "")));
+    deliver_a_few(
+        &contact_points,
+        &env("WHARF_CASSANDRA_KEYSPACE", "app"),
+        &env("WHARF_CASSANDRA_TABLE", "users"),
+        auth,
+    );
+}
+
+/// The opt-in real-cluster check's own code, run against the stand-in so
+/// that it is known to work before anyone points it at a cluster.
+#[test]
+fn the_real_cluster_check_itself_passes_against_the_stand_in() {
+    let f = FakeCql::start_with_auth("wharf", "s3cret").with_users_table();
+    deliver_a_few(&f.addr(), "app", "users", Some(("wharf".to_string(), "s3cret".to_string())));
+    assert_eq!(f.rows("app", "users").len(), 3);
+}
+
+/// Writes three JSON messages for `keyspace.table` at `contact_points`,
+/// asserts each is delivered, the status counts them delivered and the DLQ
+/// is empty.
+fn deliver_a_few(contact_points: &str, keyspace: &str, table: &str, auth: Option<(String, String)>) {
+    let points: Vec<String> =
+        contact_points.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+    assert!(!points.is_empty(), "WHARF_CASSANDRA_CONTACT_POINTS has no contact point");
+    let auth = auth.map(|(u, p)| format!(", username = {u:?}, password = {p:?}")).unwrap_or_default();
+    let allow: Vec<String> = points.iter().map(|a| format!("{a:?}")).collect();
+    let config = format!(
+        r#"
+[namespaces.users]
+partitions = 1
+
+[namespaces.users.target]
+plugin = "{}"
+allow_connect = [{}]
+config = {{ contact_points = "{}", keyspace = "{keyspace}", table = "{table}"{auth} }}
+{}"#,
+        plugin("cassandra").display(),
+        allow.join(", "),
+        points.join(","),
+        quick_retry("users"),
+    );
+    let wharf = Wharf::start(&config);
+    let run = std::process::id();
+    let ids: Vec<String> = (1..=3)
+        .map(|i| {
+            let key = format!("wharf-test-{run}-{i}");
+            let payload = json!({"id": key, "name": format!("wharf test {i}")}).to_string();
+            wharf.write_id("users", &key, payload.as_bytes())
+        })
+        .collect();
+    for id in &ids {
+        delivered(&wharf, id);
+    }
+    let counted = wharf.target_delivery_sum("users", "default", "delivered_total");
+    assert!(counted >= ids.len() as u64, "status counts {counted} delivered: {}", wharf.status());
+    assert!(wharf.dlq_ids("users", None).is_empty(), "DLQ: {:?}", wharf.dlq("users", None).body);
+    println!("delivered {} messages to {keyspace}.{table} at {contact_points}", ids.len());
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wharf_tests::proxy::{Fault, FaultProxy, replay_raw};
-use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin, quick_retry};
+use wharf_tests::{HttpSink, Wharf, b64, eventually, plugin, quick_retry, wharf_bin};
 
 const NS: &str = "orders";
 const PARTITIONS: u32 = 2;
@@ -126,11 +126,18 @@ fn assert_all_on_replica(pair: &Pair, ids: &[String]) {
     }
 }
 
+/// What an operator does once they looked: `wharf replica resume` on the
+/// replica, `wharf target resume` on the primary.
 fn resume_both(pair: &Pair) {
-    let r = pair.replica.post(&format!("/v1/admin/namespaces/{NS}/replication/resume"), &json!({}));
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    let r = pair.primary.post(&format!("/v1/admin/namespaces/{NS}/targets/replica/resume"), &json!({}));
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    wharf(&["replica", "resume", NS, "--server", &pair.replica.url("")]);
+    wharf(&["target", "resume", NS, "replica", "--server", &pair.primary.url("")]);
+}
+
+/// Runs the `wharf` CLI; asserts success; returns stdout.
+fn wharf(args: &[&str]) -> String {
+    let out = std::process::Command::new(wharf_bin()).args(args).output().expect("run wharf");
+    assert!(out.status.success(), "wharf {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The path and body of a real batch the proxy saw: of the last records
@@ -426,6 +433,18 @@ fn row_6_2_gap_halts_the_replica_partition_until_an_operator_acts() {
     assert!(halt.starts_with("gap:"), "{halt}");
     let status = pair.replica.partitions(NS);
     assert!(status.iter().any(|p| p["replication"]["state"] == "halted"), "{status:?}");
+    let rows: Value =
+        serde_json::from_str(&wharf(&["replica", "status", "--json", "--server", &pair.replica.url("")]))
+            .expect("replica status --json");
+    let halted = rows.as_array().expect("rows").iter().find(|r| r["state"] == "halted").cloned();
+    assert!(
+        halted.as_ref().is_some_and(
+            |r| r["role"] == "replica" && r["reason"].as_str().is_some_and(|x| x.starts_with("gap:"))
+        ),
+        "{rows}"
+    );
+    let text = wharf(&["replica", "status", "--server", &pair.replica.url("")]);
+    assert!(text.contains("halted") && text.contains("gap:"), "{text}");
     // No reads from the halted partition, no replication into it.
     let halted_part =
         replica_halts(&pair.replica).iter().position(Option::is_some).expect("a halted partition");
@@ -441,6 +460,13 @@ fn row_6_2_gap_halts_the_replica_partition_until_an_operator_acts() {
     let r = pair.replica.post(&path, &batch);
     assert_eq!(r.body["error"]["code"], "replication_halted", "{:?}", r.body);
     eventually(WAIT, "the primary's target to halt", || any_halt(&target_halts(&pair.primary)));
+    let rows: Value =
+        serde_json::from_str(&wharf(&["replica", "status", "--json", "--server", &pair.primary.url("")]))
+            .expect("replica status --json");
+    assert!(
+        rows.as_array().expect("rows").iter().any(|r| r["role"] == "primary" && r["state"] == "halted"),
+        "{rows}"
+    );
     // An operator's resume does not fill the gap: it halts again.
     resume_both(&pair);
     let again = eventually(WAIT, "the gap to halt again", || any_halt(&replica_halts(&pair.replica)));

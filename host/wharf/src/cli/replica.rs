@@ -111,13 +111,13 @@ fn status(server: &Server) -> anyhow::Result<ExitCode> {
     )?;
     for r in rows {
         outln!(
-            "{:<16} {:<10} {:<12} {:>4} {:>10} {:>9.1} {:<12} {}",
+            "{:<16} {:<10} {:<12} {:>4} {:>10} {:>9} {:<12} {}",
             r["namespace"].as_str().unwrap_or("?"),
             r["role"].as_str().unwrap_or("?"),
             r["target"].as_str().unwrap_or("-"),
             r["partition"],
             r["lag_messages"].as_u64().map_or("-".to_string(), |n| n.to_string()),
-            r["lag_seconds"].as_f64().unwrap_or(0.0),
+            r["lag_seconds"].as_f64().map_or("-".to_string(), |s| format!("{s:.1}")),
             r["state"].as_str().unwrap_or("?"),
             r["reason"].as_str().unwrap_or("-"),
         )?;
