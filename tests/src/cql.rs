@@ -1176,10 +1176,10 @@ fn run_select(st: &State, keyspace: &str, table: &str, sel: &Select, values: &[V
     };
     let mut rows_content = Vec::new();
     for row in table_rows(st, keyspace, table) {
-        if let Some((c, v)) = &wanted {
-            if row.get(*c) != Some(v) {
-                continue;
-            }
+        if let Some((c, v)) = &wanted
+            && row.get(*c) != Some(v)
+        {
+            continue;
         }
         let mut cells = Vec::new();
         for (name, ty) in &sel.columns {

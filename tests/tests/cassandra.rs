@@ -32,7 +32,13 @@ fn fake() -> FakeCql {
 /// with `extra` config entries (`, key = "value"`) and quick retries.
 fn namespace(fakes: &[&FakeCql], extra: &str) -> String {
     let addrs: Vec<String> = fakes.iter().map(|f| f.addr()).collect();
-    let allow: Vec<String> = addrs.iter().map(|a| format!("{a:?}")).collect();
+    namespace_at(&addrs, "app", "users", extra)
+}
+
+/// Namespace `users` on the cassandra plugin at `points`, table
+/// `keyspace.table`, with `extra` config entries and quick retries.
+fn namespace_at(points: &[String], keyspace: &str, table: &str, extra: &str) -> String {
+    let allow: Vec<String> = points.iter().map(|a| format!("{a:?}")).collect();
     format!(
         r#"
 [namespaces.users]
@@ -41,11 +47,11 @@ partitions = 1
 [namespaces.users.target]
 plugin = "{}"
 allow_connect = [{}]
-config = {{ contact_points = "{}", keyspace = "app", table = "users"{extra} }}
+config = {{ contact_points = "{}", keyspace = "{keyspace}", table = "{table}"{extra} }}
 {}"#,
         plugin("cassandra").display(),
         allow.join(", "),
-        addrs.join(","),
+        points.join(","),
         quick_retry("users"),
     )
 }
@@ -301,22 +307,7 @@ fn deliver_a_few(contact_points: &str, keyspace: &str, table: &str, auth: Option
         contact_points.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
     assert!(!points.is_empty(), "WHARF_CASSANDRA_CONTACT_POINTS has no contact point");
     let auth = auth.map(|(u, p)| format!(", username = {u:?}, password = {p:?}")).unwrap_or_default();
-    let allow: Vec<String> = points.iter().map(|a| format!("{a:?}")).collect();
-    let config = format!(
-        r#"
-[namespaces.users]
-partitions = 1
-
-[namespaces.users.target]
-plugin = "{}"
-allow_connect = [{}]
-config = {{ contact_points = "{}", keyspace = "{keyspace}", table = "{table}"{auth} }}
-{}"#,
-        plugin("cassandra").display(),
-        allow.join(", "),
-        points.join(","),
-        quick_retry("users"),
-    );
+    let config = namespace_at(&points, keyspace, table, &auth);
     let wharf = Wharf::start(&config);
     let run = std::process::id();
     let ids: Vec<String> = (1..=3)
