@@ -134,8 +134,10 @@ fn main() {
     // 2. Replicate that backlog.
     proxy.set(Fault::Pass);
     let started = Instant::now();
-    let target = chains(&primary);
-    while chains(&replica) != target {
+    let heads: Vec<u64> =
+        primary.partitions(NS).iter().map(|p| p["head_sequence"].as_u64().unwrap_or(0)).collect();
+    let ends = |w: &Wharf| -> Vec<u64> { chains(w).iter().map(|c| c["end"].as_u64().unwrap_or(0)).collect() };
+    while ends(&replica) != heads {
         assert!(started.elapsed() < Duration::from_secs(600), "replication did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
