@@ -36,7 +36,8 @@ fn assert_conformant(file: &Path, args: &[&str]) -> Value {
     let sizes: Vec<u64> = batches.iter().map(|b| b["size"].as_u64().expect("size")).collect();
     assert_eq!(sizes, [1, 100, 1000]);
     for b in batches {
-        let outcomes: u64 = ["delivered", "retry", "reject"].iter().map(|k| b[k].as_u64().expect(k)).sum();
+        let outcomes: u64 =
+            ["delivered", "retry", "reject", "halt"].iter().map(|k| b[k].as_u64().expect(k)).sum();
         assert_eq!(outcomes, b["size"].as_u64().expect("size"), "one outcome per message: {b}");
     }
     assert_eq!(report["trap"]["ok"], Value::Bool(true), "{report:#}");
@@ -67,6 +68,38 @@ fn the_memcached_plugin_is_conformant_against_a_closed_port() {
     let addr = format!("127.0.0.1:{}", free_port());
     let servers = format!("servers={addr}");
     assert_conformant(&plugin("memcached"), &["--config", &servers, "--allow-connect", &addr]);
+}
+
+#[test]
+fn the_forward_plugin_is_conformant_against_a_closed_port() {
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let report =
+        assert_conformant(&plugin("wharf"), &["--config", &format!("url={base}"), "--allow-http", &base]);
+    assert_eq!(report["batches"][0]["retry"], 1, "a refused connection is a retry: {report:#}");
+}
+
+#[test]
+fn the_replica_plugin_is_conformant_and_halts_without_stored_records() {
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let report =
+        assert_conformant(&plugin("replica"), &["--config", &format!("url={base}"), "--allow-http", &base]);
+    // Outside a mirroring lane messages carry no record: a halt, never a guess.
+    assert_eq!(report["batches"][0]["halt"], 1, "{report:#}");
+}
+
+#[test]
+fn the_cassandra_plugin_is_conformant_against_a_closed_port() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--config",
+        &format!("contact_points={addr}"),
+        "--config",
+        "keyspace=app",
+        "--config",
+        "table=users",
+    ];
+    let report = assert_conformant(&plugin("cassandra"), &[&args[..], &["--allow-connect", &addr]].concat());
+    assert_eq!(report["batches"][0]["retry"], 1, "an unreachable cluster is a retry: {report:#}");
 }
 
 #[test]
