@@ -520,20 +520,25 @@ impl Wharf {
         self.dir.path().join("data")
     }
 
-    fn spawn(&mut self) {
+    /// `wharf serve` over this config, its stderr appended to `wharf.log`.
+    fn launch(&self, rust_log: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("wharf.log"))
             .expect("log file");
-        let mut child = Command::new(wharf_bin())
+        Command::new(wharf_bin())
             .args(["serve", "--role", &self.role, "--config"])
             .arg(self.config_path())
-            .env("RUST_LOG", std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn wharf");
+            .expect("spawn wharf")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = self.launch(&std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()));
         match wait_for_ports(&[self.port, self.grpc_port], "wharf", &mut child) {
             Started::Listening => self.child = Some(child),
             Started::Exited(why) if self.log().contains("in use") && self.port_moves < 5 => {
@@ -585,19 +590,8 @@ impl Wharf {
     pub fn crash_during_start(&mut self) {
         self.kill();
         let before = self.log().matches("partition opened").count();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("wharf.log"))
-            .expect("log file");
-        let mut child = Command::new(wharf_bin())
-            .args(["serve", "--role", &self.role, "--config"])
-            .arg(self.config_path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn wharf");
+        // `info`: the line it waits for is logged at that level.
+        let mut child = self.launch("info");
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.log().matches("partition opened").count() == before && Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {

@@ -1,5 +1,6 @@
 //! The `host` interface every `wharf:target` version imports (`log`,
-//! `now-ms`), implemented once. Each version's bindings forward here.
+//! `now-ms`), implemented once. Each version's bindings forward here with
+//! [`forward_host!`], called inside its bindings module.
 
 use super::sandbox::StoreState;
 
@@ -27,3 +28,31 @@ impl StoreState {
         crate::clock::now_ms()
     }
 }
+
+/// Implements a `wharf:target` version's `host` and `types` interfaces for
+/// [`StoreState`] by forwarding to the methods above. Expanded inside a
+/// version module, where `wharf::target::*` are that version's bindings.
+macro_rules! forward_host {
+    () => {
+        impl wharf::target::host::Host for StoreState {
+            fn log(&mut self, level: wharf::target::host::Level, message: String) {
+                use wharf::target::host::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                self.plugin_log(level, &message);
+            }
+
+            fn now_ms(&mut self) -> u64 {
+                self.plugin_now_ms()
+            }
+        }
+
+        impl wharf::target::types::Host for StoreState {}
+    };
+}
+pub(super) use forward_host;

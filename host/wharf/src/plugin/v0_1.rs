@@ -12,7 +12,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-use wharf::target::host::Level;
 use wharf::target::types::Retry;
 
 /// The host's batch as 0.1.0 sees it.
@@ -49,24 +48,7 @@ pub fn outcome_from_v0_1(o: Outcome) -> current::Outcome {
     }
 }
 
-impl wharf::target::host::Host for StoreState {
-    fn log(&mut self, level: Level, message: String) {
-        let level = match level {
-            Level::Trace => tracing::Level::TRACE,
-            Level::Debug => tracing::Level::DEBUG,
-            Level::Info => tracing::Level::INFO,
-            Level::Warn => tracing::Level::WARN,
-            Level::Error => tracing::Level::ERROR,
-        };
-        self.plugin_log(level, &message);
-    }
-
-    fn now_ms(&mut self) -> u64 {
-        self.plugin_now_ms()
-    }
-}
-
-impl wharf::target::types::Host for StoreState {}
+super::host_calls::forward_host!();
 
 #[cfg(test)]
 mod tests {

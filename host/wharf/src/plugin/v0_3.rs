@@ -14,23 +14,4 @@ wasmtime::component::bindgen!({
 // names them at this level.
 pub use wharf::target::types::{LogRecord, Retry};
 
-use wharf::target::host::Level;
-
-impl wharf::target::host::Host for StoreState {
-    fn log(&mut self, level: Level, message: String) {
-        let level = match level {
-            Level::Trace => tracing::Level::TRACE,
-            Level::Debug => tracing::Level::DEBUG,
-            Level::Info => tracing::Level::INFO,
-            Level::Warn => tracing::Level::WARN,
-            Level::Error => tracing::Level::ERROR,
-        };
-        self.plugin_log(level, &message);
-    }
-
-    fn now_ms(&mut self) -> u64 {
-        self.plugin_now_ms()
-    }
-}
-
-impl wharf::target::types::Host for StoreState {}
+super::host_calls::forward_host!();
