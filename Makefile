@@ -5,7 +5,7 @@ PLUGINS := memcached http wharf replica cassandra
 EXAMPLES := log-target
 FIXTURES := misbehave
 
-.PHONY: all deps test-deps build plugins polyglot test demo demo-replica bench fuzz lint fmt clean
+.PHONY: all deps test-deps build plugins polyglot image test demo demo-replica bench fuzz lint fmt clean
 
 all: build
 
@@ -14,10 +14,12 @@ deps:
 	@scripts/install-deps.sh
 
 ## test-deps: also tansu (Kafka protocol) and moto (SQS) for the backend tests,
-## componentize-py and sdk/js's npm tools for Python and JavaScript plugins
+## componentize-py and sdk/js's npm tools for Python and JavaScript plugins,
+## podman for the container image's smoke test
 test-deps: deps
 	@scripts/queue-servers.sh install
 	@scripts/polyglot-deps.sh
+	@scripts/image-deps.sh
 
 ## build: target/release/wharf and target/plugins/<name>.wasm
 build: deps
@@ -47,6 +49,17 @@ target/plugins/js-webhook.wasm: $(wildcard examples/js-webhook/*.js) $(JS_SDK)
 	@mkdir -p target/plugins examples/js-webhook/node_modules
 	@ln -sfn ../../../sdk/js examples/js-webhook/node_modules/wharf-sdk
 	node sdk/js/build.mjs examples/js-webhook/plugin.js -o $@
+
+## image: the container image localhost/wharf:<version> (Containerfile): FROM scratch,
+## wharf, the libraries it links and the shipped plugins, running as uid 65532;
+## context collected in target/image-context/ (scripts/image-context.sh)
+WHARF_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= localhost/wharf:$(WHARF_VERSION)
+PODMAN ?= podman --storage-driver vfs
+image: build
+	@PLUGINS="$(PLUGINS)" scripts/image-context.sh target/image-context
+	$(PODMAN) build -f Containerfile --build-arg VERSION=$(WHARF_VERSION) -t $(IMAGE) target/image-context
+	@$(PODMAN) image ls $(IMAGE)
 
 ## demo: a sidecar in front of a real memcached, end to end
 demo: build

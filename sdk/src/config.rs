@@ -3,11 +3,16 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use crate::Error;
+use crate::{Error, is_secret_key, redact_url};
 
 /// The plugin's configuration: the namespace's `target.config` table, every
 /// value a string. Errors from these helpers name the key and the problem,
 /// ready to be returned from `init`.
+///
+/// A key whose name ends in `password`, `token`, `secret`, `key` (so
+/// `api_key`) and the like ([`is_secret_key`]) holds a secret: these errors
+/// never echo its value, and neither should the plugin's own. Other values
+/// they echo go through [`redact_url`] first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     entries: Vec<(String, String)>,
@@ -78,11 +83,17 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    value.trim().parse::<T>().map_err(|e| {
-        Error::reject(format!(
-            "config key `{key}`: cannot parse {value:?} as {}: {e}",
-            short_type_name::<T>()
-        ))
+    let ty = short_type_name::<T>();
+    let text = value.trim();
+    text.parse::<T>().map_err(|e| {
+        // The parse error may quote the value too.
+        if is_secret_key(key) {
+            return Error::reject(format!(
+                "config key `{key}`: cannot parse its value (a secret, not shown) as {ty}"
+            ));
+        }
+        let detail = e.to_string().replace(text, &redact_url(text));
+        Error::reject(format!("config key `{key}`: cannot parse {:?} as {ty}: {detail}", redact_url(value)))
     })
 }
 

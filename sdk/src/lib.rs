@@ -29,11 +29,16 @@
 //! Natively (`cargo test`) the same code runs without wasm: logging goes to
 //! stderr, [`now_ms`] reads the system clock, [`http`] uses a small blocking
 //! client, and [`testing`] drives a plugin type directly.
+//!
+//! Reasons and log lines reach the operator (status, dead-letter entries, the
+//! host's log): put a URL in them through [`redact_url`], and never the value
+//! of a secret config key ([`is_secret_key`]).
 
 mod config;
 mod error;
 pub mod http;
 pub mod log;
+mod redact;
 mod runner;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -41,6 +46,7 @@ mod types;
 
 pub use config::Config;
 pub use error::Error;
+pub use redact::{is_secret_key, redact_url};
 pub use types::{Batch, LogRecord, Message, Outcome, PluginInfo};
 
 /// Wall-clock time in ms since the Unix epoch (the host's clock on wasm32).

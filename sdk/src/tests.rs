@@ -194,3 +194,72 @@ fn a_test_message_has_no_replays_unless_set() {
     assert_eq!(m.replays, 0);
     assert_eq!(m.with_replays(2).replays, 2);
 }
+
+#[test]
+fn redact_url_masks_userinfo_and_query_values_and_drops_the_fragment() {
+    use crate::redact_url;
+    let cases = [
+        ("http://bob:hunter2@h:8080/hook?api_key=abc&x=1#top", "http://***@h:8080/hook?api_key=***&x=***"),
+        // Near misses: nothing secret, so nothing changes.
+        ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+        ("https://hooks.example.com", "https://hooks.example.com"),
+        ("http://[::1]:8080/p", "http://[::1]:8080/p"),
+        ("http://h/p?", "http://h/p?"),
+        ("http://h/p#frag", "http://h/p"),
+        ("http://h#frag/x?y=1", "http://h"),
+        ("", ""),
+        ("not a url", "not a url"),
+        ("127.0.0.1:11211", "127.0.0.1:11211"),
+        // A user alone, IPv6, odd passwords (an `@` or `#` in them).
+        ("http://bob@h/", "http://***@h/"),
+        ("http://u:p@[::1]:8080/", "http://***@[::1]:8080/"),
+        ("HTTPS://u:p@ss@h/x", "HTTPS://***@h/x"),
+        ("http://u:p#1@h/x", "http://***@h/x"),
+        // A host that is not a URL's, and an `@` or `=` later in the query.
+        ("https://h/a/@alice", "https://h/a/@alice"),
+        ("http://h/?to=a@b.c&flag&&k=", "http://h/?to=***&***&&k=***"),
+        ("http://h?token=abc", "http://h?token=***"),
+        // Not `scheme://`: masked anyway.
+        ("bob:hunter2@10.0.0.7:11211", "***@10.0.0.7:11211"),
+        ("u:p#1@h", "***@h"),
+        ("localhost:80/hook?api_key=abc", "localhost:80/hook?api_key=***"),
+        ("http:/u:p@h/x", "***@h/x"),
+        ("1http://u:p@h/", "***@h/"),
+    ];
+    for (url, want) in cases {
+        assert_eq!(redact_url(url), want, "{url}");
+    }
+}
+
+#[test]
+fn secret_keys_are_named_so_and_their_values_are_not_echoed() {
+    use crate::is_secret_key;
+    for key in
+        ["password", "DB_PASSWORD", "token", "api_key", "apiKey", "client_secret", "key", "credentials"]
+    {
+        assert!(is_secret_key(key), "{key}");
+    }
+    for key in ["url", "username", "key_prefix", "keyspace", "timeout_ms", "tokenizer"] {
+        assert!(!is_secret_key(key), "{key}");
+    }
+
+    let c = testing::config(&[("api_key", "hunter2"), ("retries", "http://bob:pw@h/?q=zz")]);
+    let err = c.parse::<u32>("api_key").unwrap_err();
+    assert!(err.reason().contains("`api_key`") && !err.reason().contains("hunter2"), "{err}");
+    let err = c.parse::<u32>("retries").unwrap_err();
+    assert!(err.reason().contains("http://***@h/?q=***"), "{err}");
+    assert!(!err.reason().contains("pw") && !err.reason().contains("zz"), "{err}");
+
+    // A parse error that quotes the value is redacted too.
+    #[derive(Debug)]
+    struct Quoting;
+    impl std::str::FromStr for Quoting {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            Err(format!("no good: {s}"))
+        }
+    }
+    let err = c.parse::<Quoting>("retries").unwrap_err();
+    assert!(err.reason().ends_with("no good: http://***@h/?q=***"), "{err}");
+    assert!(c.parse::<Quoting>("api_key").unwrap_err().reason().contains("not shown"));
+}

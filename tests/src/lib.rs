@@ -262,6 +262,8 @@ pub struct Behaviour {
     pub fail_keys: Vec<String>,
     /// Answer 503 (with `Retry-After: 0`) to everything until this instant.
     pub fail_until: Option<Instant>,
+    /// The `Retry-After` value of a 503, instead of `0`.
+    pub retry_after: Option<String>,
 }
 
 impl Behaviour {
@@ -330,7 +332,8 @@ impl HttpSink {
                     let mut resp =
                         tiny_http::Response::from_string(format!("status {status}")).with_status_code(status);
                     if status == 503 {
-                        resp.add_header(tiny_http::Header::from_bytes("Retry-After", "0").expect("header"));
+                        let after = b.retry_after.as_deref().unwrap_or("0");
+                        resp.add_header(tiny_http::Header::from_bytes("Retry-After", after).expect("header"));
                     }
                     let _ = req.respond(resp);
                 }
@@ -453,6 +456,8 @@ pub struct Wharf {
     agent: ureq::Agent,
     /// How often a start moved to other ports (a port taken meanwhile).
     port_moves: u32,
+    /// The process's open-file limit (`prlimit --nofile`), when set.
+    nofile: Option<u64>,
 }
 
 /// A response: status and JSON body.
@@ -477,6 +482,12 @@ impl Wharf {
     /// Like [`Wharf::start_as`], with `server_extra` (TOML lines, e.g.
     /// `segment_max_bytes = 4096`) added to the `[server]` table.
     pub fn start_with_server(server_extra: &str, namespaces: &str, role: &str) -> Self {
+        Self::start_limited(server_extra, namespaces, role, None)
+    }
+
+    /// Like [`Wharf::start_with_server`], with the process's open-file
+    /// limit set to `nofile` (soft and hard) when given.
+    pub fn start_limited(server_extra: &str, namespaces: &str, role: &str, nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, grpc_port) = (free_port(), free_port());
         // `server_extra` may name its own data_dir (e.g. on a small tmpfs).
@@ -485,8 +496,14 @@ impl Wharf {
             "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\n{data_dir}{server_extra}\n\n{namespaces}\n"
         );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        let mut w =
-            Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string(), port_moves: 0 };
+        Self::spawn_new(dir, (port, grpc_port), role, nofile)
+    }
+
+    /// Starts a process over `dir`'s `wharf.toml` on these ports.
+    fn spawn_new(dir: tempfile::TempDir, ports: (u16, u16), role: &str, nofile: Option<u64>) -> Self {
+        let (port, grpc_port) = ports;
+        let (child, agent, role) = (None, agent(), role.to_string());
+        let mut w = Self { port, grpc_port, dir, child, agent, role, port_moves: 0, nofile };
         w.spawn();
         w
     }
@@ -506,10 +523,7 @@ impl Wharf {
                 1,
             );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        let mut w =
-            Self { port, grpc_port, dir, child: None, agent: agent(), role: role.to_string(), port_moves: 0 };
-        w.spawn();
-        w
+        Self::spawn_new(dir, (port, grpc_port), role, None)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -527,8 +541,15 @@ impl Wharf {
             .append(true)
             .open(self.dir.path().join("wharf.log"))
             .expect("log file");
-        Command::new(wharf_bin())
-            .args(["serve", "--role", &self.role, "--config"])
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(wharf_bin());
+                c
+            }
+            None => Command::new(wharf_bin()),
+        };
+        cmd.args(["serve", "--role", &self.role, "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
@@ -573,10 +594,33 @@ impl Wharf {
 
     /// Sends SIGHUP (config reload).
     pub fn hangup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Sends SIGTERM (drain and stop).
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, which: &str) {
         if let Some(c) = &self.child {
-            let ok = Command::new("kill").args(["-HUP", &c.id().to_string()]).status().map(|s| s.success());
-            assert_eq!(ok.ok(), Some(true), "kill -HUP failed");
+            let ok = Command::new("kill").args([which, &c.id().to_string()]).status().map(|s| s.success());
+            assert_eq!(ok.ok(), Some(true), "kill {which} failed");
         }
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn restart(&mut self) {

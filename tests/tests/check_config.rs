@@ -1,11 +1,13 @@
-//! `wharf check-config`: the shipped examples pass as written; a config
-//! `serve` would trip over fails with exit 64, naming the dotted key, the
-//! line and the reason (syntax, type, unknown key, inconsistent value,
-//! missing file, plugin `init`).
+//! `wharf check-config`: the shipped examples pass as written (the
+//! cassandra one also against a reachable cluster, the fake CQL server,
+//! whose table its `init` checks); a config `serve` would trip over fails
+//! with exit 64, naming the dotted key, the line and the reason (syntax,
+//! type, unknown key, inconsistent value, missing file, plugin `init`).
 
 use std::path::Path;
 use std::process::Command;
 
+use wharf_tests::cql::FakeCql;
 use wharf_tests::{plugin, root, wharf_bin};
 
 /// Exit code for a configuration error.
@@ -54,12 +56,45 @@ fn every_shipped_example_passes_from_the_repo_root() {
     plugin("memcached");
     plugin("http");
     plugin("replica");
-    for name in ["wharf", "http", "kafka", "sqs", "replica-primary", "replica"] {
+    plugin("cassandra");
+    for name in ["wharf", "http", "kafka", "sqs", "replica-primary", "replica", "cassandra"] {
         let file = format!("examples/{name}.toml");
         let (code, stdout, stderr) = check_in(&root(), Path::new(&file));
         assert_eq!(code, 0, "{file}: stdout {stdout} stderr {stderr}");
         assert!(stdout.contains("ok") && stdout.contains("init ok"), "{file}: {stdout}");
     }
+}
+
+/// `examples/cassandra.toml` with its contact points (and `allow_connect`)
+/// at `addr` and its paths absolute, so it can be checked from anywhere.
+fn cassandra_example_at(addr: &str) -> String {
+    let text = std::fs::read_to_string(root().join("examples/cassandra.toml")).expect("the example");
+    let replaced = [
+        ("\"127.0.0.1:9042,127.0.0.1:9043\"", format!("{addr:?}")),
+        ("[\"127.0.0.1:9042\", \"127.0.0.1:9043\"]", format!("[{addr:?}]")),
+        ("\"../target/plugins/cassandra.wasm\"", format!("{:?}", plugin("cassandra"))),
+        ("\"../data/cassandra\"", "\"data\"".to_string()),
+    ];
+    replaced.iter().fold(text, |text, (from, to)| {
+        assert!(text.contains(from), "the example no longer holds {from}");
+        text.replace(from, to)
+    })
+}
+
+#[test]
+fn the_cassandra_example_passes_against_a_cluster_that_has_its_table() {
+    let cluster = FakeCql::start().with_users_table();
+    let (code, stdout, stderr) = check_text(&cassandra_example_at(&cluster.addr()));
+    assert_eq!(code, 0, "stdout {stdout} stderr {stderr}");
+    assert!(stdout.contains("users/default") && stdout.contains("init ok"), "{stdout}");
+    assert!(cluster.requests("PREPARE") >= 1, "init did not check the statement");
+    // Without the table, `init` refuses the config.
+    let empty = FakeCql::start();
+    assert_rejected(
+        check_text(&cassandra_example_at(&empty.addr())),
+        "namespaces.users.target.config",
+        &["init failed", "unconfigured table"],
+    );
 }
 
 #[test]

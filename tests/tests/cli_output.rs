@@ -1,6 +1,7 @@
 //! What the `wharf` CLI prints for people and scripts, as snapshots
 //! (snapbox): the status table, errors with hints, `--json` errors, empty
-//! log directories, a held partition lock, a closed stdout, help texts.
+//! log directories, a held partition lock, a closed stdout, help texts,
+//! `check-config` errors.
 //!
 //! Ports, temp paths, digests and versions are redacted (`[PORT]`, `[DIR]`,
 //! `[..]`). `SNAPSHOTS=overwrite cargo test -p wharf-tests --test
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use snapbox::cmd::Command as Cmd;
 use snapbox::{Assert, Redactions, str};
-use wharf_tests::{HttpSink, Wharf, b64, wharf_bin};
+use wharf_tests::{HttpSink, Wharf, b64, plugin, root, wharf_bin};
 
 /// A `wharf` command whose output is compared with ports and paths redacted.
 fn wharf(redact: &[(&'static str, String)]) -> Cmd {
@@ -216,7 +217,9 @@ fn a_closed_stdout_ends_the_command_quietly() {
     }
     let server = format!("http://127.0.0.1:{}", w.port);
     let pdir = w.data_dir().join("ledger/p0");
-    let runs: [Vec<String>; 4] = [
+    plugin("memcached");
+    let example = root().join("examples/wharf.toml").display().to_string();
+    let runs: [Vec<String>; 6] = [
         vec![
             "dlq".into(),
             "list".into(),
@@ -228,12 +231,15 @@ fn a_closed_stdout_ends_the_command_quietly() {
         vec!["status".into(), "--server".into(), server.clone()],
         vec!["log".into(), "dump".into(), pdir.display().to_string()],
         vec!["log".into(), "dump".into(), "--json".into(), pdir.display().to_string()],
+        vec!["check-config".into(), "--config".into(), example.clone()],
+        vec!["check-config".into(), "--json".into(), "--config".into(), example],
     ];
     for args in runs {
         // The reading end is closed before wharf writes: `wharf … | head -0`.
         let mut child = Command::new(wharf_bin())
             .args(&args)
             .env_remove("WHARF_TOKEN")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -255,6 +261,39 @@ fn a_closed_stdout_ends_the_command_quietly() {
     let stdout = String::from_utf8_lossy(&sh.stdout);
     assert!(stdout.starts_with("seq=0 ") && stdout.lines().count() == 1, "{stdout}");
     assert!(!String::from_utf8_lossy(&sh.stderr).contains("panicked"), "{:?}", sh.stderr);
+}
+
+#[test]
+fn check_config_problems_are_error_lines_and_exit_64_also_on_a_closed_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wharf.toml");
+    let target = format!("plugin = {:?}\nconfig = {{ servers = \"127.0.0.1:11211\" }}", plugin("memcached"));
+    let body = format!("[namespaces.orders]\npartitions = 0\n[namespaces.orders.target]\n{target}\n");
+    std::fs::write(&file, body).expect("write config");
+    let redact = [("[DIR]", dir.path().display().to_string())];
+    wharf(&redact)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .assert()
+        .code(64)
+        .stdout_eq(str![""])
+        .stderr_eq(str![[r#"
+error: [DIR]/wharf.toml: namespaces.orders.partitions: must be between 1 and 1024 (line 2: partitions = 0)
+
+"#]]);
+    // Nobody reads the JSON report: the exit code still says it failed.
+    let mut child = Command::new(wharf_bin())
+        .args(["check-config", "--json", "--config"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), stderr.as_ref()), (Some(64), ""));
 }
 
 #[test]

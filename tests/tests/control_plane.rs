@@ -1,6 +1,7 @@
 //! The control plane under a steady write load: register, replace and roll
 //! back plugins, an invalid plugin refused, reload on SIGHUP; no loss, no
-//! duplicates, every admin action audited.
+//! duplicates, every admin action audited. A removed plugin shows as
+//! `removed` in the status, also after a restart.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,4 +157,47 @@ fn sighup_adds_a_namespace_and_a_removed_one_keeps_its_data_until_purged() {
     assert!(!wharf.data_dir().join("first").exists());
     let refused = wharf.delete("/v1/admin/namespaces/second/data");
     assert_eq!(refused.body["error"]["code"], json!("namespace_active"));
+}
+
+/// `wharf <args> --server <wharf>`: stdout, asserting success.
+fn cli(wharf: &Wharf, args: &[&str]) -> String {
+    let out = std::process::Command::new(wharf_tests::wharf_bin())
+        .args(args)
+        .args(["--server", &wharf.url("")])
+        .env_remove("WHARF_TOKEN")
+        .output()
+        .expect("run wharf");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The state and reason of the plugin of `hooks`'s target `default`, in
+/// `/v1/status` and in `wharf status --json`, which must agree.
+fn plugin_state(wharf: &Wharf) -> (String, String) {
+    let api = wharf.status()["namespaces"]["hooks"].clone();
+    let v: Value = serde_json::from_str(&cli(wharf, &["status", "--json"])).expect("status --json");
+    let by_cli = &v["namespaces"]["hooks"];
+    for p in [&api["plugin"], &api["targets"]["default"]["plugin"], &by_cli["targets"]["default"]["plugin"]] {
+        assert_eq!(p["state"], api["plugin"]["state"], "{api} {by_cli}");
+    }
+    let text = |k: &str| api["plugin"][k].as_str().unwrap_or_default().to_string();
+    (text("state"), text("reason"))
+}
+
+#[test]
+fn a_removed_plugin_shows_as_removed_in_the_status_until_one_is_registered() {
+    let sink = HttpSink::start();
+    let mut wharf = Wharf::start(&namespace(&sink, "hooks"));
+    assert_eq!(plugin_state(&wharf).0, "ready");
+    cli(&wharf, &["plugin", "remove", "--namespace", "hooks"]);
+    let (state, reason) = plugin_state(&wharf);
+    assert_eq!(state, "removed");
+    assert!(reason.contains("removed by an operator"), "{reason}");
+    let human = cli(&wharf, &["status"]);
+    assert!(human.contains("namespace hooks: plugin removed"), "{human}");
+    wharf.restart();
+    assert_eq!(plugin_state(&wharf).0, "removed", "after a restart");
+    let (status, body) = put_plugin(&wharf, "hooks", &std::fs::read(plugin("http")).expect("http.wasm"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(plugin_state(&wharf).0, "ready");
 }

@@ -215,6 +215,7 @@ fn the_dlq_cli_lists_and_replays() {
         let out = std::process::Command::new(wharf_tests::wharf_bin())
             .args(args)
             .args(["--server", &wharf.url("")])
+            .env_remove("RUST_LOG")
             .output()
             .expect("run wharf");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -223,9 +224,11 @@ fn the_dlq_cli_lists_and_replays() {
     let (listed, _) = cli(&["dlq", "list", "hooks"]);
     assert!(listed.contains("2 entries") && listed.contains("key=a"), "{listed}");
     sink.set(|b| b.reject_keys.clear());
-    // Progress lines appear only for work over about a second.
-    let (out, _) = cli(&["dlq", "replay", "hooks"]);
+    // Progress lines appear only for work over about a second: a replay of
+    // two entries prints its result and nothing on stderr.
+    let (out, err) = cli(&["dlq", "replay", "hooks"]);
     assert!(out.contains("replayed 2"), "{out}");
+    assert_eq!(err, "", "a fast replay shows no progress");
     eventually(Duration::from_secs(30), "both replayed messages delivered", || {
         (sink.accepted().len() == 2).then_some(())
     });

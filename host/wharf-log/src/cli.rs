@@ -5,7 +5,8 @@
 //! Output: human-readable by default; with `json`, verify and salvage print
 //! one JSON object on one line and dump prints one JSON object per record
 //! (JSON lines). Progress lines go to `err`, at most once a second and only
-//! once an operation has run for a second. Return value: the exit code
+//! once an operation has run for a second ([`Throttle`], which the host's
+//! other CLI commands share). Return value: the exit code
 //! (verify: 0 clean, 1 problems found; others 0); `Err` for failures
 //! (I/O, or corruption met by dump).
 
@@ -24,23 +25,59 @@ fn out_err(e: std::io::Error) -> LogError {
     LogError::Io { path: "<stdout>".into(), op: "write", source: e }
 }
 
+/// How long an operation runs before it shows progress, and the least time
+/// between two progress lines.
+pub const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+/// When a progress line is due: the first once the work has run for
+/// `every`, then at most one per `every`. Times are passed in, so the rule
+/// is tested without waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    start: Instant,
+    last: Option<Instant>,
+    every: Duration,
+}
+
+impl Throttle {
+    /// Work that starts now, throttled to one line per [`PROGRESS_AFTER`].
+    pub fn new() -> Self {
+        Self::starting_at(Instant::now(), PROGRESS_AFTER)
+    }
+
+    pub fn starting_at(start: Instant, every: Duration) -> Self {
+        Throttle { start, last: None, every }
+    }
+
+    /// Whether to print a line at `now`; a `true` counts as printed.
+    pub fn due(&mut self, now: Instant) -> bool {
+        let since = |t: Instant| now.saturating_duration_since(t) >= self.every;
+        let due = since(self.start) && self.last.is_none_or(since);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Prints throttled progress lines.
 struct Progressor<'a> {
     err: &'a mut dyn Write,
-    start: Instant,
-    last: Option<Instant>,
+    throttle: Throttle,
 }
 
 impl<'a> Progressor<'a> {
     fn new(err: &'a mut dyn Write) -> Self {
-        Progressor { err, start: Instant::now(), last: None }
+        Progressor { err, throttle: Throttle::new() }
     }
     fn report(&mut self, p: &Progress<'_>) {
-        let now = Instant::now();
-        let due = now.duration_since(self.start) >= Duration::from_secs(1)
-            && self.last.is_none_or(|l| now.duration_since(l) >= Duration::from_secs(1));
-        if due {
-            self.last = Some(now);
+        if self.throttle.due(Instant::now()) {
             let _ = writeln!(
                 self.err,
                 "{}: segment {}/{} {} ({} MiB scanned)",
@@ -285,4 +322,25 @@ pub fn salvage_cmd_with(
         .map_err(out_err)?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_due_only_after_the_delay_then_at_most_once_per_delay() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut t = Throttle::starting_at(t0, Duration::from_millis(1000));
+        let due = [0, 500, 999, 1000, 1001, 1999, 2000, 2500, 3100].map(|ms| t.due(at(ms)));
+        assert_eq!(due, [false, false, false, true, false, false, true, false, true]);
+    }
+
+    #[test]
+    fn a_clock_before_the_start_is_not_due() {
+        let t0 = Instant::now() + Duration::from_secs(5);
+        let mut t = Throttle::starting_at(t0, Duration::from_millis(10));
+        assert!(!t.due(Instant::now()));
+    }
 }

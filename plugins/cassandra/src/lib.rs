@@ -12,7 +12,8 @@
 //!   `INSERT INTO <keyspace>.<table> JSON ? USING TIMESTAMP ?`.
 //! - `consistency` (default `LOCAL_QUORUM`), `serial_consistency` (default
 //!   `LOCAL_SERIAL`, sent only for a conditional `IF` statement).
-//! - `username`, `password` (optional, PasswordAuthenticator).
+//! - `username`, `password` (optional, PasswordAuthenticator). Neither is
+//!   ever shown: they are masked out of the server's error messages.
 //! - `timeout_ms` (default `5000`).
 //!
 //! Every write carries `USING TIMESTAMP` from the message's write time and
@@ -145,7 +146,7 @@ impl Target for Cassandra {
                 let (name, code) = conn::error_name(&err.ty);
                 log::warn(format!(
                     "cassandra target: not checked at init: {name} (0x{code:04X}): {}",
-                    err.message
+                    plugin.scrub(&err.message)
                 ));
             }
             Err(failure) => {
@@ -393,13 +394,23 @@ impl Cassandra {
         Outcome::retry("cassandra: the statement was unprepared twice in a row")
     }
 
+    /// A server's message without the configured username and password
+    /// (Cassandra echoes the username when it refuses a login).
+    fn scrub(&self, message: &str) -> String {
+        let Some((user, password)) = &self.credentials else { return message.to_string() };
+        [password, user]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(message.to_string(), |m, s| m.replace(s.as_str(), "***"))
+    }
+
     fn outcome(&self, failure: Failure) -> Outcome {
         let addr = self.conn.as_ref().map_or(self.contact_points[self.current].as_str(), |c| c.addr.as_str());
         match failure {
             Failure::Io(e) => Outcome::retry(format!("cassandra: {e}")),
             Failure::Server(err) => {
                 let (name, code) = conn::error_name(&err.ty);
-                let reason = format!("cassandra {addr}: {name} (0x{code:04X}): {}", err.message);
+                let reason = format!("cassandra {addr}: {name} (0x{code:04X}): {}", self.scrub(&err.message));
                 if conn::is_transient(&err.ty) { Outcome::retry(reason) } else { Outcome::reject(reason) }
             }
         }

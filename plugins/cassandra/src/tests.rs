@@ -338,6 +338,7 @@ fn authentication_with_username_and_password() {
         Harness::<Cassandra>::init(&[base[0], base[1], base[2], ("username", "wharf"), ("password", "nope")])
             .unwrap_err();
     assert!(err.contains("AuthenticationError (0x0100)") && err.contains("incorrect"), "{err}");
+    assert!(!err.contains("wharf") && !err.contains("nope"), "the credentials are not shown: {err}");
     let err = Harness::<Cassandra>::init(&base).unwrap_err();
     assert!(err.contains("requires authentication"), "{err}");
     assert_eq!(f.auth_failures(), 1);

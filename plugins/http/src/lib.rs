@@ -1,7 +1,8 @@
 //! Wharf target plugin: POST each message to a webhook URL.
 //!
 //! Config (`[namespaces.<ns>.target] config = { ... }`):
-//! - `url` (required): `http://` or `https://` URL to POST to.
+//! - `url` (required): `http://` or `https://` URL to POST to. Reasons and
+//!   log lines show it without its query values (`redact_url`).
 //! - `timeout_ms` (default `5000`): per-request timeout.
 //!
 //! The body is the payload. Headers: `x-wharf-key` (if the message has a
@@ -20,7 +21,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use wharf_sdk::http::{Request, Response, Url};
-use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log};
+use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log, redact_url};
 
 /// How much of an error response body goes into the reason.
 const EXCERPT_LEN: usize = 200;
@@ -67,7 +68,7 @@ impl Target for Http {
         if timeout_ms == 0 {
             return Err(Error::reject("config key `timeout_ms` must be greater than 0"));
         }
-        log::info(format!("http target: POST {url} (timeout {timeout_ms} ms)"));
+        log::info(format!("http target: POST {} (timeout {timeout_ms} ms)", redact_url(&url)));
         Ok(Http { url, timeout: Duration::from_millis(timeout_ms) })
     }
 
@@ -102,7 +103,8 @@ wharf_sdk::export_target!(Http);
 impl Http {
     fn post(&self, msg: &Message, transaction: Option<&str>) -> Result<(), Error> {
         let request = self.request(msg, transaction)?;
-        let response = request.send().map_err(|e| Error::from(e).context(format!("POST {}", self.url)))?;
+        let response =
+            request.send().map_err(|e| Error::from(e).context(format!("POST {}", redact_url(&self.url))))?;
         outcome(&response, wharf_sdk::now_ms())
     }
 

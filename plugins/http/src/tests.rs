@@ -207,6 +207,23 @@ fn connection_refused_is_retry() {
 }
 
 #[test]
+fn a_failed_post_names_the_url_without_its_query_values() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut p = plugin(&format!("http://127.0.0.1:{port}/hook?api_key=s3cr3t&x=1"));
+    let reason = p.deliver(vec![message("x")])[0].reason().unwrap_or_default().to_string();
+    assert!(reason.contains(&format!("POST http://127.0.0.1:{port}/hook?api_key=***&x=***")), "{reason}");
+    assert!(!reason.contains("s3cr3t"), "{reason}");
+}
+
+#[test]
+fn a_url_with_a_password_is_refused_without_showing_it() {
+    let err = Harness::<super::Http>::init(&[("url", "http://bob:hunter2@127.0.0.1:1/hook?token=t0k3n")])
+        .unwrap_err();
+    assert!(err.contains("`url`") && err.contains("http://***@127.0.0.1:1/hook?token=***"), "{err}");
+    assert!(!err.contains("hunter2") && !err.contains("bob") && !err.contains("t0k3n"), "{err}");
+}
+
+#[test]
 fn timeout_is_retry() {
     let server = Server::start();
     let mut p =

@@ -17,7 +17,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log};
+use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log, redact_url};
 
 /// Memcached's limit on key length, in bytes.
 pub const MAX_KEY_LEN: usize = 250;
@@ -48,6 +48,7 @@ impl Target for Memcached {
         for part in servers_raw.split(',') {
             let addr = part.trim();
             validate_server(addr).map_err(|why| {
+                let addr = redact_url(addr);
                 Error::reject(format!("config key `servers`: {addr:?} is not a host:port ({why})"))
             })?;
             servers.push(Server { addr: addr.to_string(), conn: None });
@@ -167,6 +168,9 @@ fn validate_server(addr: &str) -> Result<(), &'static str> {
     }
     if host.contains(|c: char| c.is_whitespace() || c == ',') {
         return Err("whitespace in host");
+    }
+    if host.contains('@') {
+        return Err("user info is not supported");
     }
     match port.parse::<u16>() {
         Ok(0) | Err(_) => Err("port must be 1-65535"),

@@ -265,6 +265,7 @@ fn bad_config_names_key_and_problem() {
         (&[("servers", "localhost")], "no port"),
         (&[("servers", "127.0.0.1:11211,:1")], "no host"),
         (&[("servers", "127.0.0.1:99999")], "port must be"),
+        (&[("servers", "bob:s3cr3t@127.0.0.1:11211")], "\"***@127.0.0.1:11211\" is not a host:port"),
         (&[("servers", "127.0.0.1:11211"), ("ttl_seconds", "soon")], "`ttl_seconds`"),
         (&[("servers", "127.0.0.1:11211"), ("ttl_seconds", "-1")], "`ttl_seconds`"),
         (&[("servers", "127.0.0.1:11211"), ("key_prefix", "a b")], "`key_prefix`"),
@@ -273,6 +274,7 @@ fn bad_config_names_key_and_problem() {
     for (config, needle) in cases {
         let err = Harness::<super::Memcached>::init(config).unwrap_err();
         assert!(err.contains(needle), "{config:?}: {err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
     let p = Harness::<super::Memcached>::init(&[("servers", " 127.0.0.1:1 , localhost:2 ")]);
     assert!(p.is_ok());

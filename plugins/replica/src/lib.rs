@@ -23,7 +23,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use wharf_sdk::http::{Request, Response};
-use wharf_sdk::{Batch, Config, Error, LogRecord, Message, Outcome, Target, log};
+use wharf_sdk::{Batch, Config, Error, LogRecord, Message, Outcome, Target, log, redact_url};
 
 /// Body size above which a batch is sent in several requests.
 const MAX_CHUNK_BYTES: usize = 2 << 20;
@@ -43,13 +43,15 @@ impl Target for Replica {
     fn init(config: Config) -> Result<Self, Error> {
         let base = config.require("url")?.trim().trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(Error::reject(format!("config key `url`: {base:?} is not an http(s) URL")));
+            let shown = redact_url(&base);
+            return Err(Error::reject(format!("config key `url`: {shown:?} is not an http(s) URL")));
         }
         let namespace = config.get("namespace").map(|n| n.trim().to_string());
         let token = config.get("token").map(|t| t.trim().to_string());
         let timeout_ms: u64 = config.parse_or("timeout_ms", 10_000)?;
         log::info(format!(
-            "replica target: shipping to {base} (namespace {})",
+            "replica target: shipping to {} (namespace {})",
+            redact_url(&base),
             namespace.as_deref().unwrap_or("<same>")
         ));
         Ok(Replica {

@@ -59,3 +59,16 @@ fn big_batches_go_in_chunks_in_order() {
     assert!(c.len() >= 3, "{}", c.len());
     assert_eq!(c.iter().flat_map(|c| seqs(c)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn url_secrets_stay_out_of_errors() {
+    use wharf_sdk::testing::Harness;
+    let err = Harness::<Replica>::init(&[("url", "ftp://u:s3cr3t@h/?k=v4lue")]).expect_err("not http");
+    assert!(err.contains("ftp://***@h/?k=***") && !err.contains("s3cr3t") && !err.contains("v4lue"), "{err}");
+
+    let mut p = Harness::<Replica>::init(&[("url", "http://u:s3cr3t@127.0.0.1:1")]).expect("init");
+    let outcomes = p.deliver(vec![msg(1, "", "a")]);
+    let reason = outcomes[0].reason().unwrap_or_default();
+    assert!(outcomes[0].is_retry() && reason.contains("***@127.0.0.1:1"), "{outcomes:?}");
+    assert!(!reason.contains("s3cr3t"), "{reason}");
+}

@@ -33,7 +33,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use wharf_sdk::http::{Request, Response, Url};
-use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log};
+use wharf_sdk::{Batch, Config, Error, Message, Outcome, Target, log, redact_url};
 
 /// The downstream batch limit (docs/api.md, "Write a batch").
 const MAX_BATCH_MESSAGES: usize = 1000;
@@ -66,7 +66,8 @@ impl Target for Forward {
         let url = Url::parse(&base).map_err(|e| Error::reject(format!("config key `url`: {e}")))?;
         if url.path_and_query != "/" {
             return Err(Error::reject(format!(
-                "config key `url`: {base:?} has a path; give the downstream Wharf's base URL (e.g. http://127.0.0.1:7070)"
+                "config key `url`: {:?} has a path; give the downstream Wharf's base URL (e.g. http://127.0.0.1:7070)",
+                redact_url(&base)
             )));
         }
         let namespace = match config.get("namespace").map(str::trim) {
@@ -93,7 +94,8 @@ impl Target for Forward {
             return Err(Error::reject("config key `timeout_ms` must be greater than 0"));
         }
         log::info(format!(
-            "wharf target: forwarding to {base} namespace {} ({}, timeout {timeout_ms} ms)",
+            "wharf target: forwarding to {} namespace {} ({}, timeout {timeout_ms} ms)",
+            redact_url(&base),
             namespace.as_deref().unwrap_or("<same as source>"),
             if token.is_some() { "with a token" } else { "no token" },
         ));
@@ -140,7 +142,7 @@ impl Forward {
     fn send(&self, method: &str, path: &str, body: &Value) -> Result<Response, Error> {
         self.request(method, path, body)
             .send()
-            .map_err(|e| Error::from(e).context(format!("{method} {}{path}", self.base)))
+            .map_err(|e| Error::from(e).context(format!("{method} {}{path}", redact_url(&self.base))))
     }
 
     /// Writes messages through the batch API: one result per message.

@@ -143,6 +143,15 @@ fn init_names_the_key_that_is_wrong() {
 }
 
 #[test]
+fn init_errors_do_not_show_the_url_secrets() {
+    for url in ["http://127.0.0.1:7070/?token=s3cr3t", "http://admin:s3cr3t@127.0.0.1:7070"] {
+        let err = Harness::<Forward>::init(&[("url", url)]).unwrap_err();
+        assert!(err.contains("config key `url`") && err.contains("http://"), "{err}");
+        assert!(!err.contains("s3cr3t") && !err.contains("admin"), "{err}");
+    }
+}
+
+#[test]
 fn a_message_keeps_its_key_headers_and_payload_and_gets_namespace_slash_id_as_idempotency_key() {
     let msg = message(vec![0u8, 1, 2, 255])
         .with_namespace("orders")

@@ -1,11 +1,17 @@
 // The namespace's `target.config` table (same wording as the Rust SDK's
 // `sdk/src/config.rs`).
 import { Reject } from "./errors.js";
+import { isSecretKey, redactUrl } from "./redact.js";
 
 /**
  * The plugin's configuration, every value a string. Errors from these
  * helpers are `Reject`s that name the key and the problem, ready to be
  * thrown from `init`.
+ *
+ * A key whose name ends in `password`, `token`, `secret`, `key` (so
+ * `api_key`) and the like (`isSecretKey`) holds a secret: these errors never
+ * echo its value, and neither should the plugin's own. Other values they
+ * echo go through `redactUrl` first.
  */
 export class Config {
   /** @param {Iterable<[string, string]> | Record<string, string>} entries */
@@ -81,11 +87,13 @@ function parseValue(key, value, kind) {
   const parser = typeof kind === "function" ? kind : PARSERS[kind];
   if (!parser) throw new TypeError(`unknown config type ${JSON.stringify(kind)}`);
   const name = typeof kind === "function" ? kind.name || "value" : kind;
+  const text = value.trim();
   try {
-    return parser(value.trim());
+    return parser(text);
   } catch (e) {
-    throw new Reject(
-      `config key \`${key}\`: cannot parse ${JSON.stringify(value)} as ${name}: ${e?.message ?? e}`,
-    );
+    // The parse error may quote the value too.
+    if (isSecretKey(key)) throw new Reject(`config key \`${key}\`: cannot parse its value (a secret, not shown) as ${name}`);
+    const detail = String(e?.message ?? e).replaceAll(text, redactUrl(text));
+    throw new Reject(`config key \`${key}\`: cannot parse ${JSON.stringify(redactUrl(value))} as ${name}: ${detail}`);
   }
 }

@@ -4,9 +4,10 @@
 // natively it is node's `fetch`.
 //
 // Failing to get a response at all (refused, reset, timed out, denied by
-// the host) throws a `Retry` naming the URL and the cause. Any response,
-// whatever its status, is returned.
+// the host) throws a `Retry` naming the URL (through `redactUrl`) and the
+// cause. Any response, whatever its status, is returned.
 import { Retry } from "./errors.js";
+import { redactUrl } from "./redact.js";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -40,7 +41,8 @@ export class Response {
 
 /** Send a request and wait for the whole response. */
 export async function request(method, url, { body, headers = {}, timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
-  if (!/^https?:\/\/[^/?#]/i.test(url)) throw new TypeError(`invalid URL ${JSON.stringify(url)}: must start with http:// or https://`);
+  const shown = redactUrl(url);
+  if (!/^https?:\/\/[^/?#]/i.test(url)) throw new TypeError(`invalid URL ${JSON.stringify(shown)}: must start with http:// or https://`);
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no response within ${timeoutMs} ms`)), timeoutMs);
@@ -52,8 +54,9 @@ export async function request(method, url, { body, headers = {}, timeoutMs = DEF
     resp.headers.forEach((v, n) => pairs.push([n.toLowerCase(), v]));
     return new Response(resp.status, pairs, data);
   } catch (e) {
-    const cause = e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(e);
-    throw new Retry(`${method} ${url} failed: ${cause}`);
+    // node's fetch quotes the URL in some messages (credentials in it, say).
+    const cause = String(e?.cause?.code ?? e?.cause?.message ?? e?.message ?? e).replaceAll(url, shown);
+    throw new Retry(`${method} ${shown} failed: ${cause}`);
   } finally {
     clearTimeout(timer);
   }

@@ -4,7 +4,7 @@ does). Run from sdk/python: python3 -m unittest -v"""
 
 import unittest
 
-from wharf_sdk import Config, Message, Outcome, Reject, Retry, Target, http
+from wharf_sdk import Config, Message, Outcome, Reject, Retry, Target, http, is_secret_key, redact_url
 from wharf_sdk.testing import Harness, InitError, init_error, message
 
 
@@ -93,6 +93,60 @@ class HttpTest(unittest.TestCase):
                 http.get(bad)
         self.assertEqual(http._split_url("http://h?q"), (False, "h", "/?q"))
         self.assertEqual(http._split_url("HTTPS://example.com#f"), (True, "example.com", "/"))
+
+    def test_an_invalid_url_is_named_without_its_secrets(self):
+        with self.assertRaises(ValueError) as e:
+            http.get("http://bob:hunter2@h/x?api_key=abc123")
+        self.assertIn("'http://***@h/x?api_key=***'", str(e.exception))
+        self.assertNotIn("hunter2", str(e.exception))
+
+
+# The same cases as the Rust SDK's (sdk/src/tests.rs) and the JS SDK's.
+REDACT_CASES = [
+    ("http://bob:hunter2@h:8080/hook?api_key=abc&x=1#top", "http://***@h:8080/hook?api_key=***&x=***"),
+    ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+    ("https://hooks.example.com", "https://hooks.example.com"),
+    ("http://[::1]:8080/p", "http://[::1]:8080/p"),
+    ("http://h/p?", "http://h/p?"),
+    ("http://h/p#frag", "http://h/p"),
+    ("http://h#frag/x?y=1", "http://h"),
+    ("", ""),
+    ("not a url", "not a url"),
+    ("127.0.0.1:11211", "127.0.0.1:11211"),
+    ("http://bob@h/", "http://***@h/"),
+    ("http://u:p@[::1]:8080/", "http://***@[::1]:8080/"),
+    ("HTTPS://u:p@ss@h/x", "HTTPS://***@h/x"),
+    ("http://u:p#1@h/x", "http://***@h/x"),
+    ("https://h/a/@alice", "https://h/a/@alice"),
+    ("http://h/?to=a@b.c&flag&&k=", "http://h/?to=***&***&&k=***"),
+    ("http://h?token=abc", "http://h?token=***"),
+    ("bob:hunter2@10.0.0.7:11211", "***@10.0.0.7:11211"),
+    ("u:p#1@h", "***@h"),
+    ("localhost:80/hook?api_key=abc", "localhost:80/hook?api_key=***"),
+    ("http:/u:p@h/x", "***@h/x"),
+    ("1http://u:p@h/", "***@h/"),
+]
+
+
+class RedactTest(unittest.TestCase):
+    def test_redact_url_masks_userinfo_and_query_values_and_drops_the_fragment(self):
+        for url, want in REDACT_CASES:
+            self.assertEqual(redact_url(url), want, url)
+
+    def test_secret_keys_are_named_so_and_their_values_are_not_echoed(self):
+        for key in ["password", "DB_PASSWORD", "token", "api_key", "apiKey", "client_secret", "key", "credentials"]:
+            self.assertTrue(is_secret_key(key), key)
+        for key in ["url", "username", "key_prefix", "keyspace", "timeout_ms", "tokenizer"]:
+            self.assertFalse(is_secret_key(key), key)
+        c = Config([("api_key", "hunter2"), ("retries", "http://bob:pw@h/?q=zz")])
+        with self.assertRaises(Reject) as e:
+            c.parse("api_key", int)
+        self.assertIn("`api_key`", e.exception.reason)
+        self.assertNotIn("hunter2", e.exception.reason)
+        with self.assertRaises(Reject) as e:
+            c.parse("retries", int)
+        self.assertIn('"http://***@h/?q=***"', e.exception.reason)
+        self.assertNotIn("zz", e.exception.reason)
 
 
 if __name__ == "__main__":

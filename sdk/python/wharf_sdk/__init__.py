@@ -17,11 +17,15 @@ hides the WIT bindings: subclass `Target` in a module named `plugin`
 Natively (plain CPython, for unit tests) the same code runs without Wasm:
 logging goes to stderr, `now_ms` reads the system clock, `http` uses
 urllib, and `wharf_sdk.testing` drives a plugin class directly.
+
+Reasons and log lines reach the operator: put a URL in them through
+`redact_url`, and never the value of a secret config key (`is_secret_key`).
 """
 
 from . import http, log
 from ._config import Config
 from ._errors import Reject, Retry, WharfError
+from ._redact import is_secret_key, redact_url
 from ._target import Target
 from ._types import Batch, Message, Outcome, PluginInfo
 from .log import now_ms
@@ -37,6 +41,8 @@ __all__ = [
     "Target",
     "WharfError",
     "http",
+    "is_secret_key",
     "log",
     "now_ms",
+    "redact_url",
 ]

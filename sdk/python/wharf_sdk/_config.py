@@ -5,6 +5,7 @@ import json
 from typing import Callable, Iterable, Iterator, Optional, Tuple, TypeVar, Union
 
 from ._errors import Reject
+from ._redact import is_secret_key, redact_url
 
 T = TypeVar("T")
 _MISSING = object()
@@ -13,7 +14,12 @@ _MISSING = object()
 class Config:
     """The plugin's configuration, every value a string. Errors from these
     helpers are `Reject`s that name the key and the problem, ready to be
-    raised from `init`."""
+    raised from `init`.
+
+    A key whose name ends in `password`, `token`, `secret`, `key` (so
+    `api_key`) and the like (`is_secret_key`) holds a secret: these errors
+    never echo its value, and neither should the plugin's own. Other values
+    they echo go through `redact_url` first."""
 
     def __init__(self, entries: Union[Iterable[Tuple[str, str]], dict, None] = None):
         if entries is None:
@@ -86,10 +92,14 @@ def _parse_bool(text: str) -> bool:
 
 def _parse_value(key: str, value: str, kind: Callable[[str], T]) -> T:
     parser = _parse_bool if kind is bool else kind
+    text = value.strip()
     try:
-        return parser(value.strip())
+        return parser(text)
     except (ValueError, TypeError, ArithmeticError) as e:
         name = getattr(kind, "__name__", type(kind).__name__)
-        raise Reject(
-            f"config key `{key}`: cannot parse {json.dumps(value, ensure_ascii=False)} as {name}: {e}"
-        ) from None
+        # The parse error may quote the value too (`int` does).
+        if is_secret_key(key):
+            raise Reject(f"config key `{key}`: cannot parse its value (a secret, not shown) as {name}") from None
+        shown = json.dumps(redact_url(value), ensure_ascii=False)
+        detail = str(e).replace(text, redact_url(text))
+        raise Reject(f"config key `{key}`: cannot parse {shown} as {name}: {detail}") from None

@@ -19,6 +19,7 @@ import sys
 from typing import Dict, List, Tuple, Union
 
 from ._http_response import MAX_RESPONSE_BODY, Response  # noqa: F401 (part of this module's API)
+from ._redact import redact_url
 
 
 DEFAULT_TIMEOUT_MS = 30_000
@@ -28,14 +29,15 @@ Headers = Union[Dict[str, str], List[Tuple[str, str]], None]
 
 def _split_url(url: str) -> Tuple[bool, str, str]:
     """(https, authority, path_and_query) of an absolute http(s) URL; a
-    `ValueError` naming the URL otherwise."""
+    `ValueError` naming the URL (through `redact_url`) otherwise."""
+    shown = repr(redact_url(url))
     lower = url[:8].lower()
     if lower.startswith("http://"):
         https, rest = False, url[7:]
     elif lower.startswith("https://"):
         https, rest = True, url[8:]
     else:
-        raise ValueError(f"invalid URL {url!r}: must start with http:// or https://")
+        raise ValueError(f"invalid URL {shown}: must start with http:// or https://")
     rest = rest.split("#", 1)[0]
     end = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
     authority, path = rest[:end], rest[end:]
@@ -44,11 +46,11 @@ def _split_url(url: str) -> Tuple[bool, str, str]:
     elif path.startswith("?"):
         path = "/" + path
     if not authority:
-        raise ValueError(f"invalid URL {url!r}: no host")
+        raise ValueError(f"invalid URL {shown}: no host")
     if "@" in authority:
-        raise ValueError(f"invalid URL {url!r}: user info is not supported")
+        raise ValueError(f"invalid URL {shown}: user info is not supported")
     if any(ord(c) <= 32 or ord(c) == 0x7F for c in url):
-        raise ValueError(f"invalid URL {url!r}: contains whitespace or a control character")
+        raise ValueError(f"invalid URL {shown}: contains whitespace or a control character")
     return https, authority, path
 
 

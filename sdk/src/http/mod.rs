@@ -7,7 +7,8 @@
 //!
 //! Failures to get a response at all (refused, reset, timed out, denied by
 //! the host) are `std::io::Error`s, which convert into [`crate::Error::retry`]
-//! with `?`. Any response, whatever its status, is `Ok`.
+//! with `?`. Any response, whatever its status, is `Ok`. Errors show the
+//! URL only through [`crate::redact_url`].
 //!
 //! ```no_run
 //! # fn main() -> Result<(), wharf_sdk::Error> {
@@ -155,8 +156,10 @@ pub struct Url<'a> {
 impl<'a> Url<'a> {
     /// Split an absolute `http://` or `https://` URL.
     pub fn parse(url: &'a str) -> io::Result<Url<'a>> {
-        let bad =
-            |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid URL {url:?}: {why}"));
+        let bad = |why: &str| {
+            let url = crate::redact_url(url);
+            io::Error::new(io::ErrorKind::InvalidInput, format!("invalid URL {url:?}: {why}"))
+        };
         let (https, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
             (false, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
@@ -215,6 +218,15 @@ mod tests {
         for bad in ["ftp://x/", "http://", "http:///p", "http://a b/", "localhost:80/"] {
             let err = Url::parse(bad).expect_err(bad);
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_url_is_named_without_its_secrets() {
+        for bad in ["http://bob:hunter2@h/x?api_key=abc123", "ftp://bob:hunter2@h/?api_key=abc123"] {
+            let err = Url::parse(bad).expect_err(bad).to_string();
+            assert!(!err.contains("hunter2") && !err.contains("abc123") && !err.contains("bob"), "{err}");
+            assert!(err.contains("***@h/"), "{err}");
         }
     }
 }

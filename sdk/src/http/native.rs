@@ -60,7 +60,9 @@ fn to_io(err: ureq::Error) -> io::Error {
             io::Error::new(io::ErrorKind::ConnectionRefused, "connection failed")
         }
         ureq::Error::HostNotFound => io::Error::new(io::ErrorKind::NotFound, "host not found"),
-        ureq::Error::BadUri(u) => io::Error::new(io::ErrorKind::InvalidInput, format!("bad URI {u}")),
+        ureq::Error::BadUri(u) => {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad URI {}", crate::redact_url(&u)))
+        }
         other => io::Error::other(other.to_string()),
     }
 }

@@ -33,8 +33,8 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// Who made the call, for the audit log: a token fingerprint, never the token.
-pub fn actor(headers: &HeaderMap) -> String {
-    control::actor_of(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+pub fn actor(node: &Node, headers: &HeaderMap) -> String {
+    node.access.actor(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
 
 /// Audits the result, then turns it into a reply.
@@ -45,7 +45,7 @@ fn finish(
     target: &str,
     r: Result<Value, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = control::Who { data_dir: &node.data_dir, actor: actor(headers) };
+    let who = control::Who { data_dir: &node.data_dir, actor: actor(node, headers) };
     who.record(action, target, r, Value::clone).map(Json)
 }
 
@@ -137,14 +137,7 @@ async fn purge_data(
     } else if !crate::config::valid_namespace_name(&ns) {
         Err(ApiError::bad("invalid_namespace", "not a namespace name"))
     } else {
-        let dir = node.data_dir.join(&ns);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(json!({"namespace": ns, "purged": true})),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(ApiError::new(ErrorKind::NotFound, "namespace_not_found", format!("no data for {ns}")))
-            }
-            Err(e) => Err(ApiError::internal(format!("removing {}: {e}", dir.display()))),
-        }
+        control::purge_data(&node.data_dir, &ns).map(|()| json!({"namespace": ns, "purged": true}))
     };
     finish(&node, &headers, "namespace.purge", &ns, r)
 }

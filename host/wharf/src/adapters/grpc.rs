@@ -42,12 +42,13 @@ const MAX_MESSAGE: usize = MAX_BATCH * 1024 + MAX_PAYLOAD * 2;
 pub async fn start(
     node: Arc<Node>,
     addr: SocketAddr,
+    budget: crate::adapters::listener::ConnectionBudget,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the gRPC API to {addr}"))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::adapters::listener::incoming(listener, budget);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -100,18 +101,24 @@ impl GrpcApi {
     /// Who is calling, for audit lines.
     fn who<T>(&self, req: &Request<T>) -> crate::services::control::Who<'_> {
         let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        crate::services::control::Who {
-            data_dir: &self.node.data_dir,
-            actor: crate::services::control::actor_of(auth),
-        }
+        crate::services::control::Who { data_dir: &self.node.data_dir, actor: self.node.access.actor(auth) }
     }
 
     fn authorize<T>(&self, req: &Request<T>, ns: Option<&str>) -> Result<(), Status> {
-        if self.node.auth_enabled() {
-            let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-            api::check_authorization(&self.node, authorization, ns).map_err(to_status)?;
-        }
-        Ok(())
+        let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        api::check_authorization(&self.node, authorization, ns).map_err(|e| {
+            if ns.is_none() {
+                let actor = self.node.access.actor(authorization);
+                crate::services::control::audit(
+                    &self.node.data_dir,
+                    &actor,
+                    "auth.refused",
+                    "grpc",
+                    Err(e.code),
+                );
+            }
+            to_status(e)
+        })
     }
 
     /// Authorizes the call for `ns` and finds the namespace.

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::adapters::path::namespace;
 use crate::error::Error as ApiError;
+use crate::services::access::Verdict;
 use crate::services::control::Who;
 use crate::services::node::Node;
 use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
@@ -43,59 +44,83 @@ pub fn router(node: Arc<Node>) -> Router {
         .route_layer(middleware::from_fn_with_state(node.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(namespaced)
         .layer(DefaultBodyLimit::max(MAX_BATCH * 1024 + MAX_PAYLOAD * 2))
         .with_state(node)
 }
 
+/// `?namespace=NAME`: one namespace's readiness.
+#[derive(Debug, Deserialize)]
+struct ReadyQuery {
+    namespace: Option<String>,
+}
+
+/// `GET /readyz`: 200 while the process takes traffic (it serves only after
+/// every partition recovered and every plugin loaded or was marked
+/// failed), 503 from SIGTERM on. With `?namespace=`, 200 only if that
+/// namespace can deliver (a failed plugin makes its namespace not ready,
+/// never the pod dead). Open, like `/healthz`.
+async fn readyz(State(node): State<Arc<Node>>, Query(q): Query<ReadyQuery>) -> Response {
+    let namespaces = match q.namespace.as_deref() {
+        Some(name) => match node.namespace(name) {
+            Some(ns) => vec![ns],
+            None => {
+                return (StatusCode::NOT_FOUND, Json(json!({"namespace": name, "ready": false})))
+                    .into_response();
+            }
+        },
+        None => node.namespaces(),
+    };
+    let body = status::readiness_json(&namespaces, node.is_draining());
+    let ready = !node.is_draining()
+        && (q.namespace.is_none() || namespaces.iter().all(|ns| status::namespace_ready(ns).is_ok()));
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
 /// Bearer-token auth. With no token configured anywhere, the API is open
 /// (and bound to loopback by default). Otherwise a namespace's routes take
-/// that namespace's tokens or an admin token; `/v1/status` takes an admin
-/// token. A token for one namespace cannot touch another.
+/// that namespace's tokens or an admin token; `/v1/status` and the admin
+/// routes take an admin token. A token for one namespace cannot touch
+/// another. A refusal on an admin route is audited.
 async fn authorize(State(node): State<Arc<Node>>, req: Request, next: Next) -> Result<Response, ApiError> {
-    if node.auth_enabled() {
-        let ns = req.uri().path().strip_prefix("/v1/namespaces/").and_then(|r| r.split('/').next());
-        check_token(&node, req.headers(), ns)?;
+    let path = req.uri().path();
+    let ns = path.strip_prefix("/v1/namespaces/").and_then(|r| r.split('/').next());
+    let authorization = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err(e) = check_authorization(&node, authorization, ns) {
+        if path.starts_with("/v1/admin/") {
+            let actor = node.access.actor(authorization);
+            crate::services::control::audit(&node.data_dir, &actor, "auth.refused", path, Err(e.code));
+        }
+        return Err(e);
     }
     Ok(next.run(req).await)
 }
 
-pub(crate) fn check_token(node: &Node, headers: &HeaderMap, ns: Option<&str>) -> Result<(), ApiError> {
-    let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    check_authorization(node, authorization, ns)
-}
-
-/// [`check_token`] on the value of an `authorization` header (or gRPC
-/// metadata entry): `Bearer <token>`.
+/// Checks the value of an `authorization` header (or gRPC metadata
+/// entry), `Bearer <token>`, for namespace `ns` (`None`: admin).
 pub(crate) fn check_authorization(
     node: &Node,
     authorization: Option<&str>,
     ns: Option<&str>,
 ) -> Result<(), ApiError> {
-    let token = authorization.and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
-        ApiError::new(
+    match node.access.check(authorization, ns) {
+        Verdict::Granted => Ok(()),
+        Verdict::Unauthenticated => Err(ApiError::new(
             ErrorKind::Unauthenticated,
             "unauthenticated",
             "an Authorization: Bearer token is required",
-        )
-    })?;
-    let matches = |list: &[String]| list.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-    let ok = matches(&node.admin_tokens)
-        || ns.and_then(|n| node.namespace(n)).is_some_and(|n| matches(&n.cfg.tokens));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(ErrorKind::Forbidden, "forbidden", "this token may not access this resource"))
+        )),
+        Verdict::Forbidden => {
+            Err(ApiError::new(ErrorKind::Forbidden, "forbidden", "this token may not access this resource"))
+        }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn who<'a>(node: &'a Node, headers: &HeaderMap) -> Who<'a> {
-    Who { data_dir: &node.data_dir, actor: crate::adapters::admin::actor(headers) }
+    Who { data_dir: &node.data_dir, actor: crate::adapters::admin::actor(node, headers) }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -178,16 +203,41 @@ async fn write_one(
 }
 
 /// The body of `POST /v1/namespaces/{ns}/messages`: one message plus `wait`
-/// and `timeout_ms`. Unknown fields are errors (serde's `flatten` would let
-/// them through).
+/// and `timeout_ms`. Its own struct rather than `flatten`, which would let
+/// unknown and duplicate keys through.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteOne {
+    payload: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    deliver_at_ms: Option<u64>,
+    #[serde(default)]
+    wait: WaitFor,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Parses and decodes a single write; a duplicate key is an error, as in
+/// a batch.
 pub(crate) fn parse_write_one(body: &[u8]) -> Result<(WriteRequest, WaitFor, Option<u64>), ApiError> {
-    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
-    let wait: WaitFor = parse_json(fields.remove("wait").unwrap_or(json!("durable")).to_string().as_bytes())?;
-    let timeout_ms: Option<u64> =
-        parse_json(fields.remove("timeout_ms").unwrap_or_default().to_string().as_bytes())?;
-    let message: JsonMessage = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
-    Ok((message.decode()?, wait, timeout_ms))
+    let w: WriteOne = parse_json(body)?;
+    let message = JsonMessage {
+        payload: w.payload,
+        key: w.key,
+        idempotency_key: w.idempotency_key,
+        headers: w.headers,
+        delay_ms: w.delay_ms,
+        deliver_at_ms: w.deliver_at_ms,
+    };
+    Ok((message.decode()?, w.wait, w.timeout_ms))
 }
 
 pub(crate) fn check_batch_len(n: usize) -> Result<(), ApiError> {

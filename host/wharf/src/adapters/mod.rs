@@ -1,10 +1,12 @@
 //! Protocol adapters: HTTP (`http`), gRPC (`grpc`), the admin routes
-//! (`admin`) and the replication endpoint (`replication`). They parse, authorize, call `services`, and map the domain
-//! error to a status at the edge (`error`).
+//! (`admin`) and the replication endpoint (`replication`), served within a
+//! connection budget (`listener`). They parse, authorize, call `services`,
+//! and map the domain error to a status at the edge (`error`).
 
 pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod path;
 pub mod replication;

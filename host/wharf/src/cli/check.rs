@@ -5,14 +5,17 @@
 //! `wharf:target` versions, instantiate in its sandbox and `init` with its
 //! config. Nothing is bound, no queue is contacted and no log is opened.
 //!
-//! Exit 0 when everything passes, 64 (the config error code) otherwise.
-//! Human output by default; `json` prints one object on stdout.
+//! Exit 0 when everything passes, 64 (the config error code) otherwise,
+//! also when nobody reads stdout (`check-config … | true`). Human output by
+//! default: the result on stdout, each problem as `error: <file>: <key>: …`
+//! on stderr; `json` prints one object on stdout.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::output::{error_line, is_broken_pipe, outln};
 use crate::config::{self, ConfigError, DEFAULT_TARGET, LoadedNamespace, LoadedTarget};
 use crate::plugin::{PluginError, Runtime};
 
@@ -46,6 +49,16 @@ struct Report {
 
 /// Runs the checks on `file`; what `wharf check-config` exits with.
 pub fn run(file: &Path, exit_config: u8, json: bool) -> anyhow::Result<ExitCode> {
+    let report = check(file)?;
+    let printed = if json { print_json(&report) } else { print_human(&report) };
+    // The verdict is the exit code, whether or not stdout is read.
+    match printed {
+        Err(e) if !is_broken_pipe(&e) => Err(e),
+        _ => Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(exit_config) }),
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<Report> {
     let mut report = Report {
         file: file.to_path_buf(),
         ok: false,
@@ -67,36 +80,37 @@ pub fn run(file: &Path, exit_config: u8, json: bool) -> anyhow::Result<ExitCode>
         }
     }
     report.ok = report.errors.is_empty();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report);
-    }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(exit_config) })
+    Ok(report)
 }
 
 fn problem(e: ConfigError) -> Problem {
     Problem { key: e.key, problem: e.problem, line: e.line }
 }
 
-fn print_human(r: &Report) {
+fn print_json(r: &Report) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(r)?)?;
+    Ok(())
+}
+
+fn print_human(r: &Report) -> anyhow::Result<()> {
     for e in &r.errors {
         let line = e.line.as_ref().map(|l| format!(" ({l})")).unwrap_or_default();
-        eprintln!("config error: {}: {}: {}{line}", r.file.display(), e.key, e.problem);
+        error_line(&format!("{}: {}: {}{line}", r.file.display(), e.key, e.problem), None);
     }
     if !r.ok {
-        return;
+        return Ok(());
     }
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    println!(
+    outln!(
         "{}: ok ({}, {}; every plugin loaded and initialised)",
         r.file.display(),
         plural(r.namespaces, "namespace"),
         plural(r.targets.len(), "target")
-    );
+    )?;
     for t in &r.targets {
-        println!("  {}/{}: {} ({}, {}): init ok", t.namespace, t.target, t.plugin.display(), t.wit, t.digest);
+        outln!("  {}/{}: {} ({}, {}): init ok", t.namespace, t.target, t.plugin.display(), t.wit, t.digest)?;
     }
+    Ok(())
 }
 
 /// Loads and initialises every target's plugin, in namespace and target

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
+use crate::adapters::listener::{ConnectionBudget, ReadTimeouts, serve_http};
 use crate::adapters::{grpc, http as api};
 use crate::services::node::Node;
 mod check;
@@ -221,7 +222,7 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
     let cfg = match config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("config error: {e}");
+            eprintln!("error: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -233,16 +234,24 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
             control::activate(&node, &ns).await;
             node.start_delivery(&ns);
         }
+        let budget = ConnectionBudget::new(cfg.server.max_connections);
+        let stop = drain_on_signal(node.clone(), Duration::from_millis(cfg.server.drain_delay_ms));
         let grpc = match cfg.server.grpc {
-            Some(addr) => Some(grpc::start(node.clone(), addr, shutdown_signal()).await?),
+            Some(addr) => Some(grpc::start(node.clone(), addr, budget.clone(), stopped(stop.clone())).await?),
             None => None,
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.http)
             .await
             .with_context(|| format!("binding the HTTP API to {}", cfg.server.http))?;
-        tracing::info!(http = %cfg.server.http, data_dir = %cfg.server.data_dir.display(), "wharf serving");
+        let http = listener.local_addr()?;
+        tracing::info!(%http, data_dir = %cfg.server.data_dir.display(), max_connections = budget.max, "wharf serving");
         tokio::spawn(reload_on_sighup(node.clone()));
-        axum::serve(listener, api::router(node.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        let timeouts = ReadTimeouts {
+            header: Duration::from_millis(cfg.server.header_read_timeout_ms),
+            body: Duration::from_millis(cfg.server.body_read_timeout_ms),
+        };
+        let drain = Duration::from_secs(10);
+        serve_http(listener, api::router(node.clone()), budget, timeouts, stopped(stop), drain).await;
         if let Some(calls) = grpc
             && tokio::time::timeout(Duration::from_secs(10), calls).await.is_err()
         {
@@ -314,6 +323,25 @@ fn plugin_check(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         outln!("{}", out.trim_end())?;
     }
     Ok(if report.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// On SIGTERM or Ctrl-C: `/readyz` answers 503 at once, then after
+/// `delay` the returned watch turns true and the listeners stop.
+fn drain_on_signal(node: Arc<Node>, delay: Duration) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        node.begin_drain();
+        tracing::info!(delay_ms = delay.as_millis() as u64, "draining: /readyz answers 503; still serving");
+        tokio::time::sleep(delay).await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Completes when `stop` turns true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn shutdown_signal() {

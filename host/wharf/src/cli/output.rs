@@ -11,9 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-
-/// How long work runs before it shows progress.
-const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+use wharf_log::cli::{PROGRESS_AFTER, Throttle};
 
 /// An error meant for a person: a stable `code` (for `--json`), a message,
 /// and what to do about it.
@@ -101,37 +99,37 @@ pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
         }
         let _ = line(format_args!("{obj}"));
     } else {
-        let mut stderr = io::stderr().lock();
-        let _ = writeln!(stderr, "error: {}", err.message);
-        if let Some(h) = &err.hint {
-            let _ = writeln!(stderr, "hint: {h}");
-        }
+        error_line(&err.message, err.hint.as_deref());
     }
     ExitCode::FAILURE
+}
+
+/// Prints `error: <message>` (and `hint: <hint>`) on stderr, the way every
+/// command reports a failure in words.
+pub fn error_line(message: &str, hint: Option<&str>) {
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "error: {message}");
+    if let Some(h) = hint {
+        let _ = writeln!(stderr, "hint: {h}");
+    }
 }
 
 /// Progress lines on stderr for a loop of steps: the first once the work
 /// has run for a second, then at most one a second.
 #[derive(Debug)]
 pub struct Progress {
-    start: Instant,
-    last: Option<Instant>,
+    throttle: Throttle,
     enabled: bool,
 }
 
 impl Progress {
     /// `enabled: false` (e.g. with `--json`) prints nothing.
     pub fn new(enabled: bool) -> Self {
-        Self { start: Instant::now(), last: None, enabled }
+        Self { throttle: Throttle::new(), enabled }
     }
 
     pub fn tick(&mut self, msg: impl FnOnce() -> String) {
-        let now = Instant::now();
-        let due = self.enabled
-            && now.duration_since(self.start) >= PROGRESS_AFTER
-            && self.last.is_none_or(|l| now.duration_since(l) >= PROGRESS_AFTER);
-        if due {
-            self.last = Some(now);
+        if self.enabled && self.throttle.due(Instant::now()) {
             let _ = writeln!(io::stderr(), "{}", msg());
         }
     }
@@ -140,18 +138,72 @@ impl Progress {
 /// Runs `work`; if it takes longer than a second, says `msg` on stderr
 /// meanwhile (for one long call, such as an upload that is validated).
 pub fn while_slow<T>(enabled: bool, msg: &str, work: impl FnOnce() -> T) -> T {
-    if !enabled {
-        return work();
+    match enabled {
+        true => say_if_slower(PROGRESS_AFTER, io::stderr(), msg, work),
+        false => work(),
     }
+}
+
+/// Runs `work`; once it has run for `after`, writes `msg` to `out`.
+fn say_if_slower<T>(after: Duration, mut out: impl Write + Send, msg: &str, work: impl FnOnce() -> T) -> T {
     let (done, wait) = mpsc::channel::<()>();
     std::thread::scope(|s| {
         s.spawn(move || {
-            if wait.recv_timeout(PROGRESS_AFTER) == Err(mpsc::RecvTimeoutError::Timeout) {
-                let _ = writeln!(io::stderr(), "{msg}");
+            if wait.recv_timeout(after) == Err(mpsc::RecvTimeoutError::Timeout) {
+                let _ = writeln!(out, "{msg}");
             }
         });
         let out = work();
         drop(done);
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A `Write` whose bytes the test can read while it is in use.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+        }
+    }
+
+    #[test]
+    fn work_done_before_the_delay_says_nothing() {
+        let out = Shared::default();
+        let got = say_if_slower(Duration::from_secs(3600), out.clone(), "slow", || 7);
+        assert_eq!(got, 7);
+        assert_eq!(out.text(), "");
+    }
+
+    #[test]
+    fn work_still_running_after_the_delay_says_so_once() {
+        let out = Shared::default();
+        let seen = out.clone();
+        // The work ends only once the line is out (or after a minute).
+        say_if_slower(Duration::from_millis(10), out, "uploading ...", || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while seen.text().is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        assert_eq!(seen.text(), "uploading ...\n");
+    }
 }

@@ -31,9 +31,9 @@ pub struct TestArgs {
     /// A `target.config` entry, `KEY=VALUE`; repeat for more.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub config: Vec<(String, String)>,
-    /// A URL prefix the plugin may reach over wasi:http (like `allow_http`); repeat for more.
-    #[arg(long = "allow-http", value_name = "PREFIX")]
-    pub allow_http: Vec<String>,
+    /// A URL the plugin may reach over wasi:http, matched like `allow_http` (scheme, host and port exactly, then a path prefix); repeat for more.
+    #[arg(long = "allow-http", value_name = "URL", value_parser = crate::plugin::UrlRule::parse)]
+    pub allow_http: Vec<crate::plugin::UrlRule>,
     /// An `ip:port` the plugin may connect to over TCP (like `allow_connect`); repeat for more.
     #[arg(long = "allow-connect", value_name = "ADDR")]
     pub allow_connect: Vec<SocketAddr>,
@@ -150,10 +150,7 @@ async fn conformance(runtime: &plugin::Runtime, args: &TestArgs, bytes: &[u8]) -
     };
     let settings = PluginSettings {
         namespace: "plugin-test".into(),
-        net: NetPolicy {
-            tcp: Arc::new(args.allow_connect.clone()),
-            http_prefixes: Arc::new(args.allow_http.clone()),
-        },
+        net: NetPolicy { tcp: Arc::new(args.allow_connect.clone()), http: Arc::new(args.allow_http.clone()) },
         memory_limit_bytes: limit_bytes,
         call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
         config: args.config.clone(),

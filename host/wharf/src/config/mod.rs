@@ -59,6 +59,19 @@ pub struct Server {
     /// build). Default `<data_dir>/.plugin-cache`; several sidecars may
     /// share one directory.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Open API connections (HTTP and gRPC together) at most. Default
+    /// 1024, and never more than half the process's open-file limit, so
+    /// clients cannot take the descriptors the log needs. Further clients
+    /// wait in the listen backlog.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, and an
+    /// idle keep-alive connection is closed after it. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// A client must send a request's body within this time. Default 30000.
+    pub body_read_timeout_ms: u64,
+    /// After SIGTERM, keep serving this long with `/readyz` answering 503,
+    /// so that traffic moves away before writes are refused. Default 0.
+    pub drain_delay_ms: u64,
 }
 
 impl Server {
@@ -78,6 +91,10 @@ impl Default for Server {
             segment_max_bytes: 64 << 20,
             admin_tokens: Vec::new(),
             plugin_cache_dir: None,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            drain_delay_ms: 0,
         }
     }
 }
@@ -398,6 +415,8 @@ pub struct LoadedTarget {
     pub target: Target,
     /// Resolved `allow_connect` entries.
     pub allow_connect: Vec<SocketAddr>,
+    /// Parsed `allow_http` entries.
+    pub allow_http: Vec<crate::plugin::UrlRule>,
     /// `config` with every value as a string.
     pub plugin_config: Vec<(String, String)>,
 }
@@ -536,10 +555,9 @@ fn load_target(
             .map_err(|_| err("allow_connect", format!("{a:?} is not an ip:port address")))?;
         allow_connect.push(addr);
     }
+    let mut allow_http = Vec::new();
     for p in &target.allow_http {
-        if !(p.starts_with("http://") || p.starts_with("https://")) {
-            return Err(err("allow_http", format!("{p:?} must start with http:// or https://")));
-        }
+        allow_http.push(crate::plugin::UrlRule::parse(p).map_err(|e| err("allow_http", e))?);
     }
     let mut plugin_config = Vec::new();
     for (k, v) in &target.config {
@@ -552,7 +570,7 @@ fn load_target(
         };
         plugin_config.push((k.clone(), s));
     }
-    Ok(LoadedTarget { name, target, allow_connect, plugin_config })
+    Ok(LoadedTarget { name, target, allow_connect, allow_http, plugin_config })
 }
 
 pub fn valid_namespace_name(name: &str) -> bool {
@@ -592,7 +610,7 @@ impl LoadedTarget {
             namespace: namespace.into(),
             net: crate::plugin::NetPolicy {
                 tcp: std::sync::Arc::new(self.allow_connect.clone()),
-                http_prefixes: std::sync::Arc::new(self.target.allow_http.clone()),
+                http: std::sync::Arc::new(self.allow_http.clone()),
             },
             memory_limit_bytes: (self.target.memory_limit_mib as usize) << 20,
             call_timeout: Duration::from_millis(self.target.call_timeout_ms),

@@ -14,7 +14,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Located> {
     let de = toml::Deserializer::parse(text).map_err(|e| {
         // A syntax error: no serde path, so the key comes from the text.
         let key = e.span().map(|s| key_at(text, s.start)).unwrap_or_else(|| "(document)".into());
-        (key, e.message().to_string(), e.span().map(|s| line_context(text, s)))
+        located(text, key, e.message(), e.span())
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let mut key = e.path().to_string();
@@ -30,14 +30,56 @@ pub(super) fn parse(text: &str) -> Result<Config, Located> {
         if key.is_empty() || key == "." {
             key = "(document)".into();
         }
-        (key, problem, inner.span().map(|s| line_context(text, s)))
+        located(text, key, &problem, inner.span())
     })
 }
 
-/// `line 7: partitions = "four"` for the line holding `span`.
+/// The error with its line as context, both without secrets: quoted
+/// values leave the problem text when the key or its line may hold a
+/// secret (see [`line_context`] for the line).
+fn located(text: &str, key: String, problem: &str, span: Option<Range<usize>>) -> Located {
+    let raw_line = span.clone().map(|s| line_of(text, s.start).1);
+    let secret = key.rsplit('.').next().is_some_and(crate::plugin::is_secret_key)
+        || raw_line.is_some_and(may_hold_secret);
+    let problem = if secret { hide_quoted(problem) } else { problem.to_string() };
+    (key, problem, span.map(|s| line_context(text, s)))
+}
+
+/// Whether a config line may carry a secret.
+fn may_hold_secret(line: &str) -> bool {
+    let names_one =
+        line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(crate::plugin::is_secret_key);
+    let url_with_secret = line.split("://").skip(1).any(|rest| {
+        let url = rest.split(['"', '\'', ' ']).next().unwrap_or("");
+        url.contains('@') || url.contains('?')
+    });
+    names_one || url_with_secret
+}
+
+/// `problem` with the contents of every quoted string (`"…"`, `` `…` ``
+/// excepted: serde quotes key names that way) masked.
+fn hide_quoted(problem: &str) -> String {
+    let mut out = String::with_capacity(problem.len());
+    for (i, part) in problem.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        out.push_str(if i % 2 == 1 { "***" } else { part });
+    }
+    out
+}
+
+/// `line 7: partitions = "four"` for the line holding `span`; a line that
+/// may hold a secret (a secret-named key, a URL with userinfo or a query)
+/// is shown up to its `=` only.
 pub(super) fn line_context(text: &str, span: Range<usize>) -> String {
     let (no, line) = line_of(text, span.start);
-    format!("line {no}: {}", line.trim())
+    match line.split_once('=') {
+        Some((lhs, _)) if may_hold_secret(line) => {
+            format!("line {no}: {} = (value hidden: it may hold a secret)", lhs.trim())
+        }
+        _ => format!("line {no}: {}", line.trim()),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> (usize, &str) {
@@ -126,6 +168,17 @@ mod tests {
         assert_eq!(line.as_deref(), Some("line 2: partitions = \"four\""));
         let (key, ..) = parse("[namespaces.o.retry]\nbogus = 1\n").expect_err("unknown");
         assert_eq!(key, "namespaces.o.retry.bogus");
+    }
+
+    #[test]
+    fn a_line_that_may_hold_a_secret_is_not_echoed() {
+        let (key, problem, line) = parse("[server]\nadmin_tokens = \"hunter2\"\n").expect_err("type");
+        assert_eq!(key, "server.admin_tokens");
+        assert!(!problem.contains("hunter2") && problem.contains("***"), "{problem}");
+        assert_eq!(line.as_deref(), Some("line 2: admin_tokens = (value hidden: it may hold a secret)"));
+        let text = "[namespaces.o]\npartitions = 4\nx = { url = \"http://u:pw@h/\" }\n";
+        let (_, _, line) = parse(text).expect_err("unknown key");
+        assert!(!line.as_deref().unwrap_or("").contains("pw@"), "{line:?}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(super) fn server(s: &Server) -> Result<(), Problem> {
     if s.segment_max_bytes < 4096 {
         return fail("segment_max_bytes", "must be at least 4096");
     }
+    at_least_one("max_connections", s.max_connections as u64)?;
+    at_least_one("header_read_timeout_ms", s.header_read_timeout_ms)?;
+    at_least_one("body_read_timeout_ms", s.body_read_timeout_ms)?;
     if s.grpc == Some(s.http) {
         return fail("grpc", format!("{} is also `server.http`; give the gRPC API its own port", s.http));
     }

@@ -604,7 +604,10 @@ impl Engine {
         let attempts = self.lane.with(|w| w.get(seq).map(|p| p.attempts + 1)).unwrap_or(1);
         let ceiling = policy.ceiling(attempts).as_millis() as u64;
         let jitter = rand::rng().random_range(0..=ceiling);
-        let wait = jitter.max(after.map(|a| a.as_millis() as u64).unwrap_or(0));
+        // A target's retry-after counts, but never beyond max_backoff_ms: a
+        // hostile or broken target cannot park a message for years.
+        let asked = after.map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+        let wait = jitter.max(asked.min(policy.max_backoff_ms));
         // Strict order cannot skip a message: it is retried until it goes.
         let max_attempts = if self.strict { u32::MAX } else { policy.max_attempts };
         let exhausted = self.lane.with(|w| w.fail(seq, failure, max_attempts, now_ms() + wait));

@@ -11,7 +11,7 @@ impl StoreState {
     /// One line in the host's log, tagged with the namespace. Plugins are
     /// untrusted: the line is capped and kept on one line.
     pub fn plugin_log(&self, level: tracing::Level, message: &str) {
-        let mut msg: String = message.chars().take(MAX_LOG_CHARS).collect();
+        let mut msg: String = self.secrets.scrub(message).chars().take(MAX_LOG_CHARS).collect();
         msg.retain(|c| c != '\n' && c != '\r');
         let ns = &*self.namespace;
         match level {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{NetPolicy, Plugin, PluginError, PluginSettings, Runtime, bounded, cache, set_deadline};
+use super::{NetPolicy, Plugin, PluginError, PluginSettings, Runtime, bounded, set_deadline};
 
 /// The sandbox of a checked plugin: the defaults of `[namespaces.*.target]`
 /// (64 MiB, 10 s per call), no network, no config.
@@ -42,7 +42,9 @@ impl Runtime {
         let label = path.display().to_string();
         let bytes =
             std::fs::read(path).map_err(|source| PluginError::Read { path: label.clone(), source })?;
-        let (component, digest) = cache::compile_cached(&self.engine, &self.cache_dir, &bytes)
+        let (component, digest) = self
+            .cache
+            .compile(&self.engine, &bytes)
             .map_err(|reason| PluginError::Invalid { path: label.clone(), reason })?;
         let ty = component.component_type();
         let mut report = Inspection {
@@ -64,7 +66,7 @@ impl Runtime {
                     call_timeout: CHECK_CALL_TIMEOUT,
                     config: Vec::new(),
                 };
-                let plugin = Plugin { pre, digest, settings: Arc::new(settings) };
+                let plugin = Plugin { pre, digest, settings: Arc::new(settings), secrets: Arc::default() };
                 match plugin.describe().await {
                     Ok(info) => report.describe = info,
                     Err(e) => report.problem = Some(format!("describe failed: {e}")),

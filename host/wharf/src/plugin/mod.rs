@@ -17,8 +17,10 @@ mod cache;
 mod conformance;
 mod host_calls;
 mod inspect;
+mod redact;
 mod sandbox;
 mod stderr;
+mod url_rule;
 mod v0_1;
 mod v0_2;
 mod v0_3;
@@ -31,8 +33,10 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
+pub use redact::is_secret_key;
 pub use sandbox::NetPolicy;
 use sandbox::StoreState;
+pub use url_rule::UrlRule;
 pub use v0_3::{Batch, LogRecord, Message, Outcome, Retry as RetryOutcome};
 pub use version::SUPPORTED_WIT;
 use version::{Target, TargetPre};
@@ -61,12 +65,12 @@ pub enum PluginError {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
-    cache_dir: std::path::PathBuf,
+    cache: cache::CompileCache,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache_dir", &self.cache_dir).finish()
+        f.debug_struct("Runtime").field("cache", &self.cache).finish()
     }
 }
 
@@ -94,7 +98,9 @@ impl Runtime {
                 std::thread::sleep(EPOCH_TICK);
             }
         })?;
-        Ok(Self { engine, linker: Arc::new(linker), cache_dir: cache_dir.to_path_buf() })
+        let cache = cache::CompileCache::open(cache_dir)
+            .map_err(|e| anyhow::anyhow!("plugin cache {}: {e}", cache_dir.display()))?;
+        Ok(Self { engine, linker: Arc::new(linker), cache })
     }
 
     /// Compiles (or loads from the cache) and type-checks component bytes;
@@ -106,10 +112,15 @@ impl Runtime {
         settings: PluginSettings,
     ) -> Result<Plugin, PluginError> {
         let invalid = |reason: String| PluginError::Invalid { path: label.to_string(), reason };
-        let (component, digest) =
-            cache::compile_cached(&self.engine, &self.cache_dir, bytes).map_err(invalid)?;
+        let (component, digest) = self.cache.compile(&self.engine, bytes).map_err(invalid)?;
         let pre = self.type_check(&component).map_err(invalid)?;
-        Ok(Plugin { pre, digest, settings: Arc::new(settings) })
+        let secrets = Arc::new(redact::Secrets::from_config(&settings.config));
+        Ok(Plugin { pre, digest, settings: Arc::new(settings), secrets })
+    }
+
+    /// Drops the compile cache's entries of a plugin the host rejected.
+    pub fn forget(&self, bytes: &[u8]) {
+        self.cache.forget(bytes);
     }
 
     /// Checks the component's imports against the host and its exports
@@ -140,6 +151,8 @@ pub struct Plugin {
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
     settings: Arc<PluginSettings>,
+    /// Scrubbed out of everything the plugin reports (`redact.rs`).
+    secrets: Arc<redact::Secrets>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -165,16 +178,18 @@ impl Plugin {
         let (mut store, target) = self.instantiate_uninit().await?;
         let deadline = self.settings.call_timeout;
         set_deadline(&mut store, deadline);
-        let init = bounded(deadline, target.call_init(&mut store, &self.settings.config)).await?;
-        init.map_err(PluginError::Init)?;
-        Ok(Instance { store, target, call_timeout: deadline })
+        let init = bounded(deadline, target.call_init(&mut store, &self.settings.config))
+            .await
+            .map_err(|e| self.secrets.scrub_error(e))?;
+        init.map_err(|e| PluginError::Init(self.secrets.scrub(&e)))?;
+        Ok(Instance { store, target, call_timeout: deadline, secrets: self.secrets.clone() })
     }
 
     /// A fresh instance in its sandbox, before `init`. Every version gets
     /// the same store: limits, network policy, epoch deadline.
     async fn instantiate_uninit(&self) -> Result<(Store<StoreState>, Target), PluginError> {
         let s = &self.settings;
-        let state = StoreState::new(s.namespace.clone(), &s.net, s.memory_limit_bytes);
+        let state = StoreState::new(s.namespace.clone(), &s.net, s.memory_limit_bytes, self.secrets.clone());
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|st| &mut st.limits);
         store.epoch_deadline_trap();
@@ -189,6 +204,7 @@ pub struct Instance {
     store: Store<StoreState>,
     target: Target,
     call_timeout: Duration,
+    secrets: Arc<redact::Secrets>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -211,11 +227,12 @@ impl Instance {
                     tail => PluginError::Trap(format!("{trap}; stderr: {tail}")),
                 },
                 other => other,
-            })?;
+            })
+            .map_err(|e| self.secrets.scrub_error(e))?;
         if out.len() != want {
             return Err(PluginError::WrongCount { got: out.len(), want });
         }
-        Ok(out)
+        Ok(out.into_iter().map(|o| self.secrets.scrub_outcome(o)).collect())
     }
 }
 

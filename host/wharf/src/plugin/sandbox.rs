@@ -4,7 +4,7 @@
 //! - TCP only to the namespace's `allow_connect` addresses (plus the implicit
 //!   wildcard bind the OS does before a connect); no UDP, no listening, no
 //!   DNS lookups;
-//! - wasi:http only to URLs starting with an `allow_http` prefix (wasi-http
+//! - wasi:http only to URLs an `allow_http` rule allows (`url_rule.rs`; wasi-http
 //!   ignores socket rules, so the check lives in `send_request`);
 //! - linear memory capped by `memory_limit_mib`.
 
@@ -21,12 +21,15 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 #[derive(Debug, Clone, Default)]
 pub struct NetPolicy {
     pub tcp: Arc<Vec<SocketAddr>>,
-    pub http_prefixes: Arc<Vec<String>>,
+    /// Parsed `allow_http` entries (see `url_rule.rs`).
+    pub http: Arc<Vec<super::UrlRule>>,
 }
 
 /// The data of one plugin `Store`.
 pub struct StoreState {
     pub namespace: Arc<str>,
+    /// Scrubbed out of the plugin's log lines.
+    pub secrets: Arc<super::redact::Secrets>,
     /// The tail of the plugin's standard error (named in trap reasons).
     pub stderr: super::stderr::StderrTail,
     wasi: WasiCtx,
@@ -95,7 +98,12 @@ impl ResourceLimiter for Limits {
 }
 
 impl StoreState {
-    pub fn new(namespace: Arc<str>, net: &NetPolicy, memory_limit_bytes: usize) -> Self {
+    pub fn new(
+        namespace: Arc<str>,
+        net: &NetPolicy,
+        memory_limit_bytes: usize,
+        secrets: Arc<super::redact::Secrets>,
+    ) -> Self {
         let allowed = net.tcp.clone();
         let stderr = super::stderr::StderrTail::default();
         let mut wasi = WasiCtx::builder();
@@ -113,10 +121,11 @@ impl StoreState {
         );
         Self {
             namespace,
+            secrets,
             stderr,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: HttpFilter { prefixes: net.http_prefixes.clone() },
+            hooks: HttpFilter { rules: net.http.clone() },
             table: ResourceTable::new(),
             limits: Limits {
                 inner: StoreLimitsBuilder::new()
@@ -144,15 +153,9 @@ impl WasiHttpView for StoreState {
     }
 }
 
-/// Lets a request through only if its URL starts with an allowed prefix.
+/// Lets a request through only if an `allow_http` rule allows its URL.
 struct HttpFilter {
-    prefixes: Arc<Vec<String>>,
-}
-
-impl HttpFilter {
-    fn allows(&self, uri: &str) -> bool {
-        self.prefixes.iter().any(|p| uri.starts_with(p.as_str()))
-    }
+    rules: Arc<Vec<super::UrlRule>>,
 }
 
 type SendFuture = Box<
@@ -174,8 +177,8 @@ impl WasiHttpHooks for HttpFilter {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
-        let uri = request.uri().to_string();
-        if !self.allows(&uri) {
+        let uri = request.uri();
+        if !self.rules.iter().any(|r| r.allows(uri)) {
             tracing::warn!(%uri, "plugin http request denied by allow_http");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }

@@ -86,8 +86,12 @@ pub async fn install(
     bytes: &[u8],
     label: &str,
 ) -> Result<String, String> {
-    let plugin = node.runtime.load_bytes(bytes, label, settings(ns, target)).map_err(|e| e.to_string())?;
-    plugin.validate().await.map_err(|e| e.to_string())?;
+    let rejected = |e: crate::plugin::PluginError| {
+        node.runtime.forget(bytes);
+        e.to_string()
+    };
+    let plugin = node.runtime.load_bytes(bytes, label, settings(ns, target)).map_err(rejected)?;
+    plugin.validate().await.map_err(rejected)?;
     let (digest, wit) = (plugin.digest.clone(), plugin.wit());
     target.set_plugin_status(|st| {
         st.path = label.to_string();
@@ -228,16 +232,23 @@ pub struct ReloadReport {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub plugin_changed: Vec<String>,
+    /// Whether `tokens` or `admin_tokens` changed (they apply at once).
+    pub tokens_changed: bool,
     pub errors: Vec<String>,
 }
 
 /// Re-reads the config file: adds new namespaces, takes removed ones out of
 /// service (their data stays until an explicit purge), and installs a
-/// namespace's plugin again when the config's plugin file changed. Other
-/// namespace settings take effect at the next restart.
+/// namespace's plugin again when the config's plugin file changed, and
+/// puts the new tokens in force, all at once. Other namespace settings
+/// take effect at the next restart.
 pub async fn reload(node: &Node) -> Result<ReloadReport, String> {
     let cfg = crate::config::load(&node.config_path).map_err(|e| e.to_string())?;
-    let mut report = ReloadReport::default();
+    let tokens_changed = node.access.replace(super::access::Tokens::from_config(&cfg));
+    let mut report = ReloadReport { tokens_changed, ..Default::default() };
+    if report.tokens_changed {
+        tracing::warn!("tokens changed by a reload: the new ones are in force, the old ones no longer work");
+    }
     for ns in node.namespaces() {
         if !cfg.namespaces.contains_key(&ns.name) {
             node.remove(&ns.name);
@@ -272,6 +283,48 @@ pub async fn reload(node: &Node) -> Result<ReloadReport, String> {
         }
     }
     Ok(report)
+}
+
+/// Deletes `<data_dir>/<ns>/`, the data of a namespace no longer in
+/// service, but only if it holds nothing a namespace never has (see
+/// docs/log-format.md): any other folder of that name is left alone.
+pub fn purge_data(data_dir: &Path, ns: &str) -> Result<(), crate::error::Error> {
+    use crate::error::{Error, ErrorKind};
+    let dir = data_dir.join(ns);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::new(ErrorKind::NotFound, "namespace_not_found", format!("no data for {ns}")));
+        }
+        Err(e) => return Err(Error::internal(format!("reading {}: {e}", dir.display()))),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_namespace_entry(&name) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "not_namespace_data",
+                format!(
+                    "{} holds {name:?}, which a namespace's data never does; nothing was deleted",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::internal(format!("removing {}: {e}", dir.display())))
+}
+
+/// Whether a name may appear in `<data_dir>/<ns>/`.
+fn is_namespace_entry(name: &str) -> bool {
+    const FIXED: [&str; 8] =
+        ["idempotency", "transactions", "dlq", "plugin", "traps.json", "targets", "replication", "chain"];
+    let partition_file = name.strip_prefix('p').is_some_and(|rest| {
+        let (digits, ext) = rest.split_once('.').unwrap_or((rest, ""));
+        !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && ["", "cursor", "halt", "stage"].contains(&ext.split('.').next().unwrap_or(""))
+    });
+    FIXED.contains(&name) || partition_file || name.ends_with(".tmp")
 }
 
 /// One line of `<data_dir>/audit.log`.
@@ -333,20 +386,6 @@ impl Who<'_> {
         audit(self.data_dir, &self.actor, action, target, summary);
         result
     }
-}
-
-/// The audit name of whoever sent `authorization` (a header or gRPC
-/// metadata value): a token fingerprint, never the token.
-pub fn actor_of(authorization: Option<&str>) -> String {
-    match authorization {
-        Some(v) => format!("token:{}", fingerprint(v.trim_start_matches("Bearer "))),
-        None => "anonymous".into(),
-    }
-}
-
-/// A short, non-reversible name for a bearer token in audit lines.
-pub fn fingerprint(token: &str) -> String {
-    hex_digest(token.as_bytes())[..12].to_string()
 }
 
 /// An operator's resume of a target halted by its plugin (`halt`), on one

@@ -119,6 +119,11 @@ pub async fn replay(
     })
 }
 
+/// Slowest replay rate: one message per 100 s.
+const MIN_RATE: f64 = 0.01;
+/// Fastest replay rate asked for (unpaced replays have no limit).
+const MAX_RATE: f64 = 1_000_000.0;
+
 async fn replay_inner(
     ns: &Namespace,
     target: &TargetRt,
@@ -132,8 +137,11 @@ async fn replay_inner(
             "a DLQ replay appends to the log, which the --role processor process owns; replay with the pair stopped and one `wharf serve --role all`",
         ));
     }
-    if rate_per_sec.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err(Error::bad("invalid_rate", "rate_per_sec must be positive"));
+    if rate_per_sec.is_some_and(|r| !(MIN_RATE..=MAX_RATE).contains(&r)) {
+        return Err(Error::bad(
+            "invalid_rate",
+            format!("rate_per_sec must be between {MIN_RATE} and {MAX_RATE} messages per second"),
+        ));
     }
     let dlq = target.dlq()?.clone();
     let ids = ids.unwrap_or_else(|| dlq.ids());

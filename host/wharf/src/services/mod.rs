@@ -1,7 +1,8 @@
-//! The namespace services the adapters call: the node (namespaces and
-//! their tasks), writes, transactions, the DLQ, lookups, status, the
+//! The namespace services the adapters call: access (tokens and audit
+//! names), the node (namespaces and their tasks), writes, transactions, the DLQ, lookups, status, the
 //! control plane, and the receiving side of replication.
 
+pub mod access;
 pub mod control;
 pub mod dlq;
 pub mod lookup;

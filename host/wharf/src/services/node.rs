@@ -53,13 +53,16 @@ pub struct Node {
     /// Namespaces by name; namespaces can be added while running.
     namespaces: std::sync::RwLock<BTreeMap<String, Arc<Namespace>>>,
     pub durability: wharf_log::Durability,
-    pub admin_tokens: Vec<String>,
+    /// The bearer tokens in force and the audit key (`access.rs`).
+    pub access: super::access::Gate,
     pub config_path: std::path::PathBuf,
     pub data_dir: std::path::PathBuf,
     pub runtime: Runtime,
     pub role: Role,
     log_opts: wharf_log::LogOptions,
     shutdown: watch::Sender<bool>,
+    /// Set at SIGTERM: `/readyz` answers 503 from then on.
+    draining: std::sync::atomic::AtomicBool,
     /// Serialises control-plane changes (register, reload, ...).
     pub control: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -77,18 +80,20 @@ impl Node {
             ..Default::default()
         };
         std::fs::create_dir_all(&cfg.server.data_dir)?;
+        let audit_key = crate::storage::keyfile::load_or_create(&cfg.server.data_dir.join("audit.key"))?;
         let runtime = Runtime::new(&cfg.server.plugin_cache())?;
         let (shutdown, _) = watch::channel(false);
         let node = Self {
             namespaces: std::sync::RwLock::new(BTreeMap::new()),
             durability: cfg.server.durability,
-            admin_tokens: cfg.server.admin_tokens.clone(),
+            access: super::access::Gate::new(super::access::Tokens::from_config(cfg), audit_key),
             config_path: config_path.to_path_buf(),
             data_dir: cfg.server.data_dir.clone(),
             runtime,
             role,
             log_opts,
             shutdown,
+            draining: std::sync::atomic::AtomicBool::new(false),
             control: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         };
@@ -272,9 +277,13 @@ impl Node {
         self.namespaces.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Whether any token is configured (then every /v1 call needs one).
-    pub fn auth_enabled(&self) -> bool {
-        !self.admin_tokens.is_empty() || self.namespaces().iter().any(|n| !n.cfg.tokens.is_empty())
+    /// Marks the process as draining (`/readyz` answers 503).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn shutdown(&self) {

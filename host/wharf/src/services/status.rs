@@ -17,6 +17,37 @@ use crate::engine::namespace::Namespace;
 use crate::engine::target::{Lane, PluginState, TargetRt};
 use crate::metrics;
 
+/// Whether a namespace can deliver: every partition open (not halted) and
+/// every target's plugin loaded. `Err` says why not. Writes are accepted
+/// either way (they are durable first); this is what `/readyz` reports.
+pub fn namespace_ready(ns: &Namespace) -> Result<(), String> {
+    if let Some(p) = ns.partitions.iter().find(|p| p.halted_reason().is_some()) {
+        return Err(format!("partition {} is halted", p.index));
+    }
+    for t in &ns.targets {
+        let plugin = t.plugin_status();
+        if plugin.state != PluginState::Ready {
+            let why = plugin.reason.unwrap_or_default();
+            return Err(format!("target {}: plugin {:?} {why}", t.name, plugin.state).trim_end().to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The body of `GET /readyz`: the process's state and each namespace's
+/// readiness.
+pub fn readiness_json(namespaces: &[Arc<Namespace>], draining: bool) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for ns in namespaces {
+        let (ready, reason) = match namespace_ready(ns) {
+            Ok(()) => (true, None),
+            Err(why) => (false, Some(why)),
+        };
+        out.insert(ns.name.clone(), json!({"ready": ready, "reason": reason}));
+    }
+    json!({"state": if draining { "draining" } else { "ready" }, "namespaces": out})
+}
+
 /// The body of `GET /v1/status`.
 pub fn status_json(namespaces: &[Arc<Namespace>], durability: wharf_log::Durability) -> serde_json::Value {
     let mut out = serde_json::Map::new();

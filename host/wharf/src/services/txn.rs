@@ -126,6 +126,7 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 pub async fn begin(ns: &Arc<Namespace>, req: BeginRequest) -> Result<TxnInfo, ApiError> {
     check_usable(ns)?;
     write::check_key(req.key.as_deref())?;
+    write::admit(ns)?;
     let cfg = &ns.cfg.transactions;
     if req.ttl_ms.is_some_and(|t| t == 0 || t > cfg.ttl_ms) {
         return Err(ApiError::bad(
@@ -154,6 +155,7 @@ pub async fn append_chunk(
     check_usable(ns)?;
     check_id(id)?;
     check_chunk(&req)?;
+    write::admit_bytes(ns, req.payload.len() as u64)?;
     let chunk = Chunk { seq, payload: req.payload, headers: req.headers.into_iter().collect() };
     let limits = ns.cfg.transactions.limits();
     let txn = id.to_string();

@@ -179,8 +179,16 @@ fn read_only_replica(ns: &str) -> ApiError {
 /// Admission control: refuses writes while the namespace's undelivered
 /// backlog is past a configured limit. Explicit, never a silent drop.
 pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
+    admit_bytes(ns, 0)
+}
+
+/// [`admit`] for a write that will add `incoming` bytes to what the
+/// namespace holds: the log's bytes and the chunks parked in open
+/// transactions count together against `limits.max_backlog_bytes`.
+pub fn admit_bytes(ns: &Namespace, incoming: u64) -> Result<(), ApiError> {
     let limits = &ns.cfg.limits;
-    let (mut messages, mut bytes, mut oldest) = (0u64, 0u64, None::<u64>);
+    let (mut messages, mut oldest) = (0u64, None::<u64>);
+    let mut bytes = ns.txns.parked_bytes() + incoming;
     for p in &ns.partitions {
         if let Some(log) = &p.log {
             let st = log.stats();
@@ -200,7 +208,11 @@ pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
             format!("{messages} undelivered messages; the limit is {}", limits.max_backlog_messages),
         ))
     } else if bytes >= limits.max_backlog_bytes {
-        Some(("bytes", format!("{bytes} bytes held in the log; the limit is {}", limits.max_backlog_bytes)))
+        let reason = format!(
+            "{bytes} bytes held in the log and parked transactions; the limit is {}",
+            limits.max_backlog_bytes
+        );
+        Some(("bytes", reason))
     } else if limits.max_backlog_age_ms > 0 && age >= limits.max_backlog_age_ms {
         Some((
             "age",

@@ -343,6 +343,12 @@ impl TxnStore {
         self.dir.join(format!("{id}.{EXTENSION}"))
     }
 
+    /// Payload bytes parked in open transactions (they count against the
+    /// namespace's backlog limits like bytes in the log).
+    pub fn parked_bytes(&self) -> u64 {
+        lock(&self.txns).values().map(|t| lock(t).bytes).sum()
+    }
+
     /// Starts a transaction: its file exists and is durable on return.
     pub fn begin(
         &self,
