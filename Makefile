@@ -56,9 +56,16 @@ target/plugins/js-webhook.wasm: $(wildcard examples/js-webhook/*.js) $(JS_SDK)
 WHARF_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= localhost/wharf:$(WHARF_VERSION)
 PODMAN ?= podman --storage-driver vfs
+# --layers=false: no intermediate images; the image it replaces is removed
+# (vfs storage keeps a full copy of each).
 image: build
 	@PLUGINS="$(PLUGINS)" scripts/image-context.sh target/image-context
-	$(PODMAN) build -f Containerfile --build-arg VERSION=$(WHARF_VERSION) -t $(IMAGE) target/image-context
+	@old=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null || true); \
+	echo "$(PODMAN) build --layers=false -f Containerfile --build-arg VERSION=$(WHARF_VERSION) -t $(IMAGE) target/image-context"; \
+	$(PODMAN) build --layers=false -f Containerfile --build-arg VERSION=$(WHARF_VERSION) -t $(IMAGE) target/image-context && \
+	if [ -n "$$old" ] && [ "$$old" != "$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE))" ]; then \
+		$(PODMAN) rmi "$$old" >/dev/null 2>&1 || true; \
+	fi
 	@$(PODMAN) image ls $(IMAGE)
 
 ## demo: a sidecar in front of a real memcached, end to end

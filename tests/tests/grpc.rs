@@ -436,3 +436,17 @@ fn a_transaction_is_begun_chunked_committed_and_aborted_like_over_http() {
     let (code, err) = expect_err(g.rt.block_on(c.get_transaction(g.request(get))));
     assert_eq!((code, err.as_str()), (Code::NotFound, "transaction_not_found"));
 }
+
+#[test]
+fn a_traceparent_in_metadata_reaches_the_target() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespaces(&sink, ""));
+    let grpc = Grpc::connect(&wharf);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut req = grpc.request(write(b"traced", Some("k")));
+    req.metadata_mut().insert("traceparent", tp.parse().expect("metadata"));
+    let mut c = grpc.client.clone();
+    grpc.rt.block_on(c.write(req)).expect("write");
+    let got = eventually(Duration::from_secs(20), "delivered", || sink.accepted().into_iter().next());
+    assert_eq!(got.header("traceparent"), Some(tp));
+}

@@ -128,6 +128,12 @@ impl GrpcApi {
     }
 }
 
+/// The W3C trace context of a call's metadata, if valid.
+fn trace_context<T>(req: &Request<T>) -> Option<crate::services::trace::TraceContext> {
+    let value = |name: &str| req.metadata().get(name).and_then(|v| v.to_str().ok());
+    crate::services::trace::TraceContext::from_values(value("traceparent"), value("tracestate"))
+}
+
 fn wait_for(wait: i32) -> Result<WaitFor, ApiError> {
     match pb::Wait::try_from(wait) {
         Ok(pb::Wait::Durable) => Ok(WaitFor::Durable),
@@ -225,7 +231,11 @@ fn dlq_entry(e: crate::storage::dlq::DlqEntry) -> pb::DlqEntry {
 impl Wharf for GrpcApi {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
-        let (message, wait, timeout_ms) = write_from_pb(request.into_inner()).map_err(to_status)?;
+        let ctx = trace_context(&request);
+        let (mut message, wait, timeout_ms) = write_from_pb(request.into_inner()).map_err(to_status)?;
+        if let Some(ctx) = &ctx {
+            ctx.apply(&mut message);
+        }
         let results = write::write_batch(&ns, vec![Ok(message)], wait, api::wait_timeout(timeout_ms))
             .await
             .map_err(to_status)?;
@@ -238,7 +248,11 @@ impl Wharf for GrpcApi {
         request: Request<pb::WriteBatchRequest>,
     ) -> Result<Response<pb::WriteBatchResponse>, Status> {
         let ns = self.namespace(&request, &request.get_ref().namespace)?;
-        let (messages, wait, timeout_ms) = batch_from_pb(request.into_inner()).map_err(to_status)?;
+        let ctx = trace_context(&request);
+        let (mut messages, wait, timeout_ms) = batch_from_pb(request.into_inner()).map_err(to_status)?;
+        if let Some(ctx) = &ctx {
+            messages.iter_mut().for_each(|m| ctx.apply(m));
+        }
         let messages = messages.into_iter().map(Ok).collect();
         let results = write::write_batch(&ns, messages, wait, api::wait_timeout(timeout_ms))
             .await

@@ -22,6 +22,7 @@ use crate::error::Error as ApiError;
 use crate::services::access::Verdict;
 use crate::services::control::Who;
 use crate::services::node::Node;
+use crate::services::trace::TraceContext;
 use crate::services::write::{self, MAX_BATCH, MAX_PAYLOAD, WaitFor, WriteRequest};
 use crate::services::{dlq, lookup, status};
 
@@ -191,13 +192,23 @@ pub(crate) fn wait_timeout(ms: Option<u64>) -> Duration {
     Duration::from_millis(ms.unwrap_or(5000))
 }
 
+/// The W3C trace context of a request's headers, if valid.
+fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::from_values(value("traceparent"), value("tracestate"))
+}
+
 async fn write_one(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<write::WriteAck>, ApiError> {
     let ns = namespace(&node, &ns)?;
-    let (message, wait, timeout_ms) = parse_write_one(&body)?;
+    let (mut message, wait, timeout_ms) = parse_write_one(&body)?;
+    if let Some(ctx) = trace_context(&headers) {
+        ctx.apply(&mut message);
+    }
     let results = write::write_batch(&ns, vec![Ok(message)], wait, wait_timeout(timeout_ms)).await?;
     results.into_iter().next().unwrap_or_else(|| Err(ApiError::internal("no result"))).map(Json)
 }
@@ -254,11 +265,19 @@ pub(crate) fn check_batch_len(n: usize) -> Result<(), ApiError> {
 async fn write_many(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let req = parse_write_many(&body)?;
-    let messages = req.messages.into_iter().map(JsonMessage::decode).collect();
+    let ctx = trace_context(&headers);
+    let with_trace = |mut m: WriteRequest| {
+        if let Some(ctx) = &ctx {
+            ctx.apply(&mut m);
+        }
+        m
+    };
+    let messages = req.messages.into_iter().map(|m| m.decode().map(with_trace)).collect();
     let results = write::write_batch(&ns, messages, req.wait, wait_timeout(req.timeout_ms)).await?;
     let results: Vec<_> = results
         .into_iter()

@@ -1,6 +1,7 @@
 //! The namespace services the adapters call: access (tokens and audit
 //! names), the node (namespaces and their tasks), writes, transactions, the DLQ, lookups, status, the
-//! control plane, and the receiving side of replication.
+//! control plane, trace context on writes, and the receiving side of
+//! replication.
 
 pub mod access;
 pub mod control;
@@ -9,5 +10,6 @@ pub mod lookup;
 pub mod node;
 pub mod replication;
 pub mod status;
+pub mod trace;
 pub mod txn;
 pub mod write;
