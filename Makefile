@@ -5,7 +5,7 @@ PLUGINS := memcached http wharf replica cassandra
 EXAMPLES := log-target
 FIXTURES := misbehave
 
-.PHONY: all deps test-deps build plugins polyglot image test demo demo-replica bench fuzz lint fmt clean
+.PHONY: all deps test-deps build plugins polyglot image test soak demo demo-replica bench fuzz lint fmt clean
 
 all: build
 
@@ -83,6 +83,12 @@ test: test-deps
 	$(CARGO) build --release --locked --workspace --all-targets
 	@$(MAKE) --no-print-directory plugins polyglot
 	$(CARGO) test --release --locked --workspace
+
+## soak: the randomized fault schedule (tests/tests/nemesis.rs) for SOAK_SECONDS (default 300);
+## make test runs it for 15 s. A failure prints the seed: WHARF_NEMESIS_SEED=<seed> make soak replays it.
+SOAK_SECONDS ?= 300
+soak: build
+	WHARF_NEMESIS_SECS=$(SOAK_SECONDS) $(CARGO) test --release --locked --workspace --test nemesis -- --nocapture
 
 ## bench: benchmarks that print tables (log vs raw disk, Wasm vs native, API vs framework ceiling, backends)
 bench: build

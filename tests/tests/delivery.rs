@@ -1,19 +1,34 @@
 //! The delivery engine against a real HTTP target: DLQ replay, delays,
 //! admission control, slow targets, and "where is my data".
+//!
+//! Writes, lookups and DLQ calls go through `wharf-client`; the checks of a
+//! write's status and error body (`429 backlog_full`, `400 invalid_delay`)
+//! send raw requests, since the client would retry the first and hide both.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use wharf_client::{Client, DeliveryState, Message};
 use wharf_tests::{HttpSink, Wharf, eventually};
 
 fn namespace(sink: &HttpSink, extra: &str) -> String {
     sink.namespace("hooks", 2, extra)
 }
 
-fn dlq_ids(w: &Wharf) -> Vec<String> {
-    w.get("/v1/namespaces/hooks/dlq").body["entries"]
-        .as_array()
-        .map(|e| e.iter().filter_map(|x| x["message_id"].as_str().map(str::to_string)).collect())
+fn client(wharf: &Wharf) -> Client {
+    Client::new(wharf.url(""))
+}
+
+/// Writes one keyed message; its id.
+fn write(c: &Client, key: &str, payload: &[u8]) -> String {
+    c.write("hooks", Message::new(payload).with_key(key))
+        .unwrap_or_else(|e| panic!("write {key}: {e}"))
+        .message_id
+}
+
+fn dlq_ids(c: &Client) -> Vec<String> {
+    c.dlq_list("hooks", None)
+        .map(|p| p.entries.into_iter().map(|e| e.message_id).collect())
         .unwrap_or_default()
 }
 
@@ -21,33 +36,30 @@ fn dlq_ids(w: &Wharf) -> Vec<String> {
 fn a_dead_letter_is_replayed_once_the_target_accepts_it_and_replays_are_capped() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&namespace(&sink, "[namespaces.hooks.dlq]\nmax_replays = 1\n"));
+    let c = client(&wharf);
     sink.set(|b| b.reject_keys = vec!["late".into()]);
-    let first = wharf.write("hooks", Some("late"), b"payload-1");
-    let id = first.body["message_id"].as_str().expect("id").to_string();
-    eventually(Duration::from_secs(30), "the dlq entry", || {
-        (dlq_ids(&wharf) == vec![id.clone()]).then_some(())
-    });
+    let id = write(&c, "late", b"payload-1");
+    eventually(Duration::from_secs(30), "the dlq entry", || (dlq_ids(&c) == vec![id.clone()]).then_some(()));
 
     // Still rejected: the replay dead-letters it again, with replays = 1.
-    let r = wharf.post("/v1/namespaces/hooks/dlq/replay", &json!({}));
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    let new_id = r.body["replayed"][0]["new_message_id"].as_str().expect("new id").to_string();
+    let r = c.dlq_replay("hooks", None, None, None).expect("replay");
+    let new_id = r.replayed.first().expect("replayed").new_message_id.clone();
     assert_ne!(new_id, id);
     eventually(Duration::from_secs(30), "the replayed message back in the dlq", || {
-        (dlq_ids(&wharf) == vec![new_id.clone()]).then_some(())
+        (dlq_ids(&c) == vec![new_id.clone()]).then_some(())
     });
-    let entry = wharf.get("/v1/namespaces/hooks/dlq").body["entries"][0].clone();
-    assert_eq!(entry["replays"], json!(1));
+    let entry = c.dlq_list("hooks", None).expect("dlq").entries.remove(0);
+    assert_eq!(entry.replays, 1);
 
     // The cap: a second replay is refused with a reason, the entry stays.
-    let r = wharf.post("/v1/namespaces/hooks/dlq/replay", &json!({"ids": [new_id]}));
-    assert_eq!(r.body["replayed"], json!([]), "{:?}", r.body);
-    assert!(r.body["skipped"][0]["reason"].as_str().expect("reason").contains("max_replays"));
-    assert_eq!(dlq_ids(&wharf), vec![new_id.clone()]);
+    let r = c.dlq_replay("hooks", None, Some(vec![new_id.clone()]), None).expect("replay");
+    assert!(r.replayed.is_empty(), "{r:?}");
+    assert!(r.skipped.first().expect("skipped").reason.contains("max_replays"), "{r:?}");
+    assert_eq!(dlq_ids(&c), vec![new_id.clone()]);
 
     // Purge empties it.
-    assert_eq!(wharf.delete("/v1/namespaces/hooks/dlq").body["purged"], json!(1));
-    assert!(dlq_ids(&wharf).is_empty());
+    assert_eq!(c.dlq_purge("hooks", None).expect("purge"), 1);
+    assert!(dlq_ids(&c).is_empty());
     let audit = std::fs::read_to_string(wharf.data_dir().join("audit.log")).expect("audit.log");
     let actions: Vec<String> = audit
         .lines()
@@ -62,37 +74,31 @@ fn a_dead_letter_is_replayed_once_the_target_accepts_it_and_replays_are_capped()
 fn a_replay_delivers_when_the_target_has_recovered() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&namespace(&sink, ""));
+    let c = client(&wharf);
     sink.set(|b| b.reject_keys = vec!["k".into()]);
-    let id = wharf.write("hooks", Some("k"), b"v").body["message_id"].as_str().expect("id").to_string();
-    eventually(Duration::from_secs(30), "the dlq entry", || {
-        (dlq_ids(&wharf) == vec![id.clone()]).then_some(())
-    });
+    let id = write(&c, "k", b"v");
+    eventually(Duration::from_secs(30), "the dlq entry", || (dlq_ids(&c) == vec![id.clone()]).then_some(()));
     sink.set(|b| b.reject_keys.clear());
-    let r = wharf.post("/v1/namespaces/hooks/dlq/replay", &json!({"ids": [id], "rate_per_sec": 10.0}));
-    assert_eq!(r.body["replayed"].as_array().map(Vec::len), Some(1), "{:?}", r.body);
+    let r = c.dlq_replay("hooks", None, Some(vec![id]), Some(10.0)).expect("replay");
+    assert_eq!(r.replayed.len(), 1, "{r:?}");
     let got =
         eventually(Duration::from_secs(30), "the replayed delivery", || sink.accepted().first().cloned());
     assert_eq!(got.body, b"v");
-    assert!(dlq_ids(&wharf).is_empty());
+    assert!(dlq_ids(&c).is_empty());
 }
 
 #[test]
 fn a_delayed_message_waits_survives_a_restart_and_does_not_block_others() {
     let sink = HttpSink::start();
     let mut wharf = Wharf::start(&namespace(&sink, ""));
+    let c = client(&wharf);
     let written = Instant::now();
-    let r = wharf.post(
-        "/v1/namespaces/hooks/messages",
-        &json!({"key": "later", "payload": wharf_tests::b64(b"delayed"), "delay_ms": 3000}),
-    );
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    let id = r.body["message_id"].as_str().expect("id").to_string();
-    let s = eventually(Duration::from_secs(5), "state delayed", || {
-        let s = wharf.get(&format!("/v1/namespaces/hooks/messages/{id}"));
-        (s.body["state"] == json!("delayed")).then_some(s)
+    let later = Message::new("delayed").with_key("later").with_delay(Duration::from_millis(3000));
+    let id = c.write("hooks", later).expect("delayed write").message_id;
+    eventually(Duration::from_secs(5), "state delayed", || {
+        (c.message("hooks", &id).expect("lookup").state == DeliveryState::Delayed).then_some(())
     });
-    assert_eq!(s.status, 200);
-    wharf.write("hooks", Some("now"), b"immediate");
+    write(&c, "now", b"immediate");
     eventually(Duration::from_secs(10), "the undelayed message", || {
         (sink.accepted().len() == 1).then_some(())
     });
@@ -141,8 +147,9 @@ fn a_slow_target_shrinks_the_batch_and_still_gets_everything() {
     let sink = HttpSink::start();
     sink.set(|b| b.delay = Duration::from_millis(60));
     let wharf = Wharf::start(&namespace(&sink, "[namespaces.hooks.delivery]\nslow_call_ms = 100\n"));
+    let c = client(&wharf);
     for i in 0..40 {
-        assert_eq!(wharf.write("hooks", Some(&format!("s{i}")), b"x").status, 200);
+        write(&c, &format!("s{i}"), b"x");
     }
     eventually(Duration::from_secs(60), "all 40", || (sink.accepted().len() >= 40).then_some(()));
     let limits: Vec<u64> = wharf.status()["namespaces"]["hooks"]["partitions"]
@@ -162,7 +169,7 @@ fn the_breaker_opens_on_a_dead_target_and_closes_after_a_probe() {
         &sink,
         "[namespaces.hooks.breaker]\nfailures = 2\ncooldown_ms = 500\n[namespaces.hooks.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 5\nmax_backoff_ms = 20\n",
     ));
-    wharf.write("hooks", Some("a"), b"x");
+    write(&client(&wharf), "a", b"x");
     eventually(Duration::from_secs(30), "an open breaker", || {
         let st = wharf.status();
         st["namespaces"]["hooks"]["partitions"]
@@ -190,14 +197,12 @@ fn more_delayed_messages_than_the_window_holds_do_not_block_a_later_message() {
     let sink = HttpSink::start();
     let wharf =
         Wharf::start(&namespace(&sink, "[namespaces.hooks.delivery]\nbatch_max = 5\nmax_in_flight = 5\n"));
+    let c = client(&wharf);
     for i in 0..12 {
-        let r = wharf.post(
-            "/v1/namespaces/hooks/messages",
-            &json!({"key": format!("later-{i}"), "payload": wharf_tests::b64(b"later"), "delay_ms": 600_000}),
-        );
-        assert_eq!(r.status, 200);
+        let later = Message::new("later").with_key(format!("later-{i}")).with_delay(Duration::from_secs(600));
+        c.write("hooks", later).expect("delayed write");
     }
-    assert_eq!(wharf.write("hooks", Some("now"), b"now").status, 200);
+    write(&c, "now", b"now");
     let got =
         eventually(Duration::from_secs(20), "the undelayed message", || sink.accepted().first().cloned());
     assert_eq!(got.body, b"now");
@@ -207,10 +212,11 @@ fn more_delayed_messages_than_the_window_holds_do_not_block_a_later_message() {
 fn the_dlq_cli_lists_and_replays() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&namespace(&sink, ""));
+    let c = client(&wharf);
     sink.set(|b| b.reject_keys = vec!["a".into(), "b".into()]);
-    wharf.write("hooks", Some("a"), b"first");
-    wharf.write("hooks", Some("b"), b"second");
-    eventually(Duration::from_secs(30), "two dlq entries", || (dlq_ids(&wharf).len() == 2).then_some(()));
+    write(&c, "a", b"first");
+    write(&c, "b", b"second");
+    eventually(Duration::from_secs(30), "two dlq entries", || (dlq_ids(&c).len() == 2).then_some(()));
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(wharf_tests::wharf_bin())
             .args(args)

@@ -106,3 +106,75 @@ fn a_full_disk_refuses_writes_for_now_and_they_resume_when_space_returns() {
         acked.iter().all(|id| got.iter().any(|b| b.starts_with(id.as_str()))).then_some(())
     });
 }
+
+/// Like [`write`], with a key and a small payload.
+fn write_small(w: &Wharf, key: &str, payload: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let body = json!({"key": key, "payload": b64(payload.as_bytes())});
+    let mut r = agent.post(&w.url("/v1/namespaces/orders/messages")).send_json(&body).expect("write");
+    (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn under_the_free_space_reserve_writes_stop_while_the_dlq_still_takes_entries_and_resume_by_themselves() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(tmpfs) = Tmpfs::mount(&root.path().join("disk"), "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let sink = HttpSink::start();
+    sink.set(|b| b.fail_all = Some(503)); // held back for now
+    let data = tmpfs.at.join("data");
+    let server = format!(
+        "data_dir = {:?}\nsegment_max_bytes = 65536\nmin_free_bytes = 8388608\n",
+        data.display().to_string()
+    );
+    let retry =
+        "[namespaces.orders.retry]\nmax_attempts = 100000\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n";
+    let w = Wharf::start_with_server(&server, &sink.namespace("orders", 1, retry), "all");
+    assert_eq!(write_small(&w, "bad", "poison for the DLQ").0, 200);
+    assert_eq!(w.status()["disk"]["refusing_writes"], json!(false));
+
+    // Something else fills the disk to under the 8 MiB reserve.
+    let ballast = tmpfs.at.join("ballast");
+    std::fs::write(&ballast, vec![7u8; 10 << 20]).expect("ballast");
+    let (status, body) = eventually(Duration::from_secs(5), "the reserve refuses writes", || {
+        let r = write_small(&w, "k", "refused");
+        (r.0 != 200).then_some(r)
+    });
+    assert_eq!((status, &body["error"]["code"]), (507, &json!("disk_full")), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("server.min_free_bytes")), "{body}");
+    let disk = &w.status()["disk"];
+    assert_eq!(
+        (disk["refusing_writes"].clone(), disk["min_free_bytes"].clone()),
+        (json!(true), json!(8388608)),
+        "{disk}"
+    );
+    let refusals =
+        w.metric("wharf_admission_rejections_total", &[("namespace", "orders"), ("kind", "disk_reserve")]);
+    assert!(refusals.unwrap_or(0.0) >= 1.0, "{refusals:?}");
+    let head = w.partitions("orders")[0]["head_sequence"].clone();
+    assert_eq!(write_small(&w, "k", "refused again").0, 507);
+    assert_eq!(w.partitions("orders")[0]["head_sequence"], head, "nothing of a refused write was appended");
+
+    // Recovery still writes: the target rejects the message, its DLQ entry lands.
+    sink.set(|b| {
+        b.fail_all = None;
+        b.reject_keys = vec!["bad".into()];
+    });
+    eventually(Duration::from_secs(20), "the DLQ entry written under the reserve", || {
+        (w.dlq_ids("orders", None).len() == 1).then_some(())
+    });
+
+    // Space returns: writes resume in the same process.
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let (status, body) = eventually(Duration::from_secs(5), "writes resume", || {
+        let r = write_small(&w, "k", "after");
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(body["durable"], json!(true), "{status} {body}");
+    assert_eq!(w.status()["disk"]["refusing_writes"], json!(false));
+    eventually(Duration::from_secs(20), "delivered", || {
+        sink.accepted_bodies().contains("after").then_some(())
+    });
+}

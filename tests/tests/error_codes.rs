@@ -29,6 +29,7 @@ const STATUS: &[(&str, &str, u16)] = &[
     ("Unauthenticated", "UNAUTHORIZED", 401),
     ("Forbidden", "FORBIDDEN", 403),
     ("NotFound", "NOT_FOUND", 404),
+    ("MethodNotAllowed", "METHOD_NOT_ALLOWED", 405),
     ("Gone", "GONE", 410),
     ("Conflict", "CONFLICT", 409),
     ("TooLarge", "PAYLOAD_TOO_LARGE", 413),
@@ -294,4 +295,32 @@ fn a_dlq_cursor_that_is_not_a_message_id_is_refused() {
     assert_eq!(first.status, 200, "{:?}", first.body);
     let listed = first.body["entries"].as_array().expect("entries").len();
     assert_eq!(listed, usize::from(id != "0-0"), "{:?}", first.body);
+}
+
+#[test]
+fn the_frameworks_own_rejections_are_json_errors_too() {
+    let sink = HttpSink::start();
+    let w = Wharf::start(&sink.namespace("orders", 1, ""));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let json_of = |mut r: ureq::http::Response<ureq::Body>| {
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let allow = r.headers().get("allow").and_then(|v| v.to_str().ok()).map(str::to_string);
+        (r.status().as_u16(), ct, allow, r.body_mut().read_json::<serde_json::Value>().unwrap_or_default())
+    };
+    let (status, ct, _, body) = json_of(agent.get(&w.url("/v1/nowhere")).call().expect("GET"));
+    assert_eq!(
+        (status, ct.as_str(), &body["error"]["code"]),
+        (404, "application/json", &json!("route_not_found"))
+    );
+    let (status, _, allow, body) =
+        json_of(agent.delete(&w.url("/v1/namespaces/orders/messages")).call().expect("DELETE"));
+    assert_eq!((status, &body["error"]["code"]), (405, &json!("method_not_allowed")), "{body}");
+    assert!(allow.is_some_and(|a| a.contains("POST")), "the Allow header stays");
+    let huge = vec![b'x'; 8 << 20];
+    let r = agent.post(&w.url("/v1/namespaces/orders/messages")).send(&huge[..]);
+    if let Ok(r) = r {
+        // (The server may also close the connection before reading it all.)
+        let (status, _, _, body) = json_of(r);
+        assert_eq!((status, &body["error"]["code"]), (413, &json!("body_too_large")), "{body}");
+    }
 }

@@ -169,3 +169,33 @@ fn the_forward_example_passes_check_config_and_plugin_check_describes_it() {
     assert_eq!(v["describe"]["name"], "wharf-plugin-wharf", "{v}");
     assert_eq!(v["wit"], "wharf:target@0.3.0", "{v}");
 }
+
+#[test]
+fn a_forwarded_message_keeps_its_key_and_headers_downstream() {
+    let sink = HttpSink::start();
+    let regional = Wharf::start(&sink.namespace("orders", 2, ""));
+    let edge = Wharf::start(&edge_namespace(&regional, ""));
+    let body = json!({
+        "key": "order-9",
+        "payload": b64(b"with headers"),
+        "headers": {"trace-id": "4bf92f3577b34da6", "tenant": "acme"},
+    });
+    let r = edge.post("/v1/namespaces/orders/messages", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let plain = edge.write_id("orders", "order-10", b"no headers");
+    let got = eventually(WAIT, "both messages at the regional's target", || {
+        let a = sink.accepted();
+        (a.len() >= 2).then_some(a)
+    });
+    let with = got.iter().find(|r| r.body == b"with headers").expect("the message with headers");
+    assert_eq!(with.header("trace-id"), Some("4bf92f3577b34da6"), "{:?}", with.headers);
+    assert_eq!(with.header("tenant"), Some("acme"), "{:?}", with.headers);
+    assert_eq!(with.header("x-wharf-key"), Some("order-9"));
+    let without = got.iter().find(|r| r.body == b"no headers").expect("the message without headers");
+    assert_eq!((without.header("trace-id"), without.header("tenant")), (None, None));
+    assert_eq!(without.header("x-wharf-key"), Some("order-10"));
+    assert_eq!(log_records(&regional, "orders"), 2);
+    eventually(WAIT, "delivered at the edge", || {
+        (edge.lookup("orders", &plain)["state"] == json!("delivered")).then_some(())
+    });
+}

@@ -1,9 +1,19 @@
 //! End to end: HTTP write → durable log → Wasm plugin → real memcached.
+//!
+//! Writes, lookups and DLQ calls go through `wharf-client`; the test of
+//! typed errors posts raw bodies (it checks statuses and error bodies), and
+//! the SIGKILL test uses the harness's `Load` (only a `200` with `durable`
+//! counts, and no call is retried across the kill).
 
 use std::time::Duration;
 
 use serde_json::json;
+use wharf_client::{Client, DeliveryState, Message};
 use wharf_tests::{Load, Memcached, Wharf, eventually, plugin};
+
+fn client(wharf: &Wharf) -> Client {
+    Client::new(wharf.url(""))
+}
 
 fn namespace(mc: &Memcached) -> String {
     format!(
@@ -25,19 +35,16 @@ config = {{ servers = "{addr}", key_prefix = "t:" }}
 fn a_written_message_lands_in_memcached_through_the_plugin() {
     let mc = Memcached::start();
     let wharf = Wharf::start(&namespace(&mc));
-    let r = wharf.write("orders", Some("order-1"), b"hello memcached");
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["durable"], json!(true));
-    assert_eq!(r.body["visible"], json!(false));
-    assert!(r.body["message_id"].is_string());
+    let c = client(&wharf);
+    let ack = c.write("orders", Message::new("hello memcached").with_key("order-1")).expect("write");
+    assert!(ack.durable && !ack.visible && !ack.duplicate, "{ack:?}");
+    assert!(!ack.message_id.is_empty(), "{ack:?}");
     let got = eventually(Duration::from_secs(30), "the value in memcached", || mc.get("t:order-1"));
     assert_eq!(got, b"hello memcached");
-    let id = r.body["message_id"].as_str().expect("id").to_string();
-    let state = eventually(Duration::from_secs(10), "state delivered", || {
-        let s = wharf.get(&format!("/v1/namespaces/orders/messages/{id}"));
-        (s.body["state"] == "delivered").then_some(s)
+    eventually(Duration::from_secs(10), "state delivered", || {
+        let s = c.message("orders", &ack.message_id).expect("lookup");
+        (s.state == DeliveryState::Delivered).then_some(())
     });
-    assert_eq!(state.status, 200);
 }
 
 #[test]
@@ -77,32 +84,28 @@ fn bad_input_gets_a_typed_error_and_changes_nothing() {
 fn a_message_without_a_key_is_dead_lettered_with_the_reason() {
     let mc = Memcached::start();
     let wharf = Wharf::start(&namespace(&mc));
-    let r = wharf.write("orders", None, b"no key");
-    assert_eq!(r.status, 200);
-    let id = r.body["message_id"].as_str().expect("id").to_string();
+    let c = client(&wharf);
+    let id = c.write("orders", Message::new("no key")).expect("write").message_id;
     let entry = eventually(Duration::from_secs(30), "a dlq entry", || {
-        let l = wharf.get("/v1/namespaces/orders/dlq");
-        l.body["entries"].as_array().and_then(|e| e.first().cloned())
+        c.dlq_list("orders", None).expect("dlq").entries.into_iter().next()
     });
-    assert_eq!(entry["message_id"], json!(id));
-    let reason = entry["failures"][0]["reason"].as_str().expect("reason");
+    assert_eq!(entry.message_id, id);
+    let reason = &entry.failures.first().expect("a failure").reason;
     assert!(reason.contains("key"), "{reason}");
-    assert!(entry["plugin_digest"].as_str().expect("digest").starts_with("sha256:"));
-    let s = wharf.get(&format!("/v1/namespaces/orders/messages/{id}"));
-    assert_eq!(s.body["state"], json!("dead_lettered"));
-    let d = wharf.delete(&format!("/v1/namespaces/orders/dlq/{id}"));
-    assert_eq!(d.status, 200, "{:?}", d.body);
-    assert_eq!(wharf.get("/v1/namespaces/orders/dlq").body["total"], json!(0));
+    assert!(entry.plugin_digest.starts_with("sha256:"), "{}", entry.plugin_digest);
+    assert_eq!(c.message("orders", &id).expect("lookup").state, DeliveryState::DeadLettered);
+    c.dlq_delete("orders", None, &id).expect("delete the entry");
+    assert_eq!(c.dlq_list("orders", None).expect("dlq").total, 0);
 }
 
 #[test]
 fn memcached_down_then_back_loses_nothing() {
     let mc = Memcached::start();
     let wharf = Wharf::start(&namespace(&mc));
+    let c = client(&wharf);
     let port = mc.stop();
     for i in 0..20 {
-        let r = wharf.write("orders", Some(&format!("down-{i}")), format!("v{i}").as_bytes());
-        assert_eq!(r.status, 200);
+        c.write("orders", Message::new(format!("v{i}")).with_key(format!("down-{i}"))).expect("write");
     }
     std::thread::sleep(Duration::from_millis(500));
     let mc = Memcached::start_on(port);

@@ -1,13 +1,39 @@
 //! A namespace with two targets (`a`, `b`), each the http plugin posting to
 //! its own sink: each target has its own progress, watermark and DLQ, and
 //! the log keeps what the slowest target still needs.
+//!
+//! Writes, lookups and DLQ calls go through `wharf-client`; the checks of an
+//! error status and code (`400 target_required`, `404 message_not_found`)
+//! send raw requests.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wharf_client::{Client, DeliveryState, DlqEntry, Message};
 use wharf_tests::{
     HttpSink, Wharf, eventually, kafka_queue, multi_target_namespace, quick_retry, start_tansu,
 };
+
+fn client(wharf: &Wharf) -> Client {
+    Client::new(wharf.url(""))
+}
+
+/// Writes one keyed message to `orders`, asserting a durable ack; its id.
+fn write_id(c: &Client, key: &str, payload: &[u8]) -> String {
+    let ack =
+        c.write("orders", Message::new(payload).with_key(key)).unwrap_or_else(|e| panic!("write {key}: {e}"));
+    assert!(ack.durable, "write {key}: {ack:?}");
+    ack.message_id
+}
+
+/// The entries of target `target`'s DLQ (first page).
+fn dlq_entries(c: &Client, target: &str) -> Vec<DlqEntry> {
+    c.dlq_list("orders", Some(target)).unwrap_or_else(|e| panic!("dlq of {target}: {e}")).entries
+}
+
+fn dlq_ids(c: &Client, target: &str) -> Vec<String> {
+    dlq_entries(c, target).into_iter().map(|e| e.message_id).collect()
+}
 
 fn config(a: &HttpSink, b: &HttpSink, partitions: u32, extra: &str) -> String {
     multi_target_namespace(
@@ -59,10 +85,11 @@ fn a_down_target_holds_back_the_log_watermark_but_not_the_other_target() {
     b.set(|x| x.fail_all = Some(503));
     // Small segments: 1 KB payloads fill several per partition.
     let wharf = Wharf::start_with_server("segment_max_bytes = 4096", &config(&a, &b, 2, ""), "all");
+    let c = client(&wharf);
     let pad = "x".repeat(1000);
     for i in 0..50 {
         let key = format!("k{}", i % 5);
-        wharf.write_id("orders", &key, format!("{key}:{}|{pad}", i / 5).as_bytes());
+        write_id(&c, &key, format!("{key}:{}|{pad}", i / 5).as_bytes());
     }
     let heads: Vec<u64> = wharf
         .partitions("orders")
@@ -126,41 +153,42 @@ fn a_dead_letter_belongs_to_its_target_and_a_replay_goes_to_that_target_only() {
     let (a, b) = (HttpSink::start(), HttpSink::start());
     b.set(|x| x.reject_keys = vec!["poison".into()]);
     let wharf = Wharf::start(&config(&a, &b, 2, ""));
-    let id = wharf.write_id("orders", "poison", b"p-1");
+    let c = client(&wharf);
+    let id = write_id(&c, "poison", b"p-1");
 
     let entry = eventually(Duration::from_secs(30), "b's dlq entry", || {
-        let r = wharf.dlq("orders", Some("b"));
-        (r.body["entries"].as_array()?.len() == 1).then(|| r.body["entries"][0].clone())
+        let entries = dlq_entries(&c, "b");
+        (entries.len() == 1).then(|| entries[0].clone())
     });
     assert_eq!(
-        (&entry["message_id"], &entry["target"], &entry["key"]),
-        (&json!(id), &json!("b"), &json!("poison"))
+        (entry.message_id.as_str(), entry.target.as_str(), entry.key.as_deref()),
+        (id.as_str(), "b", Some("poison"))
     );
     eventually(Duration::from_secs(30), "target a to deliver it", || {
         (bodies_of(&a, "poison") == ["p-1"]).then_some(())
     });
-    let r = wharf.dlq("orders", Some("a"));
-    assert_eq!((r.status, r.body["entries"].clone()), (200, json!([])), "{:?}", r.body);
+    let a_dlq = dlq_entries(&c, "a");
+    assert!(a_dlq.is_empty(), "target a's dlq: {a_dlq:?}");
     let r = wharf.dlq("orders", None);
     assert_eq!((r.status, r.body["error"]["code"].clone()), (400, json!("target_required")), "{:?}", r.body);
     let l = eventually(Duration::from_secs(30), "the lookup to show both targets", || {
-        let l = wharf.lookup("orders", &id);
-        (l["targets"]["a"]["state"] == json!("delivered")
-            && l["targets"]["b"]["state"] == json!("dead_lettered"))
+        let l = c.message("orders", &id).expect("lookup");
+        (l.targets.get("a").map(|t| t.state) == Some(DeliveryState::Delivered)
+            && l.targets.get("b").map(|t| t.state) == Some(DeliveryState::DeadLettered))
         .then_some(l)
     });
-    assert_ne!(l["state"], json!("delivered"), "delivered by one target of two: {l}");
+    assert_ne!(l.state, DeliveryState::Delivered, "delivered by one target of two: {l:?}");
 
     // The replay goes to b; a later message of the key fences a: anything
     // replayed to a by mistake would reach it before `p-2`.
     b.set(|x| x.reject_keys.clear());
-    let r = wharf.dlq_replay("orders", Some("b"), &json!({"ids": [id]}));
-    assert_eq!((r.status, r.body["replayed"].as_array().map(Vec::len)), (200, Some(1)), "{:?}", r.body);
+    let r = c.dlq_replay("orders", Some("b"), Some(vec![id]), None).expect("replay");
+    assert_eq!(r.replayed.len(), 1, "{r:?}");
     eventually(Duration::from_secs(30), "b's replayed delivery", || {
         (bodies_of(&b, "poison") == ["p-1"]).then_some(())
     });
-    assert!(wharf.dlq_ids("orders", Some("b")).is_empty());
-    wharf.write_id("orders", "poison", b"p-2");
+    assert!(dlq_ids(&c, "b").is_empty());
+    write_id(&c, "poison", b"p-2");
     eventually(Duration::from_secs(30), "p-2 at both targets", || {
         (bodies_of(&a, "poison").contains(&"p-2".into()) && bodies_of(&b, "poison").contains(&"p-2".into()))
             .then_some(())
@@ -170,9 +198,9 @@ fn a_dead_letter_belongs_to_its_target_and_a_replay_goes_to_that_target_only() {
 
     // Deleting one entry: it is b's, not a's.
     b.set(|x| x.reject_keys = vec!["poison".into()]);
-    let id3 = wharf.write_id("orders", "poison", b"p-3");
+    let id3 = write_id(&c, "poison", b"p-3");
     eventually(Duration::from_secs(30), "p-3 in b's dlq", || {
-        (wharf.dlq_ids("orders", Some("b")) == [id3.clone()]).then_some(())
+        (dlq_ids(&c, "b") == [id3.clone()]).then_some(())
     });
     let r = wharf.delete(&Wharf::dlq_path("orders", &format!("/{id3}"), Some("a")));
     assert_eq!(
@@ -181,9 +209,8 @@ fn a_dead_letter_belongs_to_its_target_and_a_replay_goes_to_that_target_only() {
         "{:?}",
         r.body
     );
-    let r = wharf.delete(&Wharf::dlq_path("orders", &format!("/{id3}"), Some("b")));
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert!(wharf.dlq_ids("orders", Some("b")).is_empty());
+    c.dlq_delete("orders", Some("b"), &id3).expect("delete b's entry");
+    assert!(dlq_ids(&c, "b").is_empty());
 }
 
 #[test]
@@ -191,9 +218,10 @@ fn a_kafka_namespace_with_two_targets_delivers_everything_to_both() {
     let tansu = start_tansu();
     let (a, b) = (HttpSink::start(), HttpSink::start());
     let wharf = Wharf::start(&config(&a, &b, 1, &kafka_queue(tansu.port, "orders", 2)));
+    let c = client(&wharf);
     for i in 0..40 {
         let key = format!("k{}", i % 4);
-        wharf.write_id("orders", &key, format!("{key}:{}", i / 4).as_bytes());
+        write_id(&c, &key, format!("{key}:{}", i / 4).as_bytes());
     }
     for (name, sink) in [("a", &a), ("b", &b)] {
         eventually(Duration::from_secs(120), &format!("target {name} to get all 40"), || {

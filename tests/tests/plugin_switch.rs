@@ -119,3 +119,22 @@ fn registering_the_current_digest_again_keeps_the_rollback_target() {
     let r = w.write_visible("ns", "k", b"x", 20_000);
     assert_eq!(r.body["visible"], json!(true), "{:?}", r.body);
 }
+
+#[test]
+fn the_first_rollback_goes_back_to_the_config_files_plugin() {
+    let sink = HttpSink::start();
+    let a = std::fs::read(plugin("http")).expect("http.wasm"); // what the config names
+    let b = plugin_variant(&a, "wharf-test-b");
+    let w = Wharf::start(&sink.namespace("ns", 1, ""));
+    let config_digest = eventually(Duration::from_secs(30), "the config's plugin ready", || {
+        w.status()["namespaces"]["ns"]["plugin"]["digest"].as_str().map(str::to_string)
+    });
+    let (status, registered) = admin(&w, "PUT", "", &b);
+    assert_eq!(status, 200, "{registered}");
+    assert_ne!(registered["digest"], json!(config_digest));
+    let (status, back) = admin(&w, "POST", "/rollback", b"");
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["digest"], json!(config_digest), "back to the plugin the config file names");
+    let r = w.write_visible("ns", "k", b"x", 20_000);
+    assert_eq!(r.body["visible"], json!(true), "{:?}", r.body);
+}

@@ -1,8 +1,9 @@
 //! A message that crashes the plugin (panic, endless loop, memory limit)
 //! is found, dead-lettered as poison after `poison_after` traps alone, and
 //! its key moves on; the rest of the namespace keeps flowing in per-key
-//! order. A plugin that traps on everything is quarantined instead. An
-//! operator can move a stuck message to the DLQ.
+//! order. A plugin that traps on everything, or whose `init` keeps
+//! failing, is quarantined instead (one whose `init` fails at start is
+//! `failed`). An operator can move a stuck or pending message to the DLQ.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
@@ -10,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wharf_tests::{HttpSink, Wharf, eventually, kafka_queue, plugin, start_tansu, wharf_bin};
+use wharf_tests::{
+    HttpSink, Wharf, eventually, kafka_queue, multi_target_namespace, plugin, start_tansu, wharf_bin,
+};
 
 /// A TCP server that keeps each line the misbehave fixture records
 /// (`key payload`), in arrival order.
@@ -69,28 +72,53 @@ config = {{ mode = "{mode}", poison = "poison", record = "{addr}" }}
     )
 }
 
+/// What [`write_mix`] wrote: the poison message's id and the ten others'.
+struct Mix {
+    poison: String,
+    good: Vec<String>,
+}
+
 /// Writes a0 a1 a2, then `poison` and b1 b2 on key b, then c0..c4.
-fn write_mix(w: &Wharf, ns: &str) -> String {
-    for i in 0..3 {
-        assert_eq!(w.write(ns, Some("a"), format!("a{i}").as_bytes()).status, 200);
-    }
+fn write_mix(w: &Wharf, ns: &str) -> Mix {
+    let mut good: Vec<String> = (0..3).map(|i| w.write_id(ns, "a", format!("a{i}").as_bytes())).collect();
     let poison = w.write_id(ns, "b", b"poison");
-    for i in 1..3 {
-        assert_eq!(w.write(ns, Some("b"), format!("b{i}").as_bytes()).status, 200);
-    }
-    for i in 0..5 {
-        assert_eq!(w.write(ns, Some("c"), format!("c{i}").as_bytes()).status, 200);
-    }
-    poison
+    good.extend((1..3).map(|i| w.write_id(ns, "b", format!("b{i}").as_bytes())));
+    good.extend((0..5).map(|i| w.write_id(ns, "c", format!("c{i}").as_bytes())));
+    Mix { poison, good }
+}
+
+/// The message ids named by the log's "message trapped the plugin on its
+/// own" lines (`message_id=<id>`), one per line.
+fn trapped_ids(w: &Wharf) -> Vec<String> {
+    w.log()
+        .lines()
+        .filter(|l| l.contains("message trapped the plugin on its own"))
+        .map(|l| {
+            l.split_once("message_id=")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .map(|id| id.trim_matches('"').to_string())
+                .unwrap_or_else(|| panic!("a trap line without message_id: {l}"))
+        })
+        .collect()
+}
+
+/// The poison entry's last failure reason.
+fn poison_reason(w: &Wharf, ns: &str) -> String {
+    let entry = dlq_entries(w, ns).into_iter().next().expect("a DLQ entry");
+    let last = entry["failures"].as_array().and_then(|f| f.last()).cloned().unwrap_or_default();
+    last["reason"].as_str().unwrap_or_default().to_string()
 }
 
 fn dlq_entries(w: &Wharf, ns: &str) -> Vec<Value> {
     w.dlq(ns, None).body["entries"].as_array().cloned().unwrap_or_default()
 }
 
-/// Every good message arrived once, in order per key; the poison message
-/// is the only DLQ entry, its last failure is `poison` naming `needle`.
-fn assert_poison_isolated(w: &Wharf, ns: &str, sink: &LineSink, poison: &str, needle: &str) {
+/// Every good message arrived once, in order per key, and is `delivered`
+/// with no trap counted against it (only the poison message ever trapped
+/// alone, even when it was batched with them); the poison message is the
+/// only DLQ entry, its last failure is `poison` naming `needle`.
+fn assert_poison_isolated(w: &Wharf, ns: &str, sink: &LineSink, mix: &Mix, needle: &str) {
+    let poison = mix.poison.as_str();
     let entry = eventually(Duration::from_secs(60), "the poison message in the DLQ", || {
         dlq_entries(w, ns).into_iter().next()
     });
@@ -117,32 +145,49 @@ fn assert_poison_isolated(w: &Wharf, ns: &str, sink: &LineSink, poison: &str, ne
     assert_eq!(dlq_entries(w, ns).len(), 1, "only the poison message is dead-lettered");
     assert_eq!(w.status()["namespaces"][ns]["plugin"]["state"], json!("ready"), "{}", w.log());
     assert_eq!(w.lookup(ns, poison)["state"], json!("dead_lettered"));
+    for id in &mix.good {
+        let m = w.lookup(ns, id);
+        assert_eq!(m["state"], json!("delivered"), "{id}: {m}");
+        assert_eq!(m["last_error"], Value::Null, "{id}: {m}");
+    }
+    assert_eq!(
+        trapped_ids(w),
+        [poison; 3],
+        "traps are counted against the poison message alone:\n{}",
+        w.log()
+    );
 }
 
 #[test]
 fn a_payload_that_panics_the_plugin_goes_to_the_dlq_and_the_rest_flows() {
     let sink = LineSink::start();
     let w = Wharf::start(&poisoned("p", "panic", &sink, "", ""));
-    let poison = write_mix(&w, "p");
-    assert_poison_isolated(&w, "p", &sink, &poison, "panic on purpose");
+    let mix = write_mix(&w, "p");
+    assert_poison_isolated(&w, "p", &sink, &mix, "panic on purpose");
     let traps = w.metric("wharf_dead_lettered_total", &[("namespace", "p"), ("kind", "poison")]);
     assert_eq!(traps, Some(1.0));
+    // The reason holds the trap (the panic's message) and a short wasm
+    // backtrace: `... (backtrace: 0: ... | 1: ...)`.
+    let reason = poison_reason(&w, "p");
+    let frames = reason.split_once("(backtrace: ").map(|(_, f)| f).unwrap_or_else(|| panic!("{reason}"));
+    assert!(frames.starts_with("0:") && frames.contains(" | 1:"), "{reason}");
+    assert!(reason.contains("wasm trap") || reason.contains("unreachable"), "{reason}");
 }
 
 #[test]
 fn a_payload_that_loops_forever_is_dead_lettered_at_its_deadline() {
     let sink = LineSink::start();
     let w = Wharf::start(&poisoned("p", "loop", &sink, "call_timeout_ms = 500", ""));
-    let poison = write_mix(&w, "p");
-    assert_poison_isolated(&w, "p", &sink, &poison, "deadline");
+    let mix = write_mix(&w, "p");
+    assert_poison_isolated(&w, "p", &sink, &mix, "deadline");
 }
 
 #[test]
 fn a_payload_that_exhausts_memory_is_dead_lettered() {
     let sink = LineSink::start();
     let w = Wharf::start(&poisoned("p", "oom", &sink, "memory_limit_mib = 16", ""));
-    let poison = write_mix(&w, "p");
-    assert_poison_isolated(&w, "p", &sink, &poison, "trap");
+    let mix = write_mix(&w, "p");
+    assert_poison_isolated(&w, "p", &sink, &mix, "trap");
 }
 
 #[test]
@@ -151,8 +196,8 @@ fn a_poison_message_on_kafka_is_dead_lettered_and_the_rest_flows() {
     let sink = LineSink::start();
     let queue = kafka_queue(kafka.port, "poison-topic", 1);
     let w = Wharf::start(&poisoned("p", "panic", &sink, "", &queue));
-    let poison = write_mix(&w, "p");
-    assert_poison_isolated(&w, "p", &sink, &poison, "panic on purpose");
+    let mix = write_mix(&w, "p");
+    assert_poison_isolated(&w, "p", &sink, &mix, "panic on purpose");
 }
 
 /// Lines of the log that say a message trapped the plugin on its own.
@@ -174,17 +219,30 @@ fn first_arrivals(sink: &LineSink, key: &str) -> Vec<String> {
 
 #[test]
 fn trap_counts_survive_a_crash_and_a_replay_with_the_fixed_plugin_delivers() {
+    crash_in_the_middle_then_replay_with_the_fixed_plugin("panic", "");
+}
+
+#[test]
+fn deadline_counts_survive_a_crash_and_a_replay_with_the_fixed_plugin_delivers() {
+    crash_in_the_middle_then_replay_with_the_fixed_plugin("loop", "call_timeout_ms = 500");
+}
+
+/// The plugin misbehaves (`mode`) on the poison payload; the process is
+/// SIGKILLed after the first trap: the poison message is dead-lettered
+/// after exactly `poison_after` traps in all, every other message of every
+/// key arrives in order, and once the plugin is fixed a replay delivers it.
+fn crash_in_the_middle_then_replay_with_the_fixed_plugin(mode: &str, target_extra: &str) {
     let sink = LineSink::start();
     let slow =
         "[namespaces.p.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 2000\nmax_backoff_ms = 2000\n";
-    let config = poisoned("p", "panic", &sink, "", "").replacen(
+    let config = poisoned("p", mode, &sink, target_extra, "").replacen(
         "[namespaces.p.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 10\nmax_backoff_ms = 100\n",
         slow,
         1,
     );
     assert!(config.contains("initial_backoff_ms = 2000"));
     let mut w = Wharf::start(&config);
-    let poison = write_mix(&w, "p");
+    let Mix { poison, good } = write_mix(&w, "p");
     eventually(Duration::from_secs(30), "the first trap", || (traps_logged(&w) >= 1).then_some(()));
     let before = traps_logged(&w);
     w.restart(); // SIGKILL, then start again over the same data dir
@@ -197,11 +255,17 @@ fn trap_counts_survive_a_crash_and_a_replay_with_the_fixed_plugin_delivers() {
         "{before} traps before the crash, and only the rest after it:\n{}",
         w.log()
     );
+    assert_eq!(trapped_ids(&w), [poison.as_str(); 3], "{}", w.log());
     eventually(Duration::from_secs(30), "every good message", || {
         (first_arrivals(&sink, "b") == ["b1", "b2"]).then_some(())
     });
     assert_eq!(first_arrivals(&sink, "a"), ["a0", "a1", "a2"]);
     assert_eq!(first_arrivals(&sink, "c"), ["c0", "c1", "c2", "c3", "c4"]);
+    for id in &good {
+        eventually(Duration::from_secs(30), "delivered", || {
+            (w.lookup("p", id)["state"] == json!("delivered")).then_some(())
+        });
+    }
 
     // The plugin is fixed (it no longer chokes on that payload): a replay
     // of the poison entry delivers it.
@@ -289,4 +353,138 @@ fn an_operator_moves_a_stuck_message_to_the_dlq_over_http_and_the_cli() {
     assert_eq!(w.lookup("m", &jammed)["state"], json!("dead_lettered"));
     let audit = std::fs::read_to_string(w.data_dir().join("audit.log")).unwrap_or_default();
     assert_eq!(audit.matches("\"dlq.move\"").count(), 5, "every move is audited, refused ones too:\n{audit}");
+}
+
+#[test]
+fn an_operator_moves_a_pending_message_to_the_dlq_of_one_target_with_the_cli() {
+    let (stuck_at_a, fine_at_b) = (HttpSink::start(), HttpSink::start());
+    stuck_at_a.set(|b| b.fail_keys = vec!["stuck".into()]);
+    let retry = "[namespaces.m.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 10\nmax_backoff_ms = 100\n";
+    let ns = multi_target_namespace("m", 1, "", &[("a", &stuck_at_a), ("b", &fine_at_b)]) + retry;
+    let w = Wharf::start(&ns);
+    let head = w.write_id("m", "stuck", b"head");
+    let behind = w.write_id("m", "stuck", b"behind");
+    eventually(Duration::from_secs(30), "the head retrying at a", || {
+        (w.lookup("m", &head)["targets"]["a"]["state"] == json!("retrying")).then_some(())
+    });
+    // The second message of the key waits behind the head at `a`: pending,
+    // never attempted; `b` delivered both.
+    let at = |id: &str, t: &str| w.lookup("m", id)["targets"][t].clone();
+    eventually(Duration::from_secs(30), "both delivered at b", || {
+        (at(&head, "b")["state"] == json!("delivered") && at(&behind, "b")["state"] == json!("delivered"))
+            .then_some(())
+    });
+    let waiting = at(&behind, "a");
+    assert_eq!(
+        (waiting["state"].clone(), waiting["attempts"].clone()),
+        (json!("pending"), json!(0)),
+        "{waiting}"
+    );
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(wharf_bin())
+            .args(["dlq", "move", "m", &behind])
+            .args(args)
+            .args(["--server", &w.url("")])
+            .output()
+            .expect("wharf dlq move")
+    };
+    let out = cli(&["--target", "a", "--reason", "the head will never go; skip this one"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved"));
+    assert_eq!(at(&behind, "a")["state"], json!("dead_lettered"));
+    assert_eq!(at(&behind, "b")["state"], json!("delivered"), "the other target is untouched");
+    assert_eq!(w.dlq_ids("m", Some("a")), [behind.as_str()]);
+    assert!(w.dlq_ids("m", Some("b")).is_empty());
+    let entry = w.dlq("m", Some("a")).body["entries"][0].clone();
+    let last = entry["failures"].as_array().and_then(|f| f.last()).cloned().unwrap_or_default();
+    assert_eq!(last["kind"], json!("operator"), "{entry}");
+    assert!(last["reason"].as_str().is_some_and(|r| r.contains("never go")), "{entry}");
+    // At `b` it is finished already: refused, and the CLI says so.
+    let out = cli(&["--target", "b", "--reason", "too late"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already delivered or dead-lettered at target b") && stderr.contains("409"),
+        "{stderr}"
+    );
+    // The head still retries at `a`; the moved message is not delivered there later.
+    assert_eq!(at(&head, "a")["state"], json!("retrying"));
+    assert!(stuck_at_a.accepted().is_empty());
+}
+
+#[test]
+fn a_plugin_whose_init_keeps_failing_is_quarantined_and_dead_letters_nothing() {
+    let sink = LineSink::start();
+    // `init` connects to the gate first; closing it makes every later init fail.
+    let gate = TcpListener::bind("127.0.0.1:0").expect("bind gate");
+    let gate_addr = gate.local_addr().expect("addr").to_string();
+    let config = poisoned("p", "ok", &sink, "quarantine_after = 3", "")
+        .replace(
+            &format!("allow_connect = [\"{}\"]", sink.addr),
+            &format!("allow_connect = [\"{}\", \"{gate_addr}\"]", sink.addr),
+        )
+        .replace(", poison = \"poison\"", &format!(", poison = \"poison\", gate = \"{gate_addr}\""));
+    assert!(config.contains("gate = "), "{config}");
+    let mut w = Wharf::start(&config);
+    eventually(Duration::from_secs(30), "the plugin ready", || {
+        (w.status()["namespaces"]["p"]["plugin"]["state"] == json!("ready")).then_some(())
+    });
+    drop(gate);
+    let ids: Vec<String> = ["a", "b"].iter().map(|k| w.write_id("p", k, k.as_bytes())).collect();
+    let plugin = eventually(Duration::from_secs(60), "quarantine", || {
+        let p = w.status()["namespaces"]["p"]["plugin"].clone();
+        (p["state"] == "quarantined").then_some(p)
+    });
+    let reason = plugin["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("3 consecutive plugin failures") && reason.contains("init gate"), "{plugin}");
+    assert!(w.dlq_ids("p", None).is_empty(), "a failing init dead-letters nothing");
+    assert!(trapped_ids(&w).is_empty(), "an init failure is not a trap of a message");
+    assert_eq!(w.partitions("p")[0]["backlog"], json!(2));
+    for id in &ids {
+        assert_ne!(w.lookup("p", id)["state"], json!("delivered"));
+    }
+
+    // Without the gate, after a restart: both arrive.
+    let fixed = std::fs::read_to_string(w.config_path())
+        .expect("config")
+        .replace(&format!(", gate = \"{gate_addr}\""), "");
+    std::fs::write(w.config_path(), fixed).expect("config");
+    w.restart();
+    for id in &ids {
+        eventually(Duration::from_secs(30), "delivery after the fix", || {
+            (w.lookup("p", id)["state"] == json!("delivered")).then_some(())
+        });
+    }
+    assert_eq!(first_arrivals(&sink, "a"), ["a"]);
+    assert_eq!(first_arrivals(&sink, "b"), ["b"]);
+}
+
+#[test]
+fn a_plugin_whose_init_fails_when_loaded_is_failed_and_keeps_every_write() {
+    let sink = LineSink::start();
+    // No `mode`: the fixture's init refuses its config.
+    let config = poisoned("p", "ok", &sink, "", "").replace("mode = \"ok\", ", "");
+    assert!(!config.contains("mode"), "{config}");
+    let mut w = Wharf::start(&config);
+    let plugin = eventually(Duration::from_secs(30), "the plugin failed", || {
+        let p = w.status()["namespaces"]["p"]["plugin"].clone();
+        (p["state"] == "failed").then_some(p)
+    });
+    assert!(
+        plugin["reason"].as_str().is_some_and(|r| r.contains("mode")),
+        "init's error is the reason: {plugin}"
+    );
+    let id = w.write_id("p", "a", b"a");
+    assert_eq!(w.lookup("p", &id)["state"], json!("pending"));
+    assert!(w.dlq_ids("p", None).is_empty());
+
+    let fixed = std::fs::read_to_string(w.config_path())
+        .expect("config")
+        .replace("config = { ", "config = { mode = \"ok\", ");
+    std::fs::write(w.config_path(), fixed).expect("config");
+    w.restart();
+    eventually(Duration::from_secs(30), "delivery after the fix", || {
+        (w.lookup("p", &id)["state"] == json!("delivered")).then_some(())
+    });
 }

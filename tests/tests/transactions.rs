@@ -1,14 +1,35 @@
 //! Multi-chunk transactions over HTTP, against the running binary and a real
 //! HTTP target: chunks are parked durably outside the queue, a commit queues
 //! one marker, and the target receives the chunks in order as one batch.
+//!
+//! What a test drives to check delivery (begin, chunks, commit, lookups, the
+//! DLQ) goes through `wharf-client`'s typed calls; what checks an HTTP
+//! status or error code (`201` on begin, `409 chunk_conflict`,
+//! `410 transaction_expired`, the abort's body…) sends raw requests.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wharf_client::{ChunkAck, Client, DeliveryState, DlqTransaction, Txn, Wait};
 use wharf_tests::{HttpSink, Wharf, b64, eventually};
 
 const NS: &str = "/v1/namespaces/hooks";
 
+fn client(wharf: &Wharf) -> Client {
+    Client::new(wharf.url(""))
+}
+
+/// Parks chunk `seq` through the client, with the same `x-chunk` header as
+/// [`chunk`]; asserts a durable ack.
+fn put_chunk(txn: &Txn, seq: u32, payload: &[u8]) -> ChunkAck {
+    let headers = BTreeMap::from([("x-chunk".to_string(), seq.to_string())]);
+    let ack = txn.chunk_with_headers(seq, payload, &headers).unwrap_or_else(|e| panic!("chunk {seq}: {e}"));
+    assert!(ack.durable, "chunk {seq}: {ack:?}");
+    ack
+}
+
+/// Begins a transaction with a raw request, asserting `201` and `open`.
 fn begin(wharf: &Wharf, body: Value) -> String {
     let r = wharf.post(&format!("{NS}/transactions"), &body);
     assert_eq!(r.status, 201, "{:?}", r.body);
@@ -47,20 +68,21 @@ fn files(wharf: &Wharf) -> usize {
 fn a_committed_transaction_reaches_the_target_once_as_one_ordered_batch() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&sink.namespace("hooks", 2, ""));
-    let txn = begin(&wharf, json!({"key": "order-1"}));
+    let t = client(&wharf).begin("hooks", Some("order-1")).expect("begin");
+    assert_eq!(t.info().state, "open");
+    let txn = t.id().to_string();
     for seq in [2, 0, 1] {
-        let r = chunk(&wharf, &txn, seq, format!("part-{seq}").as_bytes());
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        assert_eq!((r.body["durable"].clone(), r.body["duplicate"].clone()), (json!(true), json!(false)));
+        let ack = put_chunk(&t, seq, format!("part-{seq}").as_bytes());
+        assert!(!ack.duplicate, "{ack:?}");
     }
-    let again = chunk(&wharf, &txn, 1, b"part-1");
-    assert_eq!((again.status, again.body["duplicate"].clone()), (200, json!(true)));
+    let again = put_chunk(&t, 1, b"part-1");
+    assert!(again.duplicate, "{again:?}");
     let conflict = chunk(&wharf, &txn, 1, b"something else");
     assert_eq!((conflict.status, conflict.body["error"]["code"].clone()), (409, json!("chunk_conflict")));
 
-    let info = wharf.get(&format!("{NS}/transactions/{txn}"));
-    assert_eq!((info.body["state"].clone(), info.body["chunks"].clone()), (json!("open"), json!(3)));
-    assert_eq!(info.body["key"], json!("order-1"));
+    let info = t.state().expect("state");
+    assert_eq!((info.state.as_str(), info.chunks), ("open", 3));
+    assert_eq!(info.key.as_deref(), Some("order-1"));
     // Parked, not queued: nothing reaches the target before the commit.
     std::thread::sleep(Duration::from_millis(300));
     assert!(sink.accepted().is_empty(), "chunks were delivered before the commit");
@@ -73,11 +95,10 @@ fn a_committed_transaction_reaches_the_target_once_as_one_ordered_batch() {
     let long = commit(&wharf, &txn, 2, "durable");
     assert_eq!((long.status, long.body["error"]["code"].clone()), (409, json!("chunk_count_mismatch")));
 
-    let done = commit(&wharf, &txn, 3, "visible");
-    assert_eq!(done.status, 200, "{:?}", done.body);
-    assert_eq!(done.body["transaction_id"], json!(txn));
-    assert_eq!((done.body["durable"].clone(), done.body["visible"].clone()), (json!(true), json!(true)));
-    let marker = done.body["message_id"].as_str().expect("marker id").to_string();
+    let done = t.commit(3, Wait::Visible(Duration::from_secs(20))).expect("commit");
+    assert_eq!(done.transaction_id, txn);
+    assert!(done.marker.durable && done.marker.visible && !done.marker.duplicate, "{done:?}");
+    let marker = done.marker.message_id.clone();
     let got = delivered(&sink, &txn);
     let want: Vec<(String, Vec<u8>)> =
         (0..3).map(|s| (format!("{marker}/{s}"), format!("part-{s}").into_bytes())).collect();
@@ -87,12 +108,8 @@ fn a_committed_transaction_reaches_the_target_once_as_one_ordered_batch() {
 
     // A retried commit queues nothing again; the chunks are gone once
     // delivered.
-    let retried = commit(&wharf, &txn, 3, "durable");
-    assert_eq!(retried.status, 200, "{:?}", retried.body);
-    assert_eq!(
-        (retried.body["duplicate"].clone(), retried.body["message_id"].clone()),
-        (json!(true), json!(marker))
-    );
+    let retried = t.commit(3, Wait::Durable).expect("retried commit");
+    assert!(retried.marker.duplicate && retried.marker.message_id == marker, "{retried:?}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(delivered(&sink, &txn).len(), 3);
     eventually(Duration::from_secs(10), "chunk file deleted", || (files(&wharf) == 0).then_some(()));
@@ -104,15 +121,18 @@ fn a_committed_transaction_reaches_the_target_once_as_one_ordered_batch() {
 fn abort_and_expiry_delete_the_parked_chunks_and_deliver_nothing() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&sink.namespace("hooks", 1, "transactions = { ttl_ms = 60000 }"));
-    let aborted = begin(&wharf, json!({}));
-    assert_eq!(chunk(&wharf, &aborted, 0, b"a").status, 200);
+    let api = client(&wharf);
+    let t = api.begin("hooks", None).expect("begin");
+    put_chunk(&t, 0, b"a");
+    let aborted = t.id().to_string();
     let r = wharf.delete(&format!("{NS}/transactions/{aborted}"));
     assert_eq!((r.status, r.body["aborted"].clone()), (200, json!(true)));
     let c = commit(&wharf, &aborted, 1, "durable");
     assert_eq!((c.status, c.body["error"]["code"].clone()), (404, json!("transaction_not_found")));
 
-    let expiring = begin(&wharf, json!({"ttl_ms": 300}));
-    assert_eq!(chunk(&wharf, &expiring, 0, b"b").status, 200);
+    let t = api.begin_with_ttl("hooks", None, Duration::from_millis(300)).expect("begin");
+    put_chunk(&t, 0, b"b");
+    let expiring = t.id().to_string();
     let too_long = wharf.post(&format!("{NS}/transactions"), &json!({"ttl_ms": 60001}));
     assert_eq!((too_long.status, too_long.body["error"]["code"].clone()), (400, json!("invalid_ttl")));
     eventually(Duration::from_secs(10), "expiry", || {
@@ -143,16 +163,17 @@ fn parked_chunks_and_a_commit_survive_kill_9() {
         2,
         "retry = { initial_backoff_ms = 50, max_backoff_ms = 200 }",
     ));
-    let txn = begin(&wharf, json!({"key": "k"}));
-    assert_eq!(chunk(&wharf, &txn, 0, b"zero").status, 200);
-    assert_eq!(chunk(&wharf, &txn, 1, b"one").status, 200);
+    let t = client(&wharf).begin("hooks", Some("k")).expect("begin");
+    let txn = t.id().to_string();
+    put_chunk(&t, 0, b"zero");
+    put_chunk(&t, 1, b"one");
     wharf.kill();
     wharf.restart();
-    assert_eq!(wharf.get(&format!("{NS}/transactions/{txn}")).body["chunks"], json!(2));
-    assert_eq!(chunk(&wharf, &txn, 2, b"two").status, 200);
-    let c = commit(&wharf, &txn, 3, "durable");
-    assert_eq!(c.status, 200, "{:?}", c.body);
-    let marker = c.body["message_id"].as_str().expect("id").to_string();
+    // A new client: a restart may have moved the process to other ports.
+    let t = client(&wharf).transaction("hooks", &txn).expect("the transaction after the restart");
+    assert_eq!(t.info().chunks, 2);
+    put_chunk(&t, 2, b"two");
+    let marker = t.commit(3, Wait::Durable).expect("commit").marker.message_id;
     // The target is down: the marker waits, and a kill loses nothing.
     std::thread::sleep(Duration::from_millis(300));
     wharf.kill();
@@ -163,8 +184,8 @@ fn parked_chunks_and_a_commit_survive_kill_9() {
     });
     let bodies: Vec<Vec<u8>> = delivered(&sink, &txn).into_iter().map(|(_, b)| b).collect();
     assert_eq!(bodies, vec![b"zero".to_vec(), b"one".to_vec(), b"two".to_vec()]);
-    let state = wharf.get(&format!("{NS}/messages/{marker}"));
-    assert_eq!(state.body["state"], json!("delivered"), "{:?}", state.body);
+    let state = client(&wharf).message("hooks", &marker).expect("lookup");
+    assert_eq!(state.state, DeliveryState::Delivered, "{state:?}");
     eventually(Duration::from_secs(10), "chunk file deleted", || (files(&wharf) == 0).then_some(()));
 }
 
@@ -173,27 +194,29 @@ fn a_rejected_transaction_goes_whole_to_the_dlq_and_replays_whole() {
     let sink = HttpSink::start();
     sink.set(|b| b.reject_keys = vec!["bad".into()]);
     let wharf = Wharf::start(&sink.namespace("hooks", 1, ""));
-    let txn = begin(&wharf, json!({"key": "bad"}));
+    let c = client(&wharf);
+    let t = c.begin("hooks", Some("bad")).expect("begin");
+    let txn = t.id().to_string();
     for seq in 0..3 {
-        assert_eq!(chunk(&wharf, &txn, seq, &[seq as u8; 5]).status, 200);
+        put_chunk(&t, seq, &[seq as u8; 5]);
     }
-    let c = commit(&wharf, &txn, 3, "visible");
-    assert_eq!((c.status, c.body["visible"].clone()), (200, json!(false)), "{:?}", c.body);
-    let marker = c.body["message_id"].as_str().expect("id").to_string();
+    let done = t.commit(3, Wait::Visible(Duration::from_secs(20))).expect("commit");
+    assert!(done.marker.durable && !done.marker.visible, "{done:?}");
+    let marker = done.marker.message_id;
     let dlq = eventually(Duration::from_secs(10), "dlq entry", || {
-        let r = wharf.get(&format!("{NS}/dlq"));
-        (r.body["total"] == json!(1)).then_some(r.body)
+        let page = c.dlq_list("hooks", None).expect("dlq");
+        (page.total == 1).then_some(page)
     });
-    let entry = &dlq["entries"][0];
-    assert_eq!(entry["message_id"], json!(marker));
-    assert_eq!(entry["transaction"], json!({"transaction_id": txn, "chunks": 3}));
-    assert!(entry["failures"][0]["reason"].as_str().expect("reason").contains("chunk 0"), "{entry:?}");
+    let entry = &dlq.entries[0];
+    assert_eq!(entry.message_id, marker);
+    assert_eq!(entry.transaction, Some(DlqTransaction { transaction_id: txn.clone(), chunks: 3 }));
+    assert!(entry.failures.first().is_some_and(|f| f.reason.contains("chunk 0")), "{entry:?}");
     // The entry carries the chunks, so the chunk store lets go of them.
     eventually(Duration::from_secs(10), "chunk file deleted", || (files(&wharf) == 0).then_some(()));
 
     sink.set(|b| b.reject_keys.clear());
-    let r = wharf.post(&format!("{NS}/dlq/replay"), &json!({}));
-    assert_eq!(r.body["replayed"].as_array().map(Vec::len), Some(1), "{:?}", r.body);
+    let r = c.dlq_replay("hooks", None, None, None).expect("replay");
+    assert_eq!(r.replayed.len(), 1, "{r:?}");
     eventually(Duration::from_secs(20), "replayed transaction", || {
         (delivered(&sink, &txn).len() == 3).then_some(())
     });

@@ -19,8 +19,12 @@ pub enum Durability {
 }
 
 /// How long delivered segments (wholly below the watermark) are kept.
-/// The last (active) segment is never deleted. Retention is applied when
-/// the watermark advances and on open.
+/// The last (active) segment is never deleted, nor is any segment holding
+/// a record at or above the watermark (undelivered) or the history floor
+/// ([`crate::Partition::hold_history_from`]), whatever the limits.
+/// Retention is applied when the watermark advances, on open, and by
+/// [`crate::Partition::apply_retention`] (age limits need a caller that
+/// calls it now and then).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Retention {
     /// Default: delete delivered segments as soon as the watermark passes them.
@@ -31,6 +35,10 @@ pub enum Retention {
     KeepBytes(u64),
     /// Keep delivered segments last written less than this long ago.
     KeepFor(Duration),
+    /// Both limits at once (each optional): a delivered segment goes once
+    /// it is older than `max_age`, or once the newer delivered segments
+    /// already fill `max_bytes`. With neither set, nothing delivered goes.
+    Within { max_age: Option<Duration>, max_bytes: Option<u64> },
 }
 
 /// Options for [`crate::Partition::open`].
@@ -50,6 +58,10 @@ pub struct LogOptions {
     /// `open` deletes a `durable` file left by an earlier run, so a
     /// follower falls back to sealed segments instead of a stale value.
     pub publish_durable_end: bool,
+    /// GC keeps every segment holding a record at or above this, from open
+    /// on (see [`crate::Partition::hold_history_from`]): a rewind that was
+    /// running when the process stopped still finds its history.
+    pub history_floor: Option<u64>,
 }
 
 impl Default for LogOptions {
@@ -59,6 +71,7 @@ impl Default for LogOptions {
             durability: Durability::Fsync,
             retention: Retention::KeepNothing,
             publish_durable_end: false,
+            history_floor: None,
         }
     }
 }

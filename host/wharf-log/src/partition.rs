@@ -162,6 +162,9 @@ pub struct PartitionStats {
     pub segments: usize,
     /// Bytes in segment files (headers included).
     pub bytes: u64,
+    /// Of those, the bytes of segments wholly below the watermark: delivered
+    /// history kept by retention (or not collected yet).
+    pub delivered_bytes: u64,
     /// fdatasync calls on segment data (group commits and segment seals).
     pub fsyncs: u64,
     /// Successful `append` calls.
@@ -350,6 +353,9 @@ pub struct Partition {
     acked: AtomicU64,
     watermark: Mutex<u64>,
     watermark_cache: AtomicU64,
+    /// GC never deletes a segment holding a record at or above this
+    /// (`u64::MAX`: no floor). Set by a reader that re-reads history.
+    history_floor: AtomicU64,
     halted: OnceLock<String>,
     fsyncs: AtomicU64,
     /// Told about every group-commit fdatasync (for metrics).
@@ -502,6 +508,7 @@ impl Partition {
             acked: AtomicU64::new(next_seq),
             watermark: Mutex::new(wm),
             watermark_cache: AtomicU64::new(wm),
+            history_floor: AtomicU64::new(opts.history_floor.unwrap_or(u64::MAX)),
             halted: OnceLock::new(),
             fsyncs: AtomicU64::new(0),
             fsync_observer: std::sync::OnceLock::new(),
@@ -1052,38 +1059,43 @@ impl Partition {
         Ok(stored)
     }
 
-    /// Deletes delivered segments (all records < `wm`) per retention; never
-    /// the last one. Oldest first, fsyncing the directory after each.
+    /// Keeps every segment holding a record at or above `floor` (`None`:
+    /// no floor), whatever the watermark and retention say: a reader that
+    /// re-reads delivered history (a rewind) needs it. Takes effect at the
+    /// next GC.
+    pub fn hold_history_from(&self, floor: Option<u64>) {
+        self.history_floor.store(floor.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// Runs GC at the current watermark: deletes what retention no longer
+    /// keeps (an age limit expires with no delivery going on). Returns how
+    /// many segments went.
+    pub fn apply_retention(&self) -> Result<usize, LogError> {
+        let wm = lock(&self.watermark);
+        Ok(self.gc(*wm)?.len())
+    }
+
+    /// Deletes delivered segments (all records < `wm` and below the history
+    /// floor) per retention; never the last one. Oldest first, fsyncing the
+    /// directory after each.
     fn gc(&self, wm: u64) -> Result<Vec<PathBuf>, LogError> {
         let victims: Vec<Arc<Segment>> = {
             let mut segs = lock(&self.segments);
+            // Read under the lock: a reader that set the floor and then
+            // looked at `first_seq` (same lock) is never outrun.
+            let wm = wm.min(self.history_floor.load(Ordering::Acquire));
             let mut delivered = 0;
             while delivered + 1 < segs.len() && segs[delivered + 1].base_seq <= wm {
                 delivered += 1;
             }
             let count = match self.opts.retention {
                 Retention::KeepNothing => delivered,
-                Retention::KeepBytes(keep) => {
-                    let mut kept = 0u64;
-                    let mut keep_from = delivered;
-                    while keep_from > 0 && kept + segs[keep_from - 1].len() <= keep {
-                        kept += segs[keep_from - 1].len();
-                        keep_from -= 1;
-                    }
-                    keep_from
-                }
-                Retention::KeepFor(age) => {
-                    let now = SystemTime::now();
-                    segs[..delivered]
-                        .iter()
-                        .take_while(|s| {
-                            self.storage
-                                .modified(&s.path)
-                                .ok()
-                                .and_then(|m| now.duration_since(m).ok())
-                                .is_some_and(|d| d >= age)
-                        })
-                        .count()
+                Retention::KeepBytes(keep) => beyond_bytes(&segs[..delivered], keep),
+                Retention::KeepFor(age) => self.older_than(&segs[..delivered], age),
+                Retention::Within { max_age, max_bytes } => {
+                    let by_bytes = max_bytes.map_or(0, |keep| beyond_bytes(&segs[..delivered], keep));
+                    let by_age = max_age.map_or(0, |age| self.older_than(&segs[..delivered], age));
+                    by_bytes.max(by_age)
                 }
             };
             segs.drain(..count).collect()
@@ -1098,7 +1110,24 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// How many of the oldest `delivered` segments were last written at
+    /// least `age` ago (a clock that went back keeps them).
+    fn older_than(&self, delivered: &[Arc<Segment>], age: Duration) -> usize {
+        let now = SystemTime::now();
+        delivered
+            .iter()
+            .take_while(|s| {
+                self.storage
+                    .modified(&s.path)
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|d| d >= age)
+            })
+            .count()
+    }
+
     pub fn stats(&self) -> PartitionStats {
+        let wm = self.watermark();
         let segs = lock(&self.segments);
         PartitionStats {
             next_seq: self.next_seq(),
@@ -1108,10 +1137,23 @@ impl Partition {
             watermark: self.watermark(),
             segments: segs.len(),
             bytes: segs.iter().map(|s| s.len()).sum(),
+            delivered_bytes: segs.windows(2).filter(|w| w[1].base_seq <= wm).map(|w| w[0].len()).sum(),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             appends: self.appends.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
             halted: self.halted.get().cloned(),
         }
     }
+}
+
+/// How many of the oldest `delivered` segments fall outside the newest
+/// `keep` bytes of them.
+fn beyond_bytes(delivered: &[Arc<Segment>], keep: u64) -> usize {
+    let mut kept = 0u64;
+    let mut keep_from = delivered.len();
+    while keep_from > 0 && kept + delivered[keep_from - 1].len() <= keep {
+        kept += delivered[keep_from - 1].len();
+        keep_from -= 1;
+    }
+    keep_from
 }

@@ -156,6 +156,56 @@ fn retention_by_age_keeps_recent_segments_until_they_age() {
 }
 
 #[test]
+fn retention_within_both_limits_deletes_what_either_limit_no_longer_keeps() {
+    let fs = FaultStorage::new();
+    let within = |max_age, max_bytes| LogOptions {
+        retention: Retention::Within { max_age, max_bytes },
+        ..small_opts(300)
+    };
+    let (p, _) =
+        mem_open(&fs, Path::new("/d"), within(Some(Duration::from_secs(3600)), Some(700))).expect("open");
+    append_n(&p, 60);
+    p.advance_watermark(60).expect("advance");
+    let s = p.stats();
+    assert!(s.segments >= 2 && s.segments <= 5 && s.first_seq > 0, "the byte limit applies: {s:?}");
+    drop(p);
+    // No byte limit, an hour of age: everything delivered stays ...
+    let (p, _) = mem_open(&fs, Path::new("/d"), within(Some(Duration::from_secs(3600)), None)).expect("open");
+    let kept = p.stats().segments;
+    append_n(&p, 60);
+    p.advance_watermark(120).expect("advance");
+    assert!(p.stats().segments > kept, "nothing is an hour old");
+    drop(p);
+    // ... until the age limit passes, without any new delivery.
+    let (p, _) = mem_open(&fs, Path::new("/d"), within(None, None)).expect("open");
+    assert_eq!(p.apply_retention().expect("apply"), 0, "no limit: nothing delivered goes");
+    drop(p);
+    let (p, _) = mem_open(&fs, Path::new("/d"), within(Some(Duration::from_secs(3600)), None)).expect("open");
+    let n = p.stats().segments;
+    assert_eq!(p.apply_retention().expect("apply"), 0);
+    drop(p);
+    let (p, _) = mem_open(&fs, Path::new("/d"), within(Some(Duration::ZERO), None)).expect("open");
+    assert_eq!(p.stats().segments, 1, "{n} segments aged out at open");
+}
+
+#[test]
+fn the_history_floor_keeps_delivered_segments_a_rewind_still_reads() {
+    let fs = FaultStorage::new();
+    let (p, _) = mem_open(&fs, Path::new("/d"), small_opts(300)).expect("open");
+    append_n(&p, 60);
+    p.hold_history_from(Some(10));
+    p.advance_watermark(60).expect("advance");
+    assert!(p.first_seq() <= 10, "record 10 is still readable: first {}", p.first_seq());
+    assert_eq!(p.read(10, 1, 1 << 20).expect("read")[0].seq, 10);
+    p.hold_history_from(Some(40));
+    assert!(p.apply_retention().expect("apply") > 0, "the floor moved: older segments go");
+    assert!(p.first_seq() > 10 && p.first_seq() <= 40, "first {}", p.first_seq());
+    p.hold_history_from(None);
+    p.apply_retention().expect("apply");
+    assert_eq!(p.stats().segments, 1);
+}
+
+#[test]
 fn buffered_appends_say_they_are_not_synced_and_advancing_the_watermark_syncs_first() {
     let fs = FaultStorage::new();
     let opts = LogOptions { durability: Durability::Buffered, ..LogOptions::default() };

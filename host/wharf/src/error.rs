@@ -17,6 +17,8 @@ pub enum ErrorKind {
     /// Credentials that do not reach this namespace.
     Forbidden,
     NotFound,
+    /// The route exists, not with this method.
+    MethodNotAllowed,
     /// It existed, and expired.
     Gone,
     /// The request contradicts the current state.

@@ -10,8 +10,8 @@
 //!
 //! The first byte of an input picks the request kind; the rest is the body.
 //! What must hold for every input, so that a panic is a finding:
-//! - a request is refused with a client error (400 or 413) and a snake_case
-//!   code, or it is accepted and what would be stored obeys every input
+//! - a request is refused with a client error (400 or 413), a snake_case
+//!   code and the documented JSON error body, or it is accepted and what would be stored obeys every input
 //!   limit and comes back unchanged through the envelope encoding;
 //! - a stored record decodes or is refused with an error, never a panic.
 //!
@@ -109,6 +109,13 @@ fn outcome(result: Result<usize, ApiError>) -> Outcome {
                 "error code {:?} is not snake_case",
                 e.code
             );
+            // What the client gets: 400 or 413 with the documented JSON
+            // body `{"error": {"code", "message"}}`, never the framework's text.
+            let status = crate::adapters::error::http_status(e.kind).as_u16();
+            assert!(status == 400 || status == 413, "{} answers {status}", e.code);
+            let body = e.body();
+            assert_eq!(body["error"]["code"], e.code, "the JSON body names the code: {body}");
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
             Outcome::Refused(e.code)
         }
     }

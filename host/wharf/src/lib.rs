@@ -7,7 +7,7 @@
 //! `cli` → `adapters` (HTTP, gRPC, admin) → `services` (node, write,
 //! transactions, DLQ, lookup, status, control plane) → `engine` (lanes,
 //! window, breaker, sources) → `storage`, `plugin`, `config`, `metrics`,
-//! `clock`.
+//! `otel` (host spans), `clock`.
 
 mod adapters;
 pub mod cli;
@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod fuzzing;
 mod metrics;
+mod otel;
 mod plugin;
 mod services;
 mod storage;

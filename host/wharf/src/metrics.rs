@@ -118,6 +118,7 @@ pub struct Metrics {
     pub replica_records: Family<NsKind, Counter>,
     pub replica_halts: Family<NsKind, Counter>,
     pub replica_halted: Family<NsPart, Gauge>,
+    pub otlp_export_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -287,6 +288,11 @@ impl Metrics {
                 "wharf_replica_halted",
                 "1 while replication into a replica partition is halted",
                 Family::default()
+            ),
+            otlp_export_failures: reg!(
+                "wharf_otlp_export_failures",
+                "Batches of spans the OTLP exporter could not deliver to the collector (dropped)",
+                Counter::default()
             ),
             registry: r,
         }

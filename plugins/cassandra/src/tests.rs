@@ -4,8 +4,15 @@
 //! SDK's harness against the FAKE CQL server of the test harness
 //! (`tests/src/cql.rs`; not Apache Cassandra).
 
+use cassandra_protocol::compression::Compression;
+use cassandra_protocol::consistency::Consistency;
+use cassandra_protocol::frame::message_prepare::BodyReqPrepare;
+use cassandra_protocol::frame::message_request::RequestBody;
 use cassandra_protocol::frame::message_result::ColType;
+use cassandra_protocol::frame::{Direction, Envelope, Flags, Opcode, Serialize as _, Version};
 use serde_json::json;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use wharf_sdk::testing::{Harness, message};
 use wharf_sdk::{Batch, Message, Outcome};
 use wharf_tests::cql::{CqlFault, FakeCql};
@@ -342,4 +349,202 @@ fn authentication_with_username_and_password() {
     let err = Harness::<Cassandra>::init(&base).unwrap_err();
     assert!(err.contains("requires authentication"), "{err}");
     assert_eq!(f.auth_failures(), 1);
+}
+
+// ------------------------------------- through a fault-injecting proxy
+
+/// A FAKE for fault injection, in front of the fake CQL server, for what
+/// that fake does not do. It relays each frame (one request, one reply at a
+/// time) and: strips ` IF NOT EXISTS` from a PREPARE (the fake knows no
+/// lightweight transactions) after recording it; records every EXECUTE's
+/// consistency and serial consistency; answers the next `read_timeouts`
+/// EXECUTEs itself with a ReadTimeout (0x1200) error.
+struct Proxy {
+    addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    prepared: Vec<String>,
+    executes: Vec<(Consistency, Option<Consistency>)>,
+    batches: u32,
+    read_timeouts: u32,
+}
+
+impl Proxy {
+    fn start(upstream: &FakeCql) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let (to, kept) = (upstream.addr(), seen.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (to, kept) = (to.clone(), kept.clone());
+                std::thread::spawn(move || relay(client, &to, &kept));
+            }
+        });
+        Proxy { addr, seen }
+    }
+
+    fn seen<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        f(&mut self.seen.lock().unwrap())
+    }
+
+    fn plugin(&self, extra: &[(&str, &str)]) -> Harness<Cassandra> {
+        let mut config =
+            vec![("contact_points", self.addr.as_str()), ("keyspace", "app"), ("table", "users")];
+        config.extend_from_slice(extra);
+        Harness::init(&config).unwrap()
+    }
+}
+
+/// One frame (9-byte v4 header, then its body), or `None` at EOF.
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 9];
+    s.read_exact(&mut buf).ok()?;
+    let len = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
+    buf.resize(9 + len, 0);
+    s.read_exact(&mut buf[9..]).ok()?;
+    Some(buf)
+}
+
+fn relay(mut client: TcpStream, to: &str, seen: &std::sync::Mutex<Seen>) {
+    let Ok(mut upstream) = TcpStream::connect(to) else { return };
+    while let Some(frame) = read_frame(&mut client) {
+        let env = Envelope::from_buffer(&frame, Compression::None).unwrap().envelope;
+        let mut out = frame;
+        match env.request_body().unwrap() {
+            RequestBody::Prepare(p) => {
+                seen.lock().unwrap().prepared.push(p.query.clone());
+                let body =
+                    RequestBody::Prepare(BodyReqPrepare::new(p.query.replace(" IF NOT EXISTS", ""), None));
+                out = request(Opcode::Prepare, env.stream_id, body.serialize_to_vec(Version::V4));
+            }
+            RequestBody::Execute(e) => {
+                let mut s = seen.lock().unwrap();
+                s.executes.push((e.query_parameters.consistency, e.query_parameters.serial_consistency));
+                if s.read_timeouts > 0 {
+                    s.read_timeouts -= 1;
+                    let reply = Envelope::new(
+                        Version::V4,
+                        Direction::Response,
+                        Flags::empty(),
+                        Opcode::Error,
+                        env.stream_id,
+                        read_timeout_body(),
+                        None,
+                        vec![],
+                    );
+                    let _ = client.write_all(&reply.encode_with(Compression::None).unwrap());
+                    continue;
+                }
+            }
+            RequestBody::Batch(_) => seen.lock().unwrap().batches += 1,
+            _ => {}
+        }
+        if upstream.write_all(&out).is_err() {
+            return;
+        }
+        let Some(reply) = read_frame(&mut upstream) else { return };
+        if client.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn request(opcode: Opcode, stream_id: i16, body: Vec<u8>) -> Vec<u8> {
+    Envelope::new(Version::V4, Direction::Request, Flags::empty(), opcode, stream_id, body, None, vec![])
+        .encode_with(Compression::None)
+        .unwrap()
+}
+
+/// An ERROR body, by hand (the crate's `ReadTimeoutError` has a private
+/// field): code 0x1200, message, consistency LOCAL_QUORUM, received 1,
+/// block_for 2, data_present 0.
+fn read_timeout_body() -> Vec<u8> {
+    let message = b"Operation timed out - received only 1 responses.";
+    let mut b = 0x1200i32.to_be_bytes().to_vec();
+    b.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    b.extend_from_slice(message);
+    b.extend_from_slice(&0x0006u16.to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&2i32.to_be_bytes());
+    b.push(0);
+    b
+}
+
+const CONDITIONAL: &str = "INSERT INTO app.users (id, name) VALUES (:wharf_key, :name) IF NOT EXISTS";
+
+#[test]
+fn a_conditional_statement_goes_one_message_at_a_time_with_serial_consistency() {
+    let f = fake();
+    let proxy = Proxy::start(&f);
+    let mut p = proxy.plugin(&[("statement", CONDITIONAL)]);
+    let o = p.deliver(vec![
+        message(r#"{"name":"one"}"#).with_key("k"),
+        message(r#"{"name":"two"}"#).with_key("k"),
+        message(r#"{"name":"other"}"#).with_key("j"),
+    ]);
+    assert!(o.iter().all(Outcome::is_delivered), "{o:?}");
+    let (prepared, executes, batches) = proxy.seen(|s| (s.prepared.clone(), s.executes.clone(), s.batches));
+    assert_eq!(prepared, ["INSERT INTO app.users (id, name) VALUES (?, ?) IF NOT EXISTS"]);
+    assert_eq!(batches, 0, "a conditional statement is never batched");
+    assert_eq!(executes, [(Consistency::LocalQuorum, Some(Consistency::LocalSerial)); 3]);
+    let names: Vec<_> = f.writes().iter().map(|w| w.row["name"].clone()).collect();
+    assert_eq!(names, [json!("one"), json!("two"), json!("other")]);
+
+    // `serial_consistency` is configurable.
+    let mut p = proxy.plugin(&[("statement", CONDITIONAL), ("serial_consistency", "SERIAL")]);
+    assert!(p.deliver(vec![message(r#"{"name":"x"}"#).with_key("s")])[0].is_delivered());
+    assert_eq!(
+        proxy.seen(|s| s.executes.last().copied()),
+        Some((Consistency::LocalQuorum, Some(Consistency::Serial)))
+    );
+}
+
+#[test]
+fn an_unconditional_statement_sends_no_serial_consistency() {
+    let f = fake();
+    let proxy = Proxy::start(&f);
+    let mut p = proxy.plugin(&[]);
+    assert!(p.deliver(vec![message(r#"{"id":"a"}"#)])[0].is_delivered());
+    assert_eq!(proxy.seen(|s| s.executes.clone()), [(Consistency::LocalQuorum, None)]);
+}
+
+#[test]
+fn a_read_timeout_is_a_retry_naming_the_code() {
+    let f = fake();
+    let proxy = Proxy::start(&f);
+    let mut p = proxy.plugin(&[]);
+    proxy.seen(|s| s.read_timeouts = 1);
+    let o = p.deliver(vec![message(r#"{"id":"r"}"#)]);
+    assert!(o[0].is_retry(), "{o:?}");
+    assert!(reason(&o[0]).contains("ReadTimeout (0x1200)") && reason(&o[0]).contains("timed out"), "{o:?}");
+    assert!(f.writes().is_empty());
+    assert!(p.deliver(vec![message(r#"{"id":"r"}"#)])[0].is_delivered(), "the retry lands");
+    assert_eq!(f.writes().len(), 1);
+}
+
+#[test]
+fn a_dlq_replay_with_a_new_sequence_and_its_old_write_time_never_overwrites_a_newer_write() {
+    let f = fake();
+    let mut p = plugin(&f, &[]);
+    let mut old = message(r#"{"id":"k","name":"old"}"#);
+    old.written_at_ms = 1_700_000_000_000;
+    old.sequence = 7;
+    let mut new = message(r#"{"id":"k","name":"new"}"#);
+    new.written_at_ms = old.written_at_ms + 1;
+    new.sequence = 8;
+    assert!(p.deliver(vec![new.clone()])[0].is_delivered());
+    // The old message was dead-lettered, then replayed: appended again with
+    // a new (larger) sequence, keeping its write time.
+    let mut replay = old.with_replays(1);
+    replay.sequence = 1_999;
+    assert!(p.deliver(vec![replay.clone()])[0].is_delivered());
+    let w = f.writes();
+    assert_eq!(w.len(), 2);
+    assert!(w[1].timestamp < w[0].timestamp, "{w:?}");
+    assert_eq!(w[1].timestamp, Some(timestamp_micros(&replay)));
+    assert_eq!(f.rows("app", "users")[0]["name"], json!("new"));
 }

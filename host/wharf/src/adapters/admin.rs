@@ -14,9 +14,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::adapters::path::{namespace, partition};
+use crate::adapters::tls::Tls;
 use crate::error::Error as ApiError;
-use crate::services::control;
 use crate::services::node::Node;
+use crate::services::{control, history};
 
 /// Largest plugin component accepted over the API.
 const MAX_PLUGIN_BYTES: usize = 64 << 20;
@@ -29,6 +30,7 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/namespaces/{ns}/targets/{target}/resume", post(resume_target))
         .route("/v1/admin/namespaces/{ns}/replication/resume", post(resume_replication))
+        .route("/v1/admin/namespaces/{ns}/rewind", post(rewind))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
 }
 
@@ -112,11 +114,18 @@ async fn remove(
     finish(&node, &headers, "plugin.remove", &ns, r)
 }
 
-async fn reload(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn reload(
+    State(node): State<Arc<Node>>,
+    tls: Option<axum::Extension<Arc<Tls>>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let _guard = node.control.lock().await;
     let r = control::reload(&node)
         .await
-        .map(|report| json!(report))
+        .map(|mut report| {
+            Tls::reload_into(tls.as_ref().map(|t| t.0.as_ref()), &mut report);
+            json!(report)
+        })
         .map_err(|e| ApiError::bad("config_invalid", format!("{e}; nothing changed")));
     finish(&node, &headers, "config.reload", &node.config_path.display().to_string(), r)
 }
@@ -172,6 +181,57 @@ async fn resume_target(
         Ok(json!({"namespace": n.name, "target": t.name, "resumed": cleared_json(cleared)}))
     });
     finish(&node, &headers, "target.resume", &format!("{ns}/{target}"), r)
+}
+
+/// `POST /v1/admin/namespaces/{ns}/rewind`: exactly one of `earliest`,
+/// `from_time` (RFC 3339) and `from_seq` (`{"<partition>": seq}`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewindBody {
+    target: Option<String>,
+    #[serde(default)]
+    earliest: bool,
+    from_time: Option<String>,
+    from_seq: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+impl RewindBody {
+    fn from(&self) -> Result<history::RewindFrom, ApiError> {
+        let bad = |m: &str| ApiError::bad("invalid_rewind", m.to_string());
+        match (self.earliest, &self.from_time, &self.from_seq) {
+            (true, None, None) => Ok(history::RewindFrom::Earliest),
+            (false, Some(t), None) => Ok(history::RewindFrom::Time(history::parse_rfc3339(t)?)),
+            (false, None, Some(seqs)) if !seqs.is_empty() => seqs
+                .iter()
+                .map(|(p, s)| {
+                    p.parse::<u32>()
+                        .map(|p| (p, *s))
+                        .map_err(|_| bad(&format!("partition {p:?} is not a number")))
+                })
+                .collect::<Result<_, _>>()
+                .map(history::RewindFrom::Sequences),
+            _ => Err(bad("say where to rewind from: exactly one of earliest, from_time, from_seq")),
+        }
+    }
+}
+
+/// Re-delivers retained history to a target (all when none is named).
+async fn rewind(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = node.control.lock().await;
+    let r = async {
+        let n = namespace(&node, &ns)?;
+        let req: RewindBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
+        let lanes = history::rewind(&n, req.target.as_deref(), req.from()?).await?;
+        Ok(json!({"namespace": n.name, "rewinds": lanes}))
+    }
+    .await;
+    finish(&node, &headers, "namespace.rewind", &ns, r)
 }
 
 /// Clears a replica partition's replication halt; the next batch is checked

@@ -37,18 +37,20 @@ use pb::wharf_server::{Wharf, WharfServer};
 /// Largest request accepted, the HTTP API's body limit.
 const MAX_MESSAGE: usize = MAX_BATCH * 1024 + MAX_PAYLOAD * 2;
 
-/// Binds `addr` (an error if it cannot) and serves the gRPC API on it until
-/// `shutdown` completes, then drains in-flight calls.
+/// Binds `addr` (an error if it cannot) and serves the gRPC API on it (over
+/// TLS with `tls`) until `shutdown` completes, then drains in-flight calls.
 pub async fn start(
     node: Arc<Node>,
     addr: SocketAddr,
-    budget: crate::adapters::listener::ConnectionBudget,
+    budget: crate::adapters::budget::ConnectionBudget,
+    tls: Option<crate::adapters::tls::Acceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the gRPC API to {addr}"))?;
-    let incoming = crate::adapters::listener::incoming(listener, budget);
+    let over_tls = tls.is_some();
+    let incoming = crate::adapters::listener::incoming(listener, budget, tls);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -56,7 +58,7 @@ pub async fn start(
     let service = WharfServer::new(GrpcApi { node })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(usize::MAX);
-    tracing::info!(grpc = %addr, "gRPC API serving");
+    tracing::info!(grpc = %addr, tls = over_tls, "gRPC API serving");
     Ok(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(reflection)
@@ -79,6 +81,7 @@ pub fn to_status(e: ApiError) -> Status {
         ErrorKind::Conflict => Code::Aborted,
         ErrorKind::Overloaded | ErrorKind::StorageFull => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::MethodNotAllowed => Code::Unimplemented,
         ErrorKind::Internal => Code::Internal,
     };
     let mut status = Status::new(code, format!("{}: {}", e.code, e.message));

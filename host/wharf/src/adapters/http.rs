@@ -49,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(namespaced)
         .layer(DefaultBodyLimit::max(MAX_BATCH * 1024 + MAX_PAYLOAD * 2))
+        .layer(middleware::from_fn(crate::adapters::error::json_errors))
         .with_state(node)
 }
 

@@ -1,11 +1,5 @@
-//! Accepting API connections within a budget.
-//!
-//! Every open connection costs a file descriptor, and the log needs
-//! descriptors too (a new segment, the DLQ, the chunk store). So the HTTP
-//! and gRPC listeners share one [`ConnectionBudget`]: a connection is
-//! accepted only with a permit in hand, and the permit is returned when it
-//! closes. Over budget, new clients wait in the kernel's backlog and cost
-//! the process nothing.
+//! Accepting API connections within a budget (`budget.rs`, shared by the
+//! HTTP and gRPC listeners).
 //!
 //! The HTTP server also bounds how long a client may hold a connection
 //! without finishing its request: headers (and an idle keep-alive
@@ -13,118 +7,19 @@
 //! `body_read_timeout`. A slow-loris flood therefore frees its slots by
 //! itself.
 //!
-//! Invariant: the budget never exceeds half the process's soft
-//! `RLIMIT_NOFILE`, whatever the config says, so connections alone can
-//! never exhaust the descriptors the log needs.
+//! With `[server.tls]`, both listeners hand each connection to its TLS
+//! acceptor (`tls.rs`) after taking its slot: the handshake runs in the
+//! connection's own task (on gRPC, its own spawned task) within
+//! `header_read_timeout`, so neither a slow handshake nor a silent client
+//! holds up the accept loop or keeps its slot for long.
 
 use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
 
-/// How long an accept loop waits after the OS refused an accept (out of
-/// descriptors, say) before it tries again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The open-connection budget shared by the HTTP and gRPC listeners.
-#[derive(Debug, Clone)]
-pub struct ConnectionBudget {
-    permits: Arc<Semaphore>,
-    /// The number of connections allowed at once.
-    pub max: usize,
-}
-
-impl ConnectionBudget {
-    /// `configured`, capped at half the soft descriptor limit.
-    pub fn new(configured: usize) -> Self {
-        let max = configured.min(nofile_soft_limit() / 2).max(1);
-        if max < configured {
-            tracing::info!(configured, max, "server.max_connections capped at half the open-file limit");
-        }
-        Self { permits: Arc::new(Semaphore::new(max)), max }
-    }
-
-    /// Waits for a free slot, then for a connection.
-    pub async fn accept(&self, listener: &TcpListener) -> Budgeted {
-        let permit =
-            self.permits.clone().acquire_owned().await.expect("the budget's semaphore is never closed");
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Budgeted { stream, _permit: permit };
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            }
-        }
-    }
-}
-
-/// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (a large number
-/// when unlimited or unknown).
-fn nofile_soft_limit() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(usize::MAX)
-}
-
-/// A connection holding its slot in the budget until it is dropped.
-#[derive(Debug)]
-pub struct Budgeted {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Budgeted {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Budgeted {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for Budgeted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
+use crate::adapters::budget::ConnectionBudget;
+use crate::adapters::tls::{Acceptor, Conn};
 
 /// The HTTP server's read deadlines.
 #[derive(Debug, Clone, Copy)]
@@ -135,13 +30,15 @@ pub struct ReadTimeouts {
     pub body: Duration,
 }
 
-/// Serves `router` over HTTP/1.1 on `listener` until `shutdown` completes,
-/// then lets in-flight requests finish (up to `drain`).
+/// Serves `router` over HTTP/1.1 (over TLS with `tls`) on `listener` until
+/// `shutdown` completes, then lets in-flight requests finish (up to
+/// `drain`).
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     budget: ConnectionBudget,
     timeouts: ReadTimeouts,
+    tls: Option<Acceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -156,9 +53,16 @@ pub async fn serve_http(
             () = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let served = builder.serve_connection(hyper_util::rt::TokioIo::new(conn), service);
-        let served = graceful.watch(served);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
+            let conn = match &tls {
+                None => Conn::Plain(conn),
+                Some(tls) => match tls.accept(conn).await {
+                    Some(conn) => conn,
+                    None => return,
+                },
+            };
+            let served = watcher.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
             if let Err(e) = served.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
@@ -170,13 +74,32 @@ pub async fn serve_http(
     }
 }
 
-/// The gRPC listener's connections, each holding a slot in the budget.
+/// The gRPC listener's connections, each holding a slot in the budget;
+/// with `tls`, the ones whose handshake succeeded. Handshakes run in their
+/// own tasks, so a slow one never holds up the others.
 pub fn incoming(
     listener: TcpListener,
     budget: ConnectionBudget,
-) -> impl futures_util::Stream<Item = io::Result<Budgeted>> {
-    futures_util::stream::unfold((listener, budget), |(listener, budget)| async move {
+    tls: Option<Acceptor>,
+) -> impl futures_util::Stream<Item = io::Result<Conn>> {
+    use futures_util::StreamExt as _;
+    let max = budget.max;
+    let accepted = futures_util::stream::unfold((listener, budget), |(listener, budget)| async move {
         let conn = budget.accept(&listener).await;
-        Some((Ok(conn), (listener, budget)))
-    })
+        Some((conn, (listener, budget)))
+    });
+    match tls {
+        None => accepted.map(|conn| Ok(Conn::Plain(conn))).boxed(),
+        Some(tls) => accepted
+            .map(move |conn| {
+                tokio::spawn({
+                    let tls = tls.clone();
+                    async move { tls.accept(conn).await }
+                })
+            })
+            // At most one handshake per budget slot is pending anyway.
+            .buffer_unordered(max)
+            .filter_map(|done| async move { done.ok().flatten().map(Ok) })
+            .boxed(),
+    }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
-use crate::adapters::listener::{ConnectionBudget, ReadTimeouts, serve_http};
+use crate::adapters::budget::ConnectionBudget;
+use crate::adapters::listener::{ReadTimeouts, serve_http};
+use crate::adapters::tls::Tls;
 use crate::adapters::{grpc, http as api};
 use crate::services::node::Node;
 mod check;
@@ -19,6 +21,7 @@ mod plugin_new;
 mod plugin_test;
 mod remote;
 mod replica;
+mod rewind;
 mod table;
 
 use self::output::outln;
@@ -101,6 +104,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: replica::TargetCmd,
     },
+    /// Re-deliver retained history to a namespace's targets (all, or
+    /// --target), from a time, per-partition sequences or the earliest
+    /// retained record; shows progress until it is done.
+    Rewind {
+        #[command(flatten)]
+        server: cmd_remote::Server,
+        #[command(flatten)]
+        args: rewind::RewindArgs,
+    },
     /// Replication: status of shipping targets and replica namespaces,
     /// resume a halted replica.
     Replica {
@@ -151,6 +163,7 @@ impl Cmd {
             | Cmd::Reload { server }
             | Cmd::Dlq { server, .. }
             | Cmd::Target { server, .. }
+            | Cmd::Rewind { server, .. }
             | Cmd::Replica { server, .. } => server.json,
         }
     }
@@ -195,6 +208,7 @@ pub fn main() -> ExitCode {
         Cmd::Dlq { server, cmd } => cmd_remote::dlq(&server, cmd),
         Cmd::Target { server, cmd } => replica::target(&server, cmd),
         Cmd::Replica { server, cmd } => replica::replica(&server, cmd),
+        Cmd::Rewind { server, args } => rewind::rewind(&server, args),
     };
     match result {
         Ok(code) => code,
@@ -226,8 +240,19 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    let handshake_timeout = Duration::from_millis(cfg.server.header_read_timeout_ms);
+    let tls = cfg.server.tls.as_ref().map(|t| Tls::new(&config_path, t, handshake_timeout));
+    let tls = match tls.transpose() {
+        Ok(tls) => tls.map(Arc::new),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    // Host spans and their export, before anything is written or delivered.
+    let spans = crate::otel::start(&cfg.server.tracing)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let node = Arc::new(Node::open(&cfg, &config_path, role)?);
         for ns in node.namespaces() {
             node.connect_queue(&ns).await?;
@@ -237,21 +262,30 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
         let budget = ConnectionBudget::new(cfg.server.max_connections);
         let stop = drain_on_signal(node.clone(), Duration::from_millis(cfg.server.drain_delay_ms));
         let grpc = match cfg.server.grpc {
-            Some(addr) => Some(grpc::start(node.clone(), addr, budget.clone(), stopped(stop.clone())).await?),
+            Some(addr) => {
+                let tls = tls.as_ref().map(|t| t.grpc());
+                Some(grpc::start(node.clone(), addr, budget.clone(), tls, stopped(stop.clone())).await?)
+            }
             None => None,
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.http)
             .await
             .with_context(|| format!("binding the HTTP API to {}", cfg.server.http))?;
         let http = listener.local_addr()?;
-        tracing::info!(%http, data_dir = %cfg.server.data_dir.display(), max_connections = budget.max, "wharf serving");
-        tokio::spawn(reload_on_sighup(node.clone()));
+        tracing::info!(%http, tls = tls.is_some(), data_dir = %cfg.server.data_dir.display(), max_connections = budget.max, "wharf serving");
+        tokio::spawn(reload_on_sighup(node.clone(), tls.clone()));
         let timeouts = ReadTimeouts {
             header: Duration::from_millis(cfg.server.header_read_timeout_ms),
             body: Duration::from_millis(cfg.server.body_read_timeout_ms),
         };
         let drain = Duration::from_secs(10);
-        serve_http(listener, api::router(node.clone()), budget, timeouts, stopped(stop), drain).await;
+        let mut router = api::router(node.clone());
+        if let Some(t) = &tls {
+            // For the admin reload route (`adapters::admin`).
+            router = router.layer(axum::Extension(t.clone()));
+        }
+        let http_tls = tls.as_ref().map(|t| t.http());
+        serve_http(listener, router, budget, timeouts, http_tls, stopped(stop), drain).await;
         if let Some(calls) = grpc
             && tokio::time::timeout(Duration::from_secs(10), calls).await.is_err()
         {
@@ -263,15 +297,24 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
             tracing::warn!("delivery loops did not stop within 10 s; undelivered messages stay in the log");
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // After the last delivery attempt: flush the spans still queued.
+    if let Some(spans) = spans {
+        spans.shutdown();
+    }
+    served
 }
 
-/// SIGHUP re-reads the config (see `control::reload`).
-async fn reload_on_sighup(node: Arc<Node>) {
+/// SIGHUP re-reads the config (see `control::reload`) and the TLS
+/// certificate.
+async fn reload_on_sighup(node: Arc<Node>, tls: Option<Arc<Tls>>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         let _guard = node.control.lock().await;
-        let result = control::reload(&node).await;
+        let mut result = control::reload(&node).await;
+        if let Ok(r) = &mut result {
+            Tls::reload_into(tls.as_deref(), r);
+        }
         match &result {
             Ok(r) => tracing::info!(?r, "config reloaded on sighup"),
             Err(e) => tracing::error!(error = %e, "config reload on sighup failed; nothing changed"),

@@ -13,7 +13,15 @@ use serde::Deserialize;
 use wharf_log::Durability;
 
 mod parse;
+mod telemetry;
+pub mod tls;
+mod token;
 mod validate;
+
+pub use tls::Tls;
+pub use token::TokenSource;
+
+pub use telemetry::Tracing;
 
 /// A config that could not be loaded: the file, the key and the problem,
 /// and the line as context when the text has one.
@@ -52,9 +60,14 @@ pub struct Server {
     pub durability: Durability,
     /// Segment files roll at this size. Default 64 MiB.
     pub segment_max_bytes: u64,
-    /// Bearer tokens with access to everything. Default: none. When no
-    /// admin or namespace token is configured the API is open.
-    pub admin_tokens: Vec<String>,
+    /// Bearer tokens with access to everything: each a string or
+    /// `{ token_file = "..." }` / `{ token_env = "VAR" }`. Default: none.
+    /// When no admin or namespace token is configured the API is open.
+    /// Resolved in [`Loaded::admin_tokens`].
+    pub admin_tokens: Vec<TokenSource>,
+    /// `[server.tls]`: serve HTTPS and gRPC over TLS with this certificate
+    /// and key. Default: none (plaintext).
+    pub tls: Option<Tls>,
     /// Where compiled plugins are cached (by content hash and engine
     /// build). Default `<data_dir>/.plugin-cache`; several sidecars may
     /// share one directory.
@@ -64,6 +77,11 @@ pub struct Server {
     /// clients cannot take the descriptors the log needs. Further clients
     /// wait in the listen backlog.
     pub max_connections: usize,
+    /// Client writes stop (`507 disk_full`) while the data dir's filesystem
+    /// has less free space than this, so that the DLQ, watermarks, the
+    /// idempotency window and the audit log keep room. Default 0: no
+    /// reserve (writes run until the disk is full).
+    pub min_free_bytes: u64,
     /// A client must send a request's headers within this time, and an
     /// idle keep-alive connection is closed after it. Default 10000.
     pub header_read_timeout_ms: u64,
@@ -72,6 +90,8 @@ pub struct Server {
     /// After SIGTERM, keep serving this long with `/readyz` answering 503,
     /// so that traffic moves away before writes are refused. Default 0.
     pub drain_delay_ms: u64,
+    /// `[server.tracing]`: host spans and their OTLP export. Default: off.
+    pub tracing: Tracing,
 }
 
 impl Server {
@@ -90,11 +110,14 @@ impl Default for Server {
             durability: Durability::Fsync,
             segment_max_bytes: 64 << 20,
             admin_tokens: Vec::new(),
+            tls: None,
             plugin_cache_dir: None,
             max_connections: 1024,
+            min_free_bytes: 0,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             drain_delay_ms: 0,
+            tracing: Tracing::default(),
         }
     }
 }
@@ -116,14 +139,20 @@ pub struct Namespace {
     pub breaker: Breaker,
     #[serde(default)]
     pub dlq: DlqPolicy,
+    /// How much delivered history the embedded log keeps for rewinds
+    /// (docs/configuration.md, "Retention"). Absent: a segment goes as
+    /// soon as every target delivered it.
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
     #[serde(default)]
     pub idempotency: IdempotencyPolicy,
     #[serde(default)]
     pub transactions: Transactions,
-    /// Bearer tokens that may write to and read this namespace. Default:
-    /// none (then only admin tokens may, if any are configured).
+    /// Bearer tokens that may write to and read this namespace, in the
+    /// form of `server.admin_tokens`. Default: none (then only admin
+    /// tokens may, if any are configured).
     #[serde(default)]
-    pub tokens: Vec<String>,
+    pub tokens: Vec<TokenSource>,
     /// Where the namespace's messages queue: `{ kind = "embedded" }`
     /// (default), `{ kind = "kafka", brokers, topic, ... }` or
     /// `{ kind = "sqs", endpoint, queue, fifo, ... }`. See docs/backends.md.
@@ -234,6 +263,30 @@ pub struct DlqPolicy {
 impl Default for DlqPolicy {
     fn default() -> Self {
         Self { max_replays: 3 }
+    }
+}
+
+/// `[namespaces.<ns>.retention]`: delivered segments are kept while both
+/// limits hold; undelivered ones are never deleted, whatever the limits.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Keep delivered segments last written less than this long ago.
+    pub max_age_ms: Option<u64>,
+    /// Keep at most this many bytes of delivered segments per partition.
+    pub max_bytes: Option<u64>,
+}
+
+impl RetentionPolicy {
+    /// The log's policy; `None` (no table) deletes once delivered.
+    pub fn log_retention(policy: Option<Self>) -> wharf_log::Retention {
+        match policy {
+            None => wharf_log::Retention::KeepNothing,
+            Some(p) => wharf_log::Retention::Within {
+                max_age: p.max_age_ms.map(std::time::Duration::from_millis),
+                max_bytes: p.max_bytes,
+            },
+        }
     }
 }
 
@@ -383,6 +436,8 @@ fn default_quarantine_after() -> u32 {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub server: Server,
+    /// `server.admin_tokens`, read from their files and variables.
+    pub admin_tokens: Vec<String>,
     pub namespaces: BTreeMap<String, LoadedNamespace>,
 }
 
@@ -395,8 +450,10 @@ pub struct LoadedNamespace {
     pub limits: Limits,
     pub breaker: Breaker,
     pub dlq: DlqPolicy,
+    pub retention: Option<RetentionPolicy>,
     pub idempotency: IdempotencyPolicy,
     pub transactions: Transactions,
+    /// `tokens`, read from their files and variables.
     pub tokens: Vec<String>,
     /// `None` for the embedded log.
     pub queue: Option<wharf_queue::QueueConfig>,
@@ -448,6 +505,13 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
     server.data_dir = normalize(&base.join(&server.data_dir));
     server.plugin_cache_dir = server.plugin_cache_dir.map(|d| normalize(&base.join(d)));
     validate::server(&server).map_err(|(k, p)| err(&format!("server.{k}"), p))?;
+    if let Some(tls) = &mut server.tls {
+        tls.resolve_paths(&base);
+        tls.identity().map_err(|(k, p)| err(&format!("server.tls.{k}"), p))?;
+    }
+    server.admin_tokens.iter_mut().for_each(|t| t.resolve_paths(&base));
+    let admin_tokens =
+        token::read_all("server.admin_tokens", &server.admin_tokens).map_err(|(k, p)| err(&k, p))?;
     let mut namespaces = BTreeMap::new();
     for (name, ns) in parsed.namespaces {
         let key = |k: &str| format!("namespaces.{name}.{k}");
@@ -458,6 +522,9 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
             ));
         }
         validate::namespace(&ns).map_err(|(k, p)| err(&key(&k), p))?;
+        let mut token_sources = ns.tokens;
+        token_sources.iter_mut().for_each(|t| t.resolve_paths(&base));
+        let tokens = token::read_all(&key("tokens"), &token_sources).map_err(|(k, p)| err(&k, p))?;
         // Errors name the table the user wrote: `target.` or `targets.<name>.`.
         let single_table = ns.target.is_some();
         let tables: Vec<(String, Target)> = match (ns.target, ns.targets.is_empty()) {
@@ -521,16 +588,17 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
                 limits: ns.limits,
                 breaker: ns.breaker,
                 dlq: ns.dlq,
+                retention: ns.retention,
                 idempotency: ns.idempotency,
                 transactions: ns.transactions,
-                tokens: ns.tokens,
+                tokens,
                 queue: ns.queue.filter(|q| *q != wharf_queue::QueueConfig::Embedded),
                 targets,
                 mode: ns.mode,
             },
         );
     }
-    Ok(Loaded { server, namespaces })
+    Ok(Loaded { server, admin_tokens, namespaces })
 }
 
 /// Checks one target table and resolves its paths and addresses.

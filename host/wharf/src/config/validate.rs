@@ -27,6 +27,7 @@ pub(super) fn server(s: &Server) -> Result<(), Problem> {
     if s.grpc == Some(s.http) {
         return fail("grpc", format!("{} is also `server.http`; give the gRPC API its own port", s.http));
     }
+    super::telemetry::validate(&s.tracing).map_err(|(k, p)| (format!("tracing.{k}"), p))?;
     Ok(())
 }
 
@@ -65,10 +66,30 @@ pub(super) fn namespace(ns: &Namespace) -> Result<(), Problem> {
     if !(1..=32 << 20).contains(&t.max_bytes) {
         return fail("transactions.max_bytes", "must be between 1 and 33554432 (32 MiB)");
     }
+    if let Some(r) = &ns.retention {
+        retention(r, ns.queue.as_ref().is_some_and(|q| *q != QueueConfig::Embedded))?;
+    }
     match &ns.queue {
         Some(q) => queue(q).map_err(|(k, p)| (format!("queue.{k}"), p)),
         None => Ok(()),
     }
+}
+
+fn retention(r: &super::RetentionPolicy, queue: bool) -> Result<(), Problem> {
+    if queue {
+        return fail(
+            "retention",
+            "applies to the embedded log; a Kafka topic or SQS queue keeps its own retention",
+        );
+    }
+    if r.max_age_ms.is_none() && r.max_bytes.is_none() {
+        return fail(
+            "retention",
+            "set max_age_ms, max_bytes or both (unbounded history would fill the disk)",
+        );
+    }
+    at_least_one("retention.max_age_ms", r.max_age_ms.unwrap_or(1))?;
+    at_least_one("retention.max_bytes", r.max_bytes.unwrap_or(1))
 }
 
 fn queue(q: &QueueConfig) -> Result<(), Problem> {

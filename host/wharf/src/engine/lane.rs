@@ -22,18 +22,19 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::clock::now_ms;
+use crate::clock::{engine_ms, now_ms};
 use crate::config::Ordering;
 use crate::engine::breaker::{Breaker, CallSummary, Transition};
 use crate::engine::namespace::Namespace;
 use crate::engine::source::{Pulled, Source};
-use crate::engine::target::{Lane, MoveRefused, PluginState, TargetRt};
+use crate::engine::target::{Lane, MoveRefused, PluginState, RewindRefused, TargetRt};
 use crate::engine::window::{Pending, Window};
 use crate::metrics;
 use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
 use crate::storage::dlq::{DlqEntry, Failure, FailureKind};
 use crate::storage::envelope::TxnMarker;
 use crate::storage::halts::Halt;
+use crate::storage::rewind::{self, Rewind};
 
 /// Persist the watermark at most this often while busy.
 const WATERMARK_EVERY: Duration = Duration::from_millis(200);
@@ -133,6 +134,7 @@ impl Engine {
         while !(*self.shutdown.borrow() || self.halted() || self.ns.is_removed()) {
             self.switch_plugin_if_changed();
             self.handle_moves().await;
+            self.handle_rewinds().await;
             if self.plugin.is_none() || self.target.quarantined() || self.paused_by_halt() {
                 // Paused until an operator acts; keep the watermark exact.
                 self.persist_watermark(true).await;
@@ -221,6 +223,84 @@ impl Engine {
         }
     }
 
+    /// Operator rewinds, between two calls (nothing is in flight).
+    async fn handle_rewinds(&mut self) {
+        for req in self.lane.take_rewinds() {
+            let result = self.begin_rewind(req.from).await;
+            let _ = req.reply.send(result);
+        }
+    }
+
+    /// Re-reads the log from `from` (at most the watermark: an unfinished
+    /// message is never skipped). Everything read before the rewind began
+    /// is a replay. The log keeps history from the rewind's position on;
+    /// the rewind file is durable before the window moves.
+    async fn begin_rewind(&mut self, from: u64) -> Result<Rewind, RewindRefused> {
+        let Some(Source::Log(src)) = self.source.as_ref() else {
+            return Err(RewindRefused::Io("only a lane of the embedded log rewinds".into()));
+        };
+        let (part, log) = (src.part.clone(), src.log.clone());
+        let (watermark, next_read) = self.lane.with(|w| (w.watermark(), w.next_read()));
+        let previous = self.lane.rewind();
+        let rewind = Rewind {
+            position: from.min(watermark),
+            end: previous.map_or(next_read, |r| r.end.max(next_read)),
+        };
+        let target = self.target.name.clone();
+        // Hold first, then look: a GC that runs from now on keeps it.
+        part.hold_history(&target, Some(rewind.position));
+        let first = log.first_seq();
+        let stored = match rewind.position < first {
+            true => Err(RewindRefused::NotRetained { first }),
+            false => {
+                let path = rewind::path(&self.target.dir, self.lane.index);
+                tokio::task::spawn_blocking(move || rewind::store(&path, rewind))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(RewindRefused::Io)
+            }
+        };
+        if let Err(refused) = stored {
+            part.hold_history(&target, previous.map(|r| r.position));
+            return Err(refused);
+        }
+        self.lane.set_rewind(Some(rewind));
+        self.lane.with(|w| w.rewind_to(rewind.position));
+        self.persisted_watermark = rewind.position;
+        tracing::warn!(position = rewind.position, end = rewind.end, "rewind: re-delivering history");
+        Ok(rewind)
+    }
+
+    /// A rewind moves with the watermark: its file and the log's history
+    /// floor follow it, and once it reaches the end the rewind is over.
+    async fn advance_rewind(&mut self, watermark: u64) {
+        let Some(r) = self.lane.rewind() else { return };
+        let Some(Source::Log(src)) = self.source.as_ref() else { return };
+        let part = src.part.clone();
+        let path = rewind::path(&self.target.dir, self.lane.index);
+        let next = (watermark < r.end).then_some(Rewind { position: watermark, end: r.end });
+        if next.is_some_and(|n| n.position <= r.position) {
+            return;
+        }
+        let written = tokio::task::spawn_blocking(move || match next {
+            Some(n) => rewind::store(&path, n),
+            None => rewind::clear(&path),
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                part.hold_history(&self.target.name, next.map(|n| n.position));
+                self.lane.set_rewind(next);
+                if next.is_none() {
+                    tracing::info!(end = r.end, "rewind finished: history re-delivered");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "rewind progress not persisted; will retry"),
+            Err(e) => tracing::error!(error = %e, "rewind progress not persisted; will retry"),
+        }
+    }
+
     /// Takes a new plugin from the slot, between two calls (nothing of this
     /// lane is in flight).
     fn switch_plugin_if_changed(&mut self) {
@@ -245,7 +325,7 @@ impl Engine {
 
     /// While the breaker is open: how long until the probe.
     fn breaker_wait(&mut self) -> Option<Duration> {
-        let wait = self.lane.with(|w| Breaker::wait_ms(&mut w.breaker, now_ms()));
+        let wait = self.lane.with(|w| Breaker::wait_ms(&mut w.breaker, engine_ms()));
         if wait.is_none() && self.lane.with(|w| w.breaker == super::breaker::BreakerState::HalfOpen) {
             tracing::debug!("circuit breaker half-open: probing the target with one message");
         }
@@ -257,7 +337,13 @@ impl Engine {
         let cfg = &self.ns.cfg;
         let breaker = &mut self.breaker;
         let t = self.lane.with(|w| {
-            breaker.adapt(call, &mut w.breaker, &mut w.batch_limit, (&cfg.breaker, &cfg.delivery), now_ms())
+            breaker.adapt(
+                call,
+                &mut w.breaker,
+                &mut w.batch_limit,
+                (&cfg.breaker, &cfg.delivery),
+                engine_ms(),
+            )
         });
         match t {
             Transition::Opened { failed_calls } => {
@@ -273,7 +359,7 @@ impl Engine {
     /// when nothing in the window is eligible now. Returns how many came.
     async fn fill(&mut self) -> Result<usize, String> {
         let max = self.ns.cfg.delivery.max_in_flight;
-        let now = now_ms();
+        let now = engine_ms();
         // Delayed messages that are not due yet do not take window room, so
         // they never hold back the messages written after them.
         let (from, room, next_due) =
@@ -302,6 +388,7 @@ impl Engine {
             Err(e) => return Err(e.to_string()),
         };
         let mut undecodable = std::mem::take(&mut self.undecodable);
+        let replays_below = self.lane.rewind().map_or(0, |r| r.end);
         let mut count = 0;
         for item in pulled {
             match item {
@@ -309,6 +396,10 @@ impl Engine {
                 Pulled::Settled(id) => self.lane.with(|w| w.remember_finished(id)),
                 Pulled::Message(seq, mut pending) => {
                     pending.traps = self.target.traps.get(&pending.id);
+                    if seq < replays_below {
+                        // Delivered before: a rewind's replay (`replays`).
+                        pending.env.replays = pending.env.replays.saturating_add(1);
+                    }
                     if let Some(t) = &pending.env.transaction {
                         // Its marker is in the log: the chunks must not expire.
                         self.ns.txns.pin(&t.id);
@@ -334,7 +425,7 @@ impl Engine {
         let ns = self.ns.name.clone();
         let strict = self.strict;
         self.lane.with(|w| {
-            let now = now_ms();
+            let now = engine_ms();
             let half_open = w.breaker == super::breaker::BreakerState::HalfOpen;
             let max = if half_open { 1 } else { w.batch_limit.max(1) };
             let seqs = match (strict, half_open) {
@@ -348,6 +439,8 @@ impl Engine {
 
     async fn deliver(&mut self, batch: Vec<(u64, Message)>) -> CallSummary {
         let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
+        let spans =
+            crate::otel::DeliverySpans::start(&self.ns.name, &self.target.name, batch.iter().map(|(_, m)| m));
         let marker = match seqs.as_slice() {
             [seq] => self.lane.with(|w| w.get(*seq).and_then(|p| p.env.transaction.clone())),
             _ => None,
@@ -378,6 +471,7 @@ impl Engine {
             Some(_) => result.map(|outcomes| vec![transaction_outcome(outcomes)]),
             None => result,
         };
+        spans.finish(&result);
         let elapsed = started.elapsed();
         tracing::debug!(messages = seqs.len(), elapsed_us = elapsed.as_micros() as u64, "plugin call");
         let slow = elapsed > Duration::from_millis(self.ns.cfg.delivery.slow_call_ms);
@@ -610,7 +704,7 @@ impl Engine {
         let wait = jitter.max(asked.min(policy.max_backoff_ms));
         // Strict order cannot skip a message: it is retried until it goes.
         let max_attempts = if self.strict { u32::MAX } else { policy.max_attempts };
-        let exhausted = self.lane.with(|w| w.fail(seq, failure, max_attempts, now_ms() + wait));
+        let exhausted = self.lane.with(|w| w.fail(seq, failure, max_attempts, engine_ms() + wait));
         if exhausted {
             let reason = format!("gave up after {} attempts: {reason}", policy.max_attempts);
             self.dead_letter(seq, FailureKind::Exhausted, reason).await;
@@ -689,7 +783,7 @@ impl Engine {
     fn dead_letter_later(&mut self, seq: u64, kind: FailureKind) {
         match kind {
             FailureKind::Decode => self.undecodable.push(seq),
-            _ => self.lane.with(|w| w.postpone(seq, now_ms() + 1000)),
+            _ => self.lane.with(|w| w.postpone(seq, engine_ms() + 1000)),
         }
     }
 
@@ -703,6 +797,7 @@ impl Engine {
             Ok(()) => {
                 self.persisted_watermark = wm;
                 self.last_persist = Instant::now();
+                self.advance_rewind(wm).await;
                 if std::mem::take(&mut self.finished_transaction) {
                     sweep_chunks(self.ns.clone()).await;
                 }

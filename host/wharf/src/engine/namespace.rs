@@ -39,6 +39,8 @@ pub struct Namespace {
     /// This process delivers (not `--role processor`).
     pub delivers: bool,
     pub round_robin: AtomicU32,
+    /// The free-space reserve of the data dir (shared by every namespace).
+    pub reserve: Arc<crate::storage::free_space::Reserve>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,9 @@ pub struct PartitionRt {
     pub chain: Option<Mutex<Result<Chain, ChainError>>>,
     /// Set in a replica namespace.
     pub replica: Option<ReplicaPart>,
+    /// Targets rewinding this partition, each with the oldest sequence it
+    /// still reads: the log keeps history from their minimum on.
+    pub history_holds: Mutex<BTreeMap<String, u64>>,
     /// `<data_dir>/<ns>`.
     pub ns_dir: std::path::PathBuf,
 }
@@ -89,6 +94,7 @@ impl PartitionRt {
             refusing: Mutex::new(None),
             chain: None,
             replica: None,
+            history_holds: Mutex::new(BTreeMap::new()),
             ns_dir: std::path::PathBuf::new(),
         }
     }
@@ -104,6 +110,26 @@ impl PartitionRt {
             self.chain = Some(Mutex::new(chain));
         }
         self
+    }
+
+    /// Starts with these targets' rewinds holding history (the log was
+    /// opened with their minimum as its floor).
+    pub fn holding(self, holds: BTreeMap<String, u64>) -> Self {
+        *self.history_holds.lock().unwrap_or_else(|p| p.into_inner()) = holds;
+        self
+    }
+
+    /// A target's rewind now reads from `from` (`None`: it is over); the
+    /// log keeps history from the minimum over the targets.
+    pub fn hold_history(&self, target: &str, from: Option<u64>) {
+        let mut holds = self.history_holds.lock().unwrap_or_else(|p| p.into_inner());
+        match from {
+            Some(seq) => holds.insert(target.to_string(), seq),
+            None => holds.remove(target),
+        };
+        if let Some(w) = self.log.as_ref().and_then(|l| l.writer()) {
+            w.hold_history_from(holds.values().copied().min());
+        }
     }
 
     /// Marks the partition a replica's, with its persisted halt.

@@ -25,6 +25,7 @@ use crate::engine::namespace::PartitionRt;
 use crate::engine::window::Pending;
 use crate::storage::envelope::{Envelope, message_id};
 use crate::storage::part_log::PartLog;
+use crate::storage::rewind::{self, Rewind};
 use crate::storage::{chain, cursor};
 
 /// How often an idle consumer process looks for new records.
@@ -41,6 +42,19 @@ pub enum SourceError {
     /// halts (never ships records it cannot prove).
     #[error("no_chain: partition {partition}: {reason}")]
     Chain { partition: u32, reason: String },
+}
+
+/// Why a lane cannot open its reader of a partition.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Cursor(#[from] cursor::CursorError),
+    #[error(transparent)]
+    Rewind(#[from] rewind::RewindError),
+    #[error(
+        "the rewind stands at sequence {position}, and the log starts at {first}: history it needs is gone"
+    )]
+    NotRetained { position: u64, first: u64 },
 }
 
 /// A message pulled from the source.
@@ -86,22 +100,29 @@ pub struct QueueSource {
 
 impl LogSource {
     /// A lane's reader of one partition. With several targets the lane keeps
-    /// its own cursor file, never below the partition's watermark.
+    /// its own cursor file, never below the partition's watermark. A rewind
+    /// that was running goes on where it stood (returned, for the lane).
     pub fn open(
         part: Arc<PartitionRt>,
         log: Arc<PartLog>,
         target: &str,
         targets: usize,
         target_dir: &std::path::Path,
-    ) -> Result<(Self, u64), cursor::CursorError> {
+    ) -> Result<(Self, u64, Option<Rewind>), OpenError> {
         let cursor = (targets > 1).then(|| cursor::path(target_dir, part.index));
-        let start = match &cursor {
-            Some(p) => cursor::load(p)?.unwrap_or(0).max(log.watermark()),
-            None => log.watermark(),
+        let rewinding = rewind::load(&rewind::path(target_dir, part.index))?;
+        let start = match (&cursor, rewinding) {
+            (_, Some(r)) if r.position < log.first_seq() => {
+                return Err(OpenError::NotRetained { position: r.position, first: log.first_seq() });
+            }
+            (_, Some(r)) => r.position,
+            (Some(p), None) => cursor::load(p)?.unwrap_or(0).max(log.watermark()),
+            (None, None) => log.watermark(),
         };
         part.record_cursor(target, start, targets);
         let appended = part.appended.subscribe();
-        Ok((Self { part, log, appended, cursor, targets, target: target.to_string(), mirror: false }, start))
+        let source = Self { part, log, appended, cursor, targets, target: target.to_string(), mirror: false };
+        Ok((source, start, rewinding))
     }
 }
 
@@ -201,7 +222,7 @@ impl LogSource {
                 out.push(Pulled::Skip(r.seq));
                 continue;
             }
-            let due_ms = env.deliver_at_ms.unwrap_or(0);
+            let due_ms = env.deliver_at_ms.map(crate::clock::engine_ms_at).unwrap_or(0);
             let id = message_id(partition, r.seq);
             let pending = Pending {
                 id,
@@ -358,7 +379,7 @@ fn queue_pending(d: wharf_queue::Delivery) -> Pending {
             (raw, vec![failure])
         }
     };
-    let due_ms = env.deliver_at_ms.unwrap_or(0);
+    let due_ms = env.deliver_at_ms.map(crate::clock::engine_ms_at).unwrap_or(0);
     Pending {
         id: d.id.clone(),
         env,

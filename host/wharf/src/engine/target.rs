@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind};
 use crate::plugin::Plugin;
 use crate::storage::dlq::Dlq;
 use crate::storage::halts::{self, Halt};
+use crate::storage::rewind::Rewind;
 use crate::storage::traps::Traps;
 
 /// Where a target's plugin is.
@@ -76,6 +77,27 @@ pub struct Lane {
     /// stops until an operator resumes it (persisted at `halt_path`).
     pub halt: Mutex<Option<Halt>>,
     pub halt_path: PathBuf,
+    /// The rewind this lane runs, if any (persisted as `p<N>.rewind`).
+    pub rewind: Mutex<Option<Rewind>>,
+    /// Operator rewinds waiting for the lane.
+    pub rewinds: Mutex<Vec<RewindRequest>>,
+}
+
+/// Why a lane did not start a rewind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewindRefused {
+    /// The log no longer holds `from`: it starts at `first`.
+    NotRetained { first: u64 },
+    /// The rewind file could not be written; nothing changed.
+    Io(String),
+}
+
+/// An operator's rewind of one lane to `from`, handled by the lane between
+/// two calls (`wharf rewind`).
+#[derive(Debug)]
+pub struct RewindRequest {
+    pub from: u64,
+    pub reply: tokio::sync::oneshot::Sender<Result<Rewind, RewindRefused>>,
 }
 
 impl Lane {
@@ -92,6 +114,8 @@ impl Lane {
             poke: Notify::new(),
             halt: Mutex::new(halt),
             halt_path,
+            rewind: Mutex::new(None),
+            rewinds: Mutex::new(Vec::new()),
         }
     }
 
@@ -123,6 +147,23 @@ impl Lane {
 
     pub fn request_move(&self, req: MoveRequest) {
         self.moves.lock().unwrap_or_else(|p| p.into_inner()).push(req);
+        self.poke.notify_one();
+    }
+
+    pub fn rewind(&self) -> Option<Rewind> {
+        *self.rewind.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_rewind(&self, rewind: Option<Rewind>) {
+        *self.rewind.lock().unwrap_or_else(|p| p.into_inner()) = rewind;
+    }
+
+    pub fn take_rewinds(&self) -> Vec<RewindRequest> {
+        std::mem::take(&mut *self.rewinds.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn request_rewind(&self, req: RewindRequest) {
+        self.rewinds.lock().unwrap_or_else(|p| p.into_inner()).push(req);
         self.poke.notify_one();
     }
 

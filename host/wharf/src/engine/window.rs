@@ -393,6 +393,22 @@ impl Window {
         Some(p)
     }
 
+    /// An operator's rewind: forgets every unfinished message (nothing may
+    /// be in flight) and reads again from `next_read`, which must not pass
+    /// an unfinished message (at most [`Window::watermark`]). The one place
+    /// the watermark moves backward; counters, breaker and batch size stay.
+    pub fn rewind_to(&mut self, next_read: u64) {
+        debug_assert!(
+            next_read <= self.watermark(),
+            "a rewind to {next_read} would skip unfinished messages"
+        );
+        debug_assert!(self.pending.values().all(|p| !p.in_flight), "a rewind while a call runs");
+        self.pending.clear();
+        self.keys.clear();
+        self.ids.clear();
+        self.next_read = next_read;
+    }
+
     /// Queue lanes: remembers an id as finished (also one this lane had
     /// nothing to do for).
     pub fn remember_finished(&mut self, id: String) {
@@ -424,6 +440,23 @@ mod strict_tests {
             isolate: false,
             record: None,
         }
+    }
+
+    #[test]
+    fn a_rewind_reads_again_from_an_earlier_sequence_and_keeps_per_key_order() {
+        let mut w = Window::starting_at(0, 10);
+        for seq in 0..4 {
+            w.admit(seq, pending("a"));
+        }
+        w.finish(0);
+        w.finish(1);
+        assert_eq!(w.watermark(), 2);
+        w.rewind_to(0);
+        assert_eq!((w.watermark(), w.next_read(), w.len()), (0, 0, 0));
+        for seq in 0..4 {
+            w.admit(seq, pending("a"));
+        }
+        assert_eq!(w.select(0, 10), vec![0], "the oldest of the key first, again");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   never lets it see a mix of old and new ones;
 //! - a namespace's tokens reach only that namespace; admin tokens reach
 //!   everything;
+//! - tokens are compared in constant time (`subtle`), whichever config
+//!   source (text, file, environment) they came from;
 //! - audit lines name a caller by a keyed hash of the token (HMAC-SHA256
 //!   with a key in `<data_dir>/audit.key`), which cannot be guessed offline
 //!   from the log alone.
@@ -15,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
 
 use crate::config::Loaded;
 
@@ -28,7 +31,7 @@ pub struct Tokens {
 impl Tokens {
     pub fn from_config(cfg: &Loaded) -> Self {
         let namespaces = cfg.namespaces.iter().map(|(name, ns)| (name.clone(), ns.tokens.clone())).collect();
-        Self { admin: cfg.server.admin_tokens.clone(), namespaces }
+        Self { admin: cfg.admin_tokens.clone(), namespaces }
     }
 
     /// Whether any token is configured (otherwise the API is open).
@@ -37,7 +40,13 @@ impl Tokens {
     }
 
     fn grants(&self, token: &str, ns: Option<&str>) -> bool {
-        let matches = |list: &[String]| list.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        // Every entry is compared, so the time taken does not tell which
+        // (or whether an earlier) one matched.
+        let matches = |list: &[String]| -> bool {
+            list.iter()
+                .fold(subtle::Choice::from(0), |acc, t| acc | t.as_bytes().ct_eq(token.as_bytes()))
+                .into()
+        };
         matches(&self.admin) || ns.and_then(|n| self.namespaces.get(n)).is_some_and(|t| matches(t))
     }
 }
@@ -112,10 +121,6 @@ pub fn bearer(authorization: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +143,14 @@ mod tests {
         assert_eq!(g.check(Some("Basic ta"), Some("a")), Verdict::Unauthenticated);
         assert_eq!(g.check(None, Some("a")), Verdict::Unauthenticated);
         assert_eq!(gate(&[], &[]).check(None, None), Verdict::Granted);
+    }
+
+    #[test]
+    fn only_a_whole_token_matches() {
+        let g = gate(&["first", "root-token"], &[]);
+        assert_eq!(g.check(Some("Bearer root-token"), None), Verdict::Granted);
+        assert_eq!(g.check(Some("Bearer root"), None), Verdict::Forbidden);
+        assert_eq!(g.check(Some("Bearer root-token-and-more"), None), Verdict::Forbidden);
     }
 
     #[test]

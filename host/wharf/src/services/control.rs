@@ -137,6 +137,10 @@ pub async fn register(
     let file = plugin_dir(target).join(format!("{hex}.wasm"));
     let digest = install(node, ns, target, bytes, &file.display().to_string()).await?;
     write_atomic(&file, bytes).map_err(|e| format!("storing the plugin: {e}"))?;
+    if st.current.is_none() && !st.removed {
+        // The config file's plugin was running: it becomes the rollback target.
+        st.current = keep_config_plugin(target);
+    }
     if st.current.as_deref() != Some(hex.as_str()) {
         st.previous = st.current.take().or(st.previous.take());
     }
@@ -146,7 +150,22 @@ pub async fn register(
     Ok(Registered { digest, already_current: false })
 }
 
-/// Goes back to the previously registered plugin.
+/// Copies the config file's plugin into the target's registry (so that a
+/// rollback can go back to it); its hex digest, or `None` if it cannot be read.
+fn keep_config_plugin(target: &TargetRt) -> Option<String> {
+    let bytes = std::fs::read(&target.cfg.target.plugin).ok()?;
+    let hex = hex_digest(&bytes);
+    match write_atomic(&plugin_dir(target).join(format!("{hex}.wasm")), &bytes) {
+        Ok(()) => Some(hex),
+        Err(e) => {
+            tracing::warn!(target = %target.name, error = %e, "the config file's plugin is not kept; a rollback cannot go back to it");
+            None
+        }
+    }
+}
+
+/// Goes back to the previous plugin: the one registered before, or the
+/// config file's plugin if the current one was the first registered.
 pub async fn rollback(node: &Node, ns: &Namespace, target: &TargetRt) -> Result<Registered, String> {
     let st = load_state(target);
     let prev = st.previous.clone().ok_or("no previous plugin to roll back to")?;
@@ -234,6 +253,9 @@ pub struct ReloadReport {
     pub plugin_changed: Vec<String>,
     /// Whether `tokens` or `admin_tokens` changed (they apply at once).
     pub tokens_changed: bool,
+    /// Whether the listeners now serve another TLS certificate (set by
+    /// `adapters::tls` after the reload).
+    pub tls_changed: bool,
     pub errors: Vec<String>,
 }
 
@@ -322,7 +344,7 @@ fn is_namespace_entry(name: &str) -> bool {
         let (digits, ext) = rest.split_once('.').unwrap_or((rest, ""));
         !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
-            && ["", "cursor", "halt", "stage"].contains(&ext.split('.').next().unwrap_or(""))
+            && ["", "cursor", "halt", "stage", "rewind"].contains(&ext.split('.').next().unwrap_or(""))
     });
     FIXED.contains(&name) || partition_file || name.ends_with(".tmp")
 }

@@ -1,11 +1,12 @@
 //! The namespace services the adapters call: access (tokens and audit
 //! names), the node (namespaces and their tasks), writes, transactions, the DLQ, lookups, status, the
-//! control plane, trace context on writes, and the receiving side of
-//! replication.
+//! control plane, trace context on writes, retained history and rewinds,
+//! and the receiving side of replication.
 
 pub mod access;
 pub mod control;
 pub mod dlq;
+pub mod history;
 pub mod lookup;
 pub mod node;
 pub mod replication;

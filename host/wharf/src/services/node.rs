@@ -25,6 +25,7 @@ use crate::storage::dlq::Dlq;
 use crate::storage::envelope::{Envelope, message_id};
 use crate::storage::idempotency::{Idempotency, Seen};
 use crate::storage::part_log::PartLog;
+use crate::storage::rewind;
 use crate::storage::traps::Traps;
 use crate::storage::txn_store::TxnStore;
 
@@ -60,6 +61,8 @@ pub struct Node {
     pub runtime: Runtime,
     pub role: Role,
     log_opts: wharf_log::LogOptions,
+    /// `server.min_free_bytes` on the data dir.
+    pub reserve: Arc<crate::storage::free_space::Reserve>,
     shutdown: watch::Sender<bool>,
     /// Set at SIGTERM: `/readyz` answers 503 from then on.
     draining: std::sync::atomic::AtomicBool,
@@ -92,6 +95,10 @@ impl Node {
             runtime,
             role,
             log_opts,
+            reserve: Arc::new(crate::storage::free_space::Reserve::new(
+                &cfg.server.data_dir,
+                cfg.server.min_free_bytes,
+            )),
             shutdown,
             draining: std::sync::atomic::AtomicBool::new(false),
             control: tokio::sync::Mutex::new(()),
@@ -107,14 +114,21 @@ impl Node {
     /// Opens one namespace's logs, its targets' DLQs and its idempotency
     /// window.
     pub fn open_namespace(&self, ns: &LoadedNamespace) -> anyhow::Result<Arc<Namespace>> {
-        let opts = self.log_opts;
+        let opts = wharf_log::LogOptions {
+            retention: crate::config::RetentionPolicy::log_retention(ns.retention),
+            ..self.log_opts
+        };
         let name = &ns.name;
         let dir = self.data_dir.join(name);
         let embedded = ns.queue.is_none();
         let partitions: Vec<Arc<PartitionRt>> = match embedded {
             true => (0..ns.partitions)
                 .map(|i| {
-                    let part = open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role);
+                    let holds = rewind_positions(ns, &dir, i);
+                    let floor = holds.values().copied().min();
+                    let opts = wharf_log::LogOptions { history_floor: floor, ..opts };
+                    let part =
+                        open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role).holding(holds);
                     Arc::new(with_replication(part, ns, &dir))
                 })
                 .collect(),
@@ -176,6 +190,7 @@ impl Node {
             writes: self.role.writes(),
             delivers: self.role.delivers(),
             round_robin: AtomicU32::new(0),
+            reserve: self.reserve.clone(),
         }))
     }
 
@@ -224,6 +239,11 @@ impl Node {
             let buffered = self.durability == wharf_log::Durability::Buffered;
             self.spawn(follow_watermarks(ns.clone(), buffered, self.shutdown.subscribe()));
         }
+        if let Some(max_age_ms) = ns.cfg.retention.and_then(|r| r.max_age_ms)
+            && self.role != Role::Consumer
+        {
+            self.spawn(expire_history(ns.clone(), max_age_ms, self.shutdown.subscribe()));
+        }
         if !self.role.delivers() {
             return;
         }
@@ -243,7 +263,8 @@ impl Node {
             let Some(log) = part.log.clone() else { continue };
             let Some(lane) = target.lane(part.index).cloned() else { continue };
             match LogSource::open(part.clone(), log, &target.name, ns.targets.len(), &target.dir) {
-                Ok((source, start)) => {
+                Ok((source, start, rewinding)) => {
+                    lane.set_rewind(rewinding);
                     let source = match target.cfg.target.ordering {
                         crate::config::Ordering::Partition => source.mirroring(),
                         crate::config::Ordering::Key => source,
@@ -330,6 +351,29 @@ async fn follow_watermarks(ns: Arc<Namespace>, buffered: bool, mut shutdown: wat
     }
 }
 
+/// Retention by age with nothing delivered: deletes delivered segments as
+/// they age out (GC otherwise runs only when a watermark moves).
+async fn expire_history(ns: Arc<Namespace>, max_age_ms: u64, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis((max_age_ms / 4).clamp(100, 10_000));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() || ns.removed.load(Ordering::Relaxed) {
+            return;
+        }
+        for part in &ns.partitions {
+            let Some(log) = part.log.clone() else { continue };
+            let applied =
+                tokio::task::spawn_blocking(move || log.writer().map(|w| w.apply_retention())).await;
+            if let Ok(Some(Err(e))) = applied {
+                tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "retention not applied; will retry");
+            }
+        }
+    }
+}
+
 /// Every message still in the logs that carries an idempotency key. A
 /// partition that fails to read here is skipped: it is halted already, or
 /// will halt when its delivery loop reads the same records.
@@ -351,6 +395,19 @@ fn retained_idempotency_keys(partitions: &[Arc<PartitionRt>]) -> Vec<Seen> {
         }
     }
     out
+}
+
+/// Where each target's rewind of partition `index` stands: the log keeps
+/// what the oldest still reads, from open on. A rewind file that cannot be
+/// read keeps everything (its lane will say why it cannot start).
+fn rewind_positions(ns: &LoadedNamespace, ns_dir: &Path, index: u32) -> BTreeMap<String, u64> {
+    ns.targets
+        .iter()
+        .filter_map(|t| match rewind::load(&rewind::path(&target_dir(ns_dir, &t.name), index)) {
+            Ok(r) => r.map(|r| (t.name.clone(), r.position)),
+            Err(_) => Some((t.name.clone(), 0)),
+        })
+        .collect()
 }
 
 fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions, role: Role) -> PartitionRt {

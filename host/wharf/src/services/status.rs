@@ -54,9 +54,15 @@ pub fn status_json(namespaces: &[Arc<Namespace>], durability: wharf_log::Durabil
     for ns in namespaces {
         out.insert(ns.name.clone(), namespace_json(ns));
     }
+    // Every namespace shares the data dir's reserve.
+    let disk = namespaces.first().map(|ns| {
+        let r = &ns.reserve;
+        json!({"free_bytes": r.free_bytes(), "min_free_bytes": r.min_free, "refusing_writes": r.short().is_some()})
+    });
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "durability": durability,
+        "disk": disk,
         "namespaces": out,
     })
 }
@@ -81,6 +87,10 @@ fn namespace_json(ns: &Namespace) -> serde_json::Value {
                 "halted": p.halted_reason().is_some(),
                 "halted_reason": p.halted_reason(),
                 "refusing_writes": p.refusing(),
+                "retained_from": super::history::oldest(p).map(|o| json!({
+                    "sequence": o.sequence,
+                    "written_at": o.written_at_ms.map(super::history::rfc3339),
+                })),
                 "chain": chain_json(p),
                 "replication": p.replica.as_ref().map(|_| match p.replica_halt() {
                     Some(h) => json!({"state": "halted", "halt": h}),
@@ -147,6 +157,11 @@ fn target_json(ns: &Namespace, t: &TargetRt) -> serde_json::Value {
                 "delivery": l.with(|w| w.snapshot()),
                 "halted": l.halted().is_some(),
                 "halt": l.halted(),
+                "rewind": l.rewind().map(|r| json!({
+                    "position": r.position,
+                    "end": r.end,
+                    "remaining": r.end.saturating_sub(p.watermark.max(r.position)),
+                })),
             })
         })
         .collect();
@@ -189,7 +204,7 @@ fn partition_gauges(ns: &Namespace) {
             m.durable.get_or_create(&l).set(st.synced_seq as i64);
             m.watermark.get_or_create(&l).set(st.watermark as i64);
             m.backlog_messages.get_or_create(&l).set(st.next_seq.saturating_sub(st.watermark) as i64);
-            m.backlog_bytes.get_or_create(&l).set(st.bytes as i64);
+            m.backlog_bytes.get_or_create(&l).set((st.bytes - st.delivered_bytes) as i64);
             m.fsyncs.get_or_create(&l).set(st.fsyncs as i64);
             m.appends.get_or_create(&l).set(st.appends as i64);
         }

@@ -7,8 +7,12 @@
 //! A header the message sets itself wins. An invalid `traceparent` is
 //! ignored, as the W3C spec asks (the trace restarts), and so is its
 //! `tracestate`.
+//!
+//! The host's own spans (append, each delivery attempt) are children of
+//! the stored `traceparent`; they are made and exported by `crate::otel`.
 
 use super::write::WriteRequest;
+use crate::otel::TraceParent;
 
 /// Longest `tracestate` kept (the spec's 32 members fit in 512 bytes).
 const MAX_TRACESTATE: usize = 512;
@@ -23,7 +27,7 @@ pub struct TraceContext {
 impl TraceContext {
     /// The context in these header values, if `traceparent` is valid.
     pub fn from_values(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Self> {
-        let traceparent = traceparent.map(str::trim).filter(|t| valid_traceparent(t))?;
+        let traceparent = traceparent.map(str::trim).filter(|t| TraceParent::parse(t).is_some())?;
         let tracestate = tracestate
             .map(str::trim)
             .filter(|s| {
@@ -40,24 +44,6 @@ impl TraceContext {
             req.headers.entry("tracestate".into()).or_insert_with(|| state.clone());
         }
     }
-}
-
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase,
-/// ids not all zero; a later version may append fields after a `-`.
-fn valid_traceparent(t: &str) -> bool {
-    let fields: Vec<&str> = t.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let [version, trace_id, parent_id, flags, rest @ ..] = fields.as_slice() else { return false };
-    hex(version, 2)
-        && *version != "ff"
-        && (*version != "00" || rest.is_empty())
-        && hex(trace_id, 32)
-        && trace_id.bytes().any(|b| b != b'0')
-        && hex(parent_id, 16)
-        && parent_id.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
 }
 
 #[cfg(test)]

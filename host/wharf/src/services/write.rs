@@ -186,6 +186,17 @@ pub fn admit(ns: &Namespace) -> Result<(), ApiError> {
 /// namespace holds: the log's bytes and the chunks parked in open
 /// transactions count together against `limits.max_backlog_bytes`.
 pub fn admit_bytes(ns: &Namespace, incoming: u64) -> Result<(), ApiError> {
+    if let Some(short) = ns.reserve.short() {
+        metrics::get().admission_rejections.get_or_create(&metrics::ns_kind(&ns.name, "disk_reserve")).inc();
+        return Err(ApiError::new(
+            ErrorKind::StorageFull,
+            "disk_full",
+            format!(
+                "{} bytes free on the data dir's disk, under server.min_free_bytes ({}); nothing was written, retry once space is freed",
+                short.free, short.min_free
+            ),
+        ));
+    }
     let limits = &ns.cfg.limits;
     let (mut messages, mut oldest) = (0u64, None::<u64>);
     let mut bytes = ns.txns.parked_bytes() + incoming;
@@ -193,7 +204,8 @@ pub fn admit_bytes(ns: &Namespace, incoming: u64) -> Result<(), ApiError> {
         if let Some(log) = &p.log {
             let st = log.stats();
             messages += st.next_seq.saturating_sub(st.watermark);
-            bytes += st.bytes;
+            // Delivered history kept by retention is not backlog.
+            bytes += st.bytes - st.delivered_bytes;
         }
     }
     for lane in ns.targets.iter().flat_map(|t| t.lanes.iter()) {
@@ -268,6 +280,7 @@ pub async fn write_envelopes(
         ));
     }
     admit(ns)?;
+    let spans = crate::otel::AppendSpans::start(&envelopes);
     let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; envelopes.len()];
     // Messages to append, per partition, in request order.
     let mut by_partition: BTreeMap<u32, Vec<(usize, Envelope)>> = BTreeMap::new();
@@ -357,7 +370,7 @@ pub async fn write_envelopes(
         let ns2 = ns.clone();
         let recorded = tokio::task::spawn_blocking(move || {
             let Some(idem) = &ns2.idempotency else { return Ok(()) };
-            keys_to_record.iter().try_for_each(|(k, id)| idem.complete(k, id))
+            idem.complete(&keys_to_record)
         })
         .await;
         if !matches!(recorded, Ok(Ok(()))) {
@@ -380,10 +393,25 @@ pub async fn write_envelopes(
     let written = results.iter().filter(|r| matches!(r, Ok(a) if !a.duplicate)).count();
     m.writes.get_or_create(&label).inc_by(written as u64);
     m.append_latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    spans.finish(&ns.name, results.iter().map(appended));
     if wait == WaitFor::Visible {
         wait_all_visible(ns, results.iter_mut().flatten(), timeout).await;
     }
     Ok(results)
+}
+
+/// A message's result, as its append span tells it.
+fn appended(result: &Result<WriteAck, ApiError>) -> Result<crate::otel::Appended<'_>, &str> {
+    match result {
+        Ok(a) => Ok(crate::otel::Appended {
+            message_id: &a.message_id,
+            partition: a.partition,
+            sequence: a.sequence,
+            durable: a.durable,
+            duplicate: a.duplicate,
+        }),
+        Err(e) => Err(e.code),
+    }
 }
 
 /// Sets `visible` on each ack whose message the target confirmed before

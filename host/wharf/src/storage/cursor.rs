@@ -6,16 +6,16 @@
 //! (`<data_dir>/<ns>/` for target `default`, `<data_dir>/<ns>/targets/<name>/`
 //! for the others), 24 bytes,
 //! little-endian: magic `b"WHARFCU1"`, the value (u64), CRC32C of the first
-//! 16 bytes (u32), 4 reserved zero bytes. Written crash-safely (temp file,
+//! 16 bytes (u32), 4 reserved zero bytes (`storage::fixed`). Written crash-safely (temp file,
 //! fsync, rename, directory fsync): a reader sees the old or the new value.
 //! A missing file means "start at the partition's watermark". A damaged
 //! file is a typed error naming the file, never a guess.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::fixed;
+
 const MAGIC: [u8; 8] = *b"WHARFCU1";
-const LEN: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CursorError {
@@ -31,43 +31,17 @@ pub fn path(target_dir: &Path, partition: u32) -> PathBuf {
 
 /// The stored value, or `None` when there is no file yet.
 pub fn load(path: &Path) -> Result<Option<u64>, CursorError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CursorError::Io { path: path.to_path_buf(), source }),
-    };
-    let corrupt = |reason| CursorError::Corrupt { path: path.to_path_buf(), reason };
-    if bytes.len() != LEN {
-        return Err(corrupt("wrong length"));
-    }
-    if bytes[0..8] != MAGIC {
-        return Err(corrupt("bad magic"));
-    }
-    let crc = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
-    if crc32c::crc32c(&bytes[0..16]) != crc {
-        return Err(corrupt("checksum mismatch"));
-    }
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&bytes[8..16]);
-    Ok(Some(u64::from_le_bytes(v)))
+    let bytes = fixed::read(path).map_err(|source| CursorError::Io { path: path.to_path_buf(), source })?;
+    let Some(bytes) = bytes else { return Ok(None) };
+    let [value] = fixed::decode::<1>(&MAGIC, &bytes)
+        .map_err(|reason| CursorError::Corrupt { path: path.to_path_buf(), reason })?;
+    Ok(Some(value))
 }
 
 /// Persists `value` durably.
 pub fn store(path: &Path, value: u64) -> Result<(), CursorError> {
-    let io = |source| CursorError::Io { path: path.to_path_buf(), source };
-    let mut b = [0u8; LEN];
-    b[0..8].copy_from_slice(&MAGIC);
-    b[8..16].copy_from_slice(&value.to_le_bytes());
-    let crc = crc32c::crc32c(&b[0..16]);
-    b[16..20].copy_from_slice(&crc.to_le_bytes());
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension("cursor-tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&b).map_err(io)?;
-    f.sync_data().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    super::atomic::replace(path, &fixed::encode(&MAGIC, [value]))
+        .map_err(|source| CursorError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

@@ -94,8 +94,8 @@ impl Idempotency {
             retained.into_iter().filter(|s| s.at_ms >= cutoff && !this.lock().contains_key(&s.key)).collect();
         if !missing.is_empty() {
             tracing::info!(keys = missing.len(), "idempotency keys recovered from the message log");
-            for s in missing {
-                this.record(s)?;
+            for chunk in missing.chunks(4096) {
+                this.record(chunk.to_vec())?;
             }
         }
         Ok(this)
@@ -141,9 +141,14 @@ impl Idempotency {
         }
     }
 
-    /// Records the key durably (blocking; call from a blocking thread).
-    pub fn complete(&self, key: &str, message_id: &str) -> Result<(), wharf_log::LogError> {
-        self.record(Seen { key: key.to_string(), message_id: message_id.to_string(), at_ms: now_ms() })
+    /// Records the keys of a write (`(key, message id)`) durably, in one
+    /// append: one fdatasync for a whole batch (blocking; call from a
+    /// blocking thread).
+    pub fn complete(&self, done: &[(String, String)]) -> Result<(), wharf_log::LogError> {
+        let at_ms = now_ms();
+        self.record(
+            done.iter().map(|(key, id)| Seen { key: key.clone(), message_id: id.clone(), at_ms }).collect(),
+        )
     }
 
     /// Gives up a reservation after a failed write.
@@ -153,22 +158,35 @@ impl Idempotency {
         }
     }
 
-    fn record(&self, s: Seen) -> Result<(), wharf_log::LogError> {
-        let bytes = encode(&s);
-        let appended = self.log.append(&[&bytes]);
-        let previous = {
+    fn record(&self, seen: Vec<Seen>) -> Result<(), wharf_log::LogError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let bytes: Vec<Vec<u8>> = seen.iter().map(encode).collect();
+        let records: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let appended = self.log.append(&records);
+        let previous: Vec<Option<Slot>> = {
             let mut slots = self.lock();
-            match &appended {
-                Ok(_) => slots.insert(s.key.clone(), Slot::Done { message_id: s.message_id, at_ms: s.at_ms }),
-                Err(_) => slots.remove(&s.key),
-            }
+            seen.iter()
+                .map(|s| match &appended {
+                    Ok(_) => slots.insert(
+                        s.key.clone(),
+                        Slot::Done { message_id: s.message_id.clone(), at_ms: s.at_ms },
+                    ),
+                    Err(_) => slots.remove(&s.key),
+                })
+                .collect()
         };
-        if let Some(Slot::Pending(n)) = previous {
-            n.notify_waiters();
+        for p in previous {
+            if let Some(Slot::Pending(n)) = p {
+                n.notify_waiters();
+            }
         }
         let appended = appended?;
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back((appended.first_seq, s.at_ms, s.key));
+        for (i, s) in seen.into_iter().enumerate() {
+            order.push_back((appended.first_seq + i as u64, s.at_ms, s.key));
+        }
         self.expire(&mut order)
     }
 

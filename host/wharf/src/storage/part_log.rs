@@ -77,6 +77,7 @@ impl PartLog {
                     watermark: s.watermark,
                     segments: s.segments,
                     bytes: 0,
+                    delivered_bytes: 0,
                     fsyncs: 0,
                     appends: 0,
                     records: 0,

@@ -85,13 +85,43 @@ pub struct TxnLimits {
     pub max_bytes: u64,
 }
 
+/// Where a transaction stands; serialized (HTTP) and sent (gRPC) as its
+/// lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnState {
+    /// Taking chunks; not committed.
+    Open,
+    /// Its marker is durable in the log; its chunks wait for delivery.
+    Committed,
+    /// A frame of its file failed its checksum: it refuses commit and delivery.
+    Corrupt,
+}
+
+impl TxnState {
+    /// The name the APIs show: `open`, `committed` or `corrupt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnState::Open => "open",
+            TxnState::Committed => "committed",
+            TxnState::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// gRPC's `Transaction.state` is its name.
+impl From<TxnState> for String {
+    fn from(s: TxnState) -> Self {
+        s.as_str().to_string()
+    }
+}
+
 /// What a client may see of a transaction.
 #[derive(Debug, Clone, Serialize)]
 pub struct TxnInfo {
     pub transaction_id: String,
     pub key: Option<String>,
-    /// `open`, `committed` or `corrupt`.
-    pub state: &'static str,
+    pub state: TxnState,
     pub chunks: u32,
     pub bytes: u64,
     pub created_at_ms: u64,
@@ -137,9 +167,9 @@ impl TxnFile {
             transaction_id: id.to_string(),
             key: self.key.clone(),
             state: match (&self.corrupt, &self.marker_id) {
-                (Some(_), _) => "corrupt",
-                (None, Some(_)) => "committed",
-                (None, None) => "open",
+                (Some(_), _) => TxnState::Corrupt,
+                (None, Some(_)) => TxnState::Committed,
+                (None, None) => TxnState::Open,
             },
             chunks: self.chunks.len() as u32,
             bytes: self.bytes,
@@ -610,6 +640,16 @@ mod tests {
     }
 
     #[test]
+    fn a_state_is_shown_by_its_lowercase_name() {
+        for (state, name) in
+            [(TxnState::Open, "open"), (TxnState::Committed, "committed"), (TxnState::Corrupt, "corrupt")]
+        {
+            assert_eq!(serde_json::to_value(state).expect("json"), serde_json::json!(name));
+            assert_eq!(String::from(state), name);
+        }
+    }
+
+    #[test]
     fn chunks_survive_a_reopen_and_come_back_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TxnStore::open(dir.path()).expect("open");
@@ -626,7 +666,10 @@ mod tests {
         drop(store);
         let store = TxnStore::open(dir.path()).expect("reopen");
         let info = store.info(&id).expect("info");
-        assert_eq!((info.state, info.chunks, info.bytes, info.key.as_deref()), ("open", 3, 9, Some("k")));
+        assert_eq!(
+            (info.state, info.chunks, info.bytes, info.key.as_deref()),
+            (TxnState::Open, 3, 9, Some("k"))
+        );
         assert!(
             matches!(store.prepare_commit(&id, 4), Err(TxnError::Incomplete { missing, .. }) if missing == vec![3])
         );
@@ -722,7 +765,7 @@ mod tests {
         let store = TxnStore::open(dir.path()).expect("reopen");
         let err = store.prepare_commit(&bad, 1).expect_err("corrupt");
         assert!(matches!(&err, TxnError::Corrupt { offset, .. } if *offset > 0), "{err}");
-        assert_eq!(store.info(&bad).expect("info").state, "corrupt");
+        assert_eq!(store.info(&bad).expect("info").state, TxnState::Corrupt);
         assert!(store.prepare_commit(&torn, 1).is_ok());
         assert_eq!(store.load_chunks(&torn, 1).expect("load")[0].payload, b"hello");
         assert_eq!(

@@ -12,6 +12,9 @@
 //! payload equals it; every other message is delivered, and with
 //! `config.record` (an `ip:port`) written there as one line `key payload`,
 //! so a test sees what arrived and in which order.
+//!
+//! With `config.gate` (an `ip:port`), `init` connects there first and fails
+//! when it cannot: a test closes the gate to make every later `init` fail.
 
 use std::io::Write as _;
 use std::net::TcpStream;
@@ -28,6 +31,9 @@ pub struct Misbehave {
 
 impl Target for Misbehave {
     fn init(config: Config) -> Result<Self, Error> {
+        if let Some(gate) = config.get("gate") {
+            TcpStream::connect(gate).map_err(|e| Error::reject(format!("init gate {gate} closed: {e}")))?;
+        }
         Ok(Self {
             mode: config.require("mode")?.to_string(),
             addr: config.get("addr").map(str::to_string),

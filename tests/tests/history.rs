@@ -1,0 +1,294 @@
+//! Retained history and rewinds (issue 16), against the real binary and a
+//! real HTTP target: retention keeps delivered segments within its limits,
+//! status says where history starts, a rewind re-delivers it in per-key
+//! order flagged as replays (CLI with progress, and the admin API), goes on
+//! after a crash, and history that is gone is a clear error naming the
+//! oldest point.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use wharf_tests::{HttpSink, Wharf, eventually, wharf_bin};
+
+const SMALL_SEGMENTS: &str = "segment_max_bytes = 4096";
+const KEEP: &str = "[namespaces.orders.retention]\nmax_bytes = 10000000\n\n[namespaces.orders.retry]\nmax_attempts = 100000\ninitial_backoff_ms = 20\nmax_backoff_ms = 200\n";
+
+/// A namespace `orders` posting to `sink`, with `extra` tables after it.
+fn orders(sink: &HttpSink, partitions: u32, extra: &str) -> String {
+    format!("{}\n{extra}", sink.namespace("orders", partitions, ""))
+}
+
+/// Writes `per_key` messages for each of `keys` keys, interleaved; the
+/// payloads in write order per key.
+fn write_keys(w: &Wharf, keys: usize, per_key: usize, tag: &str) -> HashMap<String, Vec<String>> {
+    let mut written: HashMap<String, Vec<String>> = HashMap::new();
+    for n in 0..per_key {
+        for k in 0..keys {
+            let (key, body) = (format!("k{k}"), format!("{tag}-k{k}-{n:03}-{}", "x".repeat(150)));
+            let r = w.write("orders", Some(&key), body.as_bytes());
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            written.entry(key).or_default().push(body);
+        }
+    }
+    written
+}
+
+/// Every lane of `orders` has delivered everything written.
+fn all_delivered(w: &Wharf) -> bool {
+    let s = w.status();
+    let ns = &s["namespaces"]["orders"];
+    ns["targets"].as_object().expect("targets").values().all(|t| {
+        t["partitions"].as_array().expect("lanes").iter().all(|l| {
+            let head =
+                ns["partitions"][l["partition"].as_u64().expect("p") as usize]["head_sequence"].clone();
+            l["delivered_watermark"] == head && l["rewind"].is_null()
+        })
+    })
+}
+
+fn wait_delivered(w: &Wharf) {
+    eventually(Duration::from_secs(30), "everything delivered", || all_delivered(w).then_some(()));
+}
+
+fn retained_from(w: &Wharf, ns: &str, partition: usize) -> Value {
+    w.status()["namespaces"][ns]["partitions"][partition]["retained_from"].clone()
+}
+
+/// Per key, the bodies the sink accepted, in arrival order.
+fn arrivals(sink: &HttpSink) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for r in sink.accepted() {
+        let key = r.header("x-wharf-key").unwrap_or("").to_string();
+        out.entry(key).or_default().push(String::from_utf8_lossy(&r.body).into_owned());
+    }
+    out
+}
+
+fn replays(sink: &HttpSink) -> Vec<u32> {
+    sink.accepted()
+        .iter()
+        .map(|r| r.header("x-wharf-replays").unwrap_or("0").parse().expect("replays"))
+        .collect()
+}
+
+fn rewind_cli(w: &Wharf, args: &[&str]) -> std::process::Output {
+    Command::new(wharf_bin())
+        .arg("rewind")
+        .args(args)
+        .args(["--server", &format!("127.0.0.1:{}", w.port)])
+        .output()
+        .expect("run wharf rewind")
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    time::OffsetDateTime::from(at).format(&time::format_description::well_known::Rfc3339).expect("format")
+}
+
+#[test]
+fn retention_keeps_delivered_history_within_its_limits_and_status_says_where_it_starts() {
+    let sink = HttpSink::start();
+    let namespaces = format!(
+        "{}\n{}\n[namespaces.aged.retention]\nmax_age_ms = 1500\n{}\n[namespaces.orders.retention]\nmax_bytes = 10000\n",
+        sink.namespace("aged", 1, ""),
+        sink.namespace("trimmed", 1, ""),
+        sink.namespace("orders", 1, ""),
+    );
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &namespaces, "all");
+    for ns in ["aged", "trimmed", "orders"] {
+        for n in 0..120 {
+            assert_eq!(
+                w.write(ns, Some("k"), format!("{ns}-{n}-{}", "y".repeat(150)).as_bytes()).status,
+                200
+            );
+        }
+    }
+    let delivered = |ns: &str| {
+        let s = w.status();
+        let head = s["namespaces"][ns]["partitions"][0]["head_sequence"].clone();
+        s["namespaces"][ns]["partitions"][0]["delivered_watermark"] == head
+    };
+    eventually(Duration::from_secs(30), "all three delivered", || {
+        ["aged", "trimmed", "orders"].iter().all(|ns| delivered(ns)).then_some(())
+    });
+    // Default: delivered segments go at once.
+    let trimmed = eventually(Duration::from_secs(10), "trimmed GC", || {
+        let seq = retained_from(&w, "trimmed", 0)["sequence"].as_u64().expect("sequence");
+        (seq > 0).then_some(seq)
+    });
+    assert!(trimmed > 60, "only the active segment stays: from {trimmed}");
+    // max_bytes = 10000: two or three 4 KiB segments of delivered history.
+    let kept = retained_from(&w, "orders", 0);
+    let kept_seq = kept["sequence"].as_u64().expect("sequence");
+    assert!(kept_seq > 0 && kept_seq < trimmed, "bytes limit keeps some: {kept} vs trimmed {trimmed}");
+    assert!(kept["written_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{kept}");
+    // max_age_ms = 1500: history ages out with no new delivery.
+    eventually(Duration::from_secs(20), "aged history expires", || {
+        (retained_from(&w, "aged", 0)["sequence"].as_u64() >= Some(trimmed)).then_some(())
+    });
+}
+
+#[test]
+fn undelivered_segments_are_kept_whatever_the_limits() {
+    let sink = HttpSink::start();
+    sink.set(|b| b.fail_all = Some(503));
+    let limits = "[namespaces.orders.retention]\nmax_bytes = 4096\nmax_age_ms = 1\n";
+    let retry =
+        "[namespaces.orders.retry]\nmax_attempts = 100000\ninitial_backoff_ms = 20\nmax_backoff_ms = 200\n";
+    let ns = orders(&sink, 1, &format!("{limits}\n{retry}"));
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &ns, "all");
+    write_keys(&w, 1, 80, "down");
+    // The age limit is 1 ms and the byte limit one segment: nothing goes,
+    // because nothing was delivered.
+    std::thread::sleep(Duration::from_millis(600)); // several expiry rounds (100 ms each)
+    assert_eq!(retained_from(&w, "orders", 0)["sequence"], 0);
+    sink.set(|b| b.fail_all = None);
+    wait_delivered(&w);
+    eventually(Duration::from_secs(10), "delivered history expires", || {
+        (retained_from(&w, "orders", 0)["sequence"].as_u64() > Some(0)).then_some(())
+    });
+    assert_eq!(sink.accepted_bodies().len(), 80, "every message reached the target");
+}
+
+#[test]
+fn a_rewind_redelivers_history_in_key_order_as_replays_with_a_progress_bar() {
+    let sink = HttpSink::start();
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &orders(&sink, 2, KEEP), "all");
+    let written = write_keys(&w, 5, 30, "a");
+    wait_delivered(&w);
+    assert_eq!(arrivals(&sink), written, "first delivery, in key order");
+    sink.accepted.lock().expect("lock").clear();
+
+    let out = rewind_cli(&w, &["orders", "--earliest"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", w.log());
+    assert!(stdout.contains("orders/default partition 0: rewound to sequence 0"), "{stdout}");
+    assert!(stdout.contains("orders: history re-delivered"), "{stdout}");
+    // Done means done: everything came again, in key order, as replays.
+    assert_eq!(arrivals(&sink), written, "the rewind re-delivers every key in order\n{stderr}");
+    assert!(replays(&sink).iter().all(|r| *r >= 1), "replays are flagged: {:?}", replays(&sink));
+    assert!(all_delivered(&w), "no rewind left in status");
+
+    // New writes flow as before, not flagged.
+    sink.accepted.lock().expect("lock").clear();
+    let after = w.write_visible("orders", "k1", b"after the rewind", 10_000);
+    assert_eq!(after.status, 200, "{:?}", after.body);
+    assert_eq!(replays(&sink), vec![0]);
+    assert!(w.log().contains("rewind finished"), "{}", w.log());
+}
+
+#[test]
+fn a_rewind_from_a_time_sends_only_what_was_written_since_and_new_writes_follow_it() {
+    let sink = HttpSink::start();
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &orders(&sink, 1, KEEP), "all");
+    write_keys(&w, 3, 10, "before");
+    wait_delivered(&w);
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("clock").as_millis();
+    let since = SystemTime::now();
+    while ms(SystemTime::now()) <= ms(since) {
+        std::thread::yield_now(); // the next write lands in a later millisecond
+    }
+    let second = write_keys(&w, 3, 10, "since");
+    wait_delivered(&w);
+    sink.accepted.lock().expect("lock").clear();
+    sink.set(|b| b.fail_all = Some(503));
+    let r = w.post("/v1/admin/namespaces/orders/rewind", &json!({"from_time": rfc3339(since)}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let lane = &r.body["rewinds"][0];
+    assert_eq!(
+        (lane["target"].as_str(), lane["from"].as_u64(), lane["end"].as_u64()),
+        (Some("default"), Some(30), Some(60))
+    );
+    let lanes = eventually(Duration::from_secs(10), "rewind in status", || {
+        let l = w.target_partitions("orders", "default");
+        l[0]["rewind"]["remaining"].as_u64().is_some_and(|n| n == 30).then_some(l)
+    });
+    assert_eq!(lanes[0]["rewind"]["position"], 30);
+    // A write during the rewind waits behind the history of its key.
+    assert_eq!(w.write("orders", Some("k0"), b"during").status, 200);
+    sink.set(|b| b.fail_all = None);
+    wait_delivered(&w);
+    let mut expected = second;
+    expected.get_mut("k0").expect("k0").push("during".into());
+    assert_eq!(arrivals(&sink), expected, "only what was written since, then the new write");
+}
+
+#[test]
+fn a_rewind_goes_on_where_it_stood_after_a_crash() {
+    let sink = HttpSink::start();
+    let mut w = Wharf::start_with_server(SMALL_SEGMENTS, &orders(&sink, 1, KEEP), "all");
+    let written = write_keys(&w, 2, 20, "c");
+    wait_delivered(&w);
+    sink.accepted.lock().expect("lock").clear();
+    sink.set(|b| b.fail_all = Some(503));
+    let out = rewind_cli(&w, &["orders", "--target", "default", "--from-seq", "0:0", "--no-wait", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reply["finished"], false);
+    assert_eq!(reply["rewinds"][0]["end"], 40);
+    w.kill();
+    w.restart();
+    let lane = eventually(Duration::from_secs(10), "rewind after restart", || {
+        let l = w.target_partitions("orders", "default");
+        l[0]["rewind"].is_object().then(|| l[0].clone())
+    });
+    assert_eq!(lane["rewind"]["position"], 0, "{lane}");
+    sink.set(|b| b.fail_all = None);
+    wait_delivered(&w);
+    assert_eq!(sink.first_arrivals(), written, "every message again, in key order");
+    assert!(replays(&sink).iter().all(|r| *r >= 1));
+}
+
+#[test]
+fn history_that_is_gone_is_a_clear_error_naming_the_oldest_point_and_changes_nothing() {
+    let sink = HttpSink::start();
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &orders(&sink, 1, ""), "all");
+    write_keys(&w, 1, 100, "gone");
+    wait_delivered(&w);
+    let first = eventually(Duration::from_secs(10), "GC", || {
+        retained_from(&w, "orders", 0)["sequence"].as_u64().filter(|s| *s > 0)
+    });
+    let path = "/v1/admin/namespaces/orders/rewind";
+    let r = w.post(path, &json!({"from_seq": {"0": 0}}));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (410, Some("history_not_retained")),
+        "{:?}",
+        r.body
+    );
+    let msg = r.body["error"]["message"].as_str().expect("message");
+    assert!(msg.contains(&format!("retains history from sequence {first}, written 20")), "{msg}");
+    let r = w.post(path, &json!({"from_time": "2001-02-03T04:05:06Z"}));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (410, Some("history_not_retained")),
+        "{:?}",
+        r.body
+    );
+
+    for (body, status, code) in [
+        (json!({"earliest": true, "from_seq": {"0": 1}}), 400, "invalid_rewind"),
+        (json!({}), 400, "invalid_rewind"),
+        (json!({"from_time": "yesterday"}), 400, "invalid_time"),
+        (json!({"from_seq": {"7": 1}}), 404, "partition_not_found"),
+        (json!({"from_seq": {"0": 1_000_000}}), 400, "rewind_beyond_head"),
+        (json!({"earliest": true, "target": "nope"}), 404, "target_not_found"),
+        (json!({"earliest": true, "colour": "red"}), 400, "invalid_json"),
+    ] {
+        let r = w.post(path, &body);
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    let out = rewind_cli(&w, &["orders", "--from-seq", "0:0", "--json"]);
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(&out.stdout).expect("json error");
+    assert_eq!(err["error"]["code"], "history_not_retained", "{err}");
+    let out = rewind_cli(&w, &["orders", "--earliest", "--from-seq", "0:1"]);
+    assert!(!out.status.success(), "clap refuses two starting points");
+    assert!(w.target_partitions("orders", "default")[0]["rewind"].is_null(), "nothing changed");
+}
