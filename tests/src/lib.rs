@@ -613,6 +613,23 @@ impl Wharf {
         std::fs::read_to_string(self.dir.path().join("wharf.log")).unwrap_or_default()
     }
 
+    /// `wharf <args> --server <this> --json` (no token, no `WHARF_URL` from
+    /// the environment): the exit code and the parsed stdout.
+    pub fn cli_json(&self, args: &[&str]) -> (Option<i32>, Value) {
+        let out = Command::new(wharf_bin())
+            .args(args)
+            .args(["--server", &self.url(""), "--json"])
+            .env_remove("WHARF_TOKEN")
+            .env_remove("WHARF_URL")
+            .output()
+            .expect("run wharf");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("wharf {args:?}: {e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.code(), v)
+    }
+
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -892,7 +909,9 @@ pub fn multi_target_namespace(
     toml
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP agent that returns every status as a reply (no error for 4xx/5xx),
+/// with a 30 s deadline per request.
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))

@@ -109,7 +109,7 @@ fn a_full_disk_refuses_writes_for_now_and_they_resume_when_space_returns() {
 
 /// Like [`write`], with a key and a small payload.
 fn write_small(w: &Wharf, key: &str, payload: &str) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent = wharf_tests::agent();
     let body = json!({"key": key, "payload": b64(payload.as_bytes())});
     let mut r = agent.post(&w.url("/v1/namespaces/orders/messages")).send_json(&body).expect("write");
     (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))

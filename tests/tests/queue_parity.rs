@@ -160,22 +160,6 @@ fn an_sqs_fifo_namespace_replays_and_purges_its_dlq_and_answers_wait_visible() {
     assert!(sink.accepted_bodies().contains("ok-2"));
 }
 
-/// `wharf <args> --server <wharf> --json`: exit code and parsed stdout.
-fn cli_json(wharf: &Wharf, args: &[&str]) -> (Option<i32>, Value) {
-    let out = Command::new(wharf_bin())
-        .args(args)
-        .args(["--server", &wharf.url(""), "--json"])
-        .env_remove("WHARF_TOKEN")
-        .env_remove("WHARF_URL")
-        .output()
-        .expect("run wharf");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("wharf {args:?}: {e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
-    });
-    (out.status.code(), v)
-}
-
 /// `wharf <args> --server <wharf>` in text: exit code and stdout.
 fn cli_text(wharf: &Wharf, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(wharf_bin())
@@ -197,7 +181,7 @@ fn the_dlq_cli_lists_replays_and_purges_a_kafka_namespace() {
     assert!(bad_id.contains('/'), "a Kafka id (topic/partition@offset): {bad_id}");
     only_dlq_entry(&wharf, None);
 
-    let (code, v) = cli_json(&wharf, &["dlq", "list", "orders"]);
+    let (code, v) = wharf.cli_json(&["dlq", "list", "orders"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!((&v["total"], &v["target"]), (&json!(1), &json!("default")), "{v}");
     assert_eq!((&v["entries"][0]["message_id"], &v["entries"][0]["key"]), (&json!(bad_id), &json!("poison")));
@@ -208,7 +192,7 @@ fn the_dlq_cli_lists_replays_and_purges_a_kafka_namespace() {
 
     // Replay by id (an id with a `/`): delivered once the target takes it.
     sink.set(|b| b.reject_keys.clear());
-    let (code, v) = cli_json(&wharf, &["dlq", "replay", "orders", &bad_id]);
+    let (code, v) = wharf.cli_json(&["dlq", "replay", "orders", &bad_id]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(
         (v["replayed"].as_array().map(Vec::len), v["not_found"].as_array().map(Vec::len)),
@@ -218,7 +202,7 @@ fn the_dlq_cli_lists_replays_and_purges_a_kafka_namespace() {
     eventually(QUEUE_WAIT, "the replayed message delivered", || {
         sink.accepted_bodies().contains("bad-1").then_some(())
     });
-    let (_, v) = cli_json(&wharf, &["dlq", "list", "orders"]);
+    let (_, v) = wharf.cli_json(&["dlq", "list", "orders"]);
     assert_eq!((&v["total"], &v["entries"]), (&json!(0), &json!([])), "{v}");
 
     // Purge all, then purge one by id.
@@ -231,7 +215,7 @@ fn the_dlq_cli_lists_replays_and_purges_a_kafka_namespace() {
     assert!(wharf.dlq_ids("orders", None).is_empty());
     let bad_3 = wharf.write_id("orders", "poison", b"bad-3");
     assert_eq!(only_dlq_entry(&wharf, None)["message_id"], json!(bad_3));
-    let (code, v) = cli_json(&wharf, &["dlq", "purge", "orders", "--target", "default", &bad_3]);
+    let (code, v) = wharf.cli_json(&["dlq", "purge", "orders", "--target", "default", &bad_3]);
     assert_eq!((code, &v["purged"]), (Some(0), &json!(1)), "{v}");
     assert!(wharf.dlq_ids("orders", None).is_empty());
     let accepted = sink.accepted_bodies();

@@ -4,13 +4,12 @@
 //! delivering; status shows the new digest for that target only, and
 //! `/metrics` labels each series with its target.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use wharf_tests::{
     HttpSink, Load, Wharf, eventually, kafka_queue, multi_target_namespace, plugin, plugin_variant,
-    quick_retry, start_tansu, wharf_bin,
+    quick_retry, start_tansu,
 };
 
 fn start(a: &HttpSink, b: &HttpSink) -> Wharf {
@@ -42,22 +41,6 @@ fn ready_digests(w: &Wharf) -> (String, String) {
             .then(|| Some((a["digest"].as_str()?.to_string(), b["digest"].as_str()?.to_string())))
             .flatten()
     })
-}
-
-/// `wharf <args> --server <w> --json`: exit code and parsed stdout.
-fn cli_json(w: &Wharf, args: &[&str]) -> (Option<i32>, Value) {
-    let out = Command::new(wharf_bin())
-        .args(args)
-        .args(["--server", &w.url(""), "--json"])
-        .env_remove("WHARF_TOKEN")
-        .env_remove("WHARF_URL")
-        .output()
-        .expect("run wharf");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("wharf {args:?}: {e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
-    });
-    (out.status.code(), v)
 }
 
 fn key(i: usize) -> String {
@@ -149,7 +132,7 @@ fn the_cli_registers_and_rolls_back_the_plugin_of_one_named_target() {
     let (file1, file2) =
         (variant_file(dir.path(), "wharf-test-a1"), variant_file(dir.path(), "wharf-test-a2"));
     let register_a =
-        |file: &str| cli_json(&w, &["plugin", "register", "--namespace", "orders", "--target", "a", file]);
+        |file: &str| w.cli_json(&["plugin", "register", "--namespace", "orders", "--target", "a", file]);
 
     let (code, v) = register_a(&file1);
     assert_eq!(code, Some(0), "{v}");
@@ -173,7 +156,7 @@ fn the_cli_registers_and_rolls_back_the_plugin_of_one_named_target() {
     assert_eq!((code, &v["already_current"], &v["digest"]), (Some(0), &json!(true), &json!(a1)), "{v}");
 
     // Without --target on a namespace with two, the CLI says which to name.
-    let (code, v) = cli_json(&w, &["plugin", "register", "--namespace", "orders", &file2]);
+    let (code, v) = w.cli_json(&["plugin", "register", "--namespace", "orders", &file2]);
     assert_ne!(code, Some(0), "{v}");
     assert_eq!(v["error"]["code"], json!("target_required"), "{v}");
     assert_eq!(plugin_of(&w, "a")["digest"], json!(a1));
@@ -182,7 +165,7 @@ fn the_cli_registers_and_rolls_back_the_plugin_of_one_named_target() {
     let (code, v) = register_a(&file2);
     assert_eq!((code, &v["target"]), (Some(0), &json!("a")), "{v}");
     assert_ne!(v["digest"], json!(a1), "{v}");
-    let (code, v) = cli_json(&w, &["plugin", "rollback", "--namespace", "orders", "--target", "a"]);
+    let (code, v) = w.cli_json(&["plugin", "rollback", "--namespace", "orders", "--target", "a"]);
     assert_eq!((code, &v["target"], &v["digest"]), (Some(0), &json!("a"), &json!(a1)), "{v}");
     assert_eq!(plugin_of(&w, "a")["digest"], json!(a1));
     assert_eq!(plugin_of(&w, "b")["digest"], json!(b0));

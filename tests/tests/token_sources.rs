@@ -10,18 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wharf_tests::{HttpSink, Wharf, b64, eventually, wharf_bin};
+use wharf_tests::{HttpSink, Wharf, agent, b64, eventually, wharf_bin};
 
 /// Exit code for a configuration error.
 const EXIT_CONFIG: i32 = 64;
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
 
 /// `method path` with `Authorization: Bearer <token>` when given: status and body.
 fn call(w: &Wharf, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {

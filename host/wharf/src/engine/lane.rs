@@ -189,6 +189,8 @@ impl Engine {
             self.persist_watermark(false).await;
         }
         self.persist_watermark(true).await;
+        // Rewinds that came too late are answered `lane_stopped`.
+        drop(self.lane.take_rewinds());
         if let Some(source) = self.source.take() {
             source.close().await;
         }
@@ -237,7 +239,7 @@ impl Engine {
     /// the rewind file is durable before the window moves.
     async fn begin_rewind(&mut self, from: u64) -> Result<Rewind, RewindRefused> {
         let Some(Source::Log(src)) = self.source.as_ref() else {
-            return Err(RewindRefused::Io("only a lane of the embedded log rewinds".into()));
+            return Err(RewindRefused::NotLog);
         };
         let (part, log) = (src.part.clone(), src.log.clone());
         let (watermark, next_read) = self.lane.with(|w| (w.watermark(), w.next_read()));

@@ -90,6 +90,8 @@ pub enum RewindRefused {
     NotRetained { first: u64 },
     /// The rewind file could not be written; nothing changed.
     Io(String),
+    /// A queue lane: there is no log to read again.
+    NotLog,
 }
 
 /// An operator's rewind of one lane to `from`, handled by the lane between

@@ -153,16 +153,20 @@ fn starts(ns: &Namespace, from: &RewindFrom) -> Result<BTreeMap<u32, u64>, Error
     Ok(out)
 }
 
-/// The partition's log, open and written by this process (its GC is the
-/// one that must keep the history).
+/// The partition's log, open, not halted (its lanes stopped) and written
+/// by this process (its GC is the one that must keep the history).
 fn writer(part: &PartitionRt) -> Result<&crate::storage::part_log::PartLog, Error> {
-    let log = part.log.as_deref().ok_or_else(|| {
+    let halted = || {
         Error::new(
             ErrorKind::Unavailable,
             "partition_halted",
             format!("partition {} is halted: {}", part.index, part.halted_reason().unwrap_or_default()),
         )
-    })?;
+    };
+    let log = part.log.as_deref().ok_or_else(halted)?;
+    if part.halted_reason().is_some() {
+        return Err(halted());
+    }
     match log.writer() {
         Some(_) => Ok(log),
         None => Err(Error::new(
@@ -244,6 +248,7 @@ async fn rewind_lane(t: &TargetRt, partition: u32, from: u64) -> Result<LaneRewi
             format!("partition {partition} retains history from sequence {first} on"),
         ),
         RewindRefused::Io(e) => Error::internal(format!("target {} partition {partition}: {e}", t.name)),
+        RewindRefused::NotLog => unsupported("a rewind re-reads the embedded log; this lane reads a queue"),
     };
     match tokio::time::timeout(LANE_ANSWER, answer).await {
         Ok(Ok(Ok(r))) => {

@@ -324,40 +324,38 @@ impl Node {
 /// for admission control and to delete delivered segments. Under
 /// `durability = "buffered"` it also flushes, since the consumer only sees
 /// what was fdatasync'd.
-async fn follow_watermarks(ns: Arc<Namespace>, buffered: bool, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = shutdown.changed() => return,
+async fn follow_watermarks(ns: Arc<Namespace>, buffered: bool, shutdown: watch::Receiver<bool>) {
+    let refresh = move |w: &wharf_log::Partition| {
+        if buffered {
+            w.flush()?;
         }
-        if *shutdown.borrow() || ns.removed.load(Ordering::Relaxed) {
-            return;
-        }
-        for part in &ns.partitions {
-            let Some(log) = part.log.clone() else { continue };
-            let refreshed = tokio::task::spawn_blocking(move || {
-                log.writer().map(|w| {
-                    if buffered {
-                        w.flush()?;
-                    }
-                    w.refresh_watermark()
-                })
-            })
-            .await;
-            if let Ok(Some(Err(e))) = refreshed {
-                tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "consumer watermark not picked up");
-            }
-        }
-    }
+        w.refresh_watermark().map(drop)
+    };
+    every_partition(ns, Duration::from_millis(200), shutdown, "consumer watermark not picked up", refresh)
+        .await;
 }
 
 /// Retention by age with nothing delivered: deletes delivered segments as
 /// they age out (GC otherwise runs only when a watermark moves).
-async fn expire_history(ns: Arc<Namespace>, max_age_ms: u64, mut shutdown: watch::Receiver<bool>) {
+async fn expire_history(ns: Arc<Namespace>, max_age_ms: u64, shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis((max_age_ms / 4).clamp(100, 10_000));
+    let apply = |w: &wharf_log::Partition| w.apply_retention().map(drop);
+    every_partition(ns, every, shutdown, "retention not applied; will retry", apply).await;
+}
+
+/// Every `period` until shutdown or the namespace's removal, runs `f` on
+/// each partition this process writes (on a blocking thread); a failure is
+/// logged with `what` and tried again next time.
+async fn every_partition(
+    ns: Arc<Namespace>,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+    f: impl Fn(&wharf_log::Partition) -> Result<(), wharf_log::LogError> + Clone + Send + 'static,
+) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() || ns.removed.load(Ordering::Relaxed) {
@@ -365,10 +363,10 @@ async fn expire_history(ns: Arc<Namespace>, max_age_ms: u64, mut shutdown: watch
         }
         for part in &ns.partitions {
             let Some(log) = part.log.clone() else { continue };
-            let applied =
-                tokio::task::spawn_blocking(move || log.writer().map(|w| w.apply_retention())).await;
-            if let Ok(Some(Err(e))) = applied {
-                tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "retention not applied; will retry");
+            let f = f.clone();
+            let done = tokio::task::spawn_blocking(move || log.writer().map(f)).await;
+            if let Ok(Some(Err(e))) = done {
+                tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "{what}");
             }
         }
     }
