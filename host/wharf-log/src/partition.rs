@@ -49,7 +49,9 @@
 //! frame, and every record not yet written — the failed round's and those
 //! queued behind it — is *discarded*: its appender gets the error, and the
 //! sequences are handed out again (a generation counter tells discarded
-//! appenders apart). Nothing of a failed append was acknowledged, so the
+//! appenders apart; one woken late asks where the first discard after it
+//! cut, never `synced`, which may by then cover the records of whoever got
+//! its sequences). Nothing of a failed append was acknowledged, so the
 //! log stays contiguous and the partition healthy; the next append tries
 //! again. A failed fdatasync still halts: its pages may be gone.
 //!
@@ -72,6 +74,7 @@
 //! would otherwise be acknowledged (readable, deliverable) without being
 //! durable.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -224,7 +227,18 @@ struct SyncState {
     generation: u64,
     /// Why the last generation was discarded.
     discarded: Option<Discard>,
+    /// Where each discard cut, run-length encoded: `(generation, from)`
+    /// says that the discards ending `generation` and every later one up to
+    /// the next entry dropped the records `>= from`. A full disk fails
+    /// round after round at the same `from`, so this stays short; at most
+    /// [`DISCARD_RUNS_KEPT`] runs are kept.
+    discard_runs: VecDeque<(u64, u64)>,
 }
+
+/// Runs of discards remembered to tell a kept appender of an older
+/// generation from a dropped one. One lagging further back is told its
+/// append failed (it may still be durable: never a false ack).
+const DISCARD_RUNS_KEPT: usize = 4096;
 
 /// A temporary write failure, kept to tell every discarded appender.
 #[derive(Debug, Clone)]
@@ -310,6 +324,19 @@ impl Wakeups {
 }
 
 impl SyncState {
+    /// Whether the records `< end` of an appender enqueued in `generation`
+    /// survived every discard since. The first discard after it decides:
+    /// it dropped every record `>= from`, and later discards drop only
+    /// higher sequences (each round starts where the last one ended).
+    fn kept_since(&self, generation: u64, end: u64) -> bool {
+        let runs = &self.discard_runs;
+        if runs.front().is_none_or(|&(g, _)| g > generation) {
+            return false; // forgotten: say it failed
+        }
+        let i = runs.partition_point(|&(g, _)| g <= generation) - 1;
+        end <= runs[i].1
+    }
+
     /// Takes the followers whose records are now durable and, if others
     /// remain and no sync is in flight, exactly one of them to lead the next
     /// round (targeted wake-ups: no thundering herd, and covered followers
@@ -501,6 +528,7 @@ impl Partition {
                 gathering: None,
                 generation: 0,
                 discarded: None,
+                discard_runs: VecDeque::new(),
             }),
             writer: Mutex::new(Writer { active, buf: Vec::new() }),
             segments: Mutex::new(segments),
@@ -724,12 +752,11 @@ impl Partition {
         generation: u64,
     ) -> Result<u64, LogError> {
         loop {
-            if s.synced >= end {
-                return Ok(s.synced);
-            }
-            if s.generation != generation {
+            if s.generation != generation && !s.kept_since(generation, end) {
                 // A temporary failure discarded these records (every waiter
-                // was woken then; nobody waits on this appender).
+                // was woken then; nobody waits on this appender). Checked
+                // before `synced`: the sequences were handed out again, so
+                // `synced >= end` may now cover somebody else's records.
                 // `discarded` is set with every generation bump.
                 return Err(s.discarded.as_ref().map_or_else(
                     || LogError::Io {
@@ -739,6 +766,9 @@ impl Partition {
                     },
                     Discard::error,
                 ));
+            }
+            if s.synced >= end {
+                return Ok(s.synced);
             }
             if let Some(e) = self.halted_err() {
                 let wake = s.release(true);
@@ -863,6 +893,12 @@ impl Partition {
         s.pending.clear();
         s.pending_from = from;
         s.pending_appends = 0;
+        if s.discard_runs.back().is_none_or(|&(_, f)| f != from) {
+            if s.discard_runs.len() == DISCARD_RUNS_KEPT {
+                s.discard_runs.pop_front();
+            }
+            s.discard_runs.push_back((s.generation, from));
+        }
         s.generation += 1;
         s.discarded = Some(Discard::of(e));
         self.next_seq.store(from, Ordering::Release);
