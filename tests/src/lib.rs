@@ -508,20 +508,20 @@ impl Wharf {
         env: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        // Two picks in a row may return the same free port.
-        let grpc_port = std::iter::repeat_with(free_port).find(|p| *p != port).unwrap_or_default();
         // `server_extra` may name its own data_dir (e.g. on a small tmpfs).
         let data_dir = if server_extra.contains("data_dir") { "" } else { "data_dir = \"data\"\n" };
+        // Port 0: the OS picks free ports and the process reports them
+        // (`--addr-file`); see `spawn`.
         let config = format!(
-            "[server]\nhttp = \"127.0.0.1:{port}\"\ngrpc = \"127.0.0.1:{grpc_port}\"\n{data_dir}{server_extra}\n\n{namespaces}\n"
+            "[server]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n{data_dir}{server_extra}\n\n{namespaces}\n"
         );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Self::spawn_new(dir, (port, grpc_port), role, nofile, env)
+        Self::spawn_new(dir, (0, 0), role, nofile, env)
     }
 
-    /// Starts a process over `dir`'s `wharf.toml` on these ports.
+    /// Starts a process over `dir`'s `wharf.toml` on these ports (0: the
+    /// OS picks them).
     fn spawn_new(
         dir: tempfile::TempDir,
         ports: (u16, u16),
@@ -540,18 +540,17 @@ impl Wharf {
     /// data dir and namespaces as `other` (its own ports, config and log).
     pub fn start_beside(other: &Wharf, role: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, grpc_port) = (free_port(), free_port());
         let config = std::fs::read_to_string(other.config_path()).expect("config");
         let config = config
-            .replacen(&format!("127.0.0.1:{}", other.port), &format!("127.0.0.1:{port}"), 1)
-            .replacen(&format!("127.0.0.1:{}", other.grpc_port), &format!("127.0.0.1:{grpc_port}"), 1)
+            .replacen(&format!("127.0.0.1:{}", other.port), "127.0.0.1:0", 1)
+            .replacen(&format!("127.0.0.1:{}", other.grpc_port), "127.0.0.1:0", 1)
             .replacen(
                 "data_dir = \"data\"",
                 &format!("data_dir = {:?}", other.data_dir().display().to_string()),
                 1,
             );
         std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
-        Self::spawn_new(dir, (port, grpc_port), role, None, Vec::new())
+        Self::spawn_new(dir, (0, 0), role, None, Vec::new())
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -577,8 +576,11 @@ impl Wharf {
             }
             None => Command::new(wharf_bin()),
         };
+        let _ = std::fs::remove_file(self.addr_path());
         cmd.args(["serve", "--role", &self.role, "--config"])
             .arg(self.config_path())
+            .arg("--addr-file")
+            .arg(self.addr_path())
             .env("RUST_LOG", rust_log)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -587,25 +589,76 @@ impl Wharf {
             .expect("spawn wharf")
     }
 
+    /// Where the process reports its pid and bound addresses.
+    fn addr_path(&self) -> PathBuf {
+        self.dir.path().join("addr.json")
+    }
+
+    /// Starts the process and waits until it reports, in its address file,
+    /// that it listens (so the process that answers is this one). On a first
+    /// start the ports are the OS's picks and are then written into the
+    /// config, so that restarts come back on the same addresses.
     fn spawn(&mut self) {
         let mut child = self.launch(&std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()));
-        match wait_for_ports(&[self.port, self.grpc_port], "wharf", &mut child) {
-            Started::Listening => self.child = Some(child),
-            Started::Exited(why) if self.log().contains("in use") && self.port_moves < 5 => {
-                // Another process took a port meanwhile: move to free ones.
+        match self.wait_for_addr_file(&mut child) {
+            Ok((port, grpc_port)) => {
+                if (self.port, self.grpc_port) != (port, grpc_port) {
+                    self.pin_ports(port, grpc_port);
+                }
+                self.child = Some(child);
+            }
+            Err(why) if self.log().contains("in use") && self.port_moves < 5 => {
+                // A restart found its port taken meanwhile: let the OS pick.
                 self.port_moves += 1;
-                let config = std::fs::read_to_string(self.config_path()).expect("config");
-                let (port, grpc_port) = (free_port(), free_port());
-                let config = config
-                    .replacen(&format!("127.0.0.1:{}", self.port), &format!("127.0.0.1:{port}"), 1)
-                    .replacen(&format!("127.0.0.1:{}", self.grpc_port), &format!("127.0.0.1:{grpc_port}"), 1);
-                std::fs::write(self.config_path(), config).expect("write config");
-                (self.port, self.grpc_port) = (port, grpc_port);
-                eprintln!("{why}; retrying on ports {port} and {grpc_port}");
+                eprintln!("{why}; retrying on ports the OS picks");
+                self.pin_ports(0, 0);
                 self.spawn();
             }
-            Started::Exited(why) => panic!("{why}\n{}", self.log()),
+            Err(why) => panic!("{why}\n{}", self.log()),
         }
+    }
+
+    /// Rewrites the config's listen addresses to these ports.
+    fn pin_ports(&mut self, port: u16, grpc_port: u16) {
+        let config = std::fs::read_to_string(self.config_path()).expect("config");
+        let config = config
+            .replacen(
+                &format!("http = \"127.0.0.1:{}\"", self.port),
+                &format!("http = \"127.0.0.1:{port}\""),
+                1,
+            )
+            .replacen(
+                &format!("grpc = \"127.0.0.1:{}\"", self.grpc_port),
+                &format!("grpc = \"127.0.0.1:{grpc_port}\""),
+                1,
+            );
+        std::fs::write(self.config_path(), config).expect("write config");
+        (self.port, self.grpc_port) = (port, grpc_port);
+    }
+
+    /// Waits for `child`'s address file (the one naming its pid): its HTTP
+    /// and gRPC ports. `Err` if it exits first.
+    fn wait_for_addr_file(&self, child: &mut Child) -> Result<(u16, u16), String> {
+        // Long: a wharf compiles its plugins before it listens, and a Python
+        // or JavaScript plugin takes a while on two busy cores.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let port_of = |v: &Value, k: &str| {
+            v[k].as_str().and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.port())
+        };
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(self.addr_path()).unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["pid"].as_u64() == Some(u64::from(child.id()))
+                && let (Some(http), Some(grpc)) = (port_of(&v, "http"), port_of(&v, "grpc"))
+            {
+                return Ok((http, grpc));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("wharf exited before listening: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("wharf did not report its addresses within 180 s\n{}", self.log());
     }
 
     /// The process's log so far (for assertion messages).
@@ -1169,3 +1222,5 @@ mod tests {
         assert_eq!(sink.first_arrivals()["a"], ["x"]);
     }
 }
+
+pub mod mariadb;

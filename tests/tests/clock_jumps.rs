@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wharf_tests::{HttpSink, Wharf, b64};
+use wharf_tests::{HttpSink, Wharf, b64, eventually};
 
 const NS: &str = "hooks";
 
@@ -176,4 +176,47 @@ fn a_wall_clock_jump_backward_stalls_no_backoff_cooldown_or_delay() {
     wait_for(&wharf, &sink, 30, "a write after the jump delivered", || {
         sink.accepted_bodies().contains("after")
     });
+}
+
+/// The write time stamped on a partition's records never goes back, even
+/// when the wall clock does, and `written_at_ms * 1000 + sequence % 1000`
+/// (the Cassandra plugin's `USING TIMESTAMP`) strictly increases along the
+/// partition: an older write can never win last-write-wins (issue 15).
+#[test]
+fn write_times_never_go_back_along_a_partition_when_the_wall_clock_does() {
+    let clock = Clock::new();
+    let sink = HttpSink::start();
+    // Every delivery is rejected: the messages land in the DLQ, which
+    // shows each one's stored write time.
+    sink.set(|b| b.fail_all = Some(400));
+    let wharf = clock.start(&sink, 50, 1000);
+    let write = |i: u32| {
+        let r = wharf.post(
+            &format!("/v1/namespaces/{NS}/messages"),
+            &json!({"key": "k", "payload": b64(format!("m{i}").as_bytes())}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    };
+    (0..3).for_each(write);
+    clock.jump("-1h");
+    (3..6).for_each(write);
+    clock.jump("+0");
+    (6..8).for_each(write);
+    let entries = eventually(Duration::from_secs(60), "8 dead letters", || {
+        let body = wharf.dlq(NS, None).body;
+        let entries = body["entries"].as_array().cloned().unwrap_or_default();
+        (entries.len() == 8).then_some(entries)
+    });
+    let mut stamps: Vec<(u64, u64)> = entries
+        .iter()
+        .map(|e| {
+            (e["sequence"].as_u64().expect("sequence"), e["written_at_ms"].as_u64().expect("written_at_ms"))
+        })
+        .collect();
+    stamps.sort_unstable();
+    for pair in stamps.windows(2) {
+        let ((s0, t0), (s1, t1)) = (pair[0], pair[1]);
+        assert!(t1 >= t0, "the write time went back from {s0} to {s1}: {stamps:?}");
+        assert!(t1 * 1000 + s1 % 1000 > t0 * 1000 + s0 % 1000, "USING TIMESTAMP did not grow: {stamps:?}");
+    }
 }

@@ -364,6 +364,28 @@ impl SyncState {
     }
 }
 
+/// Rewrites a record once its sequence is known: see
+/// [`Partition::append_stamped`].
+pub type Stamp<'a> = dyn FnMut(u64, &mut Vec<u8>) + 'a;
+
+/// Frames `records` from sequence `first` into `out`, through `stamp`.
+fn encode_frames(first: u64, records: &[&[u8]], stamp: Option<&mut Stamp<'_>>, out: &mut Vec<u8>) {
+    let Some(stamp) = stamp else {
+        for (i, r) in records.iter().enumerate() {
+            frame::encode(first + i as u64, r, out);
+        }
+        return;
+    };
+    let mut scratch = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let seq = first + i as u64;
+        scratch.clear();
+        scratch.extend_from_slice(r);
+        stamp(seq, &mut scratch);
+        frame::encode(seq, &scratch, out);
+    }
+}
+
 /// One partition's log. `Send + Sync`; share it with `Arc`.
 /// Called after each group-commit fdatasync with its duration and the number
 /// of records it made durable (the group-commit size). Must be cheap.
@@ -615,6 +637,24 @@ impl Partition {
     /// Appends all records contiguously and in order; blocks until durable
     /// per the policy. On `Err` nothing of the batch is acknowledged.
     pub fn append(&self, records: &[&[u8]]) -> Result<Appended, LogError> {
+        self.append_inner(records, None)
+    }
+
+    /// [`Partition::append`], letting `stamp` rewrite each record once its
+    /// sequence is known (`stamp(seq, bytes)`), in sequence order and
+    /// serialized with every other append of the partition: e.g. a write
+    /// time that never goes back along the log. `stamp` runs under the
+    /// partition's append lock: keep it to a few stores, and never call
+    /// into this partition from it.
+    pub fn append_stamped(&self, records: &[&[u8]], stamp: &mut Stamp<'_>) -> Result<Appended, LogError> {
+        self.append_inner(records, Some(stamp))
+    }
+
+    fn append_inner(
+        &self,
+        records: &[&[u8]],
+        mut stamp: Option<&mut Stamp<'_>>,
+    ) -> Result<Appended, LogError> {
         if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
@@ -632,9 +672,7 @@ impl Partition {
                     return Err(e);
                 }
                 let first = s.next_seq;
-                for (i, r) in records.iter().enumerate() {
-                    frame::encode(first + i as u64, r, &mut s.pending);
-                }
+                encode_frames(first, records, stamp.as_deref_mut(), &mut s.pending);
                 s.next_seq = first + n;
                 s.pending_appends += 1;
                 if s.pending_appends >= self.in_append.load(Ordering::Acquire)
@@ -648,7 +686,7 @@ impl Partition {
                 (first, true, through)
             }
             Durability::Buffered => {
-                let first = self.append_buffered(records)?;
+                let first = self.append_buffered(records, stamp)?;
                 (first, false, lock(&self.sync).synced)
             }
         };
@@ -658,7 +696,7 @@ impl Partition {
     }
 
     /// `Buffered`: write(2) under the writer lock, no fdatasync.
-    fn append_buffered(&self, records: &[&[u8]]) -> Result<u64, LogError> {
+    fn append_buffered(&self, records: &[&[u8]], stamp: Option<&mut Stamp<'_>>) -> Result<u64, LogError> {
         let n = records.len() as u64;
         let mut w = lock(&self.writer);
         if let Some(e) = self.halted_err() {
@@ -673,9 +711,7 @@ impl Partition {
         self.next_seq.store(first + n, Ordering::Release);
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
-        for (i, r) in records.iter().enumerate() {
-            frame::encode(first + i as u64, r, &mut buf);
-        }
+        encode_frames(first, records, stamp, &mut buf);
         let res = self.write_frames(&mut w, &buf, first, first + n);
         w.buf = buf;
         if let Err(e) = res {

@@ -18,10 +18,10 @@ pub const ID: &str = "wharf_id";
 pub const TIMESTAMP: &str = "wharf_timestamp";
 
 /// The write timestamp of a message, in microseconds since the epoch:
-/// `written_at_ms * 1000 + sequence % 1000`. Later messages of a partition
-/// get larger timestamps as long as the log's clock does not step back and
-/// no millisecond holds messages whose sequences straddle a multiple of 1000
-/// (see docs/plugins.md, "Timestamps").
+/// `written_at_ms * 1000 + sequence % 1000`. On the embedded log later
+/// client writes of a partition get larger timestamps: the host stamps the
+/// write time in sequence order so that this never goes back (see
+/// docs/plugins.md, "Timestamps").
 pub fn timestamp_micros(msg: &Message) -> i64 {
     let micros = u128::from(msg.written_at_ms) * 1000 + u128::from(msg.sequence % 1000);
     i64::try_from(micros).unwrap_or(i64::MAX)

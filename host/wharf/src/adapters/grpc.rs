@@ -37,6 +37,13 @@ use pb::wharf_server::{Wharf, WharfServer};
 /// Largest request accepted, the HTTP API's body limit.
 const MAX_MESSAGE: usize = MAX_BATCH * 1024 + MAX_PAYLOAD * 2;
 
+/// A started gRPC listener: where it is bound, and the task serving it.
+#[derive(Debug)]
+pub struct Serving {
+    pub addr: SocketAddr,
+    pub served: tokio::task::JoinHandle<()>,
+}
+
 /// Binds `addr` (an error if it cannot) and serves the gRPC API on it (over
 /// TLS with `tls`) until `shutdown` completes, then drains in-flight calls.
 pub async fn start(
@@ -45,10 +52,11 @@ pub async fn start(
     budget: crate::adapters::budget::ConnectionBudget,
     tls: Option<crate::adapters::tls::Acceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Serving> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the gRPC API to {addr}"))?;
+    let addr = listener.local_addr().context("the gRPC listener's address")?;
     let over_tls = tls.is_some();
     let incoming = crate::adapters::listener::incoming(listener, budget, tls);
     let reflection = tonic_reflection::server::Builder::configure()
@@ -59,7 +67,7 @@ pub async fn start(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(usize::MAX);
     tracing::info!(grpc = %addr, tls = over_tls, "gRPC API serving");
-    Ok(tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(reflection)
             .add_service(service)
@@ -68,7 +76,8 @@ pub async fn start(
         if let Err(e) = served {
             tracing::error!(error = %e, "gRPC API failed");
         }
-    }))
+    });
+    Ok(Serving { addr, served })
 }
 
 /// The gRPC status for an API error.

@@ -1,7 +1,8 @@
 //! The `wharf` command line: the sidecar (`serve`) and its operator commands.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,11 @@ enum Cmd {
         /// with its own data_dir.
         #[arg(long, value_enum, default_value_t = node::Role::All)]
         role: node::Role,
+        /// Once every listener is bound, write `{"pid", "http", "grpc"}`
+        /// (the bound addresses) to this file, atomically. With port 0 in
+        /// the config the OS picks free ports and this says which.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
     },
     /// Check a config file and exit (0 when valid, 64 otherwise).
     CheckConfig {
@@ -178,7 +184,7 @@ pub fn main() -> ExitCode {
     init_tracing(cli.log_format, default_level);
     let json = cli.cmd.json();
     let result = match cli.cmd {
-        Cmd::Serve { config, role } => serve(config, role),
+        Cmd::Serve { config, role, addr_file } => serve(config, role, addr_file),
         Cmd::CheckConfig { config, json } => check::run(&config, EXIT_CONFIG, json),
         Cmd::Log(cmd) => {
             // Salvage changes data: it leaves an audit line in the data dir.
@@ -232,7 +238,7 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     }
 }
 
-fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
+fn serve(config_path: PathBuf, role: node::Role, addr_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = match config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -272,6 +278,10 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding the HTTP API to {}", cfg.server.http))?;
         let http = listener.local_addr()?;
+        if let Some(path) = &addr_file {
+            write_addr_file(path, http, grpc.as_ref().map(|g| g.addr))?;
+        }
+        let grpc = grpc.map(|g| g.served);
         tracing::info!(%http, tls = tls.is_some(), data_dir = %cfg.server.data_dir.display(), max_connections = budget.max, "wharf serving");
         tokio::spawn(reload_on_sighup(node.clone(), tls.clone()));
         let timeouts = ReadTimeouts {
@@ -303,6 +313,18 @@ fn serve(config_path: PathBuf, role: node::Role) -> anyhow::Result<ExitCode> {
         spans.shutdown();
     }
     served
+}
+
+/// `--addr-file`: the process and its bound addresses, for a supervisor
+/// or test harness that let the OS pick the ports.
+fn write_addr_file(path: &Path, http: SocketAddr, grpc: Option<SocketAddr>) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "http": http.to_string(),
+        "grpc": grpc.map(|a| a.to_string()),
+    });
+    crate::storage::atomic::replace(path, body.to_string().as_bytes())
+        .with_context(|| format!("writing the address file {}", path.display()))
 }
 
 /// SIGHUP re-reads the config (see `control::reload`) and the TLS

@@ -24,7 +24,8 @@ pub(super) fn server(s: &Server) -> Result<(), Problem> {
     at_least_one("max_connections", s.max_connections as u64)?;
     at_least_one("header_read_timeout_ms", s.header_read_timeout_ms)?;
     at_least_one("body_read_timeout_ms", s.body_read_timeout_ms)?;
-    if s.grpc == Some(s.http) {
+    // Port 0 is the OS's pick: two picks never collide.
+    if s.grpc == Some(s.http) && s.http.port() != 0 {
         return fail("grpc", format!("{} is also `server.http`; give the gRPC API its own port", s.http));
     }
     super::telemetry::validate(&s.tracing).map_err(|(k, p)| (format!("tracing.{k}"), p))?;
@@ -126,6 +127,19 @@ pub(super) fn target(t: &Target) -> Result<(), Problem> {
     if !(1..=4096).contains(&t.memory_limit_mib) {
         return fail("memory_limit_mib", "must be between 1 and 4096 (a 32-bit plugin's address space)");
     }
+    at_least_one("reconcile_interval_ms", t.reconcile_interval_ms.unwrap_or(1))?;
+    if let Some(budget) = t.reconcile_budget_ms {
+        at_least_one("reconcile_budget_ms", budget)?;
+        if budget > t.call_timeout_ms {
+            return fail(
+                "reconcile_budget_ms",
+                format!(
+                    "{budget} is more than call_timeout_ms ({}), the deadline that would stop the pass",
+                    t.call_timeout_ms
+                ),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -161,5 +175,23 @@ mod tests {
         assert_eq!(target(&t).expect_err("zero").0, "call_timeout_ms");
         let t: Target = toml::from_str("plugin = \"p\"\nmemory_limit_mib = 0").expect("parses");
         assert_eq!(target(&t).expect_err("zero").0, "memory_limit_mib");
+    }
+
+    #[test]
+    fn reconcile_keys_are_optional_and_checked_against_the_call_deadline() {
+        let t =
+            |extra: &str| -> Target { toml::from_str(&format!("plugin = \"p\"\n{extra}")).expect("parses") };
+        let plain = t("");
+        assert_eq!(target(&plain), Ok(()));
+        assert_eq!((plain.reconcile_interval_ms, plain.reconcile_budget_ms()), (None, 5_000));
+        let set = t("reconcile_interval_ms = 200\nreconcile_budget_ms = 700\ncall_timeout_ms = 1000");
+        assert_eq!(target(&set), Ok(()));
+        assert_eq!((set.reconcile_interval_ms, set.reconcile_budget_ms()), (Some(200), 700));
+        assert_eq!(target(&t("reconcile_interval_ms = 0")).expect_err("zero").0, "reconcile_interval_ms");
+        assert_eq!(target(&t("reconcile_budget_ms = 0")).expect_err("zero").0, "reconcile_budget_ms");
+        let (key, problem) =
+            target(&t("reconcile_budget_ms = 2000\ncall_timeout_ms = 1000")).expect_err("over");
+        assert_eq!(key, "reconcile_budget_ms");
+        assert!(problem.contains("call_timeout_ms (1000)"), "{problem}");
     }
 }

@@ -70,6 +70,8 @@ pub struct PartitionRt {
     pub history_holds: Mutex<BTreeMap<String, u64>>,
     /// `<data_dir>/<ns>`.
     pub ns_dir: std::path::PathBuf,
+    /// Stamps each client write's time as the log appends it.
+    pub write_clock: crate::storage::write_clock::WriteClock,
 }
 
 /// A replica partition's replication state.
@@ -96,6 +98,7 @@ impl PartitionRt {
             replica: None,
             history_holds: Mutex::new(BTreeMap::new()),
             ns_dir: std::path::PathBuf::new(),
+            write_clock: Default::default(),
         }
     }
 

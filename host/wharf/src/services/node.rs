@@ -28,6 +28,7 @@ use crate::storage::part_log::PartLog;
 use crate::storage::rewind;
 use crate::storage::traps::Traps;
 use crate::storage::txn_store::TxnStore;
+use crate::storage::write_clock::WriteClock;
 
 /// Which half of the work this process does (`wharf serve --role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -248,6 +249,7 @@ impl Node {
             return;
         }
         for target in &ns.targets {
+            self.spawn(crate::engine::reconcile::run(ns.clone(), target.clone(), self.shutdown.subscribe()));
             match &ns.cfg.queue {
                 Some(q) => {
                     let queue = queue_for_target(q, &target.cfg);
@@ -439,7 +441,18 @@ fn open_partition(ns: &str, index: u32, dir: &Path, opts: wharf_log::LogOptions,
             (None, Some(e.to_string()))
         }
     };
-    PartitionRt::new(ns, index, log, halted)
+    let last_written = log.as_deref().and_then(last_written_at);
+    let mut part = PartitionRt::new(ns, index, log, halted);
+    part.write_clock = WriteClock::after(last_written);
+    part
+}
+
+/// The write time and sequence of the log's last record, where it is
+/// still there.
+fn last_written_at(log: &PartLog) -> Option<(u64, u64)> {
+    let last = log.next_seq().checked_sub(1)?;
+    let records = log.read(last, 1, usize::MAX).ok()?;
+    records.first().and_then(|r| crate::storage::envelope::written_at(&r.payload)).map(|ms| (ms, last))
 }
 
 /// Adds what replication needs to a partition: the chained digest (for a

@@ -17,7 +17,7 @@ use crate::engine::namespace::{Namespace, PartitionRt};
 use crate::engine::target::TargetRt;
 use crate::error::Error as ApiError;
 use crate::metrics;
-use crate::storage::envelope::{Envelope, message_id, parse_message_id};
+use crate::storage::envelope::{Envelope, message_id, parse_message_id, stamp_written_at};
 use crate::storage::idempotency::Reservation;
 
 /// Input limits; a violation is a 400 or 413 that writes nothing.
@@ -449,9 +449,19 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
     }
     let bytes_total: u64 = items.iter().map(|(_, e)| e.payload.len() as u64).sum();
     let encoded: Vec<Vec<u8>> = items.iter().map(|(_, e)| e.encode()).collect();
+    // A client's write gets its write time in sequence order
+    // (storage::write_clock); a DLQ replay keeps the one it had.
+    let fresh: Vec<bool> = items.iter().map(|(_, e)| e.replays == 0).collect();
+    let clock_of = part.clone();
     let appended = tokio::task::spawn_blocking(move || {
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        log.writer().map(|w| w.append(&refs))
+        let mut fresh = fresh.into_iter();
+        let mut stamp = |seq: u64, bytes: &mut Vec<u8>| {
+            if fresh.next() == Some(true) {
+                stamp_written_at(bytes, clock_of.write_clock.stamp(seq, now_ms()));
+            }
+        };
+        log.writer().map(|w| w.append_stamped(&refs, &mut stamp))
     })
     .await;
     let appended = match appended {

@@ -5,16 +5,23 @@
 //!   [`EnvelopeV1`] and its fixture test);
 //! - version 2: adds `transaction`, set on the marker of a committed
 //!   multi-chunk transaction (kept readable, see [`EnvelopeV2`]);
-//! - version 3 (written now): adds `only_target`, set on a DLQ replay in a
-//!   namespace with several targets, so that it goes back to that target
-//!   only.
+//! - version 3: adds `only_target`, set on a DLQ replay in a namespace with
+//!   several targets, so that it goes back to that target only (kept
+//!   readable, see [`EnvelopeV3`]);
+//! - version 4 (written now): the same fields, but `written_at_ms` comes
+//!   first as 8 bytes little-endian (bytes 1..9), outside the postcard
+//!   body, so that the partition can stamp it once the record's sequence is
+//!   known ([`stamp_written_at`], see `storage::write_clock`).
 //!
 //! A record that does not decode is reported as corruption of that record,
 //! never skipped.
 
 use serde::{Deserialize, Serialize};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+
+/// Where version 4 keeps `written_at_ms`.
+const WRITTEN_AT: std::ops::Range<usize> = 1..9;
 
 /// What a client wrote, plus what the host knew when it made it durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +30,9 @@ pub struct Envelope {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
     pub idempotency_key: Option<String>,
-    /// When the record was appended, ms since the Unix epoch.
+    /// When the record was appended, ms since the Unix epoch; never
+    /// earlier than the record before it in its partition. In version 4
+    /// outside the postcard body (see the module comment).
     pub written_at_ms: u64,
     /// Do not deliver before this time (ms since the Unix epoch).
     pub deliver_at_ms: Option<u64>,
@@ -34,6 +43,78 @@ pub struct Envelope {
     pub transaction: Option<TxnMarker>,
     /// Deliver to this target only (a DLQ replay); `None`: every target.
     pub only_target: Option<String>,
+}
+
+/// Version 4's postcard body: every field but `written_at_ms`.
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    key: &'a Option<String>,
+    payload: &'a [u8],
+    headers: &'a [(String, String)],
+    idempotency_key: &'a Option<String>,
+    deliver_at_ms: Option<u64>,
+    replays: u32,
+    transaction: &'a Option<TxnMarker>,
+    only_target: &'a Option<String>,
+}
+
+/// [`BodyRef`], decoded.
+#[derive(Deserialize)]
+struct Body {
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+    deliver_at_ms: Option<u64>,
+    replays: u32,
+    transaction: Option<TxnMarker>,
+    only_target: Option<String>,
+}
+
+impl Body {
+    fn with_written_at(self, written_at_ms: u64) -> Envelope {
+        Envelope {
+            key: self.key,
+            payload: self.payload,
+            headers: self.headers,
+            idempotency_key: self.idempotency_key,
+            written_at_ms,
+            deliver_at_ms: self.deliver_at_ms,
+            replays: self.replays,
+            transaction: self.transaction,
+            only_target: self.only_target,
+        }
+    }
+}
+
+/// The version 3 layout, frozen.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EnvelopeV3 {
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: Vec<(String, String)>,
+    idempotency_key: Option<String>,
+    written_at_ms: u64,
+    deliver_at_ms: Option<u64>,
+    replays: u32,
+    transaction: Option<TxnMarker>,
+    only_target: Option<String>,
+}
+
+impl From<EnvelopeV3> for Envelope {
+    fn from(v: EnvelopeV3) -> Self {
+        Envelope {
+            key: v.key,
+            payload: v.payload,
+            headers: v.headers,
+            idempotency_key: v.idempotency_key,
+            written_at_ms: v.written_at_ms,
+            deliver_at_ms: v.deliver_at_ms,
+            replays: v.replays,
+            transaction: v.transaction,
+            only_target: v.only_target,
+        }
+    }
 }
 
 /// The version 2 layout, frozen.
@@ -132,15 +213,57 @@ impl Envelope {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        crate::storage::record::encode(VERSION, self)
+        let mut out = Vec::with_capacity(WRITTEN_AT.end + self.payload.len() + 32);
+        out.push(VERSION);
+        out.extend_from_slice(&self.written_at_ms.to_le_bytes());
+        let body = BodyRef {
+            key: &self.key,
+            payload: &self.payload,
+            headers: &self.headers,
+            idempotency_key: &self.idempotency_key,
+            deliver_at_ms: self.deliver_at_ms,
+            replays: self.replays,
+            transaction: &self.transaction,
+            only_target: &self.only_target,
+        };
+        // Encoding plain data into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(&body).unwrap_or_default());
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        use crate::storage::record::decode;
         match bytes.first() {
-            Some(1) => crate::storage::record::decode::<EnvelopeV1>(1, bytes).map(Envelope::from),
-            Some(2) => crate::storage::record::decode::<EnvelopeV2>(2, bytes).map(Envelope::from),
-            _ => crate::storage::record::decode(VERSION, bytes),
+            Some(1) => decode::<EnvelopeV1>(1, bytes).map(Envelope::from),
+            Some(2) => decode::<EnvelopeV2>(2, bytes).map(Envelope::from),
+            Some(3) => decode::<EnvelopeV3>(3, bytes).map(Envelope::from),
+            Some(&VERSION) => {
+                let at = bytes.get(WRITTEN_AT).ok_or(DecodeError::Short { len: bytes.len() })?;
+                let body: Body = postcard::from_bytes(&bytes[WRITTEN_AT.end..])?;
+                Ok(body.with_written_at(u64::from_le_bytes(at.try_into().unwrap_or_default())))
+            }
+            Some(&v) => Err(DecodeError::Version(v)),
+            None => Err(DecodeError::Empty),
         }
+    }
+}
+
+/// Sets the write time of an encoded envelope (the current version; a
+/// record of another version is left as it is).
+pub fn stamp_written_at(bytes: &mut [u8], ms: u64) {
+    if bytes.first() == Some(&VERSION)
+        && let Some(at) = bytes.get_mut(WRITTEN_AT)
+    {
+        at.copy_from_slice(&ms.to_le_bytes());
+    }
+}
+
+/// The write time of an encoded envelope, without decoding the rest.
+pub fn written_at(bytes: &[u8]) -> Option<u64> {
+    match bytes.first() {
+        Some(&VERSION) => bytes.get(WRITTEN_AT).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes),
+        Some(_) => Envelope::decode(bytes).ok().map(|e| e.written_at_ms),
+        None => None,
     }
 }
 
@@ -225,8 +348,34 @@ mod tests {
             transaction: None,
             only_target: Some("b".into()),
         };
-        assert_eq!(hex::encode(e.encode()), V3_FIXTURE, "the encoding changed: that is a new version");
         assert_eq!(Envelope::decode(&hex::decode(V3_FIXTURE).expect("hex")).expect("v3 decodes"), e);
+    }
+
+    /// Version 4 as written now: the write time in bytes 1..9.
+    const V4_FIXTURE: &str =
+        "04d204000000000000010a6f726465722d3132333403010203010274720178010469646d3101e8070000010162";
+
+    #[test]
+    fn a_version_4_envelope_is_stamped_in_place_and_decodes_forever() {
+        let mut e = Envelope {
+            key: Some("order-1234".into()),
+            payload: vec![1, 2, 3],
+            headers: vec![("tr".into(), "x".into())],
+            idempotency_key: Some("idm1".into()),
+            written_at_ms: 1234,
+            deliver_at_ms: Some(1000),
+            replays: 0,
+            transaction: None,
+            only_target: Some("b".into()),
+        };
+        assert_eq!(hex::encode(e.encode()), V4_FIXTURE, "the encoding changed: that is a new version");
+        assert_eq!(Envelope::decode(&hex::decode(V4_FIXTURE).expect("hex")).expect("v4 decodes"), e);
+        let mut bytes = e.encode();
+        stamp_written_at(&mut bytes, 99_000);
+        assert_eq!(written_at(&bytes), Some(99_000));
+        e.written_at_ms = 99_000;
+        assert_eq!(Envelope::decode(&bytes).expect("decodes"), e, "only the write time changed");
+        assert!(matches!(Envelope::decode(&bytes[..5]), Err(DecodeError::Short { len: 5 })));
     }
 
     #[test]

@@ -20,3 +20,4 @@ pub mod replica_stage;
 pub mod rewind;
 pub mod traps;
 pub mod txn_store;
+pub mod write_clock;

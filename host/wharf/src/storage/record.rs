@@ -11,6 +11,8 @@ pub enum DecodeError {
     Empty,
     #[error("unknown record version {0}")]
     Version(u8),
+    #[error("record is {len} bytes, shorter than its fixed header")]
+    Short { len: usize },
     #[error("record does not decode: {0}")]
     Postcard(#[from] postcard::Error),
 }
