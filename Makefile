@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PLUGINS := memcached http wharf replica cassandra
-EXAMPLES := log-target
+EXAMPLES := log-target revision-store
 FIXTURES := misbehave
 
 .PHONY: all deps test-deps build plugins polyglot image test soak demo demo-replica bench fuzz lint fmt clean
 
 all: build
 
-## deps: install what is missing for build and demo (wasm32-wasip2 target, memcached)
+## deps: install what is missing for build, demo and the tests' local servers (wasm32-wasip2 target, memcached, libfaketime, MariaDB)
 deps:
 	@scripts/install-deps.sh
 

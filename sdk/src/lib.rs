@@ -47,7 +47,7 @@ mod types;
 pub use config::Config;
 pub use error::Error;
 pub use redact::{is_secret_key, redact_url};
-pub use types::{Batch, LogRecord, Message, Outcome, PluginInfo};
+pub use types::{Batch, LogRecord, Message, Outcome, PluginInfo, Reconciled};
 
 /// Wall-clock time in ms since the Unix epoch (the host's clock on wasm32).
 pub fn now_ms() -> u64 {
@@ -81,10 +81,20 @@ pub trait Target: Sized + 'static {
     fn describe() -> Option<PluginInfo> {
         None
     }
+
+    /// Repair what earlier deliveries left half done (seed 000's
+    /// reconciler): the host calls it on a fresh schedule per target
+    /// (`reconcile_interval_ms`), between `deliver` calls, within
+    /// `budget_ms` and the same sandbox and deadline as `deliver`. The
+    /// default does nothing.
+    fn reconcile(&mut self, budget_ms: u64) -> Reconciled {
+        let _ = budget_ms;
+        Reconciled::default()
+    }
 }
 
-/// Export a [`Target`] type as the plugin's WIT `init`, `deliver` and
-/// `describe`.
+/// Export a [`Target`] type as the plugin's WIT `init`, `deliver`,
+/// `describe` and `reconcile` (`wharf:target@0.4.0`).
 ///
 /// Call it once, at the top level of the plugin crate. Natively it only
 /// checks that the type implements [`Target`].
@@ -123,6 +133,11 @@ macro_rules! export_target {
                         ::core::env!("CARGO_PKG_VERSION"),
                     )
                 }
+
+                fn reconcile(budget_ms: u64) -> $crate::__private::bindings::Reconciled {
+                    __WHARF_RUNNER
+                        .with(|runner| $crate::__private::wit_reconcile(&mut runner.borrow_mut(), budget_ms))
+                }
             }
 
             $crate::__private::bindings::export!(__WharfGuest with_types_in $crate::__private::bindings);
@@ -130,8 +145,8 @@ macro_rules! export_target {
     };
 }
 
-/// Export a [`Target`] type as the plugin's WIT `init`, `deliver` and
-/// `describe`.
+/// Export a [`Target`] type as the plugin's WIT `init`, `deliver`,
+/// `describe` and `reconcile` (`wharf:target@0.4.0`).
 ///
 /// Call it once, at the top level of the plugin crate. Natively it only
 /// checks that the type implements [`Target`].
@@ -155,7 +170,7 @@ pub mod __private {
     #[allow(unsafe_code, missing_debug_implementations, clippy::all)]
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit/0.3.0",
+            path: "../wit/0.4.0",
             world: "target",
             pub_export_macro: true,
             export_macro_name: "export",
@@ -164,7 +179,7 @@ pub mod __private {
     }
 
     #[cfg(target_arch = "wasm32")]
-    pub use wasm::{wit_deliver, wit_describe, wit_init};
+    pub use wasm::{wit_deliver, wit_describe, wit_init, wit_reconcile};
 
     #[cfg(target_arch = "wasm32")]
     mod wasm {
@@ -190,6 +205,11 @@ pub mod __private {
         pub fn wit_describe<T: Target>(crate_name: &str, crate_version: &str) -> wit::PluginInfo {
             let info = describe::<T>(crate_name, crate_version);
             wit::PluginInfo { name: info.name, version: info.version }
+        }
+
+        pub fn wit_reconcile<T: Target>(runner: &mut Runner<T>, budget_ms: u64) -> wit::Reconciled {
+            let done = runner.reconcile(budget_ms);
+            wit::Reconciled { repaired: done.repaired, errors: done.errors }
         }
 
         fn message_from_wit(m: wit::Message) -> Message {

@@ -2,7 +2,7 @@
 //! [`export_target!`](crate::export_target) on wasm32 and by
 //! [`testing`](crate::testing) natively, so both run the same code.
 
-use crate::{Batch, Config, Outcome, PluginInfo, Target, log};
+use crate::{Batch, Config, Outcome, PluginInfo, Reconciled, Target, log};
 
 /// Holds the plugin instance created by `init`.
 #[doc(hidden)]
@@ -62,6 +62,18 @@ impl<T: Target> Runner<T> {
             outcomes.resize(expected, Outcome::retry("plugin returned no outcome for this message"));
         }
         outcomes
+    }
+
+    /// Run `T::reconcile`. Before a successful `init` nothing is repaired
+    /// and the pass reports one error (it never panics).
+    pub fn reconcile(&mut self, budget_ms: u64) -> Reconciled {
+        match self.instance.as_mut() {
+            Some(instance) => instance.reconcile(budget_ms),
+            None => Reconciled {
+                repaired: 0,
+                errors: vec!["plugin is not initialised (init has not succeeded)".to_string()],
+            },
+        }
     }
 }
 

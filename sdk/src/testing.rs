@@ -1,5 +1,5 @@
 //! Native test helpers (not available on wasm32): build messages and drive
-//! a [`Target`] through `init` and `deliver` exactly as the host would,
+//! a [`Target`] through `init`, `deliver` and `reconcile` exactly as the host would,
 //! through the same glue as the wasm export.
 //!
 //! ```
@@ -16,7 +16,7 @@
 //! ```
 
 use crate::runner::Runner;
-use crate::{Batch, Config, Error, Message, Outcome, Target};
+use crate::{Batch, Config, Error, Message, Outcome, Reconciled, Target};
 
 /// A message with this payload: id `"0-<n>"` with a fresh sequence number
 /// `n`, namespace `"test"`, first attempt, written now.
@@ -75,6 +75,12 @@ impl<T: Target> Harness<T> {
         let outcomes = self.runner.deliver(batch);
         assert_eq!(outcomes.len(), batch.messages.len(), "exactly one outcome per message");
         outcomes
+    }
+
+    /// One `reconcile` pass with this budget, as the host would call it
+    /// (before `init` it repairs nothing and reports one error).
+    pub fn reconcile(&mut self, budget_ms: u64) -> Reconciled {
+        self.runner.reconcile(budget_ms)
     }
 
     /// The plugin instance, once `init` succeeded.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::testing::{self, Harness};
-use crate::{Batch, Config, Error, Message, Outcome, PluginInfo, Target};
+use crate::{Batch, Config, Error, Message, Outcome, PluginInfo, Reconciled, Target};
 
 #[test]
 fn config_get_require_parse() {
@@ -125,6 +125,52 @@ fn deliver_before_init_retries_everything() {
     assert!(err.contains("`must`"), "{err}");
     assert!(h.deliver(vec![testing::message("a")])[0].is_retry());
     assert!(Harness::<Counting>::init(&[]).is_err());
+}
+
+/// Repairs what it was told was half done, up to the budget in units.
+struct Repairing {
+    half_done: Vec<String>,
+}
+
+impl Target for Repairing {
+    fn init(config: Config) -> Result<Self, Error> {
+        Ok(Repairing { half_done: config.get_or("half_done", "").split(',').map(str::to_string).collect() })
+    }
+    fn deliver_one(&mut self, _: &Message) -> Result<(), Error> {
+        Ok(())
+    }
+    fn reconcile(&mut self, budget_ms: u64) -> Reconciled {
+        let take = (budget_ms as usize).min(self.half_done.len());
+        let mut done = Reconciled::default();
+        for item in self.half_done.drain(..take) {
+            match item.strip_prefix("bad:") {
+                Some(why) => done.errors.push(why.to_string()),
+                None => done.repaired += 1,
+            }
+        }
+        done
+    }
+}
+
+#[test]
+fn reconcile_runs_the_plugins_pass_and_defaults_to_nothing() {
+    let mut h = Harness::<Repairing>::init(&[("half_done", "a,bad:gone,c")]).unwrap();
+    assert_eq!(h.reconcile(2), Reconciled { repaired: 1, errors: vec!["gone".into()] });
+    assert_eq!(h.reconcile(10), Reconciled { repaired: 1, errors: vec![] });
+    assert_eq!(h.reconcile(10), Reconciled::default());
+
+    // The default repairs nothing and reports nothing.
+    let mut h = Harness::<Counting>::init(&[("must", "yes")]).unwrap();
+    assert_eq!(h.reconcile(1000), Reconciled::default());
+}
+
+#[test]
+fn reconcile_before_init_is_an_error_not_a_panic() {
+    let mut h = Harness::<Repairing>::uninitialised();
+    let done = h.reconcile(1000);
+    assert_eq!(done.repaired, 0);
+    assert_eq!(done.errors.len(), 1);
+    assert!(done.errors[0].contains("not initialised"), "{done:?}");
 }
 
 struct Miscounting(usize);

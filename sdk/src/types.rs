@@ -32,7 +32,7 @@ pub struct Message {
 }
 
 /// A log record exactly as stored, with what proves its place in the
-/// partition's history (`wharf:target@0.3.0`).
+/// partition's history (`wharf:target@0.3.0` on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
     /// The record's bytes as the log stores them.
@@ -123,6 +123,15 @@ impl Message {
     pub fn payload_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.payload)
     }
+}
+
+/// What one [`crate::Target::reconcile`] pass did: how many inconsistencies
+/// it repaired, and what it could not repair (each a short reason; the host
+/// logs them and counts them in its metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub repaired: u64,
+    pub errors: Vec<String>,
 }
 
 /// What a plugin is, for operators: `wharf plugin check` prints it.

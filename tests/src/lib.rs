@@ -88,7 +88,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 }
 
 /// Whether process `pid` holds a TCP socket listening on `port`.
-fn listens(pid: u32, port: u16) -> bool {
+pub fn listens(pid: u32, port: u16) -> bool {
     let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())

@@ -370,7 +370,7 @@ fn plugin_check_shows_the_cassandra_plugins_describe_info() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(v["describe"]["name"], "wharf-plugin-cassandra", "{v}");
     assert_eq!(v["describe"]["version"], env!("CARGO_PKG_VERSION"), "{v}");
-    assert_eq!(v["wit"], "wharf:target@0.3.0", "{v}");
+    assert_eq!(v["wit"], "wharf:target@0.4.0", "{v}");
     let out = Command::new(wharf_bin())
         .args(["plugin", "check"])
         .arg(plugin("cassandra"))

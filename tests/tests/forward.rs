@@ -167,7 +167,7 @@ fn the_forward_example_passes_check_config_and_plugin_check_describes_it() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(v["describe"]["name"], "wharf-plugin-wharf", "{v}");
-    assert_eq!(v["wit"], "wharf:target@0.3.0", "{v}");
+    assert_eq!(v["wit"], "wharf:target@0.4.0", "{v}");
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn metrics_and_status_show_retries_a_dlq_entry_and_a_halted_partition() {
     assert!(hooks["delivery"]["retries_total"].as_u64().unwrap_or(0) >= 3, "{hooks}");
     assert_eq!(hooks["delivery"]["dead_lettered_total"], json!(1));
     assert_eq!(st["namespaces"]["hooks"]["plugin"]["state"], json!("ready"));
-    assert_eq!(st["namespaces"]["hooks"]["plugin"]["wit"], json!("wharf:target@0.3.0"));
+    assert_eq!(st["namespaces"]["hooks"]["plugin"]["wit"], json!("wharf:target@0.4.0"));
 }
 
 #[test]

@@ -9,12 +9,11 @@
 //! `make build` and `memcached` lines are not run: the build is the suite's
 //! precondition, and memcached is started by the harness on its free port.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wharf_tests::{Memcached, eventually, free_port, root, wharf_bin};
+use wharf_tests::{Memcached, eventually, free_port, listens, root, wharf_bin};
 
 /// The `sh` blocks of the README's "What it is" section, as command lines
 /// (backslash continuations joined; comment lines kept apart).
@@ -51,6 +50,28 @@ impl Drop for Killed {
     }
 }
 
+/// Runs `serve` in `dir` until this very process listens on `port`;
+/// `None` if it exits first (the port was taken meanwhile).
+fn serve_on(dir: &Path, serve: &str, port: u16) -> Option<Killed> {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {serve}"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let mut wharf = Killed(child);
+    let pid = wharf.0.id();
+    eventually(Duration::from_secs(120), "wharf listening", || {
+        if let Ok(Some(_)) = wharf.0.try_wait() {
+            return Some(false);
+        }
+        listens(pid, port).then_some(true)
+    })
+    .then_some(wharf)
+}
+
 fn sh(dir: &Path, command: &str) -> std::process::Output {
     Command::new("sh").arg("-c").arg(command).current_dir(dir).output().expect("run sh")
 }
@@ -76,34 +97,24 @@ fn the_manual_example_works_as_written() {
 
     // A directory shaped like the repo root (see the module comment).
     let mc = Memcached::start();
-    let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let target = wharf_bin().parent().and_then(Path::parent).expect("target dir").to_path_buf();
     std::os::unix::fs::symlink(&target, dir.path().join("target")).expect("symlink target");
     std::fs::create_dir(dir.path().join("examples")).expect("mkdir examples");
     let example = std::fs::read_to_string(root().join("examples/wharf.toml")).expect("examples/wharf.toml");
     assert!(example.contains("7070") && example.contains("11211"), "the example's ports changed");
-    let example = example.replace("7070", &port.to_string()).replace("11211", &mc.port.to_string());
-    std::fs::write(dir.path().join("examples/wharf.toml"), example).expect("write config");
-
-    let out = sh(dir.path(), &check);
-    assert!(out.status.success(), "{check}: {}", String::from_utf8_lossy(&out.stderr));
-
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("exec {serve}"))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let mut wharf = Killed(child);
-    eventually(Duration::from_secs(60), "wharf listening", || {
-        if let Ok(Some(status)) = wharf.0.try_wait() {
-            panic!("`{serve}` exited: {status}");
-        }
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    // The README's command line has a fixed port; a free one is picked, and
+    // picked again if another process takes it before `serve` binds it.
+    let (port, _wharf) = (0..5)
+        .find_map(|_| {
+            let port = free_port();
+            let config = example.replace("7070", &port.to_string()).replace("11211", &mc.port.to_string());
+            std::fs::write(dir.path().join("examples/wharf.toml"), config).expect("write config");
+            let out = sh(dir.path(), &check);
+            assert!(out.status.success(), "{check}: {}", String::from_utf8_lossy(&out.stderr));
+            serve_on(dir.path(), &serve, port).map(|w| (port, w))
+        })
+        .expect("`serve` never got a free port in 5 tries");
 
     let out = sh(dir.path(), &curl.replace(":7070", &format!(":{port}")));
     assert!(out.status.success(), "{curl}: {}", String::from_utf8_lossy(&out.stderr));

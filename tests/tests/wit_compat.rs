@@ -1,11 +1,11 @@
 //! WIT compatibility (issue 6): a plugin built against an older supported
 //! `wharf:target` version keeps loading after a host upgrade.
 //!
-//! The 0.1.0 and 0.2.0 plugins are committed binaries that are never
-//! rebuilt (`tests/fixtures/wit-0.1.0/`, `tests/fixtures/wit-0.2.0/`): the
-//! http plugin as it was before 0.2.0 and before 0.3.0. The 0.3.0 plugin is
-//! today's `plugins/http`. All deliver through the real binary to a real
-//! local HTTP server.
+//! The 0.1.0, 0.2.0 and 0.3.0 plugins are committed binaries that are never
+//! rebuilt (`tests/fixtures/wit-<version>/`): the http plugin as it was
+//! before 0.2.0, before 0.3.0 and before 0.4.0. The 0.4.0 plugin is today's
+//! `plugins/http`. All deliver through the real binary to a real local HTTP
+//! server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,13 @@ const FIXTURE_0_2_DIGEST: &str = "sha256:3575dc58026e3461932f78663a1a7a336b6efbc
 
 fn plugin_0_2() -> PathBuf {
     fixture("wit-0.2.0/http.wasm")
+}
+
+/// See `FIXTURE_0_1_DIGEST`.
+const FIXTURE_0_3_DIGEST: &str = "sha256:4cdea0fd37793783ab345b2969489e55ac9200fbf12578877f28da051a5839ae";
+
+fn plugin_0_3() -> PathBuf {
+    fixture("wit-0.3.0/http.wasm")
 }
 
 /// `wharf plugin check [--json] FILE`: exit success and stdout.
@@ -122,16 +129,28 @@ fn plugin_check_says_the_0_2_fixture_is_0_2() {
 }
 
 #[test]
-fn plugin_check_says_the_current_plugin_is_0_3_and_prints_what_it_describes() {
+fn plugin_check_says_the_0_3_fixture_is_0_3_without_reconcile() {
+    let (ok, out) = check(&plugin_0_3(), true);
+    assert!(ok, "the host no longer loads the 0.3.0 fixture:\n{out}");
+    let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["digest"], json!(FIXTURE_0_3_DIGEST), "the 0.3.0 fixture was replaced");
+    assert_eq!(report["wit"], json!("wharf:target@0.3.0"));
+    assert_eq!(report["describe"]["name"], json!("wharf-plugin-http"));
+    assert_eq!(report["exports"], json!(["init", "deliver", "describe"]));
+}
+
+#[test]
+fn plugin_check_says_the_current_plugin_is_0_4_and_prints_what_it_describes() {
     let (ok, out) = check(&plugin("http"), false);
     assert!(ok, "{out}");
-    assert!(out.contains("wit      wharf:target@0.3.0\n"), "{out}");
+    assert!(out.contains("wit      wharf:target@0.4.0\n"), "{out}");
     assert!(out.contains("describe wharf-plugin-http "), "{out}");
 
     let (ok, out) = check(&plugin("http"), true);
     assert!(ok, "{out}");
     let report: Value = serde_json::from_str(&out).expect("json report");
-    assert_eq!(report["wit"], json!("wharf:target@0.3.0"));
+    assert_eq!(report["wit"], json!("wharf:target@0.4.0"));
+    assert_eq!(report["exports"], json!(["init", "deliver", "describe", "reconcile"]));
     assert_eq!(report["describe"]["name"], json!("wharf-plugin-http"));
     assert!(report["describe"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{report}");
 }
@@ -167,6 +186,20 @@ fn a_0_2_plugin_delivers_every_message_and_sees_how_often_it_was_replayed() {
     assert!(dlq_ids(&wharf, "new").is_empty());
 }
 
+#[test]
+fn a_0_3_plugin_delivers_every_message_and_dead_letter_replays_to_a_real_http_server() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&sink.namespace_with_plugin("mid", 2, "", &plugin_0_3()));
+    assert_eq!(ready_plugin(&wharf, "mid")["wit"], json!("wharf:target@0.3.0"));
+
+    deliver_n(&wharf, &sink, "mid");
+    assert!(sink.accepted().iter().all(|r| r.header("x-wharf-replays") == Some("0")));
+
+    let again = reject_then_replay(&wharf, &sink, "mid");
+    assert_eq!(again.header("x-wharf-replays"), Some("1"));
+    assert!(dlq_ids(&wharf, "mid").is_empty());
+}
+
 /// Registers a plugin over the admin API, as `wharf plugin register` does.
 fn register(wharf: &Wharf, ns: &str, file: &Path) {
     let bytes = std::fs::read(file).expect("plugin bytes");
@@ -188,18 +221,23 @@ fn deliver_one(wharf: &Wharf, sink: &HttpSink, ns: &str, payload: &[u8]) -> whar
 }
 
 #[test]
-fn a_namespace_switches_between_0_1_and_0_3_plugins_at_runtime() {
+fn a_namespace_switches_between_0_1_0_3_and_0_4_plugins_at_runtime() {
     let sink = HttpSink::start();
     let wharf = Wharf::start(&sink.namespace("hooks", 1, ""));
 
     register(&wharf, "hooks", &plugin_0_1());
     assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.1.0"));
     let got = deliver_one(&wharf, &sink, "hooks", b"via 0.1 registered");
-    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a 0.3.0 plugin");
+    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a newer plugin");
 
-    register(&wharf, "hooks", &plugin("http"));
+    register(&wharf, "hooks", &plugin_0_3());
     assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.3.0"));
     let got = deliver_one(&wharf, &sink, "hooks", b"via 0.3 registered");
+    assert_eq!(got.header("x-wharf-replays"), Some("0"), "delivered by the 0.1.0 plugin");
+
+    register(&wharf, "hooks", &plugin("http"));
+    assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.4.0"));
+    let got = deliver_one(&wharf, &sink, "hooks", b"via 0.4 registered");
     assert_eq!(got.header("x-wharf-replays"), Some("0"), "delivered by the 0.1.0 plugin");
 
     let out = Command::new(wharf_bin())
@@ -207,7 +245,7 @@ fn a_namespace_switches_between_0_1_and_0_3_plugins_at_runtime() {
         .output()
         .expect("wharf plugin rollback");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.1.0"));
-    let got = deliver_one(&wharf, &sink, "hooks", b"via 0.1 rolled back");
-    assert_eq!(got.header("x-wharf-replays"), None, "delivered by a 0.3.0 plugin");
+    assert_eq!(ready_plugin(&wharf, "hooks")["wit"], json!("wharf:target@0.3.0"));
+    let got = deliver_one(&wharf, &sink, "hooks", b"via 0.3 rolled back");
+    assert_eq!(got.header("x-wharf-replays"), Some("0"), "delivered by the 0.1.0 plugin");
 }

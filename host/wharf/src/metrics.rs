@@ -58,6 +58,14 @@ pub struct NsTargetReason {
     pub reason: String,
 }
 
+/// A target's reconcile passes, by how they ended (a small fixed enum).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NsTargetResult {
+    pub namespace: String,
+    pub target: String,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NsKind {
     pub namespace: String,
@@ -119,6 +127,9 @@ pub struct Metrics {
     pub replica_halts: Family<NsKind, Counter>,
     pub replica_halted: Family<NsPart, Gauge>,
     pub otlp_export_failures: Counter,
+    pub reconcile_runs: Family<NsTargetResult, Counter>,
+    pub reconcile_repaired: Family<NsTarget, Counter>,
+    pub reconcile_errors: Family<NsTarget, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -294,6 +305,21 @@ impl Metrics {
                 "Batches of spans the OTLP exporter could not deliver to the collector (dropped)",
                 Counter::default()
             ),
+            reconcile_runs: reg!(
+                "wharf_reconcile_runs",
+                "Reconcile passes of a target's plugin, by result (ok, errors, trap, deadline, init)",
+                Family::default()
+            ),
+            reconcile_repaired: reg!(
+                "wharf_reconcile_repaired",
+                "Inconsistencies a target's reconcile passes repaired",
+                Family::default()
+            ),
+            reconcile_errors: reg!(
+                "wharf_reconcile_errors",
+                "Errors a target's reconcile passes reported (what they could not repair)",
+                Family::default()
+            ),
             registry: r,
         }
     }
@@ -367,6 +393,10 @@ pub fn ns_target(namespace: &str, target: &str) -> NsTarget {
 
 pub fn ns_target_kind(namespace: &str, target: &str, kind: &'static str) -> NsTargetKind {
     NsTargetKind { namespace: namespace.to_string(), target: target.to_string(), kind }
+}
+
+pub fn ns_target_result(namespace: &str, target: &str, result: &'static str) -> NsTargetResult {
+    NsTargetResult { namespace: namespace.to_string(), target: target.to_string(), result }
 }
 
 pub fn ns_target_reason(namespace: &str, target: &str, reason: &str) -> NsTargetReason {

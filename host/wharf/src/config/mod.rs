@@ -416,6 +416,23 @@ pub struct Target {
     /// `key` (default) or `partition` (see [`Ordering`]).
     #[serde(default)]
     pub ordering: Ordering,
+    /// How often the host calls the plugin's `reconcile` (WIT 0.4.0), on
+    /// the monotonic clock, the first call one interval after the plugin
+    /// starts. Default: never.
+    #[serde(default)]
+    pub reconcile_interval_ms: Option<u64>,
+    /// The `budget-ms` handed to `reconcile`: how long a pass should take.
+    /// At most `call_timeout_ms` (the deadline that stops it). Default: half
+    /// of `call_timeout_ms`.
+    #[serde(default)]
+    pub reconcile_budget_ms: Option<u64>,
+}
+
+impl Target {
+    /// The `budget-ms` of a `reconcile` call (see `reconcile_budget_ms`).
+    pub fn reconcile_budget_ms(&self) -> u64 {
+        self.reconcile_budget_ms.unwrap_or(self.call_timeout_ms / 2).max(1)
+    }
 }
 
 fn default_poison_after() -> u32 {

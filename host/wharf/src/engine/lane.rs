@@ -360,17 +360,13 @@ impl Engine {
     /// `max_in_flight`. Waits (up to the next due retry, or [`IDLE`]) only
     /// when nothing in the window is eligible now. Returns how many came.
     async fn fill(&mut self) -> Result<usize, String> {
-        let max = self.ns.cfg.delivery.max_in_flight;
-        let now = engine_ms();
-        // Delayed messages that are not due yet do not take window room, so
-        // they never hold back the messages written after them.
-        let (from, room, next_due) =
-            self.lane.with(|w| (w.next_read(), max.saturating_sub(w.occupying(now)), w.next_due_ms()));
-        let wait = match next_due {
-            Some(due) if due <= now => Duration::ZERO,
-            Some(due) => Duration::from_millis(due - now).min(IDLE),
-            None => IDLE,
-        };
+        let (from, room, wait) = self.pull_plan(engine_ms());
+        if !wait.is_zero() && self.source().would_wait(from, room) {
+            // Caught up: the watermark is made exact before the lane waits
+            // (status, a restart and the log's GC read it), not one idle
+            // wait later.
+            self.persist_watermark(true).await;
+        }
         let target = self.target.name.clone();
         let mut shutdown = self.shutdown.clone();
         let pulled = tokio::select! {
@@ -419,6 +415,22 @@ impl Engine {
             self.dead_letter(seq, FailureKind::Decode, "not a wharf envelope".into()).await;
         }
         Ok(count)
+    }
+
+    /// Where the next pull starts, the window room it may fill, and how long
+    /// it may wait for news: not at all while something is due.
+    fn pull_plan(&self, now: u64) -> (u64, usize, Duration) {
+        let max = self.ns.cfg.delivery.max_in_flight;
+        // Delayed messages that are not due yet do not take window room, so
+        // they never hold back the messages written after them.
+        let (from, room, next_due) =
+            self.lane.with(|w| (w.next_read(), max.saturating_sub(w.occupying(now)), w.next_due_ms()));
+        let wait = match next_due {
+            Some(due) if due <= now => Duration::ZERO,
+            Some(due) => Duration::from_millis(due - now).min(IDLE),
+            None => IDLE,
+        };
+        (from, room, wait)
     }
 
     /// Picks the eligible messages (oldest first; one probe while the

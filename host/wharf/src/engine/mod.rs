@@ -5,6 +5,7 @@
 //! - `lane`: the delivery loop of one target × one stream.
 //! - `window`: per-key order, retries held in the host, the watermark.
 //! - `breaker`: the circuit breaker and AIMD batch size.
+//! - `reconcile`: a target's host-scheduled `reconcile` passes (WIT 0.4.0).
 //! - `source`: the only part that differs between the embedded log, Kafka
 //!   and SQS (see its contract).
 //!
@@ -14,6 +15,8 @@
 pub mod breaker;
 pub mod lane;
 pub mod namespace;
+pub mod reconcile;
+pub mod reconcile_status;
 pub mod source;
 pub mod target;
 pub mod window;

@@ -156,6 +156,16 @@ impl Source {
         }
     }
 
+    /// Whether a pull from `from` with `room` would wait for news: the log
+    /// has nothing new for the lane, or no room. A queue cannot tell before
+    /// it asks, so it says it may.
+    pub fn would_wait(&self, from: u64, room: usize) -> bool {
+        match self {
+            Source::Log(s) => s.nothing_new(from, room),
+            Source::Queue(_) => true,
+        }
+    }
+
     /// The message is finished for this lane: release its reservation.
     pub async fn release(&self, p: &Pending) {
         if let (Source::Queue(q), Some(d)) = (self, &p.receipt)
@@ -185,6 +195,10 @@ impl Source {
 }
 
 impl LogSource {
+    fn nothing_new(&self, from: u64, room: usize) -> bool {
+        room == 0 || from >= self.log.next_seq()
+    }
+
     async fn pull(
         &mut self,
         from: u64,
@@ -192,7 +206,7 @@ impl LogSource {
         wait: Duration,
         target: &str,
     ) -> Result<Vec<Pulled>, SourceError> {
-        if (room == 0 || from >= self.log.next_seq()) && !wait.is_zero() {
+        if self.nothing_new(from, room) && !wait.is_zero() {
             // A consumer process is not woken by appends (another process
             // makes them): it polls the durable end.
             let wait = match self.log.writer() {
@@ -201,7 +215,7 @@ impl LogSource {
             };
             let _ = tokio::time::timeout(wait, self.appended.changed()).await;
         }
-        if room == 0 || from >= self.log.next_seq() {
+        if self.nothing_new(from, room) {
             return Ok(Vec::new());
         }
         // Reads of acknowledged records are preads of recent, cached pages:

@@ -192,6 +192,8 @@ pub struct TargetRt {
     /// How often messages trapped the plugin alone (poison detection).
     pub traps: Arc<Traps>,
     pub lanes: Vec<Arc<Lane>>,
+    /// The `reconcile` schedule, for status (`engine::reconcile`).
+    pub reconcile: crate::engine::reconcile_status::Schedule,
 }
 
 impl TargetRt {
@@ -213,6 +215,7 @@ impl TargetRt {
             dlq,
             traps: Arc::new(traps),
             lanes,
+            reconcile: Default::default(),
         }
     }
 

@@ -238,13 +238,21 @@ impl Window {
         !p.in_flight && p.due_ms <= now && self.heads_its_key(seq, p)
     }
 
-    /// Earliest time something not in flight becomes due.
+    /// Earliest time something not in flight becomes due. Looks up a key
+    /// only for a message that would be earlier than the best so far, and
+    /// stops at one due at once: the lane asks before every pull.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.pending
-            .iter()
-            .filter(|(seq, p)| !p.in_flight && self.heads_its_key(**seq, p))
-            .map(|(_, p)| p.due_ms)
-            .min()
+        let mut best: Option<u64> = None;
+        for (seq, p) in &self.pending {
+            if p.in_flight || best.is_some_and(|b| p.due_ms >= b) || !self.heads_its_key(*seq, p) {
+                continue;
+            }
+            best = Some(p.due_ms);
+            if p.due_ms == 0 {
+                break;
+            }
+        }
+        best
     }
 
     /// Picks the eligible messages, oldest first from [`Self::first_to_serve`],

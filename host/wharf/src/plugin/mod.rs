@@ -10,8 +10,8 @@
 //! Every supported `wharf:target` version (`SUPPORTED_WIT`) loads through
 //! the same engine, linker and sandbox; `version.rs` finds which one a
 //! component implements and dispatches calls. The host's message, batch and
-//! outcome types are the newest version's (`v0_3.rs`); older versions
-//! convert (`v0_2.rs`, `v0_1.rs`).
+//! outcome types are the newest version's (`v0_4.rs`); older versions
+//! convert (`v0_3.rs`, `v0_2.rs`, `v0_1.rs`).
 
 mod cache;
 mod conformance;
@@ -24,6 +24,7 @@ mod url_rule;
 mod v0_1;
 mod v0_2;
 mod v0_3;
+mod v0_4;
 mod version;
 
 use std::path::Path;
@@ -37,7 +38,7 @@ pub use redact::is_secret_key;
 pub use sandbox::NetPolicy;
 use sandbox::StoreState;
 pub use url_rule::UrlRule;
-pub use v0_3::{Batch, LogRecord, Message, Outcome, Retry as RetryOutcome};
+pub use v0_4::{Batch, LogRecord, Message, Outcome, Reconciled, Retry as RetryOutcome};
 pub use version::SUPPORTED_WIT;
 use version::{Target, TargetPre};
 
@@ -84,6 +85,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("linking wasi: {e}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking wasi-http: {e}"))?;
+        v0_4::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking wharf host 0.4.0: {e}"))?;
         v0_3::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking wharf host 0.3.0: {e}"))?;
         v0_2::Target::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -167,6 +170,11 @@ impl Plugin {
         self.pre.version().package()
     }
 
+    /// The plugin's WIT has `reconcile` (0.4.0 on).
+    pub fn has_reconcile(&self) -> bool {
+        self.pre.version().has_reconcile()
+    }
+
     /// Proves the plugin works before it takes over: instantiates it and
     /// runs `init` with its config, then drops the instance.
     pub async fn validate(&self) -> Result<(), PluginError> {
@@ -233,6 +241,29 @@ impl Instance {
             return Err(PluginError::WrongCount { got: out.len(), want });
         }
         Ok(out.into_iter().map(|o| self.secrets.scrub_outcome(o)).collect())
+    }
+}
+
+impl Instance {
+    /// One `reconcile` pass, under the same deadlines as `deliver`; `None`
+    /// for a plugin whose WIT has no `reconcile` (nothing is called). The
+    /// reasons it reports are scrubbed like outcome reasons.
+    pub async fn reconcile(&mut self, budget_ms: u64) -> Result<Option<Reconciled>, PluginError> {
+        set_deadline(&mut self.store, self.call_timeout);
+        let out = bounded(self.call_timeout, self.target.call_reconcile(&mut self.store, budget_ms))
+            .await
+            .map_err(|e| match e {
+                PluginError::Trap(trap) => match self.store.data().stderr.last_lines(3) {
+                    tail if tail.is_empty() => PluginError::Trap(trap),
+                    tail => PluginError::Trap(format!("{trap}; stderr: {tail}")),
+                },
+                other => other,
+            })
+            .map_err(|e| self.secrets.scrub_error(e))?;
+        Ok(out.map(|r| Reconciled {
+            repaired: r.repaired,
+            errors: r.errors.iter().map(|e| self.secrets.scrub(e)).collect(),
+        }))
     }
 }
 

@@ -1,10 +1,10 @@
 //! Bindings for `wharf:target@0.1.0`, kept so plugins built against it keep
-//! loading. The host's (0.3.0) batch is converted for the call: 0.1.0 has no
+//! loading. The host's (0.4.0) batch is converted for the call: 0.1.0 has no
 //! `replays` nor `record`, so they are left out. Outcomes are the same in both versions and
 //! are converted back field by field.
 
 use super::sandbox::StoreState;
-use super::v0_3 as current;
+use super::v0_4 as current;
 
 wasmtime::component::bindgen!({
     path: "../../wit/0.1.0",

@@ -1,10 +1,10 @@
 //! Bindings for `wharf:target@0.2.0`, kept so plugins built against it keep
-//! loading. The host's (0.3.0) batch is converted for the call: 0.2.0 has no
+//! loading. The host's (0.4.0) batch is converted for the call: 0.2.0 has no
 //! `record`, so it is left out (a 0.2.0 plugin cannot mirror the log).
 //! Outcomes convert back field by field; 0.2.0 has no `halt`.
 
 use super::sandbox::StoreState;
-use super::v0_3 as current;
+use super::v0_4 as current;
 
 wasmtime::component::bindgen!({
     path: "../../wit/0.2.0",

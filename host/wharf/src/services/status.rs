@@ -169,6 +169,7 @@ fn target_json(ns: &Namespace, t: &TargetRt) -> serde_json::Value {
         "plugin": t.plugin_status(),
         "dlq_size": t.dlq.as_ref().map(|d| d.len()),
         "ordering": t.cfg.target.ordering,
+        "reconcile": t.reconcile.json(&t.cfg.target),
         "partitions": lanes,
     })
 }

@@ -15,11 +15,16 @@
 //!
 //! With `config.gate` (an `ip:port`), `init` connects there first and fails
 //! when it cannot: a test closes the gate to make every later `init` fail.
+//!
+//! `config.reconcile` says what `reconcile` does (default: nothing):
+//! - `count`: repairs as many as this instance's passes so far (1, 2, ...).
+//! - `errors`: repairs one and reports an error naming the pass.
+//! - `trap`: panics.
 
 use std::io::Write as _;
 use std::net::TcpStream;
 
-use wharf_sdk::{Config, Error, Message, Target};
+use wharf_sdk::{Config, Error, Message, Reconciled, Target};
 
 #[derive(Debug)]
 pub struct Misbehave {
@@ -27,6 +32,8 @@ pub struct Misbehave {
     addr: Option<String>,
     poison: Option<Vec<u8>>,
     record: Option<String>,
+    reconcile: Option<String>,
+    passes: u64,
 }
 
 impl Target for Misbehave {
@@ -39,6 +46,8 @@ impl Target for Misbehave {
             addr: config.get("addr").map(str::to_string),
             poison: config.get("poison").map(|p| p.as_bytes().to_vec()),
             record: config.get("record").map(str::to_string),
+            reconcile: config.get("reconcile").map(str::to_string),
+            passes: 0,
         })
     }
 
@@ -46,6 +55,18 @@ impl Target for Misbehave {
         match &self.poison {
             Some(p) if *p != msg.payload => self.record(msg),
             _ => self.misbehave(msg),
+        }
+    }
+
+    fn reconcile(&mut self, _budget_ms: u64) -> Reconciled {
+        self.passes += 1;
+        match self.reconcile.as_deref() {
+            Some("count") => Reconciled { repaired: self.passes, errors: Vec::new() },
+            Some("errors") => {
+                Reconciled { repaired: 1, errors: vec![format!("misbehave: pass {} left one", self.passes)] }
+            }
+            Some("trap") => panic!("misbehave: reconcile panics on purpose"),
+            _ => Reconciled::default(),
         }
     }
 }
