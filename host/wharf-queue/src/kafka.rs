@@ -29,6 +29,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::renewing::RenewingProducer;
 use crate::util::{not_before, now_ms};
 use crate::{
     Ack, Consumer, Delivery, Durability, Error, KafkaConfig, Position, Producer, Receipt, Record, Result,
@@ -90,7 +91,7 @@ pub async fn provision(cfg: &KafkaConfig) -> Result<()> {
 
 /// Appends to one topic.
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: RenewingProducer,
     topic: String,
 }
 
@@ -106,7 +107,7 @@ impl KafkaProducer {
         if cfg.create_topics {
             provision(cfg).await?;
         }
-        Ok(Self { producer: producer_config(cfg)?.create()?, topic: cfg.topic.clone() })
+        Ok(Self { producer: RenewingProducer::new(producer_config(cfg)?)?, topic: cfg.topic.clone() })
     }
 }
 
@@ -164,22 +165,42 @@ fn record_headers(record: &Record<'_>) -> OwnedHeaders {
 
 impl Producer for KafkaProducer {
     async fn append_record(&self, record: Record<'_>) -> Result<Ack> {
-        let f =
-            enqueue(&self.producer, &self.topic, record.key, record.payload, record_headers(&record)).await?;
-        settle(&self.topic, f).await
+        let producer = self.producer.get();
+        let sent = async {
+            let f =
+                enqueue(&producer, &self.topic, record.key, record.payload, record_headers(&record)).await?;
+            settle(&self.topic, f).await
+        };
+        renew_on_error(&self.producer, &producer, sent.await)
     }
 
     async fn append_batch(&self, records: &[Record<'_>]) -> Result<Vec<Ack>> {
-        let mut futures = Vec::with_capacity(records.len());
-        for r in records {
-            futures.push(enqueue(&self.producer, &self.topic, r.key, r.payload, record_headers(r)).await?);
-        }
-        let mut acks = Vec::with_capacity(futures.len());
-        for f in futures {
-            acks.push(settle(&self.topic, f).await?);
-        }
-        Ok(acks)
+        let producer = self.producer.get();
+        let sent = async {
+            let mut futures = Vec::with_capacity(records.len());
+            for r in records {
+                futures.push(enqueue(&producer, &self.topic, r.key, r.payload, record_headers(r)).await?);
+            }
+            let mut acks = Vec::with_capacity(futures.len());
+            for f in futures {
+                acks.push(settle(&self.topic, f).await?);
+            }
+            Ok(acks)
+        };
+        renew_on_error(&self.producer, &producer, sent.await)
     }
+}
+
+/// Passes `result` on, renewing the producer first if its error ended it.
+fn renew_on_error<T>(
+    renewing: &RenewingProducer,
+    used: &Arc<FutureProducer>,
+    result: Result<T>,
+) -> Result<T> {
+    if let Err(Error::Kafka(e)) = &result {
+        renewing.after_error(used, e);
+    }
+    result
 }
 
 /// In-flight bookkeeping of one assigned partition.
@@ -274,7 +295,7 @@ impl ConsumerContext for GroupContext {
 pub struct KafkaConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
     /// For nack re-enqueues and the dead-letter topic.
-    producer: FutureProducer,
+    producer: RenewingProducer,
     topic: String,
     dlq_topic: String,
     state: Arc<Mutex<State>>,
@@ -308,7 +329,7 @@ impl KafkaConsumer {
         consumer.subscribe(&[&cfg.topic])?;
         Ok(Self {
             consumer: Arc::new(consumer),
-            producer: producer_config(cfg)?.create()?,
+            producer: RenewingProducer::new(producer_config(cfg)?)?,
             topic: cfg.topic.clone(),
             dlq_topic: cfg.dlq_topic(),
             state,
@@ -410,8 +431,12 @@ impl KafkaConsumer {
     async fn copy_to(&self, topic: &str, d: &Delivery, extra: &[(&str, String)]) -> Result<Ack> {
         let mut pairs: Vec<(&str, String)> = vec![(headers::ORIGIN, d.id.clone())];
         pairs.extend(extra.iter().cloned());
-        let f = enqueue(&self.producer, topic, d.key.as_deref(), &d.payload, header_pairs(&pairs)).await?;
-        settle(topic, f).await
+        let producer = self.producer.get();
+        let sent = async {
+            let f = enqueue(&producer, topic, d.key.as_deref(), &d.payload, header_pairs(&pairs)).await?;
+            settle(topic, f).await
+        };
+        renew_on_error(&self.producer, &producer, sent.await)
     }
 }
 

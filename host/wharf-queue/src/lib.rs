@@ -35,6 +35,7 @@ mod config;
 pub mod embedded;
 mod error;
 pub mod kafka;
+mod renewing;
 pub mod sqs;
 mod util;
 
