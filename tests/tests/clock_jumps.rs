@@ -53,7 +53,8 @@ impl Clock {
     fn start(&self, sink: &HttpSink, backoff_ms: u64, failures: u32) -> Wharf {
         let extra = format!(
             "[namespaces.{NS}.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 1\nmax_backoff_ms = {backoff_ms}\n\
-             [namespaces.{NS}.breaker]\nfailures = {failures}\ncooldown_ms = {backoff_ms}\n"
+             [namespaces.{NS}.breaker]\nfailures = {failures}\ncooldown_ms = {backoff_ms}\n\
+             [namespaces.{NS}.idempotency]\nwindow_ms = 3600000\n"
         );
         let (lib, file) = (libfaketime(), self.file());
         let env = [
@@ -219,4 +220,28 @@ fn write_times_never_go_back_along_a_partition_when_the_wall_clock_does() {
         assert!(t1 >= t0, "the write time went back from {s0} to {s1}: {stamps:?}");
         assert!(t1 * 1000 + s1 % 1000 > t0 * 1000 + s0 % 1000, "USING TIMESTAMP did not grow: {stamps:?}");
     }
+}
+
+/// The idempotency window is a duration on the monotonic clock: a wall
+/// clock jumping two hours ahead does not forget a key remembered for one
+/// (`window_ms = 3600000` in `Clock::start`).
+#[test]
+fn a_wall_clock_jump_forward_does_not_expire_idempotency_keys_early() {
+    let clock = Clock::new();
+    let sink = HttpSink::start();
+    let wharf = clock.start(&sink, 50, 1000);
+    let write = || {
+        let r = wharf.post(
+            &format!("/v1/namespaces/{NS}/messages"),
+            &json!({"key": "k", "payload": b64(b"once"), "idempotency_key": "pay-1"}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body
+    };
+    let first = write();
+    clock.jump("+2h");
+    let again = write();
+    clock.jump("+0");
+    assert_eq!(again["message_id"], first["message_id"], "{again:?}");
+    assert_eq!(again["duplicate"], json!(true), "the key was forgotten after a wall-clock jump: {again:?}");
 }

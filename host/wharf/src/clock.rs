@@ -3,8 +3,10 @@
 //! Wall time ([`now_ms`]) is for absolute times: when a message was written,
 //! dead-lettered or audited, and the `deliver_at_ms` a client asked for.
 //! Durations in the delivery engine (retry backoff, the breaker's cooldown,
-//! due times) use [`engine_ms`], the monotonic clock, so that a wall-clock
-//! jump neither fires them early nor stalls them.
+//! due times), the idempotency window and transaction time-outs use
+//! [`engine_ms`], the monotonic clock, so that a wall-clock jump neither
+//! fires them early nor stalls them (their stored times are on its scale:
+//! the wall clock at the process's start plus monotonic time since).
 
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

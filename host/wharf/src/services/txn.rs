@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::now_ms;
+use crate::clock::{engine_ms, now_ms};
 use crate::engine::namespace::Namespace;
 use crate::error::Error as ApiError;
 use crate::metrics;
@@ -135,7 +135,7 @@ pub async fn begin(ns: &Arc<Namespace>, req: BeginRequest) -> Result<TxnInfo, Ap
         ));
     }
     let (ttl, limits) = (req.ttl_ms.unwrap_or(cfg.ttl_ms), cfg.limits());
-    let info = store_op(ns, move |s| s.begin(req.key, now_ms(), ttl, limits)).await.map_err(|e| {
+    let info = store_op(ns, move |s| s.begin(req.key, engine_ms(), ttl, limits)).await.map_err(|e| {
         if e.code == "transaction_too_large" {
             ApiError::new(ErrorKind::Overloaded, "too_many_transactions", e.message)
         } else {
@@ -252,7 +252,8 @@ pub async fn expire_loop(ns: Arc<Namespace>, mut shutdown: tokio::sync::watch::R
         let committed = move |id: &str| {
             window.idempotency.as_ref().and_then(|w| w.lookup(&format!("{TXN_IDEMPOTENCY_PREFIX}{id}")))
         };
-        let Ok(expired) = tokio::task::spawn_blocking(move || store.expire(now_ms(), committed)).await else {
+        let Ok(expired) = tokio::task::spawn_blocking(move || store.expire(engine_ms(), committed)).await
+        else {
             continue;
         };
         for id in &expired {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::clock::now_ms;
+use crate::clock::engine_ms;
 
 const VERSION: u8 = 1;
 
@@ -70,7 +70,7 @@ impl Idempotency {
     ) -> Result<Self, wharf_log::LogError> {
         let (log, _) = wharf_log::Partition::open(dir, opts)?;
         let window_ms = window.as_millis() as u64;
-        let cutoff = now_ms().saturating_sub(window_ms);
+        let cutoff = engine_ms().saturating_sub(window_ms);
         let mut slots = HashMap::new();
         let mut order = VecDeque::new();
         let mut from = log.first_seq().max(log.watermark());
@@ -112,7 +112,7 @@ impl Idempotency {
                 let mut slots = self.lock();
                 match slots.get(key) {
                     Some(Slot::Done { message_id, at_ms })
-                        if now_ms().saturating_sub(*at_ms) < self.window_ms =>
+                        if engine_ms().saturating_sub(*at_ms) < self.window_ms =>
                     {
                         return Reservation::Duplicate(message_id.clone());
                     }
@@ -134,7 +134,7 @@ impl Idempotency {
     /// The message id that used `key` within the window, if any.
     pub fn lookup(&self, key: &str) -> Option<String> {
         match self.lock().get(key) {
-            Some(Slot::Done { message_id, at_ms }) if now_ms().saturating_sub(*at_ms) < self.window_ms => {
+            Some(Slot::Done { message_id, at_ms }) if engine_ms().saturating_sub(*at_ms) < self.window_ms => {
                 Some(message_id.clone())
             }
             _ => None,
@@ -145,7 +145,7 @@ impl Idempotency {
     /// append: one fdatasync for a whole batch (blocking; call from a
     /// blocking thread).
     pub fn complete(&self, done: &[(String, String)]) -> Result<(), wharf_log::LogError> {
-        let at_ms = now_ms();
+        let at_ms = engine_ms();
         self.record(
             done.iter().map(|(key, id)| Seen { key: key.clone(), message_id: id.clone(), at_ms }).collect(),
         )
@@ -192,7 +192,7 @@ impl Idempotency {
 
     /// Forgets keys older than the window and lets the log drop them.
     fn expire(&self, order: &mut VecDeque<(u64, u64, String)>) -> Result<(), wharf_log::LogError> {
-        let cutoff = now_ms().saturating_sub(self.window_ms);
+        let cutoff = engine_ms().saturating_sub(self.window_ms);
         let mut moved = None;
         while let Some((seq, at, _)) = order.front() {
             if *at >= cutoff {
