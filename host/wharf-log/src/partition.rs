@@ -382,6 +382,7 @@ fn encode_frames(first: u64, records: &[&[u8]], stamp: Option<&mut Stamp<'_>>, o
         scratch.clear();
         scratch.extend_from_slice(r);
         stamp(seq, &mut scratch);
+        debug_assert_eq!(scratch.len(), r.len(), "a stamp changed the record's length");
         frame::encode(seq, &scratch, out);
     }
 }
@@ -643,9 +644,10 @@ impl Partition {
     /// [`Partition::append`], letting `stamp` rewrite each record once its
     /// sequence is known (`stamp(seq, bytes)`), in sequence order and
     /// serialized with every other append of the partition: e.g. a write
-    /// time that never goes back along the log. `stamp` runs under the
-    /// partition's append lock: keep it to a few stores, and never call
-    /// into this partition from it.
+    /// time that never goes back along the log. `stamp` may change bytes
+    /// but not the record's length (it was checked against
+    /// `MAX_RECORD_LEN` before). It runs under the partition's append lock:
+    /// keep it to a few stores, and never call into this partition from it.
     pub fn append_stamped(&self, records: &[&[u8]], stamp: &mut Stamp<'_>) -> Result<Appended, LogError> {
         self.append_inner(records, Some(stamp))
     }

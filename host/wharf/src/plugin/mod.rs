@@ -228,23 +228,13 @@ impl Instance {
         let want = batch.messages.len();
         let out = bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch))
             .await
-            .map_err(|e| match e {
-                // What the plugin printed last names the cause (a panic's message).
-                PluginError::Trap(trap) => match self.store.data().stderr.last_lines(3) {
-                    tail if tail.is_empty() => PluginError::Trap(trap),
-                    tail => PluginError::Trap(format!("{trap}; stderr: {tail}")),
-                },
-                other => other,
-            })
-            .map_err(|e| self.secrets.scrub_error(e))?;
+            .map_err(|e| self.call_failed(e))?;
         if out.len() != want {
             return Err(PluginError::WrongCount { got: out.len(), want });
         }
         Ok(out.into_iter().map(|o| self.secrets.scrub_outcome(o)).collect())
     }
-}
 
-impl Instance {
     /// One `reconcile` pass, under the same deadlines as `deliver`; `None`
     /// for a plugin whose WIT has no `reconcile` (nothing is called). The
     /// reasons it reports are scrubbed like outcome reasons.
@@ -252,18 +242,24 @@ impl Instance {
         set_deadline(&mut self.store, self.call_timeout);
         let out = bounded(self.call_timeout, self.target.call_reconcile(&mut self.store, budget_ms))
             .await
-            .map_err(|e| match e {
-                PluginError::Trap(trap) => match self.store.data().stderr.last_lines(3) {
-                    tail if tail.is_empty() => PluginError::Trap(trap),
-                    tail => PluginError::Trap(format!("{trap}; stderr: {tail}")),
-                },
-                other => other,
-            })
-            .map_err(|e| self.secrets.scrub_error(e))?;
+            .map_err(|e| self.call_failed(e))?;
         Ok(out.map(|r| Reconciled {
             repaired: r.repaired,
             errors: r.errors.iter().map(|e| self.secrets.scrub(e)).collect(),
         }))
+    }
+
+    /// A failed call's error as the operator sees it: a trap names what the
+    /// plugin printed last (a panic's message), and no secret shows.
+    fn call_failed(&self, e: PluginError) -> PluginError {
+        let e = match e {
+            PluginError::Trap(trap) => match self.store.data().stderr.last_lines(3) {
+                tail if tail.is_empty() => PluginError::Trap(trap),
+                tail => PluginError::Trap(format!("{trap}; stderr: {tail}")),
+            },
+            other => other,
+        };
+        self.secrets.scrub_error(e)
     }
 }
 
