@@ -732,6 +732,15 @@ impl Wharf {
         self.spawn();
     }
 
+    /// Sets (or with `None` removes) an environment variable of the
+    /// process, from its next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Starts the process over its data dir and SIGKILLs it as soon as it
     /// logs that it opened (recovered) a partition: a crash during
     /// recovery. Leaves it stopped; [`Wharf::restart`] starts it again.

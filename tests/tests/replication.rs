@@ -40,13 +40,16 @@ fn replica_config(remote: &HttpSink) -> String {
 }
 
 fn primary_config(local: &HttpSink, proxy: &FaultProxy) -> String {
+    primary_config_to(local, &proxy.url())
+}
+
+fn primary_config_to(local: &HttpSink, url: &str) -> String {
     format!(
         "{}{}\n[namespaces.{NS}.targets.replica]\nplugin = \"{}\"\nordering = \"partition\"\nallow_http = [\"{url}\"]\nconfig = {{ url = \"{url}\", timeout_ms = 2000 }}\n{}",
         format_args!("\n[namespaces.{NS}]\npartitions = {PARTITIONS}\n"),
         local.target_table(NS, "local"),
         plugin("replica").display(),
         quick_retry(NS),
-        url = proxy.url(),
     )
 }
 
@@ -56,6 +59,17 @@ impl Pair {
         let replica = Wharf::start(&replica_config(&remote));
         let proxy = FaultProxy::start(addr(&replica));
         let primary = Wharf::start(&primary_config(&local, &proxy));
+        Pair { primary, replica, proxy, local, remote }
+    }
+
+    /// Like [`Pair::start`], with small segments on the primary, so that
+    /// delivered history is deleted soon.
+    fn start_trimming() -> Self {
+        let (local, remote) = (HttpSink::start(), HttpSink::start());
+        let replica = Wharf::start(&replica_config(&remote));
+        let proxy = FaultProxy::start(addr(&replica));
+        let primary =
+            Wharf::start_with_server("segment_max_bytes = 4096", &primary_config(&local, &proxy), "all");
         Pair { primary, replica, proxy, local, remote }
     }
 
@@ -630,4 +644,193 @@ fn section_10_randomized_faults_never_produce_a_forbidden_outcome() {
         (p == r && p.iter().zip(&heads).all(|((e, _), h)| e == h)).then_some(())
     });
     assert_all_on_replica(&pair, &acked);
+}
+
+// Snapshots (bootstrap and rebuild), rows 4.3, 7.1 and 7.2.
+
+/// `<replica data>/orders/replication/p<p>.snapshot`: a staged snapshot.
+fn stage_dir(w: &Wharf, p: u32) -> std::path::PathBuf {
+    w.data_dir().join(NS).join("replication").join(format!("p{p}.snapshot"))
+}
+
+/// `wharf replica rebuild` of partition `p` from `from`: exit status and
+/// stdout + stderr.
+fn rebuild(replica: &Wharf, p: u32, from: &str) -> (bool, String) {
+    let out = std::process::Command::new(wharf_bin())
+        .args(["replica", "rebuild", NS, "--partition", &p.to_string(), "--from", from])
+        .args(["--server", &replica.url("")])
+        .output()
+        .expect("run wharf");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A primary that deleted the start of its history (delivered, small
+/// segments), and a replica region that lost its data: the replica halts
+/// on the gap. Returns the ids written after the loss.
+fn trimmed_primary_and_an_empty_replica() -> (Pair, Vec<String>) {
+    let mut pair = Pair::start_trimming();
+    pair.write(300, "old");
+    pair.wait_converged();
+    eventually(WAIT, "the primary to delete delivered segments on every partition", || {
+        let firsts: Vec<u64> =
+            pair.primary.partitions(NS).iter().map(|p| p["chain"]["end"].as_u64().unwrap_or(0)).collect();
+        let trimmed =
+            pair.primary.partitions(NS).iter().all(|p| p["retained_from"]["sequence"].as_u64() > Some(0));
+        (trimmed && firsts.iter().all(|e| *e > 0)).then_some(())
+    });
+    pair.replica.kill();
+    std::fs::remove_dir_all(pair.replica.data_dir()).expect("wipe the replica");
+    pair.restart_replica();
+    let new = pair.write(20, "new");
+    eventually(WAIT, "the empty replica to halt on the gap on every partition", || {
+        replica_halts(&pair.replica)
+            .iter()
+            .all(|h| h.as_deref().is_some_and(|r| r.starts_with("gap:")))
+            .then_some(())
+    });
+    (pair, new)
+}
+
+#[test]
+fn a_new_replica_of_a_trimmed_primary_bootstraps_from_a_snapshot() {
+    let (pair, new) = trimmed_primary_and_an_empty_replica();
+    for p in 0..PARTITIONS {
+        let (ok, out) = rebuild(&pair.replica, p, &pair.primary.url(""));
+        assert!(ok, "{out}");
+        assert!(out.contains("records installed") && !out.contains("(0.."), "a snapshot from above 0: {out}");
+    }
+    assert_eq!(replica_halts(&pair.replica), vec![None; PARTITIONS as usize], "a rebuild clears the halt");
+    wharf(&["target", "resume", NS, "replica", "--server", &pair.primary.url("")]);
+    pair.wait_converged();
+    assert_all_on_replica(&pair, &new);
+    // The replica starts where the primary's retained history starts, with
+    // the same chained digest from there on (wait_converged compared them).
+    // (The replica's own retention deletes what its targets got, so only
+    // the lower bound is fixed: nothing below the snapshot's base.)
+    for r in pair.replica.partitions(NS) {
+        let first = r["retained_from"]["sequence"].as_u64().expect("replica retained_from");
+        assert!(first > 0, "the replica holds no trimmed history: {r}");
+    }
+    // Its own store gets the snapshot's records and what follows.
+    eventually(WAIT, "the replica's store to get the new messages", || {
+        let got = pair.remote.accepted_bodies();
+        (got.iter().filter(|b| b.starts_with("new-")).count() == new.len()).then_some(())
+    });
+    let audit = std::fs::read_to_string(pair.replica.data_dir().join("audit.log")).unwrap_or_default();
+    assert!(audit.contains("replication.rebuild"), "the rebuild is audited: {audit}");
+}
+
+#[test]
+fn row_4_3_replica_crash_while_installing_a_snapshot_keeps_its_prior_state() {
+    let (mut pair, _) = trimmed_primary_and_an_empty_replica();
+    let before = chains(&pair.replica);
+    // A crash while the snapshot is staged: the replica is as it was.
+    pair.replica.set_env("WHARF_FAULT_ABORT", Some("snapshot.staging"));
+    pair.restart_replica();
+    let (ok, out) = rebuild(&pair.replica, 0, &pair.primary.url(""));
+    assert!(!ok, "the replica died during the install: {out}");
+    pair.replica.set_env("WHARF_FAULT_ABORT", None);
+    pair.restart_replica();
+    assert!(
+        pair.replica.log().contains("discarded a snapshot staged before a crash"),
+        "{}",
+        pair.replica.log()
+    );
+    assert!(!stage_dir(&pair.replica, 0).exists(), "no partial snapshot survives");
+    assert_eq!(chains(&pair.replica), before, "the replica stays in its prior valid state");
+    assert!(replica_halts(&pair.replica)[0].as_deref().is_some_and(|r| r.starts_with("gap:")));
+    // A crash right after the switch's commit point: the install is
+    // finished at the restart, never half done.
+    pair.replica.set_env("WHARF_FAULT_ABORT", Some("snapshot.after_commit"));
+    pair.restart_replica();
+    let (ok, out) = rebuild(&pair.replica, 0, &pair.primary.url(""));
+    assert!(!ok, "the replica died during the switch: {out}");
+    pair.replica.set_env("WHARF_FAULT_ABORT", None);
+    pair.restart_replica();
+    assert!(pair.replica.log().contains("finished switching in a snapshot"), "{}", pair.replica.log());
+    assert_eq!(chains(&pair.replica)[0], chains(&pair.primary)[0], "partition 0 is the primary's snapshot");
+    assert_eq!(replica_halts(&pair.replica)[0], None);
+    let (ok, out) = rebuild(&pair.replica, 1, &pair.primary.url(""));
+    assert!(ok, "{out}");
+    wharf(&["target", "resume", NS, "replica", "--server", &pair.primary.url("")]);
+    pair.write(10, "after");
+    pair.wait_converged();
+}
+
+/// Answers every request with `body` (a primary that serves a damaged
+/// snapshot page): fault injection for row 7.1.
+fn serve_forever(body: String) -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body.as_bytes()));
+        }
+    });
+    addr
+}
+
+#[test]
+fn row_7_1_an_invalid_snapshot_is_rejected_and_the_replica_is_unchanged() {
+    let (pair, _) = trimmed_primary_and_an_empty_replica();
+    let before = chains(&pair.replica);
+    let page = pair.primary.get(&format!("{RECORDS}0/snapshot"));
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let mut damaged = page.body.clone();
+    let records = damaged["records"].as_array_mut().expect("records");
+    assert!(records.len() > 2, "{page:?}");
+    let middle = records.len() / 2;
+    let victim = &mut records[middle];
+    let mut bytes = wharf_tests::unb64(victim["bytes"].as_str().expect("bytes"));
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    victim["bytes"] = json!(b64(&bytes));
+    let fake = serve_forever(damaged.to_string());
+    let (ok, out) = rebuild(&pair.replica, 0, &format!("http://{fake}"));
+    assert!(!ok && out.contains("snapshot was rejected") && out.contains("CRC-32C"), "{out}");
+    assert_eq!(chains(&pair.replica), before, "the replica is unchanged");
+    assert!(!stage_dir(&pair.replica, 0).exists(), "the rejected snapshot is discarded");
+    // Replication restarts: a rebuild from the real primary succeeds.
+    let (ok, out) = rebuild(&pair.replica, 0, &pair.primary.url(""));
+    assert!(ok, "{out}");
+    assert_eq!(chains(&pair.replica)[0], chains(&pair.primary)[0]);
+}
+
+#[test]
+fn row_7_2_a_snapshot_that_does_not_meet_the_primary_log_is_fatal() {
+    let pair = Pair::start();
+    pair.proxy.set(Fault::Drop);
+    pair.write(20, "ours");
+    // A snapshot of another history of the same namespace (another
+    // primary): valid in itself, but its boundary conflicts with the log
+    // the real primary ships after it.
+    let (other_local, nowhere) = (HttpSink::start(), HttpSink::start());
+    let other = Wharf::start(&primary_config_to(&other_local, &nowhere.url()));
+    for i in 0..20 {
+        other.write_id(NS, &format!("k{}", i % 5), format!("theirs-{i}").as_bytes());
+    }
+    for p in 0..PARTITIONS {
+        let (ok, out) = rebuild(&pair.replica, p, &other.url(""));
+        assert!(ok, "{out}");
+    }
+    pair.proxy.set(Fault::Pass);
+    let halt =
+        eventually(WAIT, "the replica to halt on the boundary", || any_halt(&replica_halts(&pair.replica)));
+    assert!(halt.starts_with("diverged:"), "{halt}");
+    let on_primary =
+        eventually(WAIT, "the primary's target to halt", || any_halt(&target_halts(&pair.primary)));
+    assert!(on_primary.contains("diverged"), "{on_primary}");
+    // Fatal: the replica does not continue, even after a resume.
+    resume_both(&pair);
+    let again = eventually(WAIT, "the boundary to halt again", || any_halt(&replica_halts(&pair.replica)));
+    assert!(again.starts_with("diverged:"), "{again}");
+    assert!(pair.replica.partitions(NS).iter().any(|p| p["replication"]["state"] == "halted"));
 }

@@ -30,6 +30,7 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/namespaces/{ns}/targets/{target}/resume", post(resume_target))
         .route("/v1/admin/namespaces/{ns}/replication/resume", post(resume_replication))
+        .route("/v1/admin/namespaces/{ns}/replication/rebuild", post(rebuild_replica))
         .route("/v1/admin/namespaces/{ns}/rewind", post(rewind))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
 }
@@ -250,4 +251,51 @@ async fn resume_replication(
     }
     .await;
     finish(&node, &headers, "replication.resume", &ns, r)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebuildBody {
+    /// Base URL of the primary Wharf.
+    from: String,
+    /// The primary's namespace (default: the same name).
+    namespace: Option<String>,
+    /// A token the primary accepts for the namespace.
+    token: Option<String>,
+}
+
+/// Discards a replica partition and installs the primary's retained
+/// history in its place (`services::replica_snapshot`). Audited.
+async fn rebuild_replica(
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+    Query(q): Query<PartitionQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let r = async {
+        let p = q.get()?.ok_or_else(|| {
+            ApiError::bad("partition_required", "a rebuild names one partition: ?partition=P")
+        })?;
+        let req: RebuildBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))?;
+        if !(req.from.starts_with("http://") || req.from.starts_with("https://")) {
+            return Err(ApiError::bad("invalid_url", format!("from: {:?} is not an http(s) URL", req.from)));
+        }
+        let primary = crate::services::replica_snapshot::Primary {
+            url: req.from,
+            namespace: req.namespace,
+            token: req.token,
+        };
+        let rebuilt = crate::services::replica_snapshot::rebuild(&node, &ns, p, primary).await?;
+        Ok(json!({"namespace": ns, "rebuilt": rebuilt}))
+    }
+    .await;
+    finish(
+        &node,
+        &headers,
+        "replication.rebuild",
+        &format!("{ns}/p{}", q.partition.as_deref().unwrap_or("?")),
+        r,
+    )
 }

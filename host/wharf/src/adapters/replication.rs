@@ -6,21 +6,22 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::adapters::path::{namespace, partition};
 use crate::error::Error as ApiError;
 use crate::services::node::Node;
-use crate::services::replication::{self, ShippedRecord};
+use crate::services::replica_snapshot;
+use crate::services::replication::{self, RecordJson, ShippedRecord};
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()
         .route("/v1/namespaces/{ns}/replication/partitions/{p}", get(handshake))
         .route("/v1/namespaces/{ns}/replication/partitions/{p}/records", post(records))
+        .route("/v1/namespaces/{ns}/replication/partitions/{p}/snapshot", get(snapshot))
 }
 
 async fn handshake(
@@ -35,17 +36,27 @@ async fn handshake(
 
 #[derive(serde::Deserialize)]
 struct Body {
-    records: Vec<JsonRecord>,
+    records: Vec<RecordJson>,
 }
 
 #[derive(serde::Deserialize)]
-struct JsonRecord {
-    seq: u64,
-    /// Standard base64.
-    bytes: String,
-    checksum: u32,
-    digest: String,
-    prev_digest: String,
+struct PageQuery {
+    from: Option<u64>,
+    max_records: Option<usize>,
+}
+
+/// A page of a partition's retained history, for a replica's bootstrap
+/// (`services::replica_snapshot`).
+async fn snapshot(
+    State(node): State<Arc<Node>>,
+    Path((ns, p)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let ns = namespace(&node, &ns)?;
+    let p = partition(&p)?;
+    let max = q.max_records.unwrap_or(replica_snapshot::MAX_PAGE_RECORDS);
+    let page = tokio::task::block_in_place(|| replica_snapshot::page(&ns, p, q.from, max))?;
+    Ok(Json(json!(replica_snapshot::PageJson::from(&page))))
 }
 
 async fn records(
@@ -57,24 +68,11 @@ async fn records(
     let p = partition(&p)?;
     let parsed: Result<Vec<ShippedRecord>, String> = serde_json::from_slice::<Body>(&body)
         .map_err(|e| format!("request body is not a replication batch: {e}"))
-        .and_then(|b| b.records.into_iter().map(decode).collect());
+        .and_then(|b| b.records.into_iter().map(ShippedRecord::try_from).collect());
     let records = match parsed {
         Ok(r) => r,
         Err(reason) => return Err(replication::refuse_damaged(&ns, p, reason).await),
     };
     let applied = replication::apply(&ns, p, records).await?;
     Ok(Json(json!(applied)))
-}
-
-fn decode(r: JsonRecord) -> Result<ShippedRecord, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(r.bytes.as_bytes())
-        .map_err(|e| format!("record {}: bytes are not base64: {e}", r.seq))?;
-    Ok(ShippedRecord {
-        seq: r.seq,
-        bytes,
-        checksum: r.checksum,
-        digest: r.digest,
-        prev_digest: r.prev_digest,
-    })
 }

@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod history;
 pub mod lookup;
 pub mod node;
+pub mod replica_snapshot;
 pub mod replication;
 pub mod status;
 pub mod trace;

@@ -128,8 +128,11 @@ impl Node {
                     let holds = rewind_positions(ns, &dir, i);
                     let floor = holds.values().copied().min();
                     let opts = wharf_log::LogOptions { history_floor: floor, ..opts };
-                    let part =
-                        open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role).holding(holds);
+                    let part = match finish_snapshot(ns, &dir, i, self.role) {
+                        Ok(()) => open_partition(name, i, &dir.join(format!("p{i}")), opts, self.role),
+                        Err(reason) => PartitionRt::new(name, i, None, Some(reason)),
+                    }
+                    .holding(holds);
                     Arc::new(with_replication(part, ns, &dir))
                 })
                 .collect(),
@@ -193,6 +196,11 @@ impl Node {
             round_robin: AtomicU32::new(0),
             reserve: self.reserve.clone(),
         }))
+    }
+
+    /// The log options partitions open with.
+    pub fn log_options(&self) -> wharf_log::LogOptions {
+        self.log_opts
     }
 
     pub fn insert(&self, ns: Arc<Namespace>) {
@@ -453,6 +461,32 @@ fn last_written_at(log: &PartLog) -> Option<(u64, u64)> {
     let last = log.next_seq().checked_sub(1)?;
     let records = log.read(last, 1, usize::MAX).ok()?;
     records.first().and_then(|r| crate::storage::envelope::written_at(&r.payload)).map(|ms| (ms, last))
+}
+
+/// Before a replica partition opens: finishes a snapshot install whose
+/// switch had begun, or discards one that never reached it
+/// (`storage::snapshot_stage`). `Err` halts the partition.
+fn finish_snapshot(ns: &LoadedNamespace, ns_dir: &Path, index: u32, role: Role) -> Result<(), String> {
+    use crate::storage::snapshot_stage::{self, Paths, Recovered};
+    if ns.mode != crate::config::NamespaceMode::Replica || !role.writes() {
+        return Ok(());
+    }
+    let target_dirs: Vec<std::path::PathBuf> =
+        ns.targets.iter().map(|t| target_dir(ns_dir, &t.name)).collect();
+    match snapshot_stage::recover(&Paths::new(ns_dir, index), &target_dirs) {
+        Ok(Recovered::Nothing) => {}
+        Ok(Recovered::Discarded) => {
+            tracing::warn!(namespace = %ns.name, partition = index, "discarded a snapshot staged before a crash; the partition is as it was")
+        }
+        Ok(Recovered::Finished(b)) => {
+            tracing::warn!(namespace = %ns.name, partition = index, base = b.base_seq, end = b.end_seq, "finished switching in a snapshot interrupted by a crash")
+        }
+        Err(e) => {
+            tracing::error!(namespace = %ns.name, partition = index, error = %e, "snapshot recovery failed; partition halted");
+            return Err(format!("snapshot recovery: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// Adds what replication needs to a partition: the chained digest (for a

@@ -37,6 +37,48 @@ pub struct ShippedRecord {
     pub prev_digest: String,
 }
 
+/// A record on the wire, in a replication batch and in a snapshot page:
+/// the stored bytes in standard base64.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RecordJson {
+    pub seq: u64,
+    pub bytes: String,
+    pub checksum: u32,
+    pub digest: String,
+    pub prev_digest: String,
+}
+
+impl TryFrom<RecordJson> for ShippedRecord {
+    type Error = String;
+
+    fn try_from(r: RecordJson) -> Result<Self, String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(r.bytes.as_bytes())
+            .map_err(|e| format!("record {}: bytes are not base64: {e}", r.seq))?;
+        Ok(ShippedRecord {
+            seq: r.seq,
+            bytes,
+            checksum: r.checksum,
+            digest: r.digest,
+            prev_digest: r.prev_digest,
+        })
+    }
+}
+
+impl From<&ShippedRecord> for RecordJson {
+    fn from(r: &ShippedRecord) -> Self {
+        use base64::Engine as _;
+        RecordJson {
+            seq: r.seq,
+            bytes: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+            checksum: r.checksum,
+            digest: r.digest.clone(),
+            prev_digest: r.prev_digest.clone(),
+        }
+    }
+}
+
 /// Where a replica partition stands (the resume handshake).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PartitionState {

@@ -163,6 +163,18 @@ impl Chain {
     }
 }
 
+/// Stores the chain base of partition `partition` (a snapshot install sets
+/// it before the partition opens).
+pub fn store_base_at(ns_dir: &Path, partition: u32, seq: u64, digest: u64) -> Result<(), ChainError> {
+    store_base(&base_path(ns_dir, partition), seq, digest)
+}
+
+/// The stored chain base of partition `partition`, if any.
+#[cfg(test)]
+pub fn load_base_at(ns_dir: &Path, partition: u32) -> Result<Option<(u64, u64)>, ChainError> {
+    load_base(&base_path(ns_dir, partition))
+}
+
 fn load_base(path: &Path) -> Result<Option<(u64, u64)>, ChainError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
