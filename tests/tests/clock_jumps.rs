@@ -51,9 +51,15 @@ impl Clock {
     /// `failures` failed calls open the breaker for `backoff_ms`; the sink's
     /// Retry-After holds a message as long (capped at max_backoff_ms).
     fn start(&self, sink: &HttpSink, backoff_ms: u64, failures: u32) -> Wharf {
+        self.start_with(sink, backoff_ms, backoff_ms, failures)
+    }
+
+    /// [`Clock::start`] with the retry backoff (`max_backoff_ms`) and the
+    /// breaker's `cooldown_ms` set apart.
+    fn start_with(&self, sink: &HttpSink, backoff_ms: u64, cooldown_ms: u64, failures: u32) -> Wharf {
         let extra = format!(
             "[namespaces.{NS}.retry]\nmax_attempts = 1000\ninitial_backoff_ms = 1\nmax_backoff_ms = {backoff_ms}\n\
-             [namespaces.{NS}.breaker]\nfailures = {failures}\ncooldown_ms = {backoff_ms}\n\
+             [namespaces.{NS}.breaker]\nfailures = {failures}\ncooldown_ms = {cooldown_ms}\n\
              [namespaces.{NS}.idempotency]\nwindow_ms = 3600000\n"
         );
         let (lib, file) = (libfaketime(), self.file());
@@ -124,6 +130,18 @@ fn write_delayed(wharf: &Wharf, key: &str, payload: &str, delay_ms: u64) {
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
+/// Writes `payload` (key `a`), waits for its first, failed attempt, then
+/// jumps the wall clock an hour ahead and lets the sink accept. Returns when
+/// the attempt was seen.
+fn fail_once_then_jump_ahead(clock: &Clock, wharf: &Wharf, sink: &HttpSink, payload: &str) -> Instant {
+    wharf.write_id(NS, "a", payload.as_bytes());
+    wait_for(wharf, sink, 30, "the first attempt", || attempts_of(sink, payload) == 1);
+    let failed = Instant::now();
+    clock.jump("+3600");
+    sink.set(|b| b.fail_all = None);
+    failed
+}
+
 #[test]
 fn a_wall_clock_jump_forward_fires_no_backoff_or_delay_early() {
     let clock = Clock::new();
@@ -134,11 +152,7 @@ fn a_wall_clock_jump_forward_fires_no_backoff_or_delay_early() {
     // lane has taken it (its due time is on the monotonic clock from then).
     write_delayed(&wharf, "b", "delayed", 8_000);
     let written = Instant::now();
-    wharf.write_id(NS, "a", b"retried");
-    wait_for(&wharf, &sink, 30, "the first attempt", || attempts_of(&sink, "retried") == 1);
-    let first = Instant::now();
-    clock.jump("+3600");
-    sink.set(|b| b.fail_all = None);
+    let first = fail_once_then_jump_ahead(&clock, &wharf, &sink, "retried");
     // The message backs off for 8 s (Retry-After) and the delayed one waits
     // 8 s: an hour more of wall clock changes neither.
     wait_for(&wharf, &sink, 60, "the retry delivered", || sink.accepted_bodies().contains("retried"));
@@ -171,6 +185,33 @@ fn a_wall_clock_jump_backward_stalls_no_backoff_cooldown_or_delay() {
     wait_for(&wharf, &sink, 30, "the retry and the delayed message delivered", || {
         let got = sink.accepted_bodies();
         got.contains("retried") && got.contains("delayed")
+    });
+    // And new writes flow.
+    wharf.write_id(NS, "c", b"after");
+    wait_for(&wharf, &sink, 30, "a write after the jump delivered", || {
+        sink.accepted_bodies().contains("after")
+    });
+}
+
+/// The breaker's cooldown is on the monotonic clock: one failed call opens
+/// it for 8 s, and an hour more of wall clock neither closes it early (the
+/// probe comes no sooner than the cooldown allows, the retry backoff being
+/// only 50 ms) nor keeps it open: the probe comes and delivers.
+#[test]
+fn a_wall_clock_jump_forward_neither_closes_the_breaker_early_nor_keeps_it_open() {
+    let clock = Clock::new();
+    let sink = failing_sink(0);
+    let wharf = clock.start_with(&sink, 50, 8_000, 1);
+    let failed = fail_once_then_jump_ahead(&clock, &wharf, &sink, "probed");
+    wait_for(&wharf, &sink, 60, "the probe delivered", || sink.accepted_bodies().contains("probed"));
+    let probed_after = failed.elapsed();
+    assert!(
+        probed_after >= Duration::from_secs(5),
+        "the breaker let a probe through {probed_after:?} after it opened for 8 s"
+    );
+    assert_eq!(attempts_of(&sink, "probed"), 2, "one failure, then one probe: {:?}", sink.refused().len());
+    wait_for(&wharf, &sink, 30, "a closed breaker", || {
+        wharf.breaker_states(NS, "default").iter().all(|s| s == "closed")
     });
     // And new writes flow.
     wharf.write_id(NS, "c", b"after");

@@ -18,6 +18,12 @@
 //! * Dead letters: the host sends a copy to the DLQ queue (`<queue>-dlq`),
 //!   then deletes the original. No redrive policy is set, so the host's
 //!   attempt limit decides, not SQS's maxReceiveCount.
+//! * A queue that went away (an SQS server restarted without its state, as
+//!   moto does, or a queue deleted behind Wharf's back) is created again,
+//!   with the same attributes, when a call answers that it does not exist
+//!   and `create_queues` is on; the call is then made once more. Its URL is
+//!   a function of the account, the region and the name, so the URL held
+//!   stays valid. What the old queue held is gone with it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +32,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
@@ -102,6 +109,28 @@ async fn queue_url(client: &Client, name: &str, cfg: &SqsConfig) -> Result<Strin
     out.queue_url().map(str::to_owned).ok_or_else(|| Error::Sqs(format!("no url for queue {name}")))
 }
 
+/// The server answered that the queue does not exist.
+fn queue_missing(e: &Error) -> bool {
+    matches!(e, Error::Sqs(text) if text.contains("QueueDoesNotExist") || text.contains("NonExistentQueue"))
+}
+
+/// Runs `call`; when the server answers that the queue does not exist and
+/// `cfg.create_queues` is on, creates the queues again (same attributes)
+/// and runs `call` once more.
+async fn recreating<T, F>(cfg: &SqsConfig, call: impl Fn() -> F) -> Result<T>
+where
+    F: Future<Output = Result<T>>,
+{
+    match call().await {
+        Err(e) if cfg.create_queues && queue_missing(&e) => {
+            tracing::warn!(queue = %cfg.queue_name(), error = %e, "sqs queue missing; creating it again");
+            provision(cfg).await?;
+            call().await
+        }
+        other => other,
+    }
+}
+
 /// Creates the queue and its dead-letter queue when missing.
 pub async fn provision(cfg: &SqsConfig) -> Result<()> {
     let c = client(cfg)?;
@@ -167,6 +196,7 @@ fn number_attr(v: u64) -> Result<MessageAttributeValue> {
 }
 
 /// Everything one SendMessage (or batch entry) carries.
+#[derive(Clone)]
 struct Outgoing {
     body: String,
     attributes: HashMap<String, MessageAttributeValue>,
@@ -233,6 +263,7 @@ fn sqs_ack(message_id: String, sequence_number: Option<String>) -> Ack {
 #[derive(Debug)]
 pub struct SqsProducer {
     client: Client,
+    cfg: SqsConfig,
     url: String,
     fifo: bool,
     nonce: String,
@@ -247,22 +278,33 @@ impl SqsProducer {
         }
         let client = client(cfg)?;
         let url = queue_url(&client, &cfg.queue_name(), cfg).await?;
-        Ok(Self { client, url, fifo: cfg.fifo, nonce: nonce(), seq: AtomicU64::new(0) })
+        Ok(Self { client, cfg: cfg.clone(), url, fifo: cfg.fifo, nonce: nonce(), seq: AtomicU64::new(0) })
     }
 
     fn dedup(&self) -> String {
         format!("{}-{}", self.nonce, self.seq.fetch_add(1, Ordering::Relaxed))
     }
-}
 
-impl Producer for SqsProducer {
-    async fn append_record(&self, r: Record<'_>) -> Result<Ack> {
+    async fn append_once(&self, r: &Record<'_>) -> Result<Ack> {
         let o = Outgoing::new(self.fifo, r.key, r.payload, r.delay, self.dedup())?;
         let (id, seq) = send_one(&self.client, &self.url, o).await?;
         Ok(sqs_ack(id, seq))
     }
+}
+
+impl Producer for SqsProducer {
+    async fn append_record(&self, r: Record<'_>) -> Result<Ack> {
+        recreating(&self.cfg, || self.append_once(&r)).await
+    }
 
     async fn append_batch(&self, records: &[Record<'_>]) -> Result<Vec<Ack>> {
+        recreating(&self.cfg, || self.append_batch_once(records)).await
+    }
+}
+
+impl SqsProducer {
+    /// One SendMessageBatch after another; an error refuses the whole batch.
+    async fn append_batch_once(&self, records: &[Record<'_>]) -> Result<Vec<Ack>> {
         let mut acks = Vec::with_capacity(records.len());
         let mut i = 0;
         while i < records.len() {
@@ -332,6 +374,7 @@ fn inflight_lock(m: &Mutex<HashMap<String, ()>>) -> std::sync::MutexGuard<'_, Ha
 #[derive(Debug)]
 pub struct SqsConsumer {
     client: Client,
+    cfg: SqsConfig,
     url: String,
     dlq_url: String,
     fifo: bool,
@@ -363,7 +406,7 @@ impl SqsConsumer {
         let inflight: InFlight = Arc::default();
         let visibility = cfg.visibility_timeout_secs.max(1);
         let heartbeat = tokio::spawn(heartbeat(client.clone(), url.clone(), inflight.clone(), visibility));
-        Ok(Self { client, url, dlq_url, fifo: cfg.fifo, visibility, inflight, heartbeat })
+        Ok(Self { client, cfg: cfg.clone(), url, dlq_url, fifo: cfg.fifo, visibility, inflight, heartbeat })
     }
 
     fn handle<'d>(&self, d: &'d Delivery) -> Result<&'d str> {
@@ -413,7 +456,7 @@ impl SqsConsumer {
         if let Some(r) = reason.filter(|r| !r.is_empty()) {
             o.attributes.insert(headers::DLQ_REASON.to_owned(), string_attr(r)?);
         }
-        send_one(&self.client, url, o).await.map(|_| ())
+        recreating(&self.cfg, || send_one(&self.client, url, o.clone())).await.map(|_| ())
     }
 
     /// Turns a received message into a delivery, or hides it again when it
@@ -498,6 +541,23 @@ async fn heartbeat(client: Client, url: String, inflight: InFlight, visibility: 
     }
 }
 
+impl SqsConsumer {
+    /// One ReceiveMessage of up to `n` messages.
+    async fn receive_once(&self, n: usize, wait_secs: i32) -> Result<ReceiveMessageOutput> {
+        self.client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(n as i32)
+            .wait_time_seconds(wait_secs)
+            .visibility_timeout(self.visibility as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(Error::sqs)
+    }
+}
+
 impl Consumer for SqsConsumer {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
@@ -506,18 +566,8 @@ impl Consumer for SqsConsumer {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             // Long-poll only while nothing is in hand.
             let wait_secs = if out.is_empty() { left.as_secs().min(20) as i32 } else { 0 };
-            let resp = self
-                .client
-                .receive_message()
-                .queue_url(&self.url)
-                .max_number_of_messages((max - out.len()).min(BATCH) as i32)
-                .wait_time_seconds(wait_secs)
-                .visibility_timeout(self.visibility as i32)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .map_err(Error::sqs)?;
+            let n = (max - out.len()).min(BATCH);
+            let resp = recreating(&self.cfg, || self.receive_once(n, wait_secs)).await?;
             let got = resp.messages().len();
             for m in resp.messages() {
                 if let Some(d) = self.accept(m).await? {

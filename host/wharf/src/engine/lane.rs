@@ -617,18 +617,28 @@ impl Engine {
 
     /// A failed call: the instance goes. A trap or deadline on a batch
     /// isolates its messages (each goes alone next, nothing counted); on a
-    /// message alone it counts toward poison. Other failures retry every
-    /// message and count toward quarantine.
+    /// message alone it counts toward poison. A call that timed out waiting
+    /// on its target retries every message and feeds the breaker only.
+    /// Other failures retry every message and count toward quarantine.
     async fn call_failed(&mut self, seqs: Vec<u64>, e: PluginError) -> CallSummary {
         let kind = match &e {
             PluginError::Trap(_) => FailureKind::Trap,
-            PluginError::Deadline(_) => FailureKind::Deadline,
+            PluginError::Deadline(_) | PluginError::TargetStalled(_) => FailureKind::Deadline,
             PluginError::WrongCount { .. } => FailureKind::WrongCount,
             PluginError::Init(_) => FailureKind::Init,
             _ => FailureKind::Load,
         };
         self.instance = None;
         metrics::get().plugin_failures.get_or_create(&self.label_kind(kind.as_str())).inc();
+        if let PluginError::TargetStalled(_) = e {
+            // The target is slow or away, not the plugin or a message: a
+            // retry that feeds the breaker, never a poison or quarantine count.
+            tracing::warn!(error = %e, messages = seqs.len(), "plugin call timed out waiting on its target; batch will be retried");
+            for seq in seqs {
+                self.retry_later(seq, kind, e.to_string(), None).await;
+            }
+            return CallSummary::FAILED;
+        }
         match (kind, seqs.as_slice()) {
             (FailureKind::Trap | FailureKind::Deadline, [seq]) => self.trapped_alone(*seq, kind, e).await,
             (FailureKind::Trap | FailureKind::Deadline, _) => {

@@ -170,7 +170,7 @@ fn record(
         Err(e) => {
             let result = match &e {
                 PluginError::Trap(_) => RunResult::Trap,
-                PluginError::Deadline(_) => RunResult::Deadline,
+                PluginError::Deadline(_) | PluginError::TargetStalled(_) => RunResult::Deadline,
                 _ => RunResult::Init,
             };
             // A failed call poisons the instance; a failed init left none.

@@ -199,7 +199,7 @@ impl DeliverySpans {
 fn failure_kind(e: &PluginError) -> &'static str {
     match e {
         PluginError::Trap(_) => "trap",
-        PluginError::Deadline(_) => "deadline",
+        PluginError::Deadline(_) | PluginError::TargetStalled(_) => "deadline",
         PluginError::WrongCount { .. } => "wrong_count",
         PluginError::Init(_) => "init",
         _ => "load",

@@ -16,6 +16,7 @@ impl Instance {
     /// past its deadline. The instance is poisoned afterwards; drop it.
     pub async fn deliver_interrupted(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
         self.store.set_epoch_deadline(0);
-        bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch)).await
+        let net = self.store.data().net_use.clone();
+        bounded(self.call_timeout, &net, self.target.call_deliver(&mut self.store, batch)).await
     }
 }

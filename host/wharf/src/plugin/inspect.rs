@@ -84,7 +84,8 @@ impl Plugin {
         let (mut store, target) = self.instantiate_uninit().await?;
         let deadline = self.settings.call_timeout;
         set_deadline(&mut store, deadline);
-        let info = bounded(deadline, target.call_describe(&mut store)).await?;
+        let net = store.data().net_use.clone();
+        let info = bounded(deadline, &net, target.call_describe(&mut store)).await?;
         Ok(info.map(|i| PluginInfo { name: i.name, version: i.version }))
     }
 }

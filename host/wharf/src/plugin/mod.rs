@@ -7,6 +7,17 @@
 //! not fire while a guest waits inside an async host call). An instance that
 //! trapped or timed out is dropped by its owner and never called again.
 //!
+//! Who is to blame for a call that ran out of time:
+//! - the epoch deadline (an interrupt trap): the guest was running its own
+//!   code, on the CPU: [`PluginError::Deadline`], the plugin's fault (a
+//!   poison or quarantine candidate);
+//! - the I/O deadline while the guest waited on its target (it opened a TCP
+//!   connection to an `allow_connect` address, or an `allow_http` request
+//!   has no answer yet; `sandbox::NetUse`): [`PluginError::TargetStalled`],
+//!   the target is slow or unreachable, a retry that feeds the breaker;
+//! - the I/O deadline with no use of the target's network (sleeping, say):
+//!   [`PluginError::Deadline`], the plugin's fault.
+//!
 //! Every supported `wharf:target` version (`SUPPORTED_WIT`) loads through
 //! the same engine, linker and sandbox; `version.rs` finds which one a
 //! component implements and dispatches calls. The host's message, batch and
@@ -57,6 +68,10 @@ pub enum PluginError {
     Trap(String),
     #[error("plugin call exceeded its {0:?} deadline")]
     Deadline(Duration),
+    /// The call ran out of time while the guest waited on its target: the
+    /// target is slow or unreachable, not the plugin broken.
+    #[error("plugin call exceeded its {0:?} deadline waiting on its target")]
+    TargetStalled(Duration),
     #[error("plugin returned {got} outcomes for {want} messages")]
     WrongCount { got: usize, want: usize },
 }
@@ -186,7 +201,8 @@ impl Plugin {
         let (mut store, target) = self.instantiate_uninit().await?;
         let deadline = self.settings.call_timeout;
         set_deadline(&mut store, deadline);
-        let init = bounded(deadline, target.call_init(&mut store, &self.settings.config))
+        let net = store.data().net_use.clone();
+        let init = bounded(deadline, &net, target.call_init(&mut store, &self.settings.config))
             .await
             .map_err(|e| self.secrets.scrub_error(e))?;
         init.map_err(|e| PluginError::Init(self.secrets.scrub(&e)))?;
@@ -202,7 +218,8 @@ impl Plugin {
         store.limiter(|st| &mut st.limits);
         store.epoch_deadline_trap();
         set_deadline(&mut store, s.call_timeout);
-        let target = bounded(s.call_timeout, self.pre.instantiate(&mut store)).await?;
+        let net = store.data().net_use.clone();
+        let target = bounded(s.call_timeout, &net, self.pre.instantiate(&mut store)).await?;
         Ok((store, target))
     }
 }
@@ -226,7 +243,8 @@ impl Instance {
     pub async fn deliver(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
         set_deadline(&mut self.store, self.call_timeout);
         let want = batch.messages.len();
-        let out = bounded(self.call_timeout, self.target.call_deliver(&mut self.store, batch))
+        let net = self.store.data().net_use.clone();
+        let out = bounded(self.call_timeout, &net, self.target.call_deliver(&mut self.store, batch))
             .await
             .map_err(|e| self.call_failed(e))?;
         if out.len() != want {
@@ -240,7 +258,8 @@ impl Instance {
     /// reasons it reports are scrubbed like outcome reasons.
     pub async fn reconcile(&mut self, budget_ms: u64) -> Result<Option<Reconciled>, PluginError> {
         set_deadline(&mut self.store, self.call_timeout);
-        let out = bounded(self.call_timeout, self.target.call_reconcile(&mut self.store, budget_ms))
+        let net = self.store.data().net_use.clone();
+        let out = bounded(self.call_timeout, &net, self.target.call_reconcile(&mut self.store, budget_ms))
             .await
             .map_err(|e| self.call_failed(e))?;
         Ok(out.map(|r| Reconciled {
@@ -269,9 +288,12 @@ fn set_deadline(store: &mut Store<StoreState>, d: Duration) {
 }
 
 /// Runs a guest call under a wall-clock deadline; a trap or a timeout both
-/// mean the instance is poisoned.
+/// mean the instance is poisoned. A timeout (the guest was suspended in a
+/// host call) while `net` says it waited on its target blames the target
+/// (see the module docs).
 async fn bounded<T>(
     deadline: Duration,
+    net: &sandbox::NetUse,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, PluginError> {
     match tokio::time::timeout(deadline, call).await {
@@ -282,6 +304,7 @@ async fn bounded<T>(
             }
             Err(PluginError::Trap(short_trap(&e)))
         }
+        Err(_) if net.waiting_on_target() => Err(PluginError::TargetStalled(deadline)),
         Err(_) => Err(PluginError::Deadline(deadline)),
     }
 }

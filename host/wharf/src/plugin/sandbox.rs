@@ -7,9 +7,17 @@
 //! - wasi:http only to URLs an `allow_http` rule allows (`url_rule.rs`; wasi-http
 //!   ignores socket rules, so the check lives in `send_request`);
 //! - linear memory capped by `memory_limit_mib`.
+//!
+//! The store also records the instance's use of its target's network
+//! ([`NetUse`]): the TCP connections it opened and the HTTP requests still
+//! waiting for an answer. When a call ends at the I/O deadline, that record
+//! says whether the guest was waiting on its target (the target's fault) or
+//! on nothing the host can blame (the plugin's fault; see `bounded` in
+//! `mod.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -37,6 +45,50 @@ pub struct StoreState {
     hooks: HttpFilter,
     table: ResourceTable,
     pub limits: Limits,
+    /// What the instance did on its target's network (read by the deadline).
+    pub net_use: NetUse,
+}
+
+/// An instance's use of its target's network, shared with the socket check
+/// and the HTTP hook. Counts only what the allow-lists let through.
+#[derive(Debug, Clone, Default)]
+pub struct NetUse(Arc<NetCounts>);
+
+#[derive(Debug, Default)]
+struct NetCounts {
+    /// TCP connects to an `allow_connect` address, ever (a pooled
+    /// connection stays open across calls; its reads cannot be watched).
+    tcp_connects: AtomicU64,
+    /// `allow_http` requests sent and not answered yet (headers not in).
+    http_waiting: AtomicU64,
+}
+
+impl NetUse {
+    /// The guest may be waiting on its target: it opened a TCP connection
+    /// to it, or an HTTP request to it has no answer yet.
+    pub fn waiting_on_target(&self) -> bool {
+        self.0.tcp_connects.load(Ordering::Relaxed) > 0 || self.0.http_waiting.load(Ordering::Relaxed) > 0
+    }
+
+    fn connected(&self) {
+        self.0.tcp_connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an HTTP request as waiting until the guard drops (answered,
+    /// failed, or abandoned with the instance).
+    fn http_request(&self) -> HttpWaiting {
+        self.0.http_waiting.fetch_add(1, Ordering::Relaxed);
+        HttpWaiting(self.clone())
+    }
+}
+
+/// One HTTP request waiting for its answer (see [`NetUse::http_request`]).
+struct HttpWaiting(NetUse);
+
+impl Drop for HttpWaiting {
+    fn drop(&mut self) {
+        self.0.0.http_waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The store's limits, plus how much linear memory the instance holds (for
@@ -105,6 +157,8 @@ impl StoreState {
         secrets: Arc<super::redact::Secrets>,
     ) -> Self {
         let allowed = net.tcp.clone();
+        let net_use = NetUse::default();
+        let connects = net_use.clone();
         let stderr = super::stderr::StderrTail::default();
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone());
@@ -116,6 +170,9 @@ impl StoreState {
                     SocketAddrUse::TcpConnect => allowed.contains(&addr),
                     _ => false,
                 };
+                if ok && matches!(use_, SocketAddrUse::TcpConnect) {
+                    connects.connected();
+                }
                 Box::pin(async move { ok })
             },
         );
@@ -125,7 +182,7 @@ impl StoreState {
             stderr,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: HttpFilter { rules: net.http.clone() },
+            hooks: HttpFilter { rules: net.http.clone(), net_use: net_use.clone() },
             table: ResourceTable::new(),
             limits: Limits {
                 inner: StoreLimitsBuilder::new()
@@ -137,6 +194,7 @@ impl StoreState {
                     .build(),
                 memory_bytes: 0,
             },
+            net_use,
         }
     }
 }
@@ -156,6 +214,7 @@ impl WasiHttpView for StoreState {
 /// Lets a request through only if an `allow_http` rule allows its URL.
 struct HttpFilter {
     rules: Arc<Vec<super::UrlRule>>,
+    net_use: NetUse,
 }
 
 type SendFuture = Box<
@@ -183,6 +242,29 @@ impl WasiHttpHooks for HttpFilter {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let default: &mut dyn WasiHttpHooks = wasmtime_wasi_http::default_hooks();
-        default.send_request(request, options, fut)
+        let send = Box::into_pin(default.send_request(request, options, fut));
+        let waiting = self.net_use.http_request();
+        Box::new(async move {
+            let answer = send.await;
+            drop(waiting);
+            answer
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NetUse;
+
+    #[test]
+    fn a_target_is_waited_on_while_an_http_request_is_unanswered_or_once_a_tcp_connection_opened() {
+        let net = NetUse::default();
+        assert!(!net.waiting_on_target(), "an instance that never used the network");
+        let waiting = net.http_request();
+        assert!(net.waiting_on_target(), "an unanswered request");
+        drop(waiting);
+        assert!(!net.waiting_on_target(), "the request was answered");
+        net.connected();
+        assert!(net.waiting_on_target(), "a TCP connection to the target stays open across calls");
     }
 }
