@@ -180,6 +180,12 @@ impl FaultProxy {
         }
     }
 
+    /// The number ([`FaultProxy::requests_seen`] at that time) of the last
+    /// request seen on exactly `path`.
+    pub fn last_seen_on(&self, path: &str) -> Option<u64> {
+        lock(&self.inner.state).last.get(path).map(|(seq, _)| *seq)
+    }
+
     /// The raw bytes of the last request seen whose path starts with `path_prefix`.
     pub fn last_request(&self, path_prefix: &str) -> Option<Vec<u8>> {
         let st = lock(&self.inner.state);

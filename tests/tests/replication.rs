@@ -169,6 +169,20 @@ fn last_batch(proxy: &FaultProxy) -> (String, Value) {
         .expect("a records request went through the proxy")
 }
 
+/// A records request the proxy saw whose first record is past what the
+/// replica holds (`ends`: its chains): a batch new to it.
+fn new_batch(proxy: &FaultProxy, ends: &[(u64, String)]) -> Option<(String, Value)> {
+    (0..PARTITIONS).find_map(|p| {
+        let raw = proxy.last_request(&format!("{RECORDS}{p}/records"))?;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let path = head.split_whitespace().nth(1)?.to_string();
+        let batch: Value = serde_json::from_str(body).ok()?;
+        let first = batch["records"][0]["seq"].as_u64()?;
+        (first >= ends[p as usize].0).then_some((path, batch))
+    })
+}
+
 #[test]
 fn a_replica_mirrors_the_primary_and_refuses_client_writes() {
     let pair = Pair::start();
@@ -258,21 +272,40 @@ fn row_3_3_primary_crash_mid_transfer_applies_none_of_the_partial_batch() {
     let mut pair = Pair::start();
     let first = pair.write(10, "a");
     pair.wait_converged();
+    // New records the replica does not hold: the proxy drops their batches.
+    pair.proxy.set(Fault::Drop);
+    let cut_ids = pair.write(20, "c");
     let before = chains(&pair.replica);
-    // The primary dies with a batch half sent: a request whose body stops
-    // short of its Content-Length, then the connection closes.
-    let (path, batch) = last_batch(&pair.proxy);
+    // The primary dies with such a batch half sent: a request whose body
+    // stops short of its Content-Length, then the connection closes.
+    let (path, batch) =
+        eventually(WAIT, "a batch of new records to reach the proxy", || new_batch(&pair.proxy, &before));
     let body = batch.to_string();
-    let raw = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
-        body.len(),
-        &body[..body.len() / 2]
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
     );
     {
-        use std::io::Write as _;
+        use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect(addr(&pair.replica)).expect("connect");
-        s.write_all(raw.as_bytes()).expect("send half");
+        s.write_all(format!("{head}{}", &body[..body.len() / 2]).as_bytes()).expect("send half");
+        s.shutdown(std::net::Shutdown::Write).expect("close the sending side");
+        // Until the replica is done with the connection.
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let _ = s.read_to_end(&mut Vec::new());
     }
+    assert_eq!(chains(&pair.replica), before, "none of the partial batch is applied");
+    assert_eq!(any_halt(&replica_halts(&pair.replica)), None, "a cut transfer is not damage");
+    // The same batch whole is new to the replica: it is applied.
+    let reply = replay_raw(addr(&pair.replica), format!("{head}{body}").as_bytes());
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_ne!(chains(&pair.replica), before, "the whole batch lands");
+    pair.proxy.set(Fault::Pass);
+    pair.wait_converged();
     // And for real: the primary is SIGKILLed while it ships.
     pair.proxy.set(Fault::Delay(Duration::from_millis(300)));
     let second = pair.write(20, "b");
@@ -286,7 +319,7 @@ fn row_3_3_primary_crash_mid_transfer_applies_none_of_the_partial_batch() {
     pair.proxy.set(Fault::Pass);
     pair.primary.restart();
     pair.wait_converged();
-    assert_all_on_replica(&pair, &[first, second].concat());
+    assert_all_on_replica(&pair, &[first, cut_ids, second].concat());
 }
 
 #[test]
@@ -351,11 +384,14 @@ fn row_5_1_partition_between_the_sides_stays_primary_only_then_catches_up_by_han
     pair.proxy.wait_requests(seen + 2, WAIT);
     assert_eq!(chains(&pair.replica), before, "nothing crosses a black-holed link");
     assert_eq!(any_halt(&target_halts(&pair.primary)), None, "an outage is not a halt");
+    let healed_at = pair.proxy.requests_seen();
     pair.proxy.set(Fault::Pass);
     pair.wait_converged();
     assert_all_on_replica(&pair, &ids);
-    // The catch-up began with a handshake, not a guess.
-    assert!(pair.proxy.last_request("/v1/namespaces/orders/replication/partitions/").is_some());
+    // The catch-up began with a handshake (GET on the partition), not a guess.
+    let handshakes: Vec<Option<u64>> =
+        (0..PARTITIONS).map(|p| pair.proxy.last_seen_on(&format!("{RECORDS}{p}"))).collect();
+    assert!(handshakes.iter().any(|h| h.is_some_and(|n| n > healed_at)), "{handshakes:?} after {healed_at}");
 }
 
 #[test]
