@@ -947,6 +947,12 @@ pub fn sqs_fifo_queue(port: u16, queue: &str) -> String {
     )
 }
 
+/// `queue = { kind = "sqs", ... }` on a standard (non-FIFO) queue, for a
+/// namespace (a line of `extra`).
+pub fn sqs_standard_queue(port: u16, queue: &str) -> String {
+    format!("queue = {{ kind = \"sqs\", endpoint = \"http://127.0.0.1:{port}\", queue = \"{queue}\" }}\n")
+}
+
 /// Quick retries (1000 attempts, 10..200 ms) and a breaker that opens
 /// after 3 failures for 300 ms: the `[namespaces.<ns>.retry]` and
 /// `.breaker` tables (put them last in `extra`).

@@ -1,6 +1,7 @@
 //! A namespace with two targets (`a`, `b`), each the http plugin posting to
 //! its own sink: each target has its own progress, watermark and DLQ, and
-//! the log keeps what the slowest target still needs.
+//! the log keeps what the slowest target still needs; on Kafka (a consumer
+//! group per target) a target that is down holds back only itself.
 //!
 //! Writes, lookups and DLQ calls go through `wharf-client`; the checks of an
 //! error status and code (`400 target_required`, `404 message_not_found`)
@@ -232,4 +233,34 @@ fn a_kafka_namespace_with_two_targets_delivers_everything_to_both() {
         assert_eq!(ts["plugin"]["state"], json!("ready"), "target {name}: {ts}");
         assert!(ts["partitions"].as_array().is_some_and(|p| !p.is_empty()), "target {name}: {ts}");
     }
+}
+
+#[test]
+fn a_kafka_namespace_with_one_target_down_delivers_everything_to_the_other_and_later_to_both() {
+    let tansu = start_tansu();
+    let (a, b) = (HttpSink::start(), HttpSink::start());
+    b.set(|x| x.fail_all = Some(503));
+    let wharf = Wharf::start(&config(&a, &b, 1, &kafka_queue(tansu.port, "orders", 2)));
+    let c = client(&wharf);
+    for i in 0..40 {
+        let key = format!("k{}", i % 4);
+        write_id(&c, &key, format!("{key}:{}", i / 4).as_bytes());
+    }
+    eventually(Duration::from_secs(120), "target a to get all 40 while b is down", || {
+        (a.accepted_bodies().len() == 40).then_some(())
+    });
+    assert_in_key_order(&a, "target a");
+    eventually(Duration::from_secs(30), "b's breaker open", || {
+        wharf.breaker_states("orders", "b").iter().any(|s| s == "open").then_some(())
+    });
+    assert!(b.accepted().is_empty(), "target b is down");
+    assert!(!b.refused().is_empty(), "target b was tried");
+    assert_eq!(wharf.target_status("orders", "a")["plugin"]["state"], json!("ready"));
+
+    b.set(|x| x.fail_all = None);
+    eventually(Duration::from_secs(120), "target b to get all 40 after recovering", || {
+        (b.accepted_bodies().len() == 40).then_some(())
+    });
+    assert_in_key_order(&b, "target b");
+    assert!(dlq_ids(&c, "b").is_empty(), "b dead-lettered nothing");
 }

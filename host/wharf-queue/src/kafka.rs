@@ -215,6 +215,20 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    /// A message of this partition was received: unacked until [`Self::acked`].
+    fn received(&mut self, offset: i64) {
+        self.pending.insert(offset, false);
+    }
+
+    /// Marks a received offset acked and moves the acked prefix. Returns
+    /// `false` for an offset not received (or already passed).
+    fn acked(&mut self, offset: i64) -> bool {
+        let Some(acked) = self.pending.get_mut(&offset) else { return false };
+        *acked = true;
+        self.advance();
+        true
+    }
+
     fn advance(&mut self) {
         while let Some((&offset, &acked)) = self.pending.first_key_value() {
             if !acked {
@@ -225,6 +239,8 @@ impl PartitionState {
         }
     }
 
+    /// The offset to commit now, if it moved past the last commit: never
+    /// past the first offset received and not acked.
     fn to_commit(&self) -> Option<i64> {
         match (self.acked_to, self.committed) {
             (Some(a), Some(c)) if a <= c => None,
@@ -469,7 +485,7 @@ impl Consumer for KafkaConsumer {
                     drop(m);
                     let mut st = lock(&self.state);
                     if let Receipt::Kafka { partition, offset, .. } = &d.receipt {
-                        st.partitions.entry(*partition).or_default().pending.insert(*offset, false);
+                        st.partitions.entry(*partition).or_default().received(*offset);
                     }
                     if due > now_ms() {
                         st.held.push((due, d));
@@ -504,14 +520,7 @@ impl Consumer for KafkaConsumer {
         let moved = {
             let mut st = lock(&self.state);
             match st.partitions.get_mut(&p) {
-                Some(ps) => match ps.pending.get_mut(&offset) {
-                    Some(acked) => {
-                        *acked = true;
-                        ps.advance();
-                        ps.to_commit().is_some()
-                    }
-                    None => false,
-                },
+                Some(ps) => ps.acked(offset) && ps.to_commit().is_some(),
                 None => {
                     // Revoked since it was received: the next owner delivers it again.
                     tracing::debug!(partition = p, offset, "ack for a partition no longer assigned");
@@ -553,5 +562,76 @@ impl Consumer for KafkaConsumer {
         lock(&self.state).held.clear();
         self.consumer.unsubscribe();
         committed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionState;
+
+    fn received(offsets: impl IntoIterator<Item = i64>) -> PartitionState {
+        let mut ps = PartitionState::default();
+        offsets.into_iter().for_each(|o| ps.received(o));
+        ps
+    }
+
+    #[test]
+    fn an_ack_past_an_unacked_offset_commits_nothing() {
+        let mut ps = received(5..8);
+        assert!(ps.acked(7));
+        assert!(ps.acked(6));
+        assert_eq!(ps.to_commit(), None, "5 is unacked: nothing may be committed");
+        assert!(ps.acked(5));
+        assert_eq!(ps.to_commit(), Some(8), "5, 6 and 7 acked: commit up to 8");
+    }
+
+    #[test]
+    fn the_commit_point_stops_at_the_first_unacked_offset() {
+        let mut ps = received([3, 4, 9, 10]);
+        assert!(ps.acked(3));
+        assert!(ps.acked(10));
+        assert_eq!(ps.to_commit(), Some(4), "4 is the first unacked offset");
+        ps.committed = Some(4);
+        assert_eq!(ps.to_commit(), None, "already committed");
+        assert!(ps.acked(4));
+        assert_eq!(ps.to_commit(), Some(5), "just past the acked prefix: 9 is unacked");
+        assert!(!ps.acked(42), "an offset never received is not acked");
+        assert!(ps.acked(9));
+        assert_eq!(ps.to_commit(), Some(11), "9 and 10 acked");
+    }
+
+    #[test]
+    fn a_commit_never_goes_back() {
+        let mut ps = received(0..3);
+        ps.committed = Some(10);
+        assert!(ps.acked(0) && ps.acked(1) && ps.acked(2));
+        assert_eq!(ps.to_commit(), None, "a commit below the last one is not made");
+    }
+
+    /// Every order of acks of 0..6, with one offset never acked: the commit
+    /// point is never past it, and reaches it.
+    #[test]
+    fn no_ack_order_commits_past_an_unfinished_offset() {
+        let offsets: Vec<i64> = (0..6).collect();
+        for stuck in offsets.clone() {
+            for rotation in 0..offsets.len() {
+                for reverse in [false, true] {
+                    let mut order: Vec<i64> = offsets.iter().copied().filter(|o| *o != stuck).collect();
+                    let n = order.len();
+                    order.rotate_left(rotation % n);
+                    if reverse {
+                        order.reverse();
+                    }
+                    let mut ps = received(offsets.clone());
+                    for o in order {
+                        assert!(ps.acked(o));
+                        if let Some(c) = ps.to_commit() {
+                            assert!(c <= stuck, "committed {c} past the unacked {stuck}");
+                        }
+                    }
+                    assert_eq!(ps.to_commit(), (stuck > 0).then_some(stuck), "stuck at {stuck}");
+                }
+            }
+        }
     }
 }

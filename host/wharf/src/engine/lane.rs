@@ -28,7 +28,7 @@ use crate::engine::breaker::{Breaker, CallSummary, Transition};
 use crate::engine::namespace::Namespace;
 use crate::engine::source::{Pulled, Source};
 use crate::engine::target::{Lane, MoveRefused, PluginState, RewindRefused, TargetRt};
-use crate::engine::window::{Pending, Window};
+use crate::engine::window::{KeyCap, OverCap, Pending, Window};
 use crate::metrics;
 use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
 use crate::storage::dlq::{DlqEntry, Failure, FailureKind};
@@ -82,8 +82,18 @@ impl Engine {
         start: u64,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        lane.with(|w| *w = Window::starting_at(start, ns.cfg.delivery.batch_max));
         let strict = matches!(source, Source::Log(_)) && target.cfg.target.ordering == Ordering::Partition;
+        let over = match source {
+            Source::Log(_) => OverCap::Defer,
+            Source::Queue(_) => OverCap::Hold,
+        };
+        let window = Window::starting_at(start, ns.cfg.delivery.batch_max);
+        // Strict order sends nothing past a blocked message anyway.
+        let window = match strict {
+            true => window,
+            false => window.with_key_cap(KeyCap::for_lane(ns.cfg.delivery.max_in_flight, over)),
+        };
+        lane.with(|w| *w = window);
         let mut slot = target.slot.subscribe();
         let plugin = slot.borrow_and_update().clone();
         Self {
@@ -357,9 +367,11 @@ impl Engine {
     }
 
     /// Takes new messages from the source into the window, up to
-    /// `max_in_flight`. Waits (up to the next due retry, or [`IDLE`]) only
+    /// `max_in_flight`, after reading again the deferred messages of keys
+    /// that have room. Waits (up to the next due retry, or [`IDLE`]) only
     /// when nothing in the window is eligible now. Returns how many came.
     async fn fill(&mut self) -> Result<usize, String> {
+        let reread = self.reread()?;
         let (from, room, wait) = self.pull_plan(engine_ms());
         if !wait.is_zero() && self.source().would_wait(from, room) {
             // Caught up: the watermark is made exact before the lane waits
@@ -386,22 +398,13 @@ impl Engine {
             Err(e) => return Err(e.to_string()),
         };
         let mut undecodable = std::mem::take(&mut self.undecodable);
-        let replays_below = self.lane.rewind().map_or(0, |r| r.end);
-        let mut count = 0;
+        let mut count = reread;
         for item in pulled {
             match item {
                 Pulled::Skip(seq) => self.lane.with(|w| w.skip_to(seq + 1)),
                 Pulled::Settled(id) => self.lane.with(|w| w.remember_finished(id)),
-                Pulled::Message(seq, mut pending) => {
-                    pending.traps = self.target.traps.get(&pending.id);
-                    if seq < replays_below {
-                        // Delivered before: a rewind's replay (`replays`).
-                        pending.env.replays = pending.env.replays.saturating_add(1);
-                    }
-                    if let Some(t) = &pending.env.transaction {
-                        // Its marker is in the log: the chunks must not expire.
-                        self.ns.txns.pin(&t.id);
-                    }
+                Pulled::Message(seq, pending) => {
+                    let pending = self.prepared(seq, pending);
                     if pending.failures.iter().any(|f| f.kind == FailureKind::Decode.as_str()) {
                         undecodable.push(seq);
                     }
@@ -413,6 +416,44 @@ impl Engine {
         for seq in undecodable {
             self.lane.with(|w| w.get_mut(seq).map(|p| p.in_flight = true));
             self.dead_letter(seq, FailureKind::Decode, "not a wharf envelope".into()).await;
+        }
+        Ok(count)
+    }
+
+    /// A message as it enters the window: its trap count, its replay flag,
+    /// its transaction's chunks pinned.
+    fn prepared(&self, seq: u64, mut pending: Pending) -> Pending {
+        pending.traps = self.target.traps.get(&pending.id);
+        if self.lane.rewind().is_some_and(|r| seq < r.end) {
+            // Delivered before: a rewind's replay (`replays`).
+            pending.env.replays = pending.env.replays.saturating_add(1);
+        }
+        if let Some(t) = &pending.env.transaction {
+            // Its marker is in the log: the chunks must not expire.
+            self.ns.txns.pin(&t.id);
+        }
+        pending
+    }
+
+    /// Reads again the deferred messages of keys that have room (log
+    /// lanes). Returns how many joined the window.
+    fn reread(&mut self) -> Result<usize, String> {
+        let seqs = self.lane.with(|w| w.to_reread());
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let target = self.target.name.clone();
+        let pulled = self.source().reread(&seqs, &target).map_err(|e| e.to_string())?;
+        let mut count = 0;
+        for item in pulled {
+            match item {
+                Pulled::Message(seq, pending) => {
+                    let pending = self.prepared(seq, pending);
+                    count += usize::from(self.lane.with(|w| w.readmit(seq, pending)));
+                }
+                Pulled::Skip(seq) => self.lane.with(|w| w.drop_deferred(seq)),
+                Pulled::Settled(_) => {}
+            }
         }
         Ok(count)
     }

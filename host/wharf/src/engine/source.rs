@@ -156,6 +156,15 @@ impl Source {
         }
     }
 
+    /// Reads again messages the window deferred (log sources; a queue
+    /// source never defers).
+    pub fn reread(&self, seqs: &[u64], target: &str) -> Result<Vec<Pulled>, SourceError> {
+        match self {
+            Source::Log(s) if !seqs.is_empty() => s.reread(seqs, target),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Whether a pull from `from` with `room` would wait for news: the log
     /// has nothing new for the lane, or no room. A queue cannot tell before
     /// it asks, so it says it may.
@@ -221,10 +230,28 @@ impl LogSource {
         // Reads of acknowledged records are preads of recent, cached pages:
         // block in place rather than pay a blocking-pool round trip.
         let records = tokio::task::block_in_place(|| self.log.read(from, room, 16 << 20))?;
-        let partition = self.part.index;
         if self.mirror {
             return self.mirrored(records);
         }
+        self.decoded(records, target)
+    }
+
+    /// Reads again the deferred records `seqs` (ascending, below what the
+    /// lane has read), in contiguous runs.
+    fn reread(&self, seqs: &[u64], target: &str) -> Result<Vec<Pulled>, SourceError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for run in seqs.chunk_by(|a, b| b == &(a + 1)) {
+            let records = tokio::task::block_in_place(|| self.log.read(run[0], run.len(), 16 << 20))?;
+            let records = records.into_iter().filter(|r| run.contains(&r.seq)).collect();
+            out.extend(self.decoded(records, target)?);
+        }
+        Ok(out)
+    }
+
+    /// Records as messages for `target` (a replay meant for another target
+    /// is a skip).
+    fn decoded(&self, records: Vec<wharf_log::Record>, target: &str) -> Result<Vec<Pulled>, SourceError> {
+        let partition = self.part.index;
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             let env = Envelope::decode(&r.payload).map_err(|e| SourceError::Decode {

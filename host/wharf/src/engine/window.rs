@@ -13,6 +13,17 @@
 //!   never moves backward.
 //! - A message leaves only through [`Window::finish`], which the engine calls
 //!   once the target confirmed it or its DLQ entry is durable.
+//! - A key holds at most its cap ([`KeyCap`]) of window room, so that the
+//!   followers of a key that keeps failing never fill `max_in_flight` and
+//!   stop the other keys. Beyond the cap, a log lane *defers* a key's
+//!   messages: it keeps their sequences only (the records stay in the log)
+//!   and reads them again, oldest first, once the key has room
+//!   ([`Window::to_reread`], [`Window::readmit`]); from the first deferred
+//!   message on, every later one of that key is deferred too, so per-key
+//!   order holds. A deferred message is unfinished: the watermark stays at
+//!   or below it. A queue lane cannot leave a message in the broker without
+//!   losing its place, so it *holds* the followers (reservation kept) but
+//!   counts at most the cap of them as room ([`Window::occupying`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -23,6 +34,34 @@ use crate::storage::envelope::Envelope;
 /// Finished message ids remembered for lookups and `wait=visible` on queue
 /// lanes (whose ids are not sequences).
 const FINISHED_IDS: usize = 65_536;
+
+/// What a window does with a key's messages beyond its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverCap {
+    /// Log lanes: leave them in the log, keep their sequences, read them
+    /// again once the key has room.
+    Defer,
+    /// Queue lanes: keep them (and their reservation) in memory, but do not
+    /// count them as window room.
+    Hold,
+}
+
+/// How many messages of one key take window room, and what happens to the
+/// rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCap {
+    pub per_key: usize,
+    pub over: OverCap,
+}
+
+impl KeyCap {
+    /// Most messages of one key that take room: an eighth of the lane's
+    /// `max_in_flight`, between 1 and 16 (only a key's oldest message is
+    /// ever sent, so a few suffice to keep a healthy key busy).
+    pub fn for_lane(max_in_flight: usize, over: OverCap) -> Self {
+        Self { per_key: (max_in_flight / 8).clamp(1, 16), over }
+    }
+}
 
 /// One message in the window.
 #[derive(Debug, Clone)]
@@ -83,6 +122,9 @@ pub struct WindowSnapshot {
     pub in_flight: usize,
     /// Keys whose oldest message is waiting for a retry.
     pub retrying_keys: usize,
+    /// Log lanes: messages left in the log behind a key at its cap, to be
+    /// read again.
+    pub deferred: usize,
     pub delivered_total: u64,
     pub retries_total: u64,
     pub dead_lettered_total: u64,
@@ -103,6 +145,11 @@ pub struct Window {
     finished_order: VecDeque<String>,
     /// Next sequence to read from the source.
     next_read: u64,
+    /// `None`: a key may take all the room (strict partition order).
+    cap: Option<KeyCap>,
+    /// Log lanes: per key, the sequences read and left in the log (oldest
+    /// first); every one is above the key's messages in `pending`.
+    deferred: HashMap<String, VecDeque<u64>>,
     pub delivered_total: u64,
     pub retries_total: u64,
     pub dead_lettered_total: u64,
@@ -117,13 +164,21 @@ impl Window {
         Self { next_read, batch_limit, ..Self::default() }
     }
 
+    /// The same window with a per-key cap (see [`KeyCap`]).
+    pub fn with_key_cap(mut self, cap: KeyCap) -> Self {
+        self.cap = Some(cap);
+        self
+    }
+
     pub fn next_read(&self) -> u64 {
         self.next_read
     }
 
     /// All sequences below this are finished.
     pub fn watermark(&self) -> u64 {
-        self.pending.keys().next().copied().unwrap_or(self.next_read)
+        let held = self.pending.keys().next().copied();
+        let deferred = self.deferred.values().filter_map(|d| d.front().copied()).min();
+        [held, deferred].into_iter().flatten().min().unwrap_or(self.next_read)
     }
 
     #[allow(clippy::len_without_is_empty, reason = "a window is asked its size, never whether it is empty")]
@@ -132,9 +187,28 @@ impl Window {
     }
 
     /// Takes a message read from the source; its sequence must be
-    /// `next_read` or later (sequences only grow).
-    pub fn admit(&mut self, seq: u64, pending: Pending) {
+    /// `next_read` or later (sequences only grow). Returns `false` when the
+    /// message was deferred (left in the log, see [`OverCap::Defer`]).
+    pub fn admit(&mut self, seq: u64, pending: Pending) -> bool {
         debug_assert!(seq >= self.next_read, "sequence {seq} admitted below {}", self.next_read);
+        self.next_read = seq + 1;
+        if let Some(k) = pending.env.key.as_deref()
+            && self.defers(k)
+        {
+            self.deferred.entry(k.to_string()).or_default().push_back(seq);
+            return false;
+        }
+        self.hold(seq, pending);
+        true
+    }
+
+    /// A log lane's key already has deferred messages or its cap in the window.
+    fn defers(&self, key: &str) -> bool {
+        let Some(KeyCap { per_key, over: OverCap::Defer }) = self.cap else { return false };
+        self.deferred.contains_key(key) || self.keys.get(key).is_some_and(|q| q.len() >= per_key)
+    }
+
+    fn hold(&mut self, seq: u64, pending: Pending) {
         if let Some(k) = &pending.env.key {
             self.keys.entry(k.clone()).or_default().push_back(seq);
         }
@@ -142,7 +216,50 @@ impl Window {
             self.ids.insert(pending.id.clone(), seq);
         }
         self.pending.insert(seq, pending);
-        self.next_read = seq + 1;
+    }
+
+    /// Deferred sequences to read again now, ascending: of each key with
+    /// room, its oldest deferred ones, up to the cap.
+    pub fn to_reread(&self) -> Vec<u64> {
+        let Some(cap) = self.cap else { return Vec::new() };
+        let mut seqs: Vec<u64> = Vec::new();
+        for (key, deferred) in &self.deferred {
+            let held = self.keys.get(key).map_or(0, VecDeque::len);
+            seqs.extend(deferred.iter().take(cap.per_key.saturating_sub(held)));
+        }
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// A deferred message read again: it joins the window behind the held
+    /// messages of its key. Only its key's oldest deferred one is taken
+    /// (returns `false` for any other: it stays deferred, so a short read
+    /// never reorders a key).
+    pub fn readmit(&mut self, seq: u64, pending: Pending) -> bool {
+        let Some(key) = pending.env.key.clone() else { return false };
+        let Some(deferred) = self.deferred.get_mut(&key) else { return false };
+        if deferred.front() != Some(&seq) {
+            return false;
+        }
+        deferred.pop_front();
+        if deferred.is_empty() {
+            self.deferred.remove(&key);
+        }
+        self.hold(seq, pending);
+        true
+    }
+
+    /// A deferred sequence that holds nothing for this lane after all:
+    /// finished.
+    pub fn drop_deferred(&mut self, seq: u64) {
+        self.deferred.retain(|_, d| {
+            d.retain(|s| *s != seq);
+            !d.is_empty()
+        });
+    }
+
+    fn is_deferred(&self, seq: u64) -> bool {
+        self.deferred.values().any(|d| d.binary_search(&seq).is_ok())
     }
 
     /// Skips sequences that hold nothing for this lane (e.g. a replay meant
@@ -165,6 +282,7 @@ impl Window {
             window: self.pending.len(),
             in_flight: self.pending.values().filter(|p| p.in_flight).count(),
             retrying_keys: self.retrying_keys(),
+            deferred: self.deferred.values().map(VecDeque::len).sum(),
             delivered_total: self.delivered_total,
             retries_total: self.retries_total,
             dead_lettered_total: self.dead_lettered_total,
@@ -182,6 +300,10 @@ impl Window {
 
     /// State of a message still in the window, or `None` if it is not.
     pub fn state_of(&self, seq: u64, now: u64) -> Option<Tracked> {
+        if self.is_deferred(seq) {
+            let state = MessageState::Pending;
+            return Some(Tracked { state, attempts: 0, next_attempt_at_ms: None, last_error: None });
+        }
         let p = self.pending.get(&seq)?;
         let state = if p.in_flight {
             MessageState::InFlight
@@ -210,9 +332,18 @@ impl Window {
         self.finished.contains(id)
     }
 
-    /// Messages in the window, less delayed ones not due yet.
+    /// The window room taken: messages in the window, less delayed ones
+    /// not due yet, and at most the cap of each key.
     pub fn occupying(&self, now: u64) -> usize {
-        self.pending.values().filter(|p| !(p.attempts == 0 && p.due_ms > now)).count()
+        let occupies = |p: &Pending| !(p.attempts == 0 && p.due_ms > now);
+        let keyless = self.pending.values().filter(|p| p.env.key.is_none() && occupies(p)).count();
+        let per_key = self.cap.map_or(usize::MAX, |c| c.per_key);
+        let keyed: usize = self
+            .keys
+            .values()
+            .map(|q| q.iter().filter(|s| self.pending.get(s).is_some_and(occupies)).take(per_key).count())
+            .sum();
+        keyless + keyed
     }
 
     /// Write time of the oldest message in the window, if any.
@@ -222,7 +353,7 @@ impl Window {
 
     /// Delivered or dead-lettered (log lanes: by sequence).
     pub fn is_finished(&self, seq: u64) -> bool {
-        seq < self.next_read && !self.pending.contains_key(&seq)
+        seq < self.next_read && !self.pending.contains_key(&seq) && !self.is_deferred(seq)
     }
 
     pub fn has_read(&self, seq: u64) -> bool {
@@ -414,6 +545,7 @@ impl Window {
         self.pending.clear();
         self.keys.clear();
         self.ids.clear();
+        self.deferred.clear();
         self.next_read = next_read;
     }
 

@@ -1,12 +1,18 @@
 //! Model-based tests of [`Window`]: random schedules of appends, plugin calls
 //! with random outcomes and clock moves, checked after every step against a
 //! plain model of the lane (a list of messages and what happened to them).
+//!
+//! Appends go to a model of the source (the log); before each call the lane
+//! fills the window as `engine::lane` does: deferred messages of keys with
+//! room first ([`Window::to_reread`]), then new ones up to `max_in_flight`
+//! less the room taken ([`Window::occupying`]), with a per-key cap that
+//! defers (log lanes) or holds (queue lanes) a key's followers.
 
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 
-use crate::engine::window::{MessageState, Pending, Window};
+use crate::engine::window::{KeyCap, MessageState, OverCap, Pending, Window};
 use crate::storage::dlq::{Failure, FailureKind};
 use crate::storage::envelope::Envelope;
 
@@ -37,6 +43,8 @@ enum Op {
     Advance(u64),
     /// This key's messages always ask for a retry (`None`: all healthy).
     FailForever(Option<u8>),
+    /// Reads from the source without a call (the lane's fill).
+    Fill,
 }
 
 /// What the model knows of one appended message (its index is its seq).
@@ -48,6 +56,11 @@ struct Msg {
     /// How many times `finish` took it out (must end at exactly 1).
     finished: u32,
     handed_out: bool,
+    /// Read from the source (admitted or deferred).
+    read: bool,
+    /// Read and left in the log: not in the window until read again.
+    deferred: bool,
+    deliver_at_ms: Option<u64>,
 }
 
 fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
@@ -80,6 +93,8 @@ fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
 /// The window under test, the model, and the lane's clock.
 struct Lane {
     window: Window,
+    cap: KeyCap,
+    max_in_flight: usize,
     msgs: Vec<Msg>,
     now: u64,
     max_attempts: u32,
@@ -92,9 +107,12 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(max_attempts: u32) -> Self {
+    fn new(max_attempts: u32, max_in_flight: usize, over: OverCap) -> Self {
+        let cap = KeyCap::for_lane(max_in_flight, over);
         Lane {
-            window: Window::starting_at(0, 8),
+            window: Window::starting_at(0, 8).with_key_cap(cap),
+            cap,
+            max_in_flight,
             msgs: Vec::new(),
             now: START_MS,
             max_attempts,
@@ -114,27 +132,83 @@ impl Lane {
             }
             Op::Advance(ms) => self.now += ms,
             Op::FailForever(key) => self.failing = *key,
+            Op::Fill => self.fill(),
         }
     }
 
+    /// Written to the source, not read yet.
     fn append(&mut self, key: Option<u8>, delay_ms: Option<u64>) {
-        let seq = self.msgs.len() as u64;
         let deliver_at_ms = delay_ms.map(|d| self.now + d);
-        self.window.admit(seq, pending(seq, key, deliver_at_ms));
         let due_ms = deliver_at_ms.unwrap_or(0);
-        self.msgs.push(Msg { key, due_ms, attempts: 0, finished: 0, handed_out: false });
+        let m = Msg {
+            key,
+            due_ms,
+            attempts: 0,
+            finished: 0,
+            handed_out: false,
+            read: false,
+            deferred: false,
+            deliver_at_ms,
+        };
+        self.msgs.push(m);
     }
 
-    /// The model's eligible messages, oldest first: unfinished, due, and the
-    /// oldest unfinished of their key (nothing is in flight between calls).
+    /// In the window: read, unfinished, not deferred.
+    fn held(m: &Msg) -> bool {
+        m.read && !m.deferred && m.finished == 0
+    }
+
+    fn held_of(&self, key: u8) -> usize {
+        self.msgs.iter().filter(|m| Self::held(m) && m.key == Some(key)).count()
+    }
+
+    /// The lane's fill: the deferred first (per key with room, oldest
+    /// first, up to the cap), then new messages up to the room.
+    fn fill(&mut self) {
+        let mut expected = Vec::new();
+        for k in 0..KEYS {
+            let room = self.cap.per_key.saturating_sub(self.held_of(k));
+            let deferred = self.msgs.iter().enumerate().filter(|(_, m)| m.deferred && m.key == Some(k));
+            expected.extend(deferred.take(room).map(|(s, _)| s as u64));
+        }
+        expected.sort_unstable();
+        assert_eq!(self.window.to_reread(), expected, "deferred to read again");
+        for seq in expected {
+            let m = &self.msgs[seq as usize];
+            assert!(self.window.readmit(seq, pending(seq, m.key, m.deliver_at_ms)), "seq {seq} read again");
+            self.msgs[seq as usize].deferred = false;
+        }
+        let room = self.max_in_flight.saturating_sub(self.window.occupying(self.now));
+        let from = self.window.next_read() as usize;
+        for seq in from..(from + room).min(self.msgs.len()) {
+            let m = &self.msgs[seq];
+            let key = m.key;
+            let defers = self.cap.over == OverCap::Defer
+                && key.is_some_and(|k| {
+                    self.held_of(k) >= self.cap.per_key
+                        || self.msgs.iter().any(|m| m.deferred && m.key == Some(k))
+                });
+            let admitted = self.window.admit(seq as u64, pending(seq as u64, key, m.deliver_at_ms));
+            assert_eq!(admitted, !defers, "seq {seq}: admitted");
+            self.msgs[seq].read = true;
+            self.msgs[seq].deferred = defers;
+        }
+    }
+
+    /// The model's eligible messages, oldest first: in the window, due, and
+    /// the oldest unfinished of their key (nothing is in flight between
+    /// calls; a key's held messages are older than its deferred ones).
     fn eligible(&self) -> Vec<u64> {
         let mut keys_seen = HashSet::new();
-        let unfinished = self.msgs.iter().enumerate().filter(|(_, m)| m.finished == 0);
-        let heads = unfinished.filter(|(_, m)| m.key.is_none_or(|k| keys_seen.insert(k)));
+        let unfinished = self.msgs.iter().enumerate().filter(|(_, m)| m.read && m.finished == 0);
+        let heads: Vec<(usize, &Msg)> =
+            unfinished.filter(|(_, m)| m.key.is_none_or(|k| keys_seen.insert(k))).collect();
+        let heads = heads.into_iter().filter(|(_, m)| !m.deferred);
         heads.filter(|(_, m)| m.due_ms <= self.now).map(|(seq, _)| seq as u64).collect()
     }
 
     fn call(&mut self, probe: bool, max: usize, outcomes: &[Outcome]) -> Vec<u64> {
+        self.fill();
         let eligible = self.eligible();
         let batch = if probe {
             let batch = self.window.select_probe(self.now);
@@ -236,15 +310,22 @@ impl Lane {
         let appended = self.msgs.len() as u64;
         for (seq, m) in self.msgs.iter().enumerate() {
             assert!(m.finished <= 1, "seq {seq} finished {} times", m.finished);
-            assert_eq!(
-                self.window.get(seq as u64).is_some(),
-                m.finished == 0,
-                "seq {seq}: in window vs finished"
-            );
+            assert_eq!(self.window.get(seq as u64).is_some(), Self::held(m), "seq {seq}: in window vs held");
             assert_eq!(self.window.is_finished(seq as u64), m.finished == 1, "seq {seq}: is_finished");
+            if m.deferred {
+                let state = self.window.state_of(seq as u64, self.now).map(|t| t.state);
+                assert_eq!(state, Some(MessageState::Pending), "seq {seq}: a deferred message is pending");
+            }
+        }
+        for k in 0..KEYS {
+            if self.cap.over == OverCap::Defer {
+                assert!(self.held_of(k) <= self.cap.per_key, "key {k}: more than its cap in the window");
+            }
         }
         let unfinished = self.msgs.iter().filter(|m| m.finished == 0).count();
-        assert_eq!(self.window.len(), unfinished);
+        let held = self.msgs.iter().filter(|m| Self::held(m)).count();
+        assert_eq!(self.window.len(), held);
+        assert_eq!(self.window.snapshot().deferred, self.msgs.iter().filter(|m| m.deferred).count());
         assert_eq!(
             self.delivered.len() + self.dead_lettered.len() + unfinished,
             self.msgs.len(),
@@ -260,14 +341,20 @@ impl Lane {
             self.last_watermark
         );
         assert_eq!(watermark, lowest_unfinished, "watermark vs lowest unfinished");
-        assert_eq!(self.window.next_read(), appended);
+        let read = self.msgs.iter().filter(|m| m.read).count() as u64;
+        assert_eq!(self.window.next_read(), read);
         self.last_watermark = watermark;
 
-        let occupying =
-            self.msgs.iter().filter(|m| m.finished == 0 && !(m.attempts == 0 && m.due_ms > self.now));
-        assert_eq!(self.window.occupying(self.now), occupying.count(), "occupying");
+        let occupies = |m: &&Msg| Self::held(m) && !(m.attempts == 0 && m.due_ms > self.now);
+        let keyless = self.msgs.iter().filter(occupies).filter(|m| m.key.is_none()).count();
+        let keyed: usize = (0..KEYS)
+            .map(|k| {
+                self.msgs.iter().filter(occupies).filter(|m| m.key == Some(k)).count().min(self.cap.per_key)
+            })
+            .sum();
+        assert_eq!(self.window.occupying(self.now), keyless + keyed, "occupying");
         let mut keys_seen = HashSet::new();
-        let heads = self.msgs.iter().filter(|m| m.finished == 0 && m.key.is_none_or(|k| keys_seen.insert(k)));
+        let heads = self.msgs.iter().filter(|m| Self::held(m) && m.key.is_none_or(|k| keys_seen.insert(k)));
         assert_eq!(self.window.next_due_ms(), heads.map(|m| m.due_ms).min(), "next_due_ms");
     }
 
@@ -277,6 +364,7 @@ impl Lane {
         self.failing = None;
         // Each round finishes at least one message: the bound is the count.
         for _ in 0..=self.msgs.len() {
+            self.fill();
             let Some(due) = self.window.next_due_ms() else { break };
             self.now = self.now.max(due);
             let batch = self.call(false, 8, &[Outcome::Deliver]);
@@ -309,15 +397,25 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(probe, max, outcomes)| Op::Call { probe, max, outcomes }),
         2 => (0..60u64).prop_map(Op::Advance),
         1 => prop_oneof![Just(None), (0..KEYS).prop_map(Some)].prop_map(Op::FailForever),
+        1 => Just(Op::Fill),
     ]
+}
+
+fn over_cap() -> impl Strategy<Value = OverCap> {
+    prop_oneof![Just(OverCap::Defer), Just(OverCap::Hold)]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_window_follows_the_model(ops in prop::collection::vec(op(), 0..150), max_attempts in 1..6u32) {
-        let mut lane = Lane::new(max_attempts);
+    fn the_window_follows_the_model(
+        ops in prop::collection::vec(op(), 0..150),
+        max_attempts in 1..6u32,
+        max_in_flight in 2..40usize,
+        over in over_cap(),
+    ) {
+        let mut lane = Lane::new(max_attempts, max_in_flight, over);
         for op in &ops {
             lane.apply(op);
             lane.check();
@@ -325,24 +423,31 @@ proptest! {
         lane.drain();
     }
 
+    /// Key 0 fails forever and gets most of the writes, many more than
+    /// `max_in_flight`: every other key is still delivered (in order, as
+    /// every handout checks), key 0 holds at most its cap of room, and once
+    /// it recovers all of it is delivered in order too.
     #[test]
     fn a_key_failing_forever_does_not_starve_the_others(
-        keys in prop::collection::vec(0..KEYS, 1..40),
+        keys in prop::collection::vec(prop_oneof![3 => Just(0u8), 1 => 1..KEYS], 1..120),
         probes in prop::collection::vec(any::<bool>(), 1..8),
         max in 1..4usize,
+        max_in_flight in 2..24usize,
+        over in over_cap(),
     ) {
-        let mut lane = Lane::new(u32::MAX);
+        let mut lane = Lane::new(u32::MAX, max_in_flight, over);
         lane.failing = Some(0);
         keys.iter().for_each(|k| lane.append(Some(*k), None));
-        // Each call hands out a healthy message or retries key 0's head,
-        // which is then not due again before the next healthy call.
-        for round in 0..2 * (keys.len() + 1) {
+        // Each round hands out a healthy message, reads at least one more
+        // from the source, or retries key 0's head.
+        for round in 0..4 * (keys.len() + 1) {
             // Before a probe, the failing key's retried head is due again too.
             let failing_head = lane.msgs.iter().find(|m| m.key == Some(0) && m.finished == 0);
             let probe = probes[round % probes.len()];
             if let Some(head) = failing_head.filter(|_| probe) {
                 lane.now = lane.now.max(head.due_ms);
             }
+            lane.fill();
             let eligible = lane.eligible();
             let healthy_waiting = eligible.iter().any(|s| lane.msgs[*s as usize].key != Some(0));
             let failed_waiting = eligible.iter().any(|s| lane.msgs[*s as usize].attempts > 0);
@@ -352,14 +457,17 @@ proptest! {
                 prop_assert_ne!(lane.msgs[batch[0] as usize].key, Some(0), "the probe took the failing key");
             }
             lane.check();
+            let healthy_left = lane.msgs.iter().any(|m| m.key != Some(0) && m.finished == 0);
             match lane.window.next_due_ms() {
+                _ if !healthy_left => break,
                 Some(due) => lane.now = lane.now.max(due),
-                None => break,
+                None => {}
             }
         }
         for (seq, m) in lane.msgs.iter().enumerate() {
             prop_assert_eq!(m.finished == 1, m.key != Some(0), "seq {} of key {:?}", seq, m.key);
         }
+        lane.drain();
     }
 }
 
