@@ -7,7 +7,8 @@
 #     (pure Python: CASS_DRIVER_NO_EXTENSIONS=1 skips its C extensions);
 #   - sdk/js/node_modules (npm ci from sdk/js/package-lock.json):
 #     componentize-js, jco and rolldown, which build sdk/js plugins.
-# Needs python3 with pip, and node >= 20 with npm.
+# Needs python3 with pip, and node >= 20 with npm (installed from Debian's
+# nodejs and npm packages when missing).
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
@@ -27,8 +28,15 @@ if [ "$("$PY" -c 'import cassandra; print(cassandra.__version__)' 2>/dev/null)" 
   CASS_DRIVER_NO_EXTENSIONS=1 "$PY" -m pip install -q --disable-pip-version-check "cassandra-driver==$CASSANDRA_DRIVER_VERSION"
 fi
 
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
-  || { echo "node and npm are needed for JavaScript plugins (node >= 20)" >&2; exit 1; }
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "==> installing node and npm (Debian packages nodejs, npm)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+[ "$node_major" -ge 20 ] \
+  || { echo "node >= 20 is needed for JavaScript plugins; found $(node --version 2>/dev/null || echo none)" >&2; exit 1; }
 if [ ! -f "$ROOT/sdk/js/node_modules/.package-lock.json" ] \
    || [ "$ROOT/sdk/js/package-lock.json" -nt "$ROOT/sdk/js/node_modules/.package-lock.json" ]; then
   echo "==> installing sdk/js build tools (npm ci)"

@@ -36,6 +36,11 @@
 //!   back to `Pass`; changing the fault releases a held request.
 //! - [`Fault::LoseResponse`]: forward the next `times` matching requests, read
 //!   and drop upstream's responses, close the client connection. Then `Pass`.
+//! - [`Fault::Status`]: answer the next `times` requests that match a
+//!   [`Route`] (method, path prefix, query) with HTTP status `code` and an
+//!   S3-style XML error body, forwarding nothing (upstream never sees them);
+//!   the connection stays open. Then back to `Pass`. [`FaultProxy::injected`]
+//!   counts the answers sent.
 //!
 //! Counters: [`FaultProxy::requests_seen`] counts complete requests read from
 //! clients; [`FaultProxy::requests_forwarded`] counts complete requests
@@ -64,6 +69,68 @@ pub enum Fault {
     Duplicate { path_prefix: String },
     Reorder { path_prefix: String },
     LoseResponse { path_prefix: String, times: u32 },
+    Status { code: u16, route: Route, times: u32 },
+}
+
+/// An HTTP method a [`Route`] can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+    Head,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
+/// What a request's query string must look like for a [`Route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// Any query, or none.
+    Any,
+    /// No query string at all (an S3 object PUT, not its `?tagging`).
+    Absent,
+    /// A query with this parameter name (`tagging` in `?tagging=`).
+    Has(String),
+}
+
+/// Which requests a [`Fault::Status`] answers: the method (any when
+/// `None`), a prefix of the path (without the query), and the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Option<Method>,
+    pub path_prefix: String,
+    pub query: Query,
+}
+
+impl Route {
+    /// Whether the request `method target` (target = path and query) matches.
+    fn matches(&self, method: &str, target: &str) -> bool {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let query_ok = match (&self.query, query) {
+            (Query::Any, _) => true,
+            (Query::Absent, q) => q.is_none(),
+            (Query::Has(name), Some(q)) => {
+                q.split('&').any(|pair| pair.split('=').next() == Some(name.as_str()))
+            }
+            (Query::Has(_), None) => false,
+        };
+        self.method.is_none_or(|m| m.as_str() == method) && path.starts_with(&self.path_prefix) && query_ok
+    }
 }
 
 /// A fault-injecting proxy; see the module docs.
@@ -93,6 +160,8 @@ struct State {
     upstream: SocketAddr,
     seen: u64,
     forwarded: u64,
+    /// Answers sent by `Fault::Status`.
+    injected: u64,
     /// Path -> (sequence number, raw bytes) of the last request seen on it.
     last: HashMap<String, (u64, Vec<u8>)>,
 }
@@ -114,6 +183,7 @@ impl FaultProxy {
                 upstream,
                 seen: 0,
                 forwarded: 0,
+                injected: 0,
                 last: HashMap::new(),
             }),
             changed: Condvar::new(),
@@ -162,6 +232,11 @@ impl FaultProxy {
     /// Complete HTTP requests written upstream (including duplicates).
     pub fn requests_forwarded(&self) -> u64 {
         lock(&self.inner.state).forwarded
+    }
+
+    /// Answers sent by [`Fault::Status`] so far.
+    pub fn injected(&self) -> u64 {
+        lock(&self.inner.state).injected
     }
 
     /// Blocks until `n` requests were seen; panics after `timeout`.
@@ -303,7 +378,10 @@ fn accept_loop(inner: &Arc<Inner>, listener: TcpListener) {
 struct Message {
     raw: Vec<u8>,
     head_len: usize,
+    /// The request target (path and query); empty for a response.
     path: String,
+    /// The request method; empty for a response.
+    method: String,
     status: u16,
     /// The sender closes the connection after this message.
     close: bool,
@@ -325,6 +403,7 @@ enum Action {
     Close,
     Cut(usize),
     Hold(Receiver<()>),
+    Answer(u16),
 }
 
 /// Takes one use of `times`, switching `fault` to `Pass` after the last.
@@ -335,7 +414,7 @@ fn take_one(times: &mut u32, next: &mut Option<Fault>) {
     }
 }
 
-fn decide(st: &mut State, path: &str) -> Action {
+fn decide(st: &mut State, method: &str, path: &str) -> Action {
     let State { fault, held, generation, .. } = st;
     let mut plan = Plan::default();
     let mut next = None;
@@ -378,6 +457,10 @@ fn decide(st: &mut State, path: &str) -> Action {
             plan.lose = true;
             Action::Forward(plan)
         }
+        Fault::Status { code, route, times } if *times > 0 && route.matches(method, path) => {
+            take_one(times, &mut next);
+            Action::Answer(*code)
+        }
         _ => Action::Forward(plan),
     };
     if let Some(f) = next {
@@ -399,7 +482,7 @@ fn serve(inner: &Inner, client: TcpStream) {
             let seq = st.seen;
             st.last.insert(req.path.clone(), (seq, req.raw.clone()));
             inner.changed.notify_all();
-            decide(&mut st, &req.path)
+            decide(&mut st, &req.method, &req.path)
         };
         let keep_going = match action {
             Action::Forward(plan) => forward(inner, &mut up, &client, req, plan),
@@ -413,6 +496,7 @@ fn serve(inner: &Inner, client: TcpStream) {
                 let _ = up.connect().and_then(|c| c.stream.write_all(&req.raw[..n]));
                 false
             }
+            Action::Answer(code) => answer(inner, &client, code) && !req.close,
             Action::Hold(released) => {
                 let _ = released.recv();
                 !inner.stopping() && forward(inner, &mut up, &client, req, Plan::default())
@@ -424,6 +508,22 @@ fn serve(inner: &Inner, client: TcpStream) {
     }
     drop(up);
     inner.close(id);
+}
+
+/// Answers a request with `code` and an S3-style XML error, as a server
+/// that failed would; returns whether the client connection is still usable.
+fn answer(inner: &Inner, mut client: &TcpStream, code: u16) -> bool {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>injected by the fault proxy: {code}</Message></Error>"
+    );
+    let raw = format!(
+        "HTTP/1.1 {code} Injected\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = client.write_all(raw.as_bytes()).is_ok();
+    lock(&inner.state).injected += 1;
+    inner.changed.notify_all();
+    sent
 }
 
 /// Forwards `req` as `plan` says; returns whether the client connection stays open.
@@ -595,6 +695,8 @@ fn read_message(r: &mut impl BufRead, response_to_head: Option<bool>) -> io::Res
     let version = if response { first.first() } else { first.get(2) }.copied().unwrap_or_default();
     let status = if response { first.get(1).and_then(|s| s.parse().ok()).unwrap_or(0) } else { 0 };
     let path = if response { String::new() } else { first.get(1).copied().unwrap_or_default().to_string() };
+    let method =
+        if response { String::new() } else { first.first().copied().unwrap_or_default().to_string() };
     let (mut length, mut chunked, mut close) = (None, false, version == "HTTP/1.0");
     for line in &lines[1..] {
         let Some((name, value)) = line.split_once(':') else { continue };
@@ -619,5 +721,30 @@ fn read_message(r: &mut impl BufRead, response_to_head: Option<bool>) -> io::Res
         r.read_to_end(&mut raw)?;
         close = true;
     }
-    Ok(Some(Message { raw, head_len, path, status, close }))
+    Ok(Some(Message { raw, head_len, path, method, status, close }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Method, Query, Route};
+
+    #[test]
+    fn a_route_matches_method_path_and_query() {
+        let object = Route { method: Some(Method::Put), path_prefix: "/b/e-1/".into(), query: Query::Absent };
+        let tagging = Route {
+            method: Some(Method::Put),
+            path_prefix: "/b/e-1/".into(),
+            query: Query::Has("tagging".into()),
+        };
+        assert!(object.matches("PUT", "/b/e-1/3.json"));
+        assert!(!object.matches("PUT", "/b/e-1/3.json?tagging="));
+        assert!(!object.matches("GET", "/b/e-1/3.json"));
+        assert!(!object.matches("PUT", "/b/e-2/3.json"));
+        assert!(tagging.matches("PUT", "/b/e-1/3.json?tagging="));
+        assert!(tagging.matches("PUT", "/b/e-1/3.json?x=1&tagging"));
+        assert!(!tagging.matches("PUT", "/b/e-1/3.json?taggings=1"));
+        assert!(!tagging.matches("PUT", "/b/e-1/3.json"));
+        let any = Route { method: None, path_prefix: "/".into(), query: Query::Any };
+        assert!(any.matches("DELETE", "/x?y") && any.matches("GET", "/"));
+    }
 }

@@ -82,6 +82,17 @@ fn rewind_cli(w: &Wharf, args: &[&str]) -> std::process::Output {
         .expect("run wharf rewind")
 }
 
+/// Now, returned once the clock is in a later millisecond: every write
+/// after it is stamped later than the time returned.
+fn a_millisecond_boundary() -> SystemTime {
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("clock").as_millis();
+    let since = SystemTime::now();
+    while ms(SystemTime::now()) <= ms(since) {
+        std::thread::yield_now();
+    }
+    since
+}
+
 fn rfc3339(at: SystemTime) -> String {
     time::OffsetDateTime::from(at).format(&time::format_description::well_known::Rfc3339).expect("format")
 }
@@ -184,11 +195,7 @@ fn a_rewind_from_a_time_sends_only_what_was_written_since_and_new_writes_follow_
     let w = Wharf::start_with_server(SMALL_SEGMENTS, &orders(&sink, 1, KEEP), "all");
     write_keys(&w, 3, 10, "before");
     wait_delivered(&w);
-    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("clock").as_millis();
-    let since = SystemTime::now();
-    while ms(SystemTime::now()) <= ms(since) {
-        std::thread::yield_now(); // the next write lands in a later millisecond
-    }
+    let since = a_millisecond_boundary();
     let second = write_keys(&w, 3, 10, "since");
     wait_delivered(&w);
     sink.accepted.lock().expect("lock").clear();
@@ -291,4 +298,123 @@ fn history_that_is_gone_is_a_clear_error_naming_the_oldest_point_and_changes_not
     let out = rewind_cli(&w, &["orders", "--earliest", "--from-seq", "0:1"]);
     assert!(!out.status.success(), "clap refuses two starting points");
     assert!(w.target_partitions("orders", "default")[0]["rewind"].is_null(), "nothing changed");
+}
+
+/// A written message: where it landed, and its key and body.
+struct Placed {
+    partition: u64,
+    sequence: u64,
+    key: String,
+    body: String,
+}
+
+/// Like [`write_keys`], keeping where each message landed.
+fn write_placed(w: &Wharf, keys: usize, per_key: usize, tag: &str) -> Vec<Placed> {
+    let mut placed = Vec::new();
+    for n in 0..per_key {
+        for k in 0..keys {
+            let (key, body) = (format!("k{k}"), format!("{tag}-k{k}-{n:03}-{}", "z".repeat(150)));
+            let r = w.write("orders", Some(&key), body.as_bytes());
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            let at = |f: &str| r.body[f].as_u64().unwrap_or_else(|| panic!("{f}: {:?}", r.body));
+            placed.push(Placed { partition: at("partition"), sequence: at("sequence"), key, body });
+        }
+    }
+    placed
+}
+
+/// Per key, in write order, the bodies of the messages `keep` selects.
+fn by_key(placed: &[Placed], keep: impl Fn(&Placed) -> bool) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for p in placed.iter().filter(|p| keep(p)) {
+        out.entry(p.key.clone()).or_default().push(p.body.clone());
+    }
+    out
+}
+
+/// `orders` with two partitions and the targets `a` and `b`, each posting to
+/// its own sink, history kept.
+fn two_targets(a: &HttpSink, b: &HttpSink) -> String {
+    format!(
+        "[namespaces.orders]\npartitions = 2\n{KEEP}\n{}\n{}",
+        a.target_table("orders", "a"),
+        b.target_table("orders", "b")
+    )
+}
+
+fn clear(sinks: &[&HttpSink]) {
+    for s in sinks {
+        s.accepted.lock().expect("lock").clear();
+    }
+}
+
+#[test]
+fn a_rewind_without_a_target_from_several_sequences_redelivers_to_every_target() {
+    let (a, b) = (HttpSink::start(), HttpSink::start());
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &two_targets(&a, &b), "all");
+    let placed = write_placed(&w, 6, 12, "s");
+    wait_delivered(&w);
+    let everything = by_key(&placed, |_| true);
+    assert_eq!((arrivals(&a), arrivals(&b)), (everything.clone(), everything), "first delivery");
+    // Both partitions got messages, and a start inside each.
+    let from = |p: u64| {
+        let seqs: Vec<u64> = placed.iter().filter(|m| m.partition == p).map(|m| m.sequence).collect();
+        assert!(seqs.len() > 4, "partition {p} holds {} messages", seqs.len());
+        seqs[seqs.len() / 3]
+    };
+    let (from0, from1) = (from(0), from(1));
+    clear(&[&a, &b]);
+
+    let (s0, s1) = (format!("0:{from0}"), format!("1:{from1}"));
+    let out = rewind_cli(&w, &["orders", "--from-seq", &s0, "--from-seq", &s1]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", w.log());
+    for target in ["a", "b"] {
+        assert!(
+            stdout.contains(&format!("orders/{target} partition 0: rewound to sequence {from0}")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("orders/{target} partition 1: rewound to sequence {from1}")),
+            "{stdout}"
+        );
+    }
+    let expected = by_key(&placed, |m| m.sequence >= if m.partition == 0 { from0 } else { from1 });
+    assert_eq!(arrivals(&a), expected, "target a: from each partition's start, in key order");
+    assert_eq!(arrivals(&b), expected, "target b: the same");
+    assert!(replays(&a).iter().chain(&replays(&b)).all(|r| *r >= 1), "replays are flagged");
+    assert!(all_delivered(&w), "no rewind left in status");
+}
+
+#[test]
+fn the_cli_rewinds_every_target_from_an_rfc3339_time() {
+    let (a, b) = (HttpSink::start(), HttpSink::start());
+    let w = Wharf::start_with_server(SMALL_SEGMENTS, &two_targets(&a, &b), "all");
+    write_placed(&w, 6, 6, "before");
+    wait_delivered(&w);
+    let since = a_millisecond_boundary();
+    let second = write_placed(&w, 6, 6, "since");
+    wait_delivered(&w);
+    clear(&[&a, &b]);
+
+    let out = rewind_cli(&w, &["orders", "--from-time", &rfc3339(since), "--json"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", w.log());
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let mut lanes: Vec<(String, u64)> = reply["rewinds"]
+        .as_array()
+        .expect("rewinds")
+        .iter()
+        .map(|l| (l["target"].as_str().expect("target").to_string(), l["partition"].as_u64().expect("p")))
+        .collect();
+    lanes.sort();
+    let expected_lanes: Vec<(String, u64)> =
+        ["a", "b"].iter().flat_map(|t| [0, 1].map(|p| (t.to_string(), p))).collect();
+    assert_eq!(lanes, expected_lanes, "one rewind per target and partition: {reply}");
+    // The JSON reply of a waited-for rewind comes when it is done.
+    assert_eq!(reply["finished"], true, "{reply}");
+    assert!(all_delivered(&w), "no rewind left in status");
+    let expected = by_key(&second, |_| true);
+    assert_eq!(arrivals(&a), expected, "target a: only what was written since");
+    assert_eq!(arrivals(&b), expected, "target b: the same");
 }

@@ -121,6 +121,39 @@ fn the_js_example_is_conformant_against_a_closed_port() {
     assert_eq!(report["batches"][2]["retry"], 1000, "{report:#}");
 }
 
+/// The revision-store example (issue 20) needs its whole config to `init`;
+/// S3 and MySQL are closed ports here, and it never reaches them: the test
+/// messages carry no revision number, so each is rejected as the operator
+/// would want (a retry would wait forever for a document that never parses).
+#[test]
+fn the_revision_store_example_is_conformant_and_rejects_documents_without_a_rev() {
+    let s3 = format!("http://127.0.0.1:{}", free_port());
+    let mysql = format!("127.0.0.1:{}", free_port());
+    let config = [
+        format!("s3_endpoint={s3}"),
+        "bucket=revisions".to_string(),
+        "access_key=test".to_string(),
+        "secret_key=test".to_string(),
+        format!("mysql={mysql}"),
+        "user=wharf".to_string(),
+        "database=revs".to_string(),
+    ];
+    let mut args: Vec<&str> = config.iter().flat_map(|kv| ["--config", kv.as_str()]).collect();
+    args.extend(["--allow-http", &s3, "--allow-connect", &mysql]);
+    let report = assert_conformant(&plugin("revision-store"), &args);
+    assert_eq!(report["batches"][2]["reject"], 1000, "{report:#}");
+    let reason = report["batches"][0]["first_reason"].as_str().expect("reason");
+    assert!(reason.contains("no numeric `rev`"), "{reason}");
+}
+
+#[test]
+fn a_revision_store_without_its_config_fails_init_and_names_the_key() {
+    let out = plugin_test(&plugin("revision-store"), &[]);
+    let text = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("init      FAILED") && text.contains("`s3_endpoint`"), "{text}");
+}
+
 #[test]
 fn the_misbehave_fixture_in_ok_mode_is_conformant() {
     assert_conformant(&plugin("fixture-misbehave"), &["--config", "mode=ok"]);

@@ -7,8 +7,12 @@
 //! repaired by the reconciler; and a rewind that rebuilds wiped tables.
 //!
 //! The reconciler is called natively (`Target::reconcile` on an instance of
-//! the plugin's Rust type) until the host schedules it
-//! (`reconcile_interval_ms`).
+//! the plugin's Rust type) in the long fault run, and scheduled by the host
+//! (`reconcile_interval_ms`) in the others: one plants inconsistencies, one
+//! makes them with faults between the steps (S3 answering 500 to the
+//! snapshot PUT and to the tagging call, MariaDB stopped with a row written
+//! and its head behind), the messages given few attempts so that only the
+//! host's reconcile can repair what they left half-done.
 //!
 //! S3 faults go through a proxy in front of moto: it refuses requests (and
 //! moto restarts on the same port meanwhile, its objects carried over by
@@ -26,7 +30,7 @@ use wharf_example_revision_store::s3::{Put, S3};
 use wharf_example_revision_store::{RevisionStore, snapshot_key};
 use wharf_sdk::{Config, Target};
 use wharf_tests::mariadb::{DATABASE, MariaDb, PASSWORD, SqlClient, USER};
-use wharf_tests::proxy::{Fault, FaultProxy};
+use wharf_tests::proxy::{Fault, FaultProxy, Method, Query, Route};
 use wharf_tests::{QueueServer, Wharf, eventually, plugin, start_moto, start_moto_on, wharf_bin};
 
 const NS: &str = "revs";
@@ -80,6 +84,12 @@ impl Stores {
 
     /// Like [`Stores::namespace`], with `target_extra` lines in the target table.
     fn namespace_with(&self, extra: &str, target_extra: &str) -> String {
+        self.namespace_attempts(extra, target_extra, 100_000)
+    }
+
+    /// Like [`Stores::namespace_with`], giving up on a message (to the DLQ)
+    /// after `max_attempts`.
+    fn namespace_attempts(&self, extra: &str, target_extra: &str, max_attempts: u32) -> String {
         let config = self.config().iter().map(|(k, v)| format!("{k} = {v:?}")).collect::<Vec<_>>().join(", ");
         format!(
             r#"
@@ -94,7 +104,7 @@ config = {{ {config} }}
 {target_extra}
 
 [namespaces.{NS}.retry]
-max_attempts = 100000
+max_attempts = {max_attempts}
 initial_backoff_ms = 20
 max_backoff_ms = 300
 
@@ -516,4 +526,98 @@ fn the_example_config_passes_check_config() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// PUTs to the objects of `entity` whose query is `query` (`Absent`: the
+/// snapshot itself; `Has("tagging")`: its tags).
+fn put_route(entity: &str, query: Query) -> Route {
+    Route { method: Some(Method::Put), path_prefix: format!("/{BUCKET}/{entity}/"), query }
+}
+
+/// The `state` tag of `entity`'s snapshot at `rev`.
+fn state_tag(s3: &S3, entity: &str, rev: u64) -> Option<String> {
+    let tags = s3.tags(&snapshot_key(entity, rev)).ok()?;
+    tags.into_iter().find(|(k, _)| k == "state").map(|(_, v)| v)
+}
+
+/// The default target's `reconcile` object in status.
+fn reconcile_status(w: &Wharf) -> serde_json::Value {
+    w.status()["namespaces"][NS]["targets"]["default"]["reconcile"].clone()
+}
+
+fn dead_letters(w: &Wharf) -> usize {
+    w.dlq_ids(NS, None).len()
+}
+
+/// Issue 16's faults between the steps, repaired by the host-scheduled
+/// reconcile rather than by redelivery: each message gets few attempts, so
+/// one whose store keeps failing goes to the DLQ and leaves its half-done
+/// state to the reconciler alone.
+#[test]
+fn s3_500s_and_a_database_stopped_between_row_and_head_are_repaired_by_the_hosts_reconcile() {
+    let started = Instant::now();
+    let mut stores = Stores::start();
+    let schedule = "reconcile_interval_ms = 200\nreconcile_budget_ms = 1000";
+    let w = Wharf::start(&stores.namespace_attempts("", schedule, 4));
+    let sampler = HeadSampler::start(stores.db.client());
+    let mut written = Written::new();
+    let ents = entities("fix-", 3);
+    write_revisions(&w, &mut written, &ents, &[1]);
+    wait_converged(&stores, &written, "revision 1 of each entity");
+
+    // S3 answers 500 to two snapshot PUTs (step 1): nothing is half-done,
+    // and a retry within the attempts stores the revision.
+    let route = put_route(&ents[0], Query::Absent);
+    stores.proxy.set(Fault::Status { code: 500, route, times: 2 });
+    write_revisions(&w, &mut written, &ents[..1], &[2]);
+    eventually(CONVERGE, "two snapshot PUTs answered 500", || (stores.proxy.injected() >= 2).then_some(()));
+    wait_converged(&stores, &written, "fix-0 rev 2 stored after two S3 500s");
+    assert_eq!(dead_letters(&w), 0, "retried, not given up: {}", w.log());
+
+    // S3 answers 500 to the tagging call (step 4) until told otherwise: the
+    // row and head are written, the snapshot stays pending, the message
+    // runs out of attempts.
+    let route = put_route(&ents[1], Query::Has("tagging".into()));
+    stores.proxy.set(Fault::Status { code: 500, route, times: u32::MAX });
+    write_revisions(&w, &mut written, &ents[1..2], &[2]);
+    eventually(CONVERGE, "fix-1 rev 2 dead-lettered", || (dead_letters(&w) == 1).then_some(()));
+    let db = stores.db.client();
+    assert_eq!(heads(&db).and_then(|h| h.get("fix-1").copied()), Some(2), "the head moved before the tag");
+    assert_eq!(state_tag(&stores.s3, &ents[1], 2).as_deref(), Some("pending"), "half-done: still pending");
+    let repaired_before = reconcile_status(&w)["repaired_total"].as_u64().unwrap_or(0);
+    stores.proxy.set(Fault::Pass);
+    wait_converged(&stores, &written, "fix-1 rev 2 published by the host's reconcile");
+
+    // The head step fails (a CHECK constraint stands for the instant), then
+    // MariaDB is stopped with fix-2's rev 2 row written and its head behind.
+    db.sql("ALTER TABLE heads ADD CONSTRAINT hold_fix2 CHECK (entity <> 'fix-2' OR rev < 2)")
+        .expect("add the constraint");
+    write_revisions(&w, &mut written, &ents[2..], &[2]);
+    eventually(CONVERGE, "fix-2's row written and its head not", || {
+        let has_row = rows(&db)?.iter().any(|r| r.0 == "fix-2" && r.1 == 2);
+        (has_row && heads(&db)?.get("fix-2") == Some(&1)).then_some(())
+    });
+    stores.db.stop();
+    let errors = reconcile_status(&w)["errors_total"].as_u64().unwrap_or(0);
+    eventually(CONVERGE, "a reconcile pass finds MariaDB down", || {
+        (reconcile_status(&w)["errors_total"].as_u64()? > errors).then_some(())
+    });
+    eventually(CONVERGE, "fix-2 rev 2 dead-lettered", || (dead_letters(&w) == 2).then_some(()));
+    stores.db.start_again();
+    stores.db.sql("ALTER TABLE heads DROP CONSTRAINT hold_fix2").expect("drop the constraint");
+    let converged = wait_converged(&stores, &written, "fix-2's head advanced by the host's reconcile");
+
+    let samples = sampler.finish();
+    assert!(samples > 5, "heads were sampled during the run ({samples})");
+    assert_eq!(
+        converged.heads.values().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&2]),
+        "{:?}",
+        converged.heads
+    );
+    let status = reconcile_status(&w);
+    let repaired = status["repaired_total"].as_u64().unwrap_or(0) - repaired_before;
+    assert!(repaired >= 2, "the host's passes repaired fix-1's tag and fix-2's head: {status}");
+    assert_eq!(dead_letters(&w), 2, "only the two that kept failing were given up");
+    eprintln!("host reconcile after faults: {:?}", started.elapsed());
 }
