@@ -90,11 +90,17 @@ SOAK_SECONDS ?= 300
 soak: build
 	WHARF_NEMESIS_SECS=$(SOAK_SECONDS) $(CARGO) test --release --locked --workspace --test nemesis -- --nocapture
 
-## bench: benchmarks that print tables (log vs raw disk, Wasm vs native, API vs framework ceiling, backends)
+## bench: benchmarks that print tables with their targets, MET or MISS (log vs raw disk, restart vs log size,
+## Wasm vs native, durable API writes vs framework ceiling, Wharf vs Redis Streams, 1,000 idle namespaces, backends);
+## installs redis and wrk
 bench: build
+	@scripts/bench-deps.sh
 	$(CARGO) bench --locked -p wharf-log --bench append
+	$(CARGO) bench --locked -p wharf-log --bench restart
 	$(CARGO) bench --locked -p wharf-tests --bench delivery
-	$(CARGO) bench --locked -p wharf-tests --bench api
+	$(CARGO) bench --locked -p wharf-tests --bench api -- --fsync
+	$(CARGO) bench --locked -p wharf-tests --bench peers
+	$(CARGO) bench --locked -p wharf-tests --bench namespaces
 	$(CARGO) bench --locked -p wharf-queue --bench backends
 
 ## fuzz: each fuzz target for FUZZ_SECONDS (default 60) seconds; not part of `make test` (docs/api.md, "Fuzzing")

@@ -2,7 +2,9 @@
 //! and the gRPC API, single-message and batched, beside the framework
 //! ceiling measured in the same run: a bare hyper HTTP/1 echo server and a
 //! tonic server implementing the same `wharf.v1.Wharf` service with canned
-//! acks. Target: single-message writes >= 50 % of the ceiling.
+//! acks. Targets (issue 18, for durable writes: `--fsync`, as `make bench`
+//! runs it): single-message and batched writes >= 0.50 of the ceiling, on
+//! both protocols; each printed with MET or MISS.
 //!
 //! ```text
 //! make build
@@ -29,6 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wharf_tests::{Wharf, b64};
+
+/// Wharf's rate over the echo ceiling's, at least (every row).
+const TARGET: f64 = 0.50;
 
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic, clippy::unwrap_used)]
 mod pb {
@@ -327,12 +332,16 @@ fn main() {
         format!("{g_wharf_1:.0} ({:.0}%)", pct(g_wharf_1, g_echo_1)),
         format!("{g_wharf_b:.0} ({:.0}%)", pct(g_wharf_b, g_echo_b))
     );
-    let target = |name: &str, v: f64| {
-        println!(
-            "{name} single-message writes at {v:.0}% of the ceiling: {}",
-            if v >= 50.0 { "ok (>= 50%)" } else { "BELOW the 50% target" }
-        )
+    let target = |name: &str, wharf: f64, echo: f64| {
+        let ratio = wharf / echo.max(1e-9);
+        let verdict = if ratio >= TARGET { "MET" } else { "MISS" };
+        println!("target: {name} >= {TARGET:.2} of the echo ceiling: {verdict} ({ratio:.2})");
     };
-    target("HTTP", pct(h_wharf_1, h_echo_1));
-    target("gRPC", pct(g_wharf_1, g_echo_1));
+    target("HTTP single", h_wharf_1, h_echo_1);
+    target("HTTP batched", h_wharf_b, h_echo_b);
+    target("gRPC single", g_wharf_1, g_echo_1);
+    target("gRPC batched", g_wharf_b, g_echo_b);
+    if !a.fsync {
+        println!("(buffered writes: the targets are for durable writes, --fsync)");
+    }
 }

@@ -29,6 +29,10 @@ pub enum CorruptionKind {
     BadWatermark { reason: String },
     /// The salvage manifest is unreadable.
     BadManifest { reason: String },
+    /// A sealed segment holds a record at `next_base` or beyond, which the
+    /// next segment starts with (found by a read of a segment recovery did
+    /// not scan; `verify` reports it as a `sequence_gap` at the next segment).
+    SegmentOverlap { next_base: u64 },
 }
 
 impl CorruptionKind {
@@ -42,6 +46,7 @@ impl CorruptionKind {
             CorruptionKind::TruncatedRecord => "truncated_record",
             CorruptionKind::BadWatermark { .. } => "bad_watermark",
             CorruptionKind::BadManifest { .. } => "bad_manifest",
+            CorruptionKind::SegmentOverlap { .. } => "segment_overlap",
         }
     }
 }
@@ -58,6 +63,9 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::TruncatedRecord => f.write_str("truncated record in a sealed segment"),
             CorruptionKind::BadWatermark { reason } => write!(f, "bad watermark: {reason}"),
             CorruptionKind::BadManifest { reason } => write!(f, "bad salvage manifest: {reason}"),
+            CorruptionKind::SegmentOverlap { next_base } => {
+                write!(f, "records at or beyond seq {next_base}, where the next segment starts")
+            }
         }
     }
 }

@@ -56,6 +56,8 @@ struct Faults {
     crashed: bool,
     syncs: u64,
     ops: u64,
+    /// Bytes returned by `read_at` (every read goes through it).
+    bytes_read: u64,
     crash_at_sync: Option<u64>,
     crash_at_op: Option<u64>,
     sync_delay: Duration,
@@ -226,6 +228,11 @@ impl FaultStorage {
         lock(&self.shared.faults).crashed
     }
 
+    /// Bytes read from files so far (to tell what recovery reads).
+    pub fn bytes_read(&self) -> u64 {
+        lock(&self.shared.faults).bytes_read
+    }
+
     /// Number of syncs (file + directory) performed so far.
     pub fn syncs(&self) -> u64 {
         lock(&self.shared.faults).syncs
@@ -306,6 +313,7 @@ impl StorageFile for MemFile {
         }
         let n = buf.len().min(d.data.len() - off);
         buf[..n].copy_from_slice(&d.data[off..off + n]);
+        lock(&self.shared.faults).bytes_read += n as u64;
         Ok(n)
     }
     fn append(&self, buf: &[u8]) -> io::Result<()> {

@@ -65,6 +65,25 @@ impl SalvageManifest {
         }
         true
     }
+
+    /// The gap the manifest records right before a segment starting at
+    /// `base`, within the segment before it (starting at `prev_base`):
+    /// `(from, base)` with `from` as low as the recorded ranges reach.
+    /// Recovery reports these for the segments it does not scan; reads
+    /// check them when they get there.
+    pub fn gap_before(&self, prev_base: u64, base: u64) -> Option<(u64, u64)> {
+        let mut from = base;
+        while let Some(f) = self
+            .entries
+            .iter()
+            .filter(|e| e.from_seq < from && from <= e.to_seq && e.from_seq >= prev_base)
+            .map(|e| e.from_seq)
+            .min()
+        {
+            from = f;
+        }
+        (from < base).then_some((from, base))
+    }
 }
 
 pub(crate) fn path(dir: &Path) -> PathBuf {

@@ -68,6 +68,12 @@
 //! `advance_watermark` but `refresh_watermark`, which reloads the file
 //! (only forward, never beyond the durable end) and runs the same GC.
 //!
+//! Recovery scans only the last segment (see `scan_tail`): the sealed ones
+//! are adopted unread ([`Segment::adopted`]) and checked by `read` as it
+//! walks them, record by record, with their header and the chain to the
+//! next segment, so damage in them is reported with file and offset when a
+//! record there is read, never skipped.
+//!
 //! Open makes the surviving tail durable (one fdatasync of the last
 //! segment): after a process crash, as opposed to a power loss, frames
 //! that were written but never fdatasync'ed are still in the page cache and
@@ -84,9 +90,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::durable_end::{self, DurableEnd, Publisher};
 use crate::error::{Corruption, CorruptionKind, LogError};
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN};
-use crate::manifest;
+use crate::manifest::{self, SalvageManifest};
 use crate::options::{Durability, LogOptions, Retention};
-use crate::scan::{self, ScanArgs, TornTail};
+use crate::scan::{self, Scan, ScanArgs, TornTail};
 use crate::segment::{self, Segment};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, parent, read_full_at};
 use crate::watermark;
@@ -115,6 +121,64 @@ pub(crate) fn create_dir_durably(st: &dyn Storage, dir: &Path) -> Result<(), Log
 /// A segment's end as a durable position (valid once it is fdatasync'ed).
 fn segment_end(seg: &Segment) -> DurableEnd {
     DurableEnd { base_seq: seg.base_seq, offset: seg.len(), next_seq: seg.end_seq() }
+}
+
+/// What recovery's scan found.
+struct TailScan {
+    /// Every segment file, in order: (base from the name, path).
+    files: Vec<(u64, PathBuf)>,
+    /// Index in `files` of the first segment scanned.
+    from: usize,
+    scan: Scan,
+}
+
+/// Recovery's scan: only the last segment (the only one ever appended to),
+/// or the last two when the last one is a torn, header-less file.
+/// The segments before it were sealed (fdatasync'ed whole before the next
+/// one existed) and are adopted unread (see [`Segment::adopted`]).
+fn scan_tail(st: &dyn Storage, dir: &Path, manifest: &SalvageManifest) -> Result<TailScan, LogError> {
+    let files = scan::list_segments(st, dir)?;
+    let mut from = files.len().saturating_sub(1);
+    loop {
+        let args = ScanArgs {
+            phase: "open",
+            manifest,
+            stop_at_first: true,
+            progress: &mut |_| {},
+            on_record: &mut |_| true,
+        };
+        let scan = scan::scan_files(st, files.clone(), from, args)?;
+        if scan.segments.is_empty() && scan.problems.is_empty() && scan.torn.is_some() && from > 0 {
+            from -= 1; // the torn file goes: the one before it becomes the tail
+            continue;
+        }
+        return Ok(TailScan { files, from, scan });
+    }
+}
+
+/// Opens the sealed segments `files[..n-1]` unread; each one's end is the
+/// next one's base (a claim reads check).
+fn adopt_sealed(st: &dyn Storage, files: &[(u64, PathBuf)]) -> Result<Vec<Arc<Segment>>, LogError> {
+    files
+        .windows(2)
+        .map(|w| {
+            let ((base, path), (next_base, _)) = (&w[0], &w[1]);
+            let file = st.open(path, OpenMode::Read).map_err(LogError::io("open", path))?;
+            let len = file.len().map_err(LogError::io("stat", path))?;
+            Ok(Arc::new(Segment::adopted(*base, path.clone(), file, len, *next_base)))
+        })
+        .collect()
+}
+
+/// The salvage gaps the manifest records before each segment up to the
+/// first scanned one (`files[from]`); the scan reports those after it.
+fn adopted_gaps(manifest: &SalvageManifest, files: &[(u64, PathBuf)], from: usize) -> Vec<(u64, u64)> {
+    let gaps: Vec<(u64, u64)> =
+        files.windows(2).take(from).filter_map(|w| manifest.gap_before(w[0].0, w[1].0)).collect();
+    for (from, to) in &gaps {
+        tracing::warn!(from, to, "log has a salvaged sequence gap");
+    }
+    gaps
 }
 
 /// Acknowledgement of an append.
@@ -418,6 +482,8 @@ pub struct Partition {
     fsync_ewma_us: AtomicU64,
     /// Rewrites `durable` (with `publish_durable_end`); innermost lock.
     publisher: Option<Mutex<Publisher>>,
+    /// Salvage gaps, checked by reads at the end of an adopted segment.
+    manifest: SalvageManifest,
     _lock: LockGuard,
 }
 
@@ -470,17 +536,7 @@ impl Partition {
 
         let wm = watermark::load(st, dir)?;
         let manifest = manifest::load(st, dir)?;
-        let scan = scan::scan_partition(
-            st,
-            dir,
-            ScanArgs {
-                phase: "open",
-                manifest: &manifest,
-                stop_at_first: true,
-                progress: &mut |_| {},
-                on_record: &mut |_| true,
-            },
-        )?;
+        let TailScan { files, from, scan } = scan_tail(st, dir, &manifest)?;
         if let Some(p) = scan.problems.into_iter().next() {
             return Err(LogError::Corrupt(p.corruption));
         }
@@ -511,7 +567,9 @@ impl Partition {
             }
         }
 
-        let mut segments = Vec::with_capacity(scan.segments.len());
+        let mut segments = adopt_sealed(st, &files[..(from + 1).min(files.len())])?;
+        let mut salvage_gaps = adopted_gaps(&manifest, &files, from);
+        salvage_gaps.extend(scan.gaps_crossed);
         let n = scan.segments.len();
         for (i, s) in scan.segments.into_iter().enumerate() {
             let mode = if i + 1 == n { OpenMode::Append } else { OpenMode::Read };
@@ -568,6 +626,7 @@ impl Partition {
             in_append: AtomicUsize::new(0),
             fsync_ewma_us: AtomicU64::new(0),
             publisher: None,
+            manifest,
             _lock: guard,
         };
         let deleted_segments = p.gc(wm)?;
@@ -584,7 +643,7 @@ impl Partition {
             watermark: wm,
             segments: lock(&p.segments).len(),
             truncated_tail: scan.torn,
-            salvage_gaps: scan.gaps_crossed,
+            salvage_gaps,
             removed_temp_files,
             deleted_segments,
         };
@@ -980,91 +1039,59 @@ impl Partition {
     pub fn read(&self, from_seq: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, LogError> {
         let limit = self.acked.load(Ordering::Acquire);
         let segs: Vec<Arc<Segment>> = lock(&self.segments).clone();
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let Some(first) = segs.first() else { return Ok(out) };
+        let mut r = ReadOut { out: Vec::new(), bytes: 0, max_records, max_bytes, limit };
+        let Some(first) = segs.first() else { return Ok(r.out) };
         let mut seq = from_seq.max(first.base_seq);
         let mut i = segs.partition_point(|s| s.base_seq <= seq).saturating_sub(1);
-        while i < segs.len() && out.len() < max_records && seq < limit {
+        while i < segs.len() && !r.done(seq) {
             let seg = &segs[i];
             seq = seq.max(seg.base_seq);
             if seq >= seg.end_seq() {
                 i += 1;
                 continue;
             }
-            let (mut cur, mut off) = seg.seek(seq);
-            let seg_len = seg.len();
-            let mut buf = Vec::new();
-            'seg: while cur < limit && out.len() < max_records && off < seg_len {
-                let mut want = READ_CHUNK.min((seg_len - off) as usize);
-                'fill: loop {
-                    buf.resize(want, 0);
-                    let got =
-                        read_full_at(&*seg.file, &mut buf, off).map_err(LogError::io("read", &seg.path))?;
-                    buf.truncate(got);
-                    if got == 0 {
-                        return Err(LogError::Corrupt(Corruption {
-                            file: seg.path.clone(),
-                            offset: off,
-                            kind: CorruptionKind::TruncatedRecord,
-                        }));
-                    }
-                    let mut p = 0usize;
-                    while cur < limit && out.len() < max_records {
-                        let corrupt = |kind| {
-                            LogError::Corrupt(Corruption {
-                                file: seg.path.clone(),
-                                offset: off + p as u64,
-                                kind,
-                            })
-                        };
-                        match frame::decode(&buf[p..]) {
-                            Decoded::Record { seq: s, payload, frame_len, .. } => {
-                                if s != cur {
-                                    return Err(corrupt(CorruptionKind::SequenceGap {
-                                        expected: cur,
-                                        found: s,
-                                    }));
-                                }
-                                if s >= seq {
-                                    if !out.is_empty() && bytes + payload.len() > max_bytes {
-                                        return Ok(out);
-                                    }
-                                    bytes += payload.len();
-                                    out.push(Record { seq: s, payload: payload.to_vec() });
-                                }
-                                cur += 1;
-                                p += frame_len;
-                            }
-                            Decoded::Incomplete if p > 0 => {
-                                off += p as u64;
-                                continue 'seg;
-                            }
-                            Decoded::Incomplete => {
-                                let need = frame::peek(&buf).map_or(FRAME_HEADER_LEN, |(len, _, _)| {
-                                    frame::frame_len((len as usize).min(MAX_RECORD_LEN))
-                                });
-                                if need <= buf.len() || off + need as u64 > seg_len {
-                                    return Err(corrupt(CorruptionKind::TruncatedRecord));
-                                }
-                                want = need;
-                                continue 'fill;
-                            }
-                            Decoded::BadLength { len } => {
-                                return Err(corrupt(CorruptionKind::BadLength { len }));
-                            }
-                            Decoded::ChecksumMismatch => {
-                                return Err(corrupt(CorruptionKind::ChecksumMismatch));
-                            }
-                        }
-                    }
-                    break 'seg;
-                }
+            if seg.adopted {
+                seg.check_header().map_err(LogError::Corrupt)?;
             }
-            seq = cur;
+            let w = walk_segment(seg, seq, &mut r)?;
+            if w.stop == Stop::Limit {
+                break;
+            }
+            if seg.adopted {
+                self.check_adopted_end(seg, segs.get(i + 1), &w)?;
+            }
+            seq = w.cur;
             i += 1;
         }
-        Ok(out)
+        Ok(r.out)
+    }
+
+    /// A read went through an adopted segment: it must end exactly where
+    /// the next one starts, or at a salvage gap the manifest records.
+    fn check_adopted_end(
+        &self,
+        seg: &Segment,
+        next: Option<&Arc<Segment>>,
+        w: &Walked,
+    ) -> Result<(), LogError> {
+        let corrupt = |file: &Path, offset, kind| {
+            LogError::Corrupt(Corruption { file: file.to_path_buf(), offset, kind })
+        };
+        match w.stop {
+            Stop::SegmentEnd if w.offset < seg.len() => {
+                Err(corrupt(&seg.path, w.offset, CorruptionKind::SegmentOverlap { next_base: seg.end_seq() }))
+            }
+            Stop::FileEnd if w.cur < seg.end_seq() => match next {
+                Some(n) if self.manifest.allows_gap(w.cur, n.base_seq) => Ok(()),
+                Some(n) => Err(corrupt(
+                    &n.path,
+                    0,
+                    CorruptionKind::SequenceGap { expected: w.cur, found: n.base_seq },
+                )),
+                None => Err(corrupt(&seg.path, w.offset, CorruptionKind::TruncatedRecord)),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// The sequence the next append will get.
@@ -1218,6 +1245,122 @@ impl Partition {
             halted: self.halted.get().cloned(),
         }
     }
+}
+
+/// The records one `read` collects, and its limits.
+struct ReadOut {
+    out: Vec<Record>,
+    bytes: usize,
+    max_records: usize,
+    max_bytes: usize,
+    /// Records `< limit` are acknowledged.
+    limit: u64,
+}
+
+impl ReadOut {
+    /// Whether the read is over once it reaches sequence `cur`.
+    fn done(&self, cur: u64) -> bool {
+        cur >= self.limit || self.out.len() >= self.max_records
+    }
+
+    /// Takes the record unless it would pass `max_bytes` (the first one is
+    /// always taken); false: the read is over.
+    fn take(&mut self, seq: u64, payload: &[u8]) -> bool {
+        if !self.out.is_empty() && self.bytes + payload.len() > self.max_bytes {
+            return false;
+        }
+        self.bytes += payload.len();
+        self.out.push(Record { seq, payload: payload.to_vec() });
+        true
+    }
+}
+
+/// Why a walk over one segment stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// The read has what it may take.
+    Limit,
+    /// Every byte of the file was walked.
+    FileEnd,
+    /// The segment's end sequence was reached (adopted segments only).
+    SegmentEnd,
+}
+
+/// Where a walk over one segment stopped: before the record `cur`, at
+/// `offset`.
+#[derive(Clone, Copy, Debug)]
+struct Walked {
+    cur: u64,
+    offset: u64,
+    stop: Stop,
+}
+
+/// Walks the frames of `seg` from the index entry before `seq`, collecting
+/// the records `>= seq` into `r`. Every frame is checked (length, CRC,
+/// sequence); a problem is corruption with the segment and the offset.
+/// Walking an adopted segment records index entries on the way.
+fn walk_segment(seg: &Segment, seq: u64, r: &mut ReadOut) -> Result<Walked, LogError> {
+    let (mut cur, mut off) = seg.seek(seq);
+    let seg_len = seg.len();
+    let end = if seg.adopted { seg.end_seq() } else { u64::MAX };
+    let mut next_index = if seg.adopted { seg.next_index_offset() } else { u64::MAX };
+    let mut buf = Vec::new();
+    'seg: while off < seg_len {
+        let mut want = READ_CHUNK.min((seg_len - off) as usize);
+        'fill: loop {
+            buf.resize(want, 0);
+            let got = read_full_at(&*seg.file, &mut buf, off).map_err(LogError::io("read", &seg.path))?;
+            buf.truncate(got);
+            let corrupt =
+                |at: u64, kind| LogError::Corrupt(Corruption { file: seg.path.clone(), offset: at, kind });
+            if got == 0 {
+                return Err(corrupt(off, CorruptionKind::TruncatedRecord));
+            }
+            let mut p = 0usize;
+            loop {
+                let at = off + p as u64;
+                if r.done(cur) {
+                    return Ok(Walked { cur, offset: at, stop: Stop::Limit });
+                }
+                if cur >= end {
+                    return Ok(Walked { cur, offset: at, stop: Stop::SegmentEnd });
+                }
+                match frame::decode(&buf[p..]) {
+                    Decoded::Record { seq: s, payload, frame_len, .. } => {
+                        if s != cur {
+                            return Err(corrupt(at, CorruptionKind::SequenceGap { expected: cur, found: s }));
+                        }
+                        if s >= seq && !r.take(s, payload) {
+                            return Ok(Walked { cur, offset: at, stop: Stop::Limit });
+                        }
+                        if at >= next_index {
+                            next_index = seg.learn_index(s, at);
+                        }
+                        cur += 1;
+                        p += frame_len;
+                    }
+                    Decoded::Incomplete if p > 0 => {
+                        off = at;
+                        continue 'seg;
+                    }
+                    Decoded::Incomplete => {
+                        let need = frame::peek(&buf).map_or(FRAME_HEADER_LEN, |(len, _, _)| {
+                            frame::frame_len((len as usize).min(MAX_RECORD_LEN))
+                        });
+                        if need <= buf.len() || off + need as u64 > seg_len {
+                            return Err(corrupt(at, CorruptionKind::TruncatedRecord));
+                        }
+                        want = need;
+                        continue 'fill;
+                    }
+                    Decoded::BadLength { len } => return Err(corrupt(at, CorruptionKind::BadLength { len })),
+                    Decoded::ChecksumMismatch => return Err(corrupt(at, CorruptionKind::ChecksumMismatch)),
+                }
+            }
+        }
+    }
+    let stop = if cur >= end { Stop::SegmentEnd } else { Stop::FileEnd };
+    Ok(Walked { cur, offset: off, stop })
 }
 
 /// How many of the oldest `delivered` segments fall outside the newest

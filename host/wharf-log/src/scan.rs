@@ -1,7 +1,8 @@
 //! Partition scanning: the single place that decides what is a valid
 //! record, a torn tail, an explicit salvage gap, or corruption. Recovery
 //! (`Partition::open`), `verify`, `dump` and `salvage` all use it, so they
-//! always agree.
+//! always agree. Recovery scans only the last segment ([`scan_files`] from
+//! its index); `Partition::read` checks the sealed ones it did not scan.
 //!
 //! # The torn-tail rule
 //!
@@ -146,10 +147,23 @@ pub(crate) fn scan_partition(
     args: ScanArgs<'_>,
 ) -> Result<Scan, LogError> {
     let files = list_segments(storage, dir)?;
+    scan_files(storage, files, 0, args)
+}
+
+/// Scans `files` (a partition's segments, in order) from index `from` on:
+/// the segments before it are left unread, and the first one scanned may
+/// start at any sequence (as the first segment of a partition may).
+/// Recovery scans only the tail this way (see `Partition::open`).
+pub(crate) fn scan_files(
+    storage: &dyn Storage,
+    files: Vec<(u64, PathBuf)>,
+    from: usize,
+    args: ScanArgs<'_>,
+) -> Result<Scan, LogError> {
     let mut scan = Scan { files: files.clone(), ..Scan::default() };
     let mut expected: Option<u64> = None;
     let n = files.len();
-    for (i, (name_base, path)) in files.iter().enumerate() {
+    for (i, (name_base, path)) in files.iter().enumerate().skip(from) {
         let is_last = i + 1 == n;
         (args.progress)(&Progress {
             phase: args.phase,

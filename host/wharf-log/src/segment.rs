@@ -27,11 +27,12 @@
 //!   external damage; a leftover `.seg.tmp` is deleted by recovery.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::error::{Corruption, CorruptionKind};
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN};
-use crate::storage::{OpenMode, Storage, StorageFile, parent, tmp_path};
+use crate::storage::{OpenMode, Storage, StorageFile, parent, read_full_at, tmp_path};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"WHARFSEG";
 pub const FORMAT_VERSION: u32 = 1;
@@ -195,6 +196,11 @@ pub(crate) struct Segment {
     pub end_seq: AtomicU64,
     /// Sparse (seq, offset) index, ascending.
     pub index: Mutex<Vec<(u64, u64)>>,
+    /// A sealed segment taken on at open by its name, unread (see
+    /// [`Segment::adopted`]); false for a scanned or a created one.
+    pub adopted: bool,
+    /// The header was checked (always true unless `adopted`).
+    pub header_checked: AtomicBool,
 }
 
 impl Segment {
@@ -213,7 +219,58 @@ impl Segment {
             len: AtomicU64::new(len),
             end_seq: AtomicU64::new(end_seq),
             index: Mutex::new(index),
+            adopted: false,
+            header_checked: AtomicBool::new(true),
         }
+    }
+
+    /// A sealed segment recovery did not read: `len` is the file's size and
+    /// `end_seq` the next segment's base, a claim that reads check when
+    /// they reach the end of the file (`Partition::read`); its header is
+    /// checked on the first read and its index is learnt by reads. Every
+    /// record is still checked (CRC, sequence) as it is read.
+    pub fn adopted(base_seq: u64, path: PathBuf, file: Arc<dyn StorageFile>, len: u64, end_seq: u64) -> Self {
+        Segment {
+            adopted: true,
+            header_checked: AtomicBool::new(false),
+            ..Segment::new(base_seq, path, file, len, end_seq, Vec::new())
+        }
+    }
+
+    /// Checks the header of an adopted segment once: a readable header
+    /// whose base sequence is the one in the file name.
+    pub fn check_header(&self) -> Result<(), Corruption> {
+        if self.header_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut h = [0u8; HEADER_LEN];
+        let reason = match read_full_at(&*self.file, &mut h, 0) {
+            Err(e) => format!("unreadable: {e}"),
+            Ok(n) => match decode_header(&h[..n]) {
+                Ok(b) if b == self.base_seq => {
+                    self.header_checked.store(true, Ordering::Release);
+                    return Ok(());
+                }
+                Ok(b) => format!("base seq {b} disagrees with the file name"),
+                Err(HeaderError::Short) => "short header".to_string(),
+                Err(HeaderError::Bad(r)) => r,
+            },
+        };
+        Err(Corruption { file: self.path.clone(), offset: 0, kind: CorruptionKind::BadHeader { reason } })
+    }
+
+    /// Where the index would take its next entry (reads of an adopted
+    /// segment add entries as they pass this offset).
+    pub fn next_index_offset(&self) -> u64 {
+        let idx = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        idx.last().map_or(HEADER_LEN as u64, |&(_, o)| o) + INDEX_EVERY_BYTES
+    }
+
+    /// Records an index entry learnt by a read; returns the next offset.
+    pub fn learn_index(&self, seq: u64, offset: u64) -> u64 {
+        let mut idx = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        maybe_index(&mut idx, seq, offset);
+        idx.last().map_or(HEADER_LEN as u64, |&(_, o)| o) + INDEX_EVERY_BYTES
     }
 
     /// Where to start scanning for `seq`: the closest index entry at or

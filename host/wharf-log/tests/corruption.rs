@@ -35,6 +35,72 @@ fn open_err(fs: &FaultStorage, max: u64) -> wharf_log::Corruption {
     }
 }
 
+/// The first corruption a read of every record meets, after an open that
+/// succeeds: recovery scans only the last segment, and a sealed one is
+/// checked record by record as it is read.
+fn read_err(fs: &FaultStorage, max: u64) -> wharf_log::Corruption {
+    let (p, _) = mem_open(fs, Path::new(DIR), small_opts(max)).expect("open scans only the tail");
+    let mut from = 0;
+    loop {
+        match p.read(from, 7, 1 << 20) {
+            Err(LogError::Corrupt(c)) => return c,
+            Err(e) => panic!("expected corruption, got {e}"),
+            Ok(recs) => from = recs.last().expect("corruption before the end").seq + 1,
+        }
+    }
+}
+
+#[test]
+fn a_sealed_segment_is_not_rescanned_on_open_yet_a_corrupt_record_in_it_is_reported_when_read() {
+    let fs = build(60, 300);
+    let l = layout(&fs);
+    let first = &l[0].1;
+    let (bad_seq, file, off, _) = l.iter().filter(|r| &r.1 == first).nth(2).expect("record").clone();
+    flip_bit(&fs, &file, off as usize + 20);
+    let segs = segments(&fs, Path::new(DIR));
+    let tail = segs.last().expect("tail");
+    let tail_len = fs.read(tail).expect("tail").len() as u64;
+    let sealed: u64 = segs[..segs.len() - 1].iter().map(|s| fs.read(s).expect("seg").len() as u64).sum();
+    assert!(sealed > 4 * tail_len, "the sealed segments outweigh the tail");
+
+    let before = fs.bytes_read();
+    let (p, rec) = mem_open(&fs, Path::new(DIR), small_opts(300)).expect("open");
+    let read_by_open = fs.bytes_read() - before;
+    assert!(read_by_open <= tail_len + 64, "open read {read_by_open} bytes, the tail has {tail_len}");
+    assert_eq!((rec.next_seq, rec.segments), (60, segs.len()));
+
+    let good = p.read(0, bad_seq as usize, 1 << 20).expect("the records before the damage");
+    assert_eq!(good.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..bad_seq).collect::<Vec<_>>());
+    for from in [0, bad_seq] {
+        match p.read(from, 100, 1 << 20) {
+            Err(LogError::Corrupt(c)) => {
+                assert_eq!((c.file, c.offset, c.kind), (file.clone(), off, CorruptionKind::ChecksumMismatch));
+            }
+            other => panic!("reading from {from}: expected the checksum mismatch, got {other:?}"),
+        }
+    }
+    let after = p.read(l.iter().find(|r| &r.1 != first).expect("next segment").0, 100, 1 << 20);
+    assert!(after.is_ok_and(|r| !r.is_empty()), "later segments stay readable");
+    assert_eq!(p.append(&[b"next"]).expect("append").first_seq, 60);
+}
+
+#[test]
+fn a_sealed_segment_holding_the_next_segments_first_record_is_reported_when_read() {
+    let fs = build(30, 300);
+    let segs = segments(&fs, Path::new(DIR));
+    let l = layout(&fs);
+    let next_base = l.iter().find(|r| r.1 == segs[1]).expect("rec").0;
+    let mut b = fs.read(&segs[0]).expect("file");
+    let at = b.len() as u64;
+    wharf_log::frame::encode(next_base, &common::payload(next_base), &mut b);
+    fs.overwrite(&segs[0], b);
+    let c = read_err(&fs, 300);
+    assert_eq!(
+        (c.file, c.offset, c.kind),
+        (segs[0].clone(), at, CorruptionKind::SegmentOverlap { next_base })
+    );
+}
+
 #[test]
 fn a_flipped_bit_in_a_middle_record_halts_with_file_and_offset() {
     let fs = build(10, 1 << 20);
@@ -96,7 +162,7 @@ fn a_damaged_record_at_the_end_of_a_sealed_segment_is_corruption() {
     let first = &l[0].1;
     let (_, file, off, _) = l.iter().rfind(|r| &r.1 == first).expect("record").clone();
     flip_bit(&fs, &file, off as usize + 18);
-    let c = open_err(&fs, 300);
+    let c = read_err(&fs, 300);
     assert_eq!((c.file, c.offset, c.kind), (file, off, CorruptionKind::ChecksumMismatch));
 }
 
@@ -108,7 +174,7 @@ fn a_cut_short_sealed_segment_is_a_truncated_record() {
     let mut b = fs.read(&file).expect("file");
     b.truncate(off as usize + 5);
     fs.overwrite(&file, b);
-    let c = open_err(&fs, 300);
+    let c = read_err(&fs, 300);
     assert_eq!((c.file, c.offset, c.kind), (file, off, CorruptionKind::TruncatedRecord));
 }
 
@@ -120,7 +186,7 @@ fn a_missing_middle_segment_is_a_sequence_gap_at_the_next_segment() {
     let l = layout(&fs);
     let missing_first = l.iter().find(|r| r.1 == segs[1]).expect("rec").0;
     fs.remove_file(&segs[1]).expect("remove");
-    let c = open_err(&fs, 300);
+    let c = read_err(&fs, 300);
     assert_eq!(c.file, segs[2]);
     assert_eq!(c.offset, 0);
     assert!(
@@ -148,7 +214,7 @@ fn a_damaged_segment_header_is_a_bad_header() {
     let fs = build(30, 300);
     let segs = segments(&fs, Path::new(DIR));
     flip_bit(&fs, &segs[1], 3);
-    let c = open_err(&fs, 300);
+    let c = read_err(&fs, 300);
     assert_eq!((c.file.clone(), c.offset, c.kind.code()), (segs[1].clone(), 0, "bad_header"));
 }
 
