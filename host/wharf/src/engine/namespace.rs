@@ -14,7 +14,7 @@ use crate::storage::chain::{Chain, ChainError};
 use crate::storage::halts::Halt;
 use crate::storage::idempotency::Idempotency;
 use crate::storage::part_log::PartLog;
-use crate::storage::txn_store::TxnStore;
+use crate::storage::txn_store::{MarkerPlace, TxnStore};
 
 #[derive(Debug)]
 pub struct Namespace {
@@ -235,6 +235,15 @@ impl Namespace {
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
         }
     }
+}
+
+/// Where a transaction's marker stands in these partitions' logs: the
+/// chunk store keeps its chunks while a rewind can still reach it.
+pub fn marker_place(partitions: &[Arc<PartitionRt>], marker: &str) -> MarkerPlace {
+    MarkerPlace::of(marker, |p| {
+        let log = partitions.get(p as usize)?.log.as_ref()?;
+        Some((log.first_seq(), log.watermark()))
+    })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
