@@ -609,7 +609,7 @@ impl Engine {
         }
         if let Some(t) = p.env.transaction {
             match self.ns.targets.len() {
-                1 => finish_transaction(&self.ns, &t.id),
+                1 => finish_transaction(self.ns.clone(), t.id).await,
                 _ => self.finished_transaction = true,
             }
         }
@@ -858,12 +858,24 @@ async fn reassemble(ns: Arc<Namespace>, txn: TxnMarker, head: Message) -> Result
     Ok(Batch { messages, transaction_id: Some(txn.id.clone()) })
 }
 
-/// A finished transaction: its chunks stop counting as parked; the chunk
-/// store deletes them once the marker leaves retained history (its sweep).
-fn finish_transaction(ns: &Namespace, id: &str) {
-    ns.txns.finish(id);
+/// A finished transaction. With a `retention` table its chunks stay (no
+/// longer counted as parked) until the marker leaves retained history (the
+/// chunk store's sweep); without, they are deleted now.
+async fn finish_transaction(ns: Arc<Namespace>, id: String) {
     metrics::get().transactions.get_or_create(&metrics::ns_kind(&ns.name, "delivered")).inc();
-    tracing::debug!(transaction = %id, "transaction finished; its chunks stay while the marker is retained");
+    if ns.cfg.retention.is_some() {
+        ns.txns.finish(&id);
+        tracing::debug!(transaction = %id, "transaction finished; its chunks stay while the marker is retained");
+        return;
+    }
+    let (store, txn) = (ns.txns.clone(), id.clone());
+    match tokio::task::spawn_blocking(move || store.remove(&txn)).await {
+        Ok(Ok(())) => tracing::debug!(transaction = %id, "transaction chunks deleted"),
+        Ok(Err(e)) => {
+            tracing::error!(transaction = %id, error = %e, "transaction chunks not deleted; swept later")
+        }
+        Err(e) => tracing::error!(transaction = %id, error = %e, "chunk deleter panicked"),
+    }
 }
 
 /// Several targets: marks finished the transactions whose marker is below
@@ -872,7 +884,9 @@ fn finish_transaction(ns: &Namespace, id: &str) {
 async fn sweep_chunks(ns: Arc<Namespace>) {
     let store = ns.txns.clone();
     let swept = tokio::task::spawn_blocking(move || {
-        store.sweep(|marker| crate::engine::namespace::marker_place(&ns.partitions, marker))
+        store.sweep(|marker| {
+            crate::engine::namespace::marker_place(&ns.partitions, ns.cfg.retention.is_some(), marker)
+        })
     })
     .await;
     if let Ok(n) = swept

@@ -237,13 +237,18 @@ impl Namespace {
     }
 }
 
-/// Where a transaction's marker stands in these partitions' logs: the
-/// chunk store keeps its chunks while a rewind can still reach it.
-pub fn marker_place(partitions: &[Arc<PartitionRt>], marker: &str) -> MarkerPlace {
-    MarkerPlace::of(marker, |p| {
+/// Where a transaction's marker stands in these partitions' logs: with
+/// `keeps_history` (a `retention` table), the chunk store keeps its chunks
+/// while a rewind can still reach it; without, only until it finished.
+pub fn marker_place(partitions: &[Arc<PartitionRt>], keeps_history: bool, marker: &str) -> MarkerPlace {
+    let place = MarkerPlace::of(marker, |p| {
         let log = partitions.get(p as usize)?.log.as_ref()?;
         Some((log.first_seq(), log.watermark()))
-    })
+    });
+    match place {
+        MarkerPlace::Retained if !keeps_history => MarkerPlace::Gone,
+        place => place,
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

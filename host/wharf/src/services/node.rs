@@ -171,7 +171,9 @@ impl Node {
             Arc::new(txns.with_context(|| format!("namespace {name}: opening its transaction chunk store"))?);
         // A crash between a marker leaving retained history and its
         // chunks' deletion leaves the file behind.
-        let swept = txns.sweep(|marker| crate::engine::namespace::marker_place(&partitions, marker));
+        let swept = txns.sweep(|marker| {
+            crate::engine::namespace::marker_place(&partitions, ns.retention.is_some(), marker)
+        });
         if swept > 0 {
             tracing::info!(namespace = %name, swept, "deleted the chunks of transactions delivered before the last stop");
         }

@@ -262,10 +262,10 @@ pub async fn expire_loop(ns: Arc<Namespace>, mut shutdown: tokio::sync::watch::R
         let committed = move |id: &str| {
             window.idempotency.as_ref().and_then(|w| w.lookup(&format!("{TXN_IDEMPOTENCY_PREFIX}{id}")))
         };
-        let partitions = ns.partitions.clone();
+        let (partitions, keeps_history) = (ns.partitions.clone(), ns.cfg.retention.is_some());
         let expire = move || {
             let expired = store.expire(engine_ms(), committed);
-            let swept = store.sweep(|marker| marker_place(&partitions, marker));
+            let swept = store.sweep(|marker| marker_place(&partitions, keeps_history, marker));
             (expired, swept)
         };
         let Ok((expired, swept)) = tokio::task::spawn_blocking(expire).await else {
