@@ -1,5 +1,7 @@
 //! Security hardening (issue 23): connection exhaustion at a low open-file
-//! limit, read timeouts.
+//! limit, read timeouts (a body's deadline is total, not per frame),
+//! secrets (`?api_key`, `user:password@`) scrubbed from what a plugin
+//! reports.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -94,6 +96,56 @@ fn a_client_that_never_finishes_its_headers_or_body_is_cut_off() {
     assert_eq!(p["head_sequence"], json!(0), "nothing was written: {p}");
 }
 
+/// Sends a request head announcing a 1000-byte body, then one byte every
+/// ~300 ms (each wait is a read that returns as soon as the server
+/// answers), until the server answers or closes, or `max_bytes` were
+/// sent. The reply, and how many body bytes went out.
+fn trickle_body(port: u16, max_bytes: usize) -> (String, usize) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let head = "POST /v1/namespaces/orders/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+    s.write_all(head.as_bytes()).expect("head");
+    s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let (mut reply, mut sent, mut buf) = (Vec::new(), 0, [0u8; 1024]);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                continue;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        if !reply.is_empty() || sent >= max_bytes || s.write_all(b" ").is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    (String::from_utf8_lossy(&reply).into_owned(), sent)
+}
+
+#[test]
+#[ignore = "UNFINISHED: fails today (see the h-sec report); not yet diagnosed"]
+fn a_body_trickled_a_byte_at_a_time_is_cut_off_at_its_total_deadline_and_frees_its_slot() {
+    let sink = HttpSink::start();
+    // One connection slot: the trickle holds the only one until it is cut off.
+    let server = "max_connections = 1\nheader_read_timeout_ms = 1000\nbody_read_timeout_ms = 1500\n";
+    let w = Wharf::start_with_server(server, &sink.namespace("orders", 1, ""), "all");
+
+    // A per-frame timeout would never fire: a byte comes every ~300 ms.
+    let (reply, sent) = trickle_body(w.port, 200);
+    assert!(sent < 200, "still reading after {sent} trickled bytes: {reply}");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let json = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    assert_eq!(body["error"]["code"], json!("body_timeout"), "{reply}");
+
+    let write = json!({"key": "k", "payload": b64(b"after the trickle")});
+    let (status, ack) = call("POST", &w.url("/v1/namespaces/orders/messages"), &[], Some(&write));
+    assert_eq!((status, &ack["durable"]), (200, &json!(true)), "the slot was freed: {ack}");
+    assert_eq!(w.partitions("orders")[0]["head_sequence"], json!(1), "the trickle wrote nothing");
+}
+
 /// `orders`, one partition, the http plugin posting to `url` with `allow`
 /// allowed, dead-lettering after two quick attempts.
 fn quick_dlq_http_namespace(allow: &str, url: &str) -> String {
@@ -165,6 +217,26 @@ fn secrets_in_a_target_url_stay_out_of_status_the_dlq_and_the_log() {
         assert!(!text.contains("sekrit99"), "the api key leaked: {text}");
     }
     assert!(w.dlq("orders", None).body.to_string().contains("127.0.0.1"), "the reason still says where");
+}
+
+#[test]
+#[ignore = "UNFINISHED: fails today (see the h-sec report); not yet diagnosed"]
+fn a_password_in_a_target_url_stays_out_of_status_the_dlq_and_the_log() {
+    // Nothing listens on this port: every attempt fails and says why.
+    let dead = wharf_tests::free_port();
+    let url = format!("http://wharfuser:pw-sekrit77@127.0.0.1:{dead}/hook");
+    let ns = quick_dlq_http_namespace(&format!("http://127.0.0.1:{dead}"), &url);
+    let w = Wharf::start(&ns);
+    let id = w.write_id("orders", "k", b"hello");
+    eventually(Duration::from_secs(30), "dead-lettered", || {
+        w.dlq_ids("orders", None).contains(&id).then_some(())
+    });
+    let dlq = w.dlq("orders", None).body.to_string();
+    let seen = [dlq.clone(), w.lookup("orders", &id).to_string(), w.status().to_string(), w.log()];
+    for text in seen {
+        assert!(!text.contains("pw-sekrit77"), "the password leaked: {text}");
+    }
+    assert!(dlq.contains("127.0.0.1"), "the reason still says where: {dlq}");
 }
 
 #[test]

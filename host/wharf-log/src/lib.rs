@@ -29,7 +29,7 @@ mod verify;
 mod watermark;
 
 pub use durable_end::{DURABLE_END_FILE, DurableEnd};
-pub use error::{Corruption, CorruptionKind, LogError, Temporary};
+pub use error::{Corruption, CorruptionKind, LogError, Temporary, temporary};
 pub use fault::{FaultStorage, Rng};
 pub use follower::{FOLLOWER_LOCK_FILE, Follower, FollowerStats};
 pub use frame::MAX_RECORD_LEN;

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     /// The disk is full (or under the configured reserve): temporary, no
     /// damage; retry once space returns.
     StorageFull,
+    /// The client did not finish its request in time (its body's deadline).
+    TimedOut,
     Internal,
 }
 
@@ -72,7 +74,13 @@ impl Error {
     /// A temporary condition of the log (full disk, no descriptor left),
     /// or `None` for any other log error.
     pub fn from_temporary(e: &wharf_log::LogError, what: &str) -> Option<Self> {
-        Some(match e.temporary()? {
+        Some(Self::temporary(e.temporary()?, what, e))
+    }
+
+    /// A temporary condition of any file Wharf writes: `507 disk_full` or
+    /// `503 too_many_open_files`, the same codes as the log's.
+    pub fn temporary(t: wharf_log::Temporary, what: &str, e: &dyn std::fmt::Display) -> Self {
+        match t {
             wharf_log::Temporary::DiskFull => Self::new(
                 ErrorKind::StorageFull,
                 "disk_full",
@@ -83,7 +91,7 @@ impl Error {
                 "too_many_open_files",
                 format!("{what}: no file descriptor left ({e}); nothing was written, retry shortly"),
             ),
-        })
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

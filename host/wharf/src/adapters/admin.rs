@@ -58,10 +58,6 @@ struct TargetQuery {
     target: Option<String>,
 }
 
-fn invalid(reason: String) -> ApiError {
-    ApiError::new(ErrorKind::Unprocessable, "plugin_invalid", format!("{reason}; the old plugin stays"))
-}
-
 async fn register(
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
@@ -73,7 +69,7 @@ async fn register(
     let r = async {
         let ns = namespace(&node, &ns)?;
         let target = ns.target(q.target.as_deref())?;
-        let r = control::register(&node, &ns, target, &body).await.map_err(invalid)?;
+        let r = control::register(&node, &ns, target, &body).await?;
         Ok(json!({
             "namespace": ns.name, "target": target.name, "digest": r.digest, "state": "ready",
             "already_current": r.already_current,
@@ -93,7 +89,7 @@ async fn rollback(
     let r = async {
         let ns = namespace(&node, &ns)?;
         let target = ns.target(q.target.as_deref())?;
-        let r = control::rollback(&node, &ns, target).await.map_err(invalid)?;
+        let r = control::rollback(&node, &ns, target).await?;
         Ok(json!({"namespace": ns.name, "target": target.name, "digest": r.digest, "state": "ready"}))
     }
     .await;
@@ -109,7 +105,7 @@ async fn remove(
     let _guard = node.control.lock().await;
     let r = namespace(&node, &ns).and_then(|n| {
         let target = n.target(q.target.as_deref())?;
-        control::remove(target).map_err(ApiError::internal)?;
+        control::remove(target)?;
         Ok(json!({"namespace": n.name, "target": target.name, "state": "removed"}))
     });
     finish(&node, &headers, "plugin.remove", &ns, r)

@@ -91,6 +91,7 @@ pub fn to_status(e: ApiError) -> Status {
         ErrorKind::Overloaded | ErrorKind::StorageFull => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::MethodNotAllowed => Code::Unimplemented,
+        ErrorKind::TimedOut => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
     };
     let mut status = Status::new(code, format!("{}: {}", e.code, e.message));

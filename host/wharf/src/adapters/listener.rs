@@ -3,9 +3,10 @@
 //!
 //! The HTTP server also bounds how long a client may hold a connection
 //! without finishing its request: headers (and an idle keep-alive
-//! connection) within `header_read_timeout`, the body within
-//! `body_read_timeout`. A slow-loris flood therefore frees its slots by
-//! itself.
+//! connection) within `header_read_timeout`, the whole body within
+//! `body_read_timeout` counted from the request's start, not per frame
+//! (`body_deadline.rs`: `408 body_timeout`). A slow-loris flood, or a body
+//! trickled a byte at a time, therefore frees its slots by itself.
 //!
 //! With `[server.tls]`, both listeners hand each connection to its TLS
 //! acceptor (`tls.rs`) after taking its slot: the handshake runs in the
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::adapters::body_deadline;
 use crate::adapters::budget::ConnectionBudget;
 use crate::adapters::tls::{Acceptor, Conn};
 
@@ -26,7 +28,7 @@ use crate::adapters::tls::{Acceptor, Conn};
 pub struct ReadTimeouts {
     /// Request headers, and an idle keep-alive connection's next request.
     pub header: Duration,
-    /// A request's body.
+    /// A request's whole body, from the request's start.
     pub body: Duration,
 }
 
@@ -42,7 +44,9 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(timeouts.body));
+    let body = timeouts.body;
+    let router =
+        router.layer(axum::middleware::from_fn(move |req, next| body_deadline::enforce(body, req, next)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeouts.header).keep_alive(true);

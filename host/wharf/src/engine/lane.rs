@@ -638,8 +638,8 @@ impl Engine {
         }
     }
 
-    /// A finished message: release its reservation, drop a transaction's
-    /// chunks when this is the namespace's only target.
+    /// A finished message: release its reservation, finish a transaction
+    /// when this is the namespace's only target.
     async fn released(&mut self, p: Pending) {
         self.source().release(&p).await;
         if p.traps > 0 {
@@ -650,7 +650,7 @@ impl Engine {
         }
         if let Some(t) = p.env.transaction {
             match self.ns.targets.len() {
-                1 => drop_chunks(self.ns.clone(), t.id, true).await,
+                1 => finish_transaction(self.ns.clone(), t.id).await,
                 _ => self.finished_transaction = true,
             }
         }
@@ -909,38 +909,34 @@ async fn reassemble(ns: Arc<Namespace>, txn: TxnMarker, head: Message) -> Result
     Ok(Batch { messages, transaction_id: Some(txn.id.clone()) })
 }
 
-/// Deletes a finished transaction's parked chunks. A failure leaves the
-/// file for the sweep at the next start (it is below the watermark).
-async fn drop_chunks(ns: Arc<Namespace>, id: String, delivered: bool) {
-    let store = ns.txns.clone();
-    let txn = id.clone();
+/// A finished transaction. With a `retention` table its chunks stay (no
+/// longer counted as parked) until the marker leaves retained history (the
+/// chunk store's sweep); without, they are deleted now.
+async fn finish_transaction(ns: Arc<Namespace>, id: String) {
+    metrics::get().transactions.get_or_create(&metrics::ns_kind(&ns.name, "delivered")).inc();
+    if ns.cfg.retention.is_some() {
+        ns.txns.finish(&id);
+        tracing::debug!(transaction = %id, "transaction finished; its chunks stay while the marker is retained");
+        return;
+    }
+    let (store, txn) = (ns.txns.clone(), id.clone());
     match tokio::task::spawn_blocking(move || store.remove(&txn)).await {
-        Ok(Ok(())) => {
-            if delivered {
-                let label = metrics::ns_kind(&ns.name, "delivered");
-                metrics::get().transactions.get_or_create(&label).inc();
-            }
-            tracing::debug!(transaction = %id, "transaction chunks deleted");
-        }
+        Ok(Ok(())) => tracing::debug!(transaction = %id, "transaction chunks deleted"),
         Ok(Err(e)) => {
-            tracing::error!(transaction = %id, error = %e, "transaction chunks not deleted; swept at next start")
+            tracing::error!(transaction = %id, error = %e, "transaction chunks not deleted; swept later")
         }
         Err(e) => tracing::error!(transaction = %id, error = %e, "chunk deleter panicked"),
     }
 }
 
-/// Several targets: deletes the chunks of every transaction whose marker
-/// is below its partition's watermark (the slowest target's cursor).
+/// Several targets: marks finished the transactions whose marker is below
+/// its partition's watermark (the slowest target's cursor), and deletes
+/// the chunks of those below the oldest retained record.
 async fn sweep_chunks(ns: Arc<Namespace>) {
     let store = ns.txns.clone();
     let swept = tokio::task::spawn_blocking(move || {
-        store.sweep_finished(|marker| {
-            crate::storage::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
-                ns.partitions
-                    .get(p as usize)
-                    .and_then(|p| p.log.as_ref())
-                    .is_some_and(|l| seq < l.watermark())
-            })
+        store.sweep(|marker| {
+            crate::engine::namespace::marker_place(&ns.partitions, ns.cfg.retention.is_some(), marker)
         })
     })
     .await;

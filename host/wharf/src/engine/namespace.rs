@@ -14,7 +14,7 @@ use crate::storage::chain::{Chain, ChainError};
 use crate::storage::halts::Halt;
 use crate::storage::idempotency::Idempotency;
 use crate::storage::part_log::PartLog;
-use crate::storage::txn_store::TxnStore;
+use crate::storage::txn_store::{MarkerPlace, TxnStore};
 
 #[derive(Debug)]
 pub struct Namespace {
@@ -234,6 +234,20 @@ impl Namespace {
             Some(k) => (fnv1a(k.as_bytes()) % n as u64) as u32,
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
         }
+    }
+}
+
+/// Where a transaction's marker stands in these partitions' logs: with
+/// `keeps_history` (a `retention` table), the chunk store keeps its chunks
+/// while a rewind can still reach it; without, only until it finished.
+pub fn marker_place(partitions: &[Arc<PartitionRt>], keeps_history: bool, marker: &str) -> MarkerPlace {
+    let place = MarkerPlace::of(marker, |p| {
+        let log = partitions.get(p as usize)?.log.as_ref()?;
+        Some((log.first_seq(), log.watermark()))
+    });
+    match place {
+        MarkerPlace::Retained if !keeps_history => MarkerPlace::Gone,
+        place => place,
     }
 }
 

@@ -14,7 +14,8 @@
 //! that are then loaded (read once), so the file cannot change in between.
 //!
 //! Entries are written to a temp file and renamed into place, so a crash
-//! leaves either no entry or a whole one. Entries of a plugin the host
+//! leaves either no entry or a whole one; a failed write (a full disk)
+//! removes its temp file, and the plugin runs uncached. Entries of a plugin the host
 //! rejected are removed ([`CompileCache::forget`]).
 
 use std::hash::{Hash, Hasher};
@@ -62,7 +63,9 @@ impl CompileCache {
         let component = Component::new(engine, wasm).map_err(|e| format!("{e}"))?;
         tracing::info!(%digest, elapsed_ms = started.elapsed().as_millis() as u64, "plugin compiled");
         if let Err(e) = self.store(&component, &path, &hex, &engine_hash) {
-            tracing::warn!(path = %path.display(), error = %e, "could not write compile cache entry");
+            // Only a cache: the plugin runs, and is compiled again next time.
+            let temporary = wharf_log::temporary(&e).map(|t| format!("{t:?}"));
+            tracing::warn!(path = %path.display(), error = %e, ?temporary, "could not write compile cache entry");
         }
         Ok((component, digest))
     }
@@ -113,8 +116,13 @@ impl CompileCache {
         let body = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
         let tag = self.mac(hex, engine_hash, &body).finalize().into_bytes();
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, [tag.as_slice(), &body].concat())?;
-        std::fs::rename(&tmp, path)
+        let written =
+            std::fs::write(&tmp, [tag.as_slice(), &body].concat()).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            // A full disk leaves no partial temp file behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     fn mac(&self, hex: &str, engine_hash: &str, body: &[u8]) -> Hmac<Sha256> {

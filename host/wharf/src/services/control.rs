@@ -28,6 +28,45 @@ use crate::engine::target::{PluginState as TargetPluginState, TargetRt};
 use crate::plugin::PluginSettings;
 use crate::services::node::Node;
 
+/// Why a register, rollback or remove failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The plugin did not pass validation (or there is none to go back
+    /// to); nothing changed.
+    #[error("{0}; the old plugin stays")]
+    Rejected(String),
+    /// A registration or control file could not be read or written: a full
+    /// disk or no descriptor left is temporary (`disk_full`,
+    /// `too_many_open_files`, like the log), anything else internal.
+    #[error("{what}: {source}")]
+    Storage {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ControlError {
+    fn storage(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| ControlError::Storage { what, source }
+    }
+}
+
+impl From<ControlError> for crate::error::Error {
+    fn from(e: ControlError) -> Self {
+        use crate::error::{Error, ErrorKind};
+        match &e {
+            ControlError::Rejected(_) => {
+                Error::new(ErrorKind::Unprocessable, "plugin_invalid", e.to_string())
+            }
+            ControlError::Storage { what, source } => match wharf_log::temporary(source) {
+                Some(t) => Error::temporary(t, what, source),
+                None => Error::new(ErrorKind::Internal, "plugin_store_failed", e.to_string()),
+            },
+        }
+    }
+}
+
 /// `state.json` of a namespace's registered plugins.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PluginState {
@@ -53,14 +92,18 @@ fn load_state(target: &TargetRt) -> PluginState {
 }
 
 /// Writes a file crash-safely: temp file, fsync, rename, directory fsync.
+/// A failure (a full disk) removes the temp file, so nothing is left.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -123,7 +166,7 @@ pub async fn register(
     ns: &Namespace,
     target: &TargetRt,
     bytes: &[u8],
-) -> Result<Registered, String> {
+) -> Result<Registered, ControlError> {
     let hex = hex_digest(bytes);
     let mut st = load_state(target);
     let status = target.plugin_status();
@@ -135,8 +178,10 @@ pub async fn register(
         return Ok(Registered { digest, already_current: true });
     }
     let file = plugin_dir(target).join(format!("{hex}.wasm"));
-    let digest = install(node, ns, target, bytes, &file.display().to_string()).await?;
-    write_atomic(&file, bytes).map_err(|e| format!("storing the plugin: {e}"))?;
+    let digest = install(node, ns, target, bytes, &file.display().to_string())
+        .await
+        .map_err(ControlError::Rejected)?;
+    write_atomic(&file, bytes).map_err(ControlError::storage("storing the plugin"))?;
     if st.current.is_none() && !st.removed {
         // The config file's plugin was running: it becomes the rollback target.
         st.current = keep_config_plugin(target);
@@ -146,7 +191,7 @@ pub async fn register(
     }
     st.current = Some(hex);
     st.removed = false;
-    save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))?;
+    save_state(target, &st).map_err(ControlError::storage("storing plugin state"))?;
     Ok(Registered { digest, already_current: false })
 }
 
@@ -166,20 +211,23 @@ fn keep_config_plugin(target: &TargetRt) -> Option<String> {
 
 /// Goes back to the previous plugin: the one registered before, or the
 /// config file's plugin if the current one was the first registered.
-pub async fn rollback(node: &Node, ns: &Namespace, target: &TargetRt) -> Result<Registered, String> {
+pub async fn rollback(node: &Node, ns: &Namespace, target: &TargetRt) -> Result<Registered, ControlError> {
     let st = load_state(target);
-    let prev = st.previous.clone().ok_or("no previous plugin to roll back to")?;
+    let prev = st
+        .previous
+        .clone()
+        .ok_or_else(|| ControlError::Rejected("no previous plugin to roll back to".into()))?;
     let bytes = std::fs::read(plugin_dir(target).join(format!("{prev}.wasm")))
-        .map_err(|e| format!("reading the previous plugin: {e}"))?;
+        .map_err(ControlError::storage("reading the previous plugin"))?;
     register(node, ns, target, &bytes).await
 }
 
 /// Removes the target's plugin: writes stay durable, its delivery pauses.
-pub fn remove(target: &TargetRt) -> Result<(), String> {
+pub fn remove(target: &TargetRt) -> Result<(), ControlError> {
     let mut st = load_state(target);
     st.previous = st.current.take().or(st.previous.take());
     st.removed = true;
-    save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))?;
+    save_state(target, &st).map_err(ControlError::storage("storing plugin state"))?;
     target.set_plugin_status(|s| {
         s.digest = None;
         s.wit = None;
@@ -202,7 +250,7 @@ pub async fn activate(node: &Node, ns: &Namespace) {
 async fn activate_target(node: &Node, ns: &Namespace, target: &TargetRt) {
     let st = load_state(target);
     let result = if st.removed {
-        remove(target)
+        remove(target).map_err(|e| e.to_string())
     } else if let Some(hex) = &st.current {
         let file = plugin_dir(target).join(format!("{hex}.wasm"));
         match std::fs::read(&file) {

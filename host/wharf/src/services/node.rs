@@ -172,12 +172,10 @@ impl Node {
         };
         let txns =
             Arc::new(txns.with_context(|| format!("namespace {name}: opening its transaction chunk store"))?);
-        // A crash between a marker finishing and its chunks' deletion
-        // leaves the file behind: the marker is below its watermark.
-        let swept = txns.sweep_finished(|marker| {
-            crate::storage::envelope::parse_message_id(marker).is_some_and(|(p, seq)| {
-                partitions.get(p as usize).and_then(|p| p.log.as_ref()).is_some_and(|l| seq < l.watermark())
-            })
+        // A crash between a marker leaving retained history and its
+        // chunks' deletion leaves the file behind.
+        let swept = txns.sweep(|marker| {
+            crate::engine::namespace::marker_place(&partitions, ns.retention.is_some(), marker)
         });
         if swept > 0 {
             tracing::info!(namespace = %name, swept, "deleted the chunks of transactions delivered before the last stop");

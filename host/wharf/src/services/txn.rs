@@ -3,7 +3,13 @@
 //! not in the queue; commit with the chunk count, which puts only a marker
 //! in the partition's log; abort or expiry deletes the parked chunks. The
 //! delivery engine reassembles a marker's chunks in sequence order and hands
-//! them to the plugin as one batch carrying the transaction id.
+//! them to the plugin as one batch carrying the transaction id. A delivered
+//! transaction's chunks stay while its marker is in retained history (they
+//! are deleted with the segment that holds it), so that a rewind
+//! re-delivers it whole.
+//!
+//! A chunk store write that fails for a full disk or no descriptor answers
+//! `507 disk_full` / `503 too_many_open_files`, like the log.
 //!
 //! The marker is appended through the normal write path with the
 //! idempotency key `wharf-txn:<id>`, so a commit retried after a crash or a
@@ -17,7 +23,7 @@ use crate::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{engine_ms, now_ms};
-use crate::engine::namespace::Namespace;
+use crate::engine::namespace::{Namespace, marker_place};
 use crate::error::Error as ApiError;
 use crate::metrics;
 use crate::services::write::{self, TXN_IDEMPOTENCY_PREFIX, WaitFor, WriteAck};
@@ -35,7 +41,10 @@ impl From<TxnError> for ApiError {
             TxnError::Incomplete { .. } => (ErrorKind::Conflict, "transaction_incomplete"),
             TxnError::CountMismatch { .. } => (ErrorKind::Conflict, "chunk_count_mismatch"),
             TxnError::Corrupt { .. } => (ErrorKind::Internal, "transaction_corrupt"),
-            TxnError::Io { .. } => (ErrorKind::Internal, "transaction_store_failed"),
+            TxnError::Io { temporary: Some(t), .. } => {
+                return ApiError::temporary(*t, "the transaction chunk store", &e);
+            }
+            TxnError::Io { temporary: None, .. } => (ErrorKind::Internal, "transaction_store_failed"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -237,7 +246,8 @@ fn count(ns: &Namespace, outcome: &'static str) {
     metrics::get().transactions.get_or_create(&metrics::ns_kind(&ns.name, outcome)).inc();
 }
 
-/// Deletes expired, uncommitted transactions until shutdown.
+/// Deletes expired, uncommitted transactions until shutdown, and the
+/// chunks of finished ones whose marker left retained history.
 pub async fn expire_loop(ns: Arc<Namespace>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let every = Duration::from_millis((ns.cfg.transactions.ttl_ms / 10).clamp(10, 1000));
     loop {
@@ -252,10 +262,18 @@ pub async fn expire_loop(ns: Arc<Namespace>, mut shutdown: tokio::sync::watch::R
         let committed = move |id: &str| {
             window.idempotency.as_ref().and_then(|w| w.lookup(&format!("{TXN_IDEMPOTENCY_PREFIX}{id}")))
         };
-        let Ok(expired) = tokio::task::spawn_blocking(move || store.expire(engine_ms(), committed)).await
-        else {
+        let (partitions, keeps_history) = (ns.partitions.clone(), ns.cfg.retention.is_some());
+        let expire = move || {
+            let expired = store.expire(engine_ms(), committed);
+            let swept = store.sweep(|marker| marker_place(&partitions, keeps_history, marker));
+            (expired, swept)
+        };
+        let Ok((expired, swept)) = tokio::task::spawn_blocking(expire).await else {
             continue;
         };
+        if swept > 0 {
+            tracing::debug!(namespace = %ns.name, swept, "transaction chunks deleted with the history that held their marker");
+        }
         for id in &expired {
             tracing::info!(namespace = %ns.name, transaction = %id, "transaction expired uncommitted; its chunks are deleted");
             count(&ns, "expired");

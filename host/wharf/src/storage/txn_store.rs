@@ -16,8 +16,13 @@
 //!   fdatasync (a new file also gets a directory fsync).
 //! - A file is deleted only when its transaction is aborted, expires
 //!   uncommitted (and no marker for it was read from the log), or its marker
-//!   finished: delivered, or dead-lettered with the chunks copied into the
-//!   DLQ entry.
+//!   finished (delivered, or dead-lettered with the chunks copied into the
+//!   DLQ entry) and is no longer in retained history: below the oldest
+//!   record its partition keeps ([`MarkerPlace`]). So a rewind through the
+//!   marker re-delivers the transaction whole.
+//! - An append that fails (a full disk) is cut back to the last whole
+//!   frame, and the error says it is temporary (`disk_full`,
+//!   `too_many_open_files`): the same chunk can be sent again later.
 //! - One process owns the files ([`TxnStore::open`]: it creates, appends,
 //!   expires). A `--role consumer` process opens them as a reader
 //!   ([`TxnStore::open_reader`]): it reads a committed transaction's chunks
@@ -35,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use wharf_log::Temporary;
 use wharf_log::frame::{self, Decoded};
 
 use crate::storage::envelope::Chunk;
@@ -69,12 +75,18 @@ pub enum TxnError {
     CountMismatch { chunks: u32, extra: Vec<u32> },
     #[error("transaction file {path} is corrupt at offset {offset}: {reason}")]
     Corrupt { path: String, offset: u64, reason: String },
+    /// `temporary`: a full disk or no descriptor left, which goes away by
+    /// itself (the failed append was rolled back).
     #[error("transaction store i/o on {path}: {reason}")]
-    Io { path: String, reason: String },
+    Io { path: String, reason: String, temporary: Option<Temporary> },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TxnError + '_ {
-    move |e| TxnError::Io { path: path.display().to_string(), reason: e.to_string() }
+    move |e| TxnError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+        temporary: wharf_log::temporary(&e),
+    }
 }
 
 /// Limits a transaction is held to (from the namespace config).
@@ -149,6 +161,9 @@ struct TxnFile {
     /// Open for appending; `None` until the first append after open.
     file: Option<File>,
     next_frame: u64,
+    /// The length of the file's whole frames: a failed append is cut back
+    /// to it.
+    len: u64,
     key: Option<String>,
     created_ms: u64,
     expires_ms: u64,
@@ -158,6 +173,10 @@ struct TxnFile {
     /// The delivery engine read this transaction's marker from the log: the
     /// file must stay even if the `Committed` frame never made it.
     marker_seen: bool,
+    /// Its marker was delivered (or dead-lettered) by every target: its
+    /// bytes no longer count as parked, and the file stays only while the
+    /// marker is in retained history (a rewind re-delivers it whole).
+    finished: bool,
     corrupt: Option<TxnError>,
 }
 
@@ -179,16 +198,38 @@ impl TxnFile {
         }
     }
 
+    /// Appends one frame, durably. A failed write or sync (a full disk)
+    /// is cut back to the last whole frame, so the file never keeps a
+    /// partial frame that a later append would bury; if even that fails,
+    /// the handle is dropped and the next append cuts first.
     fn append(&mut self, rec: &TxnRecord) -> Result<(), TxnError> {
         let mut buf = Vec::new();
         frame::encode(self.next_frame, &crate::storage::record::encode(VERSION, rec), &mut buf);
-        if self.file.is_none() {
-            self.file = Some(OpenOptions::new().append(true).open(&self.path).map_err(io(&self.path))?);
+        let len = self.len;
+        let f = self.open_at_len()?;
+        if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+            let cut = f.set_len(len).and_then(|()| f.sync_data());
+            if let Err(cut) = cut {
+                tracing::warn!(file = %self.path.display(), error = %cut, "failed transaction append not cut back yet; the next append cuts first");
+                self.file = None;
+            }
+            return Err(io(&self.path)(e));
         }
-        let Some(f) = self.file.as_mut() else { unreachable!("opened above") };
-        f.write_all(&buf).and_then(|()| f.sync_data()).map_err(io(&self.path))?;
         self.next_frame += 1;
+        self.len += buf.len() as u64;
         Ok(())
+    }
+
+    /// The append handle, the file cut to `len` when it was (re)opened.
+    fn open_at_len(&mut self) -> Result<&mut File, TxnError> {
+        if self.file.is_none() {
+            let f = OpenOptions::new().append(true).open(&self.path).map_err(io(&self.path))?;
+            if f.metadata().map_err(io(&self.path))?.len() != self.len {
+                f.set_len(self.len).and_then(|()| f.sync_data()).map_err(io(&self.path))?;
+            }
+            self.file = Some(f);
+        }
+        self.file.as_mut().ok_or_else(|| io(&self.path)(std::io::ErrorKind::NotFound.into()))
     }
 
     fn writable(&self, id: &str) -> Result<(), TxnError> {
@@ -223,6 +264,32 @@ fn chunk_crc(payload: &[u8], headers: &[(String, String)]) -> u32 {
         crc = crc32c::crc32c_append(crc, v.as_bytes());
     }
     crc
+}
+
+/// Where a committed transaction's marker stands in its partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerPlace {
+    /// Not finished by every target yet (or its partition is unknown).
+    Pending,
+    /// Finished, and still in retained history: a rewind may re-deliver it.
+    Retained,
+    /// Below the oldest record the log retains: no rewind reaches it.
+    Gone,
+}
+
+impl MarkerPlace {
+    /// Where `marker` (a message id, `<partition>-<sequence>`) stands, given
+    /// its partition's oldest retained sequence and watermark.
+    pub fn of(marker: &str, log: impl Fn(u32) -> Option<(u64, u64)>) -> Self {
+        let Some((partition, seq)) = crate::storage::envelope::parse_message_id(marker) else {
+            return MarkerPlace::Pending;
+        };
+        match log(partition) {
+            Some((oldest, _)) if seq < oldest => MarkerPlace::Gone,
+            Some((_, watermark)) if seq < watermark => MarkerPlace::Retained,
+            _ => MarkerPlace::Pending,
+        }
+    }
 }
 
 /// A transaction id: 32 lowercase hex digits (also what makes it a safe
@@ -311,6 +378,7 @@ impl TxnStore {
             path: path.to_path_buf(),
             file: None,
             next_frame: 0,
+            len: 0,
             key: None,
             created_ms: 0,
             expires_ms: 0,
@@ -318,6 +386,7 @@ impl TxnStore {
             bytes: 0,
             marker_id: None,
             marker_seen: false,
+            finished: false,
             corrupt: None,
         };
         let (records, valid_len) = match read_file(path) {
@@ -335,6 +404,7 @@ impl TxnStore {
             f.set_len(valid_len).and_then(|()| f.sync_all()).map_err(io(path))?;
         }
         txn.next_frame = records.len() as u64;
+        txn.len = valid_len;
         for (i, rec) in records.into_iter().enumerate() {
             match rec {
                 TxnRecord::Begin { key, created_ms, expires_ms } if i == 0 => {
@@ -373,10 +443,11 @@ impl TxnStore {
         self.dir.join(format!("{id}.{EXTENSION}"))
     }
 
-    /// Payload bytes parked in open transactions (they count against the
-    /// namespace's backlog limits like bytes in the log).
+    /// Payload bytes parked in transactions not yet finished (they count
+    /// against the namespace's backlog limits like bytes in the log; kept
+    /// history does not).
     pub fn parked_bytes(&self) -> u64 {
-        lock(&self.txns).values().map(|t| lock(t).bytes).sum()
+        lock(&self.txns).values().map(|t| lock(t)).filter(|t| !t.finished).map(|t| t.bytes).sum()
     }
 
     /// Starts a transaction: its file exists and is durable on return.
@@ -400,6 +471,7 @@ impl TxnStore {
             path: path.clone(),
             file: Some(file),
             next_frame: 0,
+            len: 0,
             key: key.clone(),
             created_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl_ms),
@@ -407,10 +479,17 @@ impl TxnStore {
             bytes: 0,
             marker_id: None,
             marker_seen: false,
+            finished: false,
             corrupt: None,
         };
-        txn.append(&TxnRecord::Begin { key, created_ms: txn.created_ms, expires_ms: txn.expires_ms })?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        let begun = txn
+            .append(&TxnRecord::Begin { key, created_ms: txn.created_ms, expires_ms: txn.expires_ms })
+            .and_then(|()| File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir)));
+        if let Err(e) = begun {
+            // Never acknowledged: no file is left behind (a full disk).
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         let info = txn.info(&id);
         lock(&self.txns).insert(id, Arc::new(Mutex::new(txn)));
         Ok(info)
@@ -603,16 +682,33 @@ impl TxnStore {
         gone
     }
 
-    /// Committed transactions whose marker id satisfies `finished` (it is
-    /// below its partition's watermark): deleted. Run at open, after a crash
-    /// between a marker finishing and its file's deletion.
-    pub fn sweep_finished(&self, finished: impl Fn(&str) -> bool) -> usize {
-        let done: Vec<String> = lock(&self.txns)
-            .iter()
-            .filter(|(_, t)| lock(t).marker_id.as_deref().is_some_and(&finished))
-            .map(|(id, _)| id.clone())
-            .collect();
-        done.iter().filter(|id| self.remove(id).is_ok()).count()
+    /// The only target finished this transaction's marker: its bytes stop
+    /// counting as parked. The file stays for [`TxnStore::sweep`], which
+    /// deletes it once the marker leaves retained history. Unknown here (a
+    /// reader process): the owner's sweep deletes it.
+    pub fn finish(&self, id: &str) {
+        if let Ok(txn) = self.get(id) {
+            lock(&txn).finished = true;
+        }
+    }
+
+    /// Goes over committed transactions by where their marker stands:
+    /// finished ones stop counting as parked, and those whose marker is
+    /// below the oldest retained record are deleted (then a rewind cannot
+    /// reach the marker either). Returns how many were deleted. Run at
+    /// open, after a watermark moved, and on the expiry loop's tick (as
+    /// retention deletes segments).
+    pub fn sweep(&self, place: impl Fn(&str) -> MarkerPlace) -> usize {
+        let mut gone = Vec::new();
+        for (id, txn) in lock(&self.txns).iter() {
+            let mut txn = lock(txn);
+            match txn.marker_id.as_deref().map(&place) {
+                Some(MarkerPlace::Retained) => txn.finished = true,
+                Some(MarkerPlace::Gone) => gone.push(id.clone()),
+                Some(MarkerPlace::Pending) | None => {}
+            }
+        }
+        gone.iter().filter(|id| self.remove(id).is_ok()).count()
     }
 
     pub fn info(&self, id: &str) -> Result<TxnInfo, TxnError> {
@@ -625,7 +721,8 @@ impl TxnStore {
     pub fn counts(&self) -> (usize, usize) {
         let txns = lock(&self.txns);
         let committed = txns.values().filter(|t| lock(t).marker_id.is_some()).count();
-        (txns.len() - committed, committed)
+        let finished = txns.values().filter(|t| lock(t).finished).count();
+        (txns.len() - committed, committed - finished)
     }
 }
 
@@ -686,9 +783,54 @@ mod tests {
         assert_eq!(store.prepare_commit(&id, 3).expect("plan").marker_id.as_deref(), Some("0-5"));
         assert!(matches!(store.abort(&id), Err(TxnError::Committed { .. })));
         assert!(matches!(store.append_chunk(&id, chunk(3, b"x"), LIMITS), Err(TxnError::Committed { .. })));
-        assert_eq!(store.sweep_finished(|m| m == "0-5"), 1);
+        let place = |m: &str| if m == "0-5" { MarkerPlace::Gone } else { MarkerPlace::Pending };
+        assert_eq!(store.sweep(place), 1);
         assert!(matches!(store.info(&id), Err(TxnError::NotFound(_))));
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn finished_chunks_stay_while_their_marker_is_retained_and_stop_counting_as_parked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TxnStore::open(dir.path()).expect("open");
+        let id = store.begin(None, 0, 1000, LIMITS).expect("begin").transaction_id;
+        store.append_chunk(&id, chunk(0, b"kept"), LIMITS).expect("chunk");
+        store.mark_committed(&id, "0-7").expect("committed");
+        assert_eq!((store.parked_bytes(), store.counts()), (4, (0, 1)));
+        let log = |oldest: u64, watermark: u64| move |p: u32| (p == 0).then_some((oldest, watermark));
+        assert_eq!(MarkerPlace::of("0-7", log(0, 7)), MarkerPlace::Pending);
+        assert_eq!(MarkerPlace::of("1-7", log(0, 100)), MarkerPlace::Pending, "unknown partition");
+        assert_eq!(store.sweep(|m| MarkerPlace::of(m, log(0, 8))), 0);
+        assert_eq!((store.parked_bytes(), store.counts()), (0, (0, 0)), "finished, not parked");
+        assert_eq!(store.load_chunks(&id, 1).expect("still readable")[0].payload, b"kept");
+        assert_eq!(store.sweep(|m| MarkerPlace::of(m, log(8, 8))), 1, "the marker's segment is gone");
+        assert!(matches!(store.info(&id), Err(TxnError::NotFound(_))));
+    }
+
+    #[test]
+    fn an_append_after_a_failed_one_cuts_the_partial_frame_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TxnStore::open(dir.path()).expect("open");
+        let id = store.begin(None, 0, 1000, LIMITS).expect("begin").transaction_id;
+        store.append_chunk(&id, chunk(0, b"first"), LIMITS).expect("chunk");
+        // What a write cut short by a full disk leaves, with the handle
+        // dropped because the cut failed too.
+        let path = dir.path().join(format!("{id}.txn"));
+        OpenOptions::new().append(true).open(&path).expect("open").write_all(&[7; 11]).expect("partial");
+        lock(&store.get(&id).expect("txn")).file = None;
+        store.append_chunk(&id, chunk(1, b"second"), LIMITS).expect("chunk after the failure");
+        let (records, valid) = read_file(&path).expect("whole frames only");
+        assert_eq!((records.len(), valid), (3, std::fs::metadata(&path).expect("meta").len()));
+    }
+
+    #[test]
+    fn a_full_disk_is_a_temporary_io_error() {
+        let full = io(Path::new("x"))(std::io::Error::from_raw_os_error(28));
+        assert!(matches!(full, TxnError::Io { temporary: Some(Temporary::DiskFull), .. }), "{full:?}");
+        let fds = io(Path::new("x"))(std::io::Error::from_raw_os_error(24));
+        assert!(matches!(fds, TxnError::Io { temporary: Some(Temporary::TooManyOpenFiles), .. }));
+        let other = io(Path::new("x"))(std::io::Error::from_raw_os_error(5));
+        assert!(matches!(other, TxnError::Io { temporary: None, .. }));
     }
 
     #[test]
