@@ -125,7 +125,6 @@ fn trickle_body(port: u16, max_bytes: usize) -> (String, usize) {
 }
 
 #[test]
-#[ignore = "UNFINISHED: fails today (see the h-sec report); not yet diagnosed"]
 fn a_body_trickled_a_byte_at_a_time_is_cut_off_at_its_total_deadline_and_frees_its_slot() {
     let sink = HttpSink::start();
     // One connection slot: the trickle holds the only one until it is cut off.
@@ -134,8 +133,8 @@ fn a_body_trickled_a_byte_at_a_time_is_cut_off_at_its_total_deadline_and_frees_i
 
     // A per-frame timeout would never fire: a byte comes every ~300 ms.
     let (reply, sent) = trickle_body(w.port, 200);
-    assert!(sent < 200, "still reading after {sent} trickled bytes: {reply}");
-    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(sent < 200, "still reading after {sent} trickled bytes: {reply}\n{}", w.log());
+    assert!(reply.starts_with("HTTP/1.1 408"), "after {sent} bytes: {reply}\n{}", w.log());
     let json = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
     let body: Value = serde_json::from_str(json).unwrap_or(Value::Null);
     assert_eq!(body["error"]["code"], json!("body_timeout"), "{reply}");
@@ -220,23 +219,28 @@ fn secrets_in_a_target_url_stay_out_of_status_the_dlq_and_the_log() {
 }
 
 #[test]
-#[ignore = "UNFINISHED: fails today (see the h-sec report); not yet diagnosed"]
-fn a_password_in_a_target_url_stays_out_of_status_the_dlq_and_the_log() {
-    // Nothing listens on this port: every attempt fails and says why.
+fn a_password_in_a_target_url_stays_out_of_status_and_the_log() {
+    // The SDK's URL type takes no user info: the http plugin refuses to
+    // load, and the reason it gives is scrubbed.
     let dead = wharf_tests::free_port();
     let url = format!("http://wharfuser:pw-sekrit77@127.0.0.1:{dead}/hook");
     let ns = quick_dlq_http_namespace(&format!("http://127.0.0.1:{dead}"), &url);
     let w = Wharf::start(&ns);
     let id = w.write_id("orders", "k", b"hello");
-    eventually(Duration::from_secs(30), "dead-lettered", || {
-        w.dlq_ids("orders", None).contains(&id).then_some(())
-    });
-    let dlq = w.dlq("orders", None).body.to_string();
-    let seen = [dlq.clone(), w.lookup("orders", &id).to_string(), w.status().to_string(), w.log()];
+    let status = w.status();
+    let plugin = &status["namespaces"]["orders"]["targets"]["default"]["plugin"];
+    assert_eq!(plugin["state"], json!("failed"), "{plugin}");
+    let reason = plugin["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("user info") && reason.contains("127.0.0.1"),
+        "the reason says what and where: {reason}"
+    );
+    let seen = [status.to_string(), w.lookup("orders", &id).to_string(), w.log()];
     for text in seen {
         assert!(!text.contains("pw-sekrit77"), "the password leaked: {text}");
     }
-    assert!(dlq.contains("127.0.0.1"), "the reason still says where: {dlq}");
+    let p = &status["namespaces"]["orders"]["partitions"][0];
+    assert_eq!(p["backlog"], json!(1), "the write is kept while the plugin cannot load: {p}");
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //!
 //! Every open connection costs a file descriptor, and the log needs
 //! descriptors too (a new segment, the DLQ, the chunk store). A connection
-//! is accepted only with a permit in hand ([`ConnectionBudget::accept`]),
+//! is served only with a permit in hand ([`ConnectionBudget::accept`]),
 //! and the permit is returned when the [`Budgeted`] connection is dropped.
-//! Over budget, new clients wait in the kernel's backlog and cost the
+//! Over budget, one accepted connection per listener waits for a permit
+//! and the other new clients wait in the kernel's backlog, costing the
 //! process nothing.
 //!
 //! Invariant: the budget never exceeds half the process's soft
@@ -43,20 +44,34 @@ impl ConnectionBudget {
         Self { permits: Arc::new(Semaphore::new(max)), max }
     }
 
-    /// Waits for a free slot, then for a connection.
+    /// Waits for a connection, then for a free slot for it.
+    ///
+    /// The connection is taken first so that a listener waiting for
+    /// clients never holds a slot: with slots taken first, each idle
+    /// listener would park one, and with `max_connections = 1` the gRPC
+    /// listener would starve the HTTP one. Over budget, at most one
+    /// accepted connection per listener waits here (unread) for a slot;
+    /// the rest wait in the kernel's backlog.
     pub async fn accept(&self, listener: &TcpListener) -> Budgeted {
+        let stream = accept_retrying(listener).await;
         let permit =
             self.permits.clone().acquire_owned().await.expect("the budget's semaphore is never closed");
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Budgeted { stream, _permit: permit };
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+        Budgeted { stream, _permit: permit }
+    }
+}
+
+/// The next connection; an accept the OS refused (out of descriptors, say)
+/// is retried after [`ACCEPT_BACKOFF`].
+async fn accept_retrying(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
