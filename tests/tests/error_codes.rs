@@ -30,6 +30,7 @@ const STATUS: &[(&str, &str, u16)] = &[
     ("Forbidden", "FORBIDDEN", 403),
     ("NotFound", "NOT_FOUND", 404),
     ("MethodNotAllowed", "METHOD_NOT_ALLOWED", 405),
+    ("TimedOut", "REQUEST_TIMEOUT", 408),
     ("Gone", "GONE", 410),
     ("Conflict", "CONFLICT", 409),
     ("TooLarge", "PAYLOAD_TOO_LARGE", 413),
