@@ -94,7 +94,7 @@ use crate::manifest::{self, SalvageManifest};
 use crate::options::{Durability, LogOptions, Retention};
 use crate::scan::{self, Scan, ScanArgs, TornTail};
 use crate::segment::{self, Segment};
-use crate::storage::{FsStorage, LockGuard, OpenMode, Storage, parent, read_full_at};
+use crate::storage::{FsStorage, LazyFile, LockGuard, OpenMode, Storage, StorageFile, parent, read_full_at};
 use crate::watermark;
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -572,16 +572,20 @@ impl Partition {
         salvage_gaps.extend(scan.gaps_crossed);
         let n = scan.segments.len();
         for (i, s) in scan.segments.into_iter().enumerate() {
-            let mode = if i + 1 == n { OpenMode::Append } else { OpenMode::Read };
-            let file = st.open(&s.path, mode).map_err(LogError::io("open", &s.path))?;
+            let file: Arc<dyn StorageFile> = if i + 1 == n {
+                if s.end_seq > s.base_seq {
+                    // The surviving tail may only be in the page cache (a
+                    // process crash); it is acknowledged from now on, so
+                    // make it durable.
+                    let f = st.open(&s.path, OpenMode::Append).map_err(LogError::io("open", &s.path))?;
+                    f.sync_data().map_err(LogError::io("fdatasync", &s.path))?;
+                }
+                // The active segment: opened on the first append or read.
+                Arc::new(LazyFile::new(storage.clone(), s.path.clone(), OpenMode::Append))
+            } else {
+                st.open(&s.path, OpenMode::Read).map_err(LogError::io("open", &s.path))?
+            };
             segments.push(Arc::new(Segment::new(s.base_seq, s.path, file, s.valid_len, s.end_seq, s.index)));
-        }
-        if let Some(last) = segments.last()
-            && last.end_seq() > last.base_seq
-        {
-            // The surviving tail may only be in the page cache (a process
-            // crash); it is acknowledged from now on, so make it durable.
-            last.file.sync_data().map_err(LogError::io("fdatasync", &last.path))?;
         }
         if segments.is_empty() {
             let seg =

@@ -19,7 +19,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 /// How to open a file.
@@ -77,6 +77,55 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// A file opened on its first use, so that an idle partition holds no
+/// descriptor for its active segment (issue 18: many namespaces). An open
+/// that fails then (out of descriptors, say) fails that read or append
+/// with the open's error, which the caller treats like any I/O error of
+/// the call.
+#[derive(Debug)]
+pub(crate) struct LazyFile {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    mode: OpenMode,
+    file: OnceLock<Arc<dyn StorageFile>>,
+}
+
+impl LazyFile {
+    pub fn new(storage: Arc<dyn Storage>, path: PathBuf, mode: OpenMode) -> Self {
+        Self { storage, path, mode, file: OnceLock::new() }
+    }
+
+    fn get(&self) -> io::Result<&Arc<dyn StorageFile>> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let opened = self.storage.open(&self.path, self.mode)?;
+        // Two first uses may race: one handle wins, the other is closed.
+        Ok(self.file.get_or_init(|| opened))
+    }
+}
+
+impl StorageFile for LazyFile {
+    fn len(&self) -> io::Result<u64> {
+        self.get()?.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.get()?.read_at(buf, offset)
+    }
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        self.get()?.append(buf)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.get()?.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.get()?.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.get()?.set_len(len)
+    }
 }
 
 /// Reads as many bytes as available at `offset` into `buf` (short only at EOF).

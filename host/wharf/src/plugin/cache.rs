@@ -17,9 +17,18 @@
 //! leaves either no entry or a whole one; a failed write (a full disk)
 //! removes its temp file, and the plugin runs uncached. Entries of a plugin the host
 //! rejected are removed ([`CompileCache::forget`]).
+//!
+//! Loaded components are also kept in memory by the same name, so the many
+//! namespaces that run one plugin share one compiled copy (its code and
+//! its memory image): reading, checking and mapping a `.cwasm` happens once
+//! per plugin and process, not once per namespace. At most
+//! [`MAX_LOADED`] are kept; past that the memory map starts afresh (a
+//! component still in use lives on in its namespaces).
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -28,11 +37,17 @@ use wasmtime::component::Component;
 
 const TAG_LEN: usize = 32;
 
+/// How many distinct components the in-memory map holds at most.
+pub const MAX_LOADED: usize = 64;
+
 /// The cache directory and its key.
 #[derive(Clone)]
 pub struct CompileCache {
     dir: PathBuf,
     key: [u8; 32],
+    /// `<sha256>-<engine hash>` -> the component, shared by every plugin
+    /// built from those bytes.
+    loaded: Arc<Mutex<HashMap<String, Component>>>,
 }
 
 impl std::fmt::Debug for CompileCache {
@@ -46,7 +61,7 @@ impl CompileCache {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let key = crate::storage::keyfile::load_or_create(&dir.join("cache.key"))?;
-        Ok(Self { dir: dir.to_path_buf(), key })
+        Ok(Self { dir: dir.to_path_buf(), key, loaded: Arc::default() })
     }
 
     /// Returns the component and its digest (`sha256:<hex>`).
@@ -54,9 +69,14 @@ impl CompileCache {
         let hex = hex::encode(Sha256::digest(wasm));
         let digest = format!("sha256:{hex}");
         let engine_hash = engine_hash(engine);
-        let path = self.dir.join(format!("{hex}-{engine_hash}.cwasm"));
+        let name = format!("{hex}-{engine_hash}");
+        if let Some(c) = self.loaded().get(&name) {
+            return Ok((c.clone(), digest));
+        }
+        let path = self.dir.join(format!("{name}.cwasm"));
         if let Some(c) = self.load(engine, &path, &hex, &engine_hash) {
             tracing::debug!(%digest, "plugin loaded from compile cache");
+            self.keep(name, &c);
             return Ok((c, digest));
         }
         let started = std::time::Instant::now();
@@ -67,12 +87,27 @@ impl CompileCache {
             let temporary = wharf_log::temporary(&e).map(|t| format!("{t:?}"));
             tracing::warn!(path = %path.display(), error = %e, ?temporary, "could not write compile cache entry");
         }
+        self.keep(name, &component);
         Ok((component, digest))
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
+        self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Shares `component` with later plugins built from the same bytes.
+    fn keep(&self, name: String, component: &Component) {
+        let mut loaded = self.loaded();
+        if loaded.len() >= MAX_LOADED {
+            loaded.clear();
+        }
+        loaded.insert(name, component.clone());
     }
 
     /// Removes every cached entry of the component with this source.
     pub fn forget(&self, wasm: &[u8]) {
         let prefix = format!("{}-", hex::encode(Sha256::digest(wasm)));
+        self.loaded().retain(|name, _| !name.starts_with(&prefix));
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {

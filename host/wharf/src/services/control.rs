@@ -68,7 +68,7 @@ impl From<ControlError> for crate::error::Error {
 }
 
 /// `state.json` of a namespace's registered plugins.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginState {
     /// Hex digest of the current plugin, or `None` when removed.
     pub current: Option<String>,
@@ -285,11 +285,15 @@ async fn apply_config_plugin(
         return Ok(());
     }
     install(node, ns, target, &bytes, &path.display().to_string()).await?;
+    let stored = st.clone();
     st.config_digest = Some(hex);
     if st.current.is_some() {
         st.previous = st.current.take();
     }
     st.removed = false;
+    if st == stored && plugin_dir(target).join("state.json").exists() {
+        return Ok(()); // a start over an unchanged config: nothing to store
+    }
     save_state(target, &st).map_err(|e| format!("storing plugin state: {e}"))
 }
 
