@@ -143,11 +143,14 @@ impl Engine {
         let linger = Duration::from_millis(self.ns.cfg.delivery.linger_ms);
         while !(*self.shutdown.borrow() || self.halted() || self.ns.is_removed()) {
             self.switch_plugin_if_changed();
-            self.handle_moves().await;
-            self.handle_rewinds().await;
+            // The larger steps are boxed: an idle lane's task then holds
+            // only this loop's state, not the biggest step's (issue 18:
+            // thousands of idle lanes).
+            Box::pin(self.handle_moves()).await;
+            Box::pin(self.handle_rewinds()).await;
             if self.plugin.is_none() || self.target.quarantined() || self.paused_by_halt() {
                 // Paused until an operator acts; keep the watermark exact.
-                self.persist_watermark(true).await;
+                Box::pin(self.persist_watermark(true)).await;
                 // `changed()` marks the new value seen: take it right here,
                 // or `has_changed` would say no and the lane stay paused.
                 tokio::select! {
@@ -165,7 +168,7 @@ impl Engine {
                 }
                 continue;
             }
-            let pulled = match self.fill().await {
+            let pulled = match Box::pin(self.fill()).await {
                 Ok(n) => n,
                 Err(reason) => {
                     if let Some(Source::Log(s)) = &self.source {
@@ -178,11 +181,11 @@ impl Engine {
             if batch.is_empty() && pulled > 0 && !linger.is_zero() {
                 // Something arrived: give the batch a moment to fill.
                 tokio::time::sleep(linger).await;
-                self.fill().await.ok();
+                Box::pin(self.fill()).await.ok();
                 batch = self.select();
             }
             if batch.is_empty() {
-                self.persist_watermark(true).await;
+                Box::pin(self.persist_watermark(true)).await;
                 continue;
             }
             // The pull may have waited: a plugin registered meanwhile takes
@@ -193,16 +196,16 @@ impl Engine {
                 self.lane.with(|w| batch.iter().for_each(|(seq, _)| w.postpone(*seq, 0)));
                 continue;
             }
-            let summary = self.deliver(batch).await;
+            let summary = Box::pin(self.deliver(batch)).await;
             self.lane.delivered.notify_waiters();
             self.adapt(summary);
-            self.persist_watermark(false).await;
+            Box::pin(self.persist_watermark(false)).await;
         }
-        self.persist_watermark(true).await;
+        Box::pin(self.persist_watermark(true)).await;
         // Rewinds that came too late are answered `lane_stopped`.
         drop(self.lane.take_rewinds());
         if let Some(source) = self.source.take() {
-            source.close().await;
+            Box::pin(source.close()).await;
         }
         tracing::info!("delivery stopped");
     }

@@ -279,14 +279,13 @@ async fn apply_config_plugin(
 ) -> Result<(), String> {
     let path = &target.cfg.target.plugin;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read plugin {}: {e}", path.display()))?;
-    let hex = hex_digest(&bytes);
     let mut st = load_state(target);
-    if only_if_changed && st.config_digest.as_deref() == Some(hex.as_str()) {
+    if only_if_changed && st.config_digest.as_deref() == Some(hex_digest(&bytes).as_str()) {
         return Ok(());
     }
-    install(node, ns, target, &bytes, &path.display().to_string()).await?;
+    let digest = install(node, ns, target, &bytes, &path.display().to_string()).await?;
     let stored = st.clone();
-    st.config_digest = Some(hex);
+    st.config_digest = Some(digest.trim_start_matches("sha256:").to_string());
     if st.current.is_some() {
         st.previous = st.current.take();
     }
