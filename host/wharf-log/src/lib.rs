@@ -35,7 +35,9 @@ pub use follower::{FOLLOWER_LOCK_FILE, Follower, FollowerStats};
 pub use frame::MAX_RECORD_LEN;
 pub use manifest::{MANIFEST_FILE, SalvageEntry, SalvageManifest};
 pub use options::{Durability, LogOptions, Retention};
-pub use partition::{Appended, FsyncObserver, Partition, PartitionStats, Record, Recovery, Stamp};
+pub use partition::{
+    Appended, Commit, CommitStep, FsyncObserver, Partition, PartitionStats, Record, Recovery, Stamp,
+};
 pub use salvage::{SalvageReport, salvage, salvage_with};
 pub use scan::{Progress, TornTail};
 pub use storage::{FsStorage, Storage, StorageFile};

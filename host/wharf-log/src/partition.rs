@@ -97,6 +97,9 @@ use crate::segment::{self, Segment};
 use crate::storage::{FsStorage, LazyFile, LockGuard, OpenMode, Storage, StorageFile, parent, read_full_at};
 use crate::watermark;
 
+mod commit;
+pub use commit::{Commit, CommitStep};
+
 pub(crate) const LOCK_FILE: &str = "LOCK";
 const READ_CHUNK: usize = 256 << 10;
 
@@ -241,6 +244,17 @@ pub struct PartitionStats {
     pub halted: Option<String>,
 }
 
+/// An empty batch or an oversized record is refused before anything else.
+fn check_batch(records: &[&[u8]]) -> Result<(), LogError> {
+    if records.is_empty() {
+        return Err(LogError::EmptyBatch);
+    }
+    match records.iter().find(|r| r.len() > MAX_RECORD_LEN) {
+        Some(r) => Err(LogError::RecordTooLarge { len: r.len(), max: MAX_RECORD_LEN }),
+        None => Ok(()),
+    }
+}
+
 /// Counts an `Fsync` append as in flight for the gathering leader.
 struct InAppend<'a>(&'a AtomicUsize);
 
@@ -349,7 +363,9 @@ impl Discard {
 #[derive(Debug)]
 struct Waiter {
     end: u64,
-    thread: Thread,
+    /// A parked thread, or `None`: an async appender, woken through the
+    /// waker in its slot (see `commit.rs`).
+    thread: Option<Thread>,
     slot: Arc<WaitSlot>,
 }
 
@@ -361,13 +377,24 @@ const RECHECK: u8 = 2;
 struct WaitSlot {
     state: AtomicU8,
     synced: AtomicU64,
+    /// An async appender's latest waker. The poll stores it before reading
+    /// `state`, the wake stores `state` before taking it: one of the two
+    /// sees the other.
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl Waiter {
     fn wake(self, state: u8, synced: u64) {
         self.slot.synced.store(synced, Ordering::Relaxed);
         self.slot.state.store(state, Ordering::Release);
-        self.thread.unpark();
+        match self.thread {
+            Some(t) => t.unpark(),
+            None => {
+                if let Some(w) = lock(&self.slot.waker).take() {
+                    w.wake();
+                }
+            }
+        }
     }
 }
 
@@ -461,7 +488,8 @@ pub struct Partition {
     storage: Arc<dyn Storage>,
     opts: LogOptions,
     writer: Mutex<Writer>,
-    sync: Mutex<SyncState>,
+    /// Shared with the async appenders' [`Commit`]s (they deregister on drop).
+    sync: Arc<Mutex<SyncState>>,
     segments: Mutex<Vec<Arc<Segment>>>,
     next_seq: AtomicU64,
     acked: AtomicU64,
@@ -477,7 +505,7 @@ pub struct Partition {
     appends: AtomicU64,
     records: AtomicU64,
     /// `Fsync` appends in progress (enqueued, waiting, or on their way out).
-    in_append: AtomicUsize,
+    in_append: Arc<AtomicUsize>,
     /// Smoothed fdatasync duration (µs), to bound the gathering delay.
     fsync_ewma_us: AtomicU64,
     /// Rewrites `durable` (with `publish_durable_end`); innermost lock.
@@ -601,7 +629,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
             opts,
-            sync: Mutex::new(SyncState {
+            sync: Arc::new(Mutex::new(SyncState {
                 next_seq,
                 pending: Vec::new(),
                 pending_from: next_seq,
@@ -614,7 +642,7 @@ impl Partition {
                 generation: 0,
                 discarded: None,
                 discard_runs: VecDeque::new(),
-            }),
+            })),
             writer: Mutex::new(Writer { active, buf: Vec::new() }),
             segments: Mutex::new(segments),
             next_seq: AtomicU64::new(next_seq),
@@ -627,7 +655,7 @@ impl Partition {
             fsync_observer: std::sync::OnceLock::new(),
             appends: AtomicU64::new(0),
             records: AtomicU64::new(0),
-            in_append: AtomicUsize::new(0),
+            in_append: Arc::new(AtomicUsize::new(0)),
             fsync_ewma_us: AtomicU64::new(0),
             publisher: None,
             manifest,
@@ -720,33 +748,14 @@ impl Partition {
         records: &[&[u8]],
         mut stamp: Option<&mut Stamp<'_>>,
     ) -> Result<Appended, LogError> {
-        if records.is_empty() {
-            return Err(LogError::EmptyBatch);
-        }
-        if let Some(r) = records.iter().find(|r| r.len() > MAX_RECORD_LEN) {
-            return Err(LogError::RecordTooLarge { len: r.len(), max: MAX_RECORD_LEN });
-        }
+        check_batch(records)?;
         let n = records.len() as u64;
         let (first, synced, synced_through) = match self.opts.durability {
             Durability::Fsync => {
                 // Enqueue (seqs assigned, frames encoded) and let a leader
                 // write + fdatasync the whole queue in one go.
                 let _inside = InAppend::enter(&self.in_append);
-                let mut s = lock(&self.sync);
-                if let Some(e) = self.halted_err() {
-                    return Err(e);
-                }
-                let first = s.next_seq;
-                encode_frames(first, records, stamp.as_deref_mut(), &mut s.pending);
-                s.next_seq = first + n;
-                s.pending_appends += 1;
-                if s.pending_appends >= self.in_append.load(Ordering::Acquire)
-                    && let Some(t) = s.gathering.take()
-                {
-                    t.unpark(); // everybody in flight has joined the round
-                }
-                self.next_seq.store(first + n, Ordering::Release);
-                let generation = s.generation;
+                let (s, first, generation) = self.enqueue(records, stamp.as_deref_mut())?;
                 let through = self.wait_durable(s, first + n, generation)?;
                 (first, true, through)
             }
@@ -758,6 +767,33 @@ impl Partition {
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(n, Ordering::Relaxed);
         Ok(Appended { first_seq: first, last_seq: first + n - 1, synced, synced_through })
+    }
+
+    /// `Fsync`: takes the sequences of `records` and queues their frames for
+    /// the next round. Returns the held queue lock, the first sequence and
+    /// the generation the records were queued in.
+    fn enqueue(
+        &self,
+        records: &[&[u8]],
+        stamp: Option<&mut Stamp<'_>>,
+    ) -> Result<(MutexGuard<'_, SyncState>, u64, u64), LogError> {
+        let n = records.len() as u64;
+        let mut s = lock(&self.sync);
+        if let Some(e) = self.halted_err() {
+            return Err(e);
+        }
+        let first = s.next_seq;
+        encode_frames(first, records, stamp, &mut s.pending);
+        s.next_seq = first + n;
+        s.pending_appends += 1;
+        if s.pending_appends >= self.in_append.load(Ordering::Acquire)
+            && let Some(t) = s.gathering.take()
+        {
+            t.unpark(); // everybody in flight has joined the round
+        }
+        self.next_seq.store(first + n, Ordering::Release);
+        let generation = s.generation;
+        Ok((s, first, generation))
     }
 
     /// `Buffered`: write(2) under the writer lock, no fdatasync.
@@ -841,6 +877,39 @@ impl Partition {
         wake.run();
     }
 
+    /// Whether an appender of `[.., end)` queued in `generation` is done:
+    /// its records are durable (`Ok(synced)`), were discarded, or the
+    /// partition halted (then everybody must re-check: run the wake-ups
+    /// once the lock is dropped). `None`: not yet.
+    fn settled(
+        &self,
+        s: &mut SyncState,
+        end: u64,
+        generation: u64,
+    ) -> Option<(Result<u64, LogError>, Option<Wakeups>)> {
+        if s.generation != generation && !s.kept_since(generation, end) {
+            // A temporary failure discarded these records (every waiter was
+            // woken then; nobody waits on this appender). Checked before
+            // `synced`: the sequences were handed out again, so `synced >=
+            // end` may now cover somebody else's records. `discarded` is
+            // set with every generation bump.
+            let e = s.discarded.as_ref().map_or_else(
+                || LogError::Io {
+                    path: self.dir.clone(),
+                    op: "append",
+                    source: std::io::Error::other("records discarded after a temporary write failure"),
+                },
+                Discard::error,
+            );
+            return Some((Err(e), None));
+        }
+        if s.synced >= end {
+            return Some((Ok(s.synced), None));
+        }
+        let e = self.halted_err()?;
+        Some((Err(e), Some(s.release(true))))
+    }
+
     /// Group commit: returns once every record `< end` is fdatasync'ed.
     /// If no round is in flight the caller leads one: it takes the whole
     /// queue, writes it, fdatasyncs, and wakes the followers it covered.
@@ -853,33 +922,16 @@ impl Partition {
         generation: u64,
     ) -> Result<u64, LogError> {
         loop {
-            if s.generation != generation && !s.kept_since(generation, end) {
-                // A temporary failure discarded these records (every waiter
-                // was woken then; nobody waits on this appender). Checked
-                // before `synced`: the sequences were handed out again, so
-                // `synced >= end` may now cover somebody else's records.
-                // `discarded` is set with every generation bump.
-                return Err(s.discarded.as_ref().map_or_else(
-                    || LogError::Io {
-                        path: self.dir.clone(),
-                        op: "append",
-                        source: std::io::Error::other("records discarded after a temporary write failure"),
-                    },
-                    Discard::error,
-                ));
-            }
-            if s.synced >= end {
-                return Ok(s.synced);
-            }
-            if let Some(e) = self.halted_err() {
-                let wake = s.release(true);
+            if let Some((result, wake)) = self.settled(&mut s, end, generation) {
                 drop(s);
-                wake.run();
-                return Err(e);
+                if let Some(w) = wake {
+                    w.run();
+                }
+                return result;
             }
             if s.syncing {
                 let slot = Arc::new(WaitSlot::default());
-                s.waiters.push(Waiter { end, thread: std::thread::current(), slot: slot.clone() });
+                s.waiters.push(Waiter { end, thread: Some(std::thread::current()), slot: slot.clone() });
                 drop(s);
                 loop {
                     std::thread::park();

@@ -19,6 +19,7 @@ use crate::error::Error as ApiError;
 use crate::metrics;
 use crate::storage::envelope::{Envelope, message_id, parse_message_id, stamp_written_at};
 use crate::storage::idempotency::Reservation;
+use crate::storage::part_log::PartLog;
 
 /// Input limits; a violation is a 400 or 413 that writes nothing.
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -449,21 +450,8 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
     }
     let bytes_total: u64 = items.iter().map(|(_, e)| e.payload.len() as u64).sum();
     let encoded: Vec<Vec<u8>> = items.iter().map(|(_, e)| e.encode()).collect();
-    // A client's write gets its write time in sequence order
-    // (storage::write_clock); a DLQ replay keeps the one it had.
     let fresh: Vec<bool> = items.iter().map(|(_, e)| e.replays == 0).collect();
-    let clock_of = part.clone();
-    let appended = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let mut fresh = fresh.into_iter();
-        let mut stamp = |seq: u64, bytes: &mut Vec<u8>| {
-            if fresh.next() == Some(true) {
-                stamp_written_at(bytes, clock_of.write_clock.stamp(seq, now_ms()));
-            }
-        };
-        log.writer().map(|w| w.append_stamped(&refs, &mut stamp))
-    })
-    .await;
+    let appended = append_durably(&part, log, &encoded, fresh).await;
     let appended = match appended {
         Ok(Some(Ok(a))) => a,
         Ok(None) => return Err((index, ApiError::role_consumer())),
@@ -494,6 +482,42 @@ async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result
         .enumerate()
         .map(|(n, (i, idem))| (i, appended.first_seq + n as u64, appended.synced, idem))
         .collect())
+}
+
+/// Appends `encoded` to the partition's log and waits until it is durable
+/// per the log's policy, without holding a thread while it waits: only a
+/// group-commit round's leader runs on the blocking pool (see
+/// `wharf_log::Commit`). `Ok(None)`: this process does not write.
+async fn append_durably(
+    part: &Arc<PartitionRt>,
+    log: Arc<PartLog>,
+    encoded: &[Vec<u8>],
+    fresh: Vec<bool>,
+) -> Result<Option<Result<wharf_log::Appended, wharf_log::LogError>>, tokio::task::JoinError> {
+    let Some(writer) = log.writer() else { return Ok(None) };
+    let queued = {
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut fresh = fresh.into_iter();
+        // A client's write gets its write time in sequence order
+        // (storage::write_clock); a DLQ replay keeps the one it had.
+        let mut stamp = |seq: u64, bytes: &mut Vec<u8>| {
+            if fresh.next() == Some(true) {
+                stamp_written_at(bytes, part.write_clock.stamp(seq, now_ms()));
+            }
+        };
+        writer.enqueue_stamped(&refs, &mut stamp)
+    };
+    let mut commit = match queued {
+        Ok(c) => c,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    match std::future::poll_fn(|cx| writer.poll_commit(&mut commit, cx)).await {
+        wharf_log::CommitStep::Done(result) => Ok(Some(result)),
+        wharf_log::CommitStep::Lead => {
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || log.writer().map(|w| w.lead_commit(&mut commit))).await
+        }
+    }
 }
 
 /// Appends to a Kafka topic or SQS queue; returns once the backend holds it
