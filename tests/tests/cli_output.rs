@@ -204,6 +204,25 @@ hint: salvage runs offline: stop the wharf serving this data dir first, then run
 }
 
 #[test]
+fn a_second_sidecar_on_the_same_data_dir_is_refused_before_it_opens_anything() {
+    let sink = HttpSink::start();
+    let w = Wharf::start(&sink.namespace("ledger", 1, ""));
+    let out = Command::new(wharf_bin())
+        .args(["serve", "--config"])
+        .arg(w.config_path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a second wharf serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let data = w.data_dir().display().to_string();
+    assert!(stderr.contains(&format!("data dir {data} is in use by another wharf")), "stderr: {stderr}");
+    // The first one still takes writes.
+    let r = w.post("/v1/namespaces/ledger/messages", &json!({"key": "k", "payload": b64(b"after")}));
+    assert_eq!((r.status, r.body["durable"].clone()), (200, json!(true)), "{:?}", r.body);
+}
+
+#[test]
 fn a_closed_stdout_ends_the_command_quietly() {
     let sink = HttpSink::start();
     sink.set(|b| b.fail_all = Some(503)); // keep the records in the log

@@ -25,6 +25,7 @@ mod salvage;
 mod scan;
 pub mod segment;
 pub mod storage;
+mod tree_lock;
 mod verify;
 mod watermark;
 
@@ -41,6 +42,7 @@ pub use partition::{
 pub use salvage::{SalvageReport, salvage, salvage_with};
 pub use scan::{Progress, TornTail};
 pub use storage::{FsStorage, Storage, StorageFile};
+pub use tree_lock::{DirLock, TREE_LOCK_FILE, TreeLock, lock_tree};
 pub use verify::{
     DumpRecord, PartitionReport, VerifyProblem, VerifyReport, dump, dump_with, find_partitions, verify,
     verify_with,

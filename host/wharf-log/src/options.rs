@@ -1,5 +1,6 @@
 //! Policies: durability, segment size, retention.
 
+use crate::tree_lock::DirLock;
 use std::time::Duration;
 
 /// When an append is acknowledged.
@@ -62,6 +63,9 @@ pub struct LogOptions {
     /// on (see [`crate::Partition::hold_history_from`]): a rewind that was
     /// running when the process stopped still finds its history.
     pub history_floor: Option<u64>,
+    /// How the partition keeps a second opener out (see `tree_lock.rs`).
+    /// Default [`DirLock::Own`].
+    pub dir_lock: DirLock,
 }
 
 impl Default for LogOptions {
@@ -72,6 +76,7 @@ impl Default for LogOptions {
             retention: Retention::KeepNothing,
             publish_durable_end: false,
             history_floor: None,
+            dir_lock: DirLock::Own,
         }
     }
 }

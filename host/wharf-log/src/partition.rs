@@ -95,6 +95,7 @@ use crate::options::{Durability, LogOptions, Retention};
 use crate::scan::{self, Scan, ScanArgs, TornTail};
 use crate::segment::{self, Segment};
 use crate::storage::{FsStorage, LazyFile, LockGuard, OpenMode, Storage, StorageFile, parent, read_full_at};
+use crate::tree_lock::{self, DirHold};
 use crate::watermark;
 
 mod commit;
@@ -105,6 +106,17 @@ const READ_CHUNK: usize = 256 << 10;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes `<dir>/LOCK` (`Locked` if another opener holds it).
+pub(crate) fn lock_dir(st: &dyn Storage, dir: &Path) -> Result<LockGuard, LogError> {
+    st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LogError::Locked { dir: dir.to_path_buf() }
+        } else {
+            LogError::io("lock", dir.join(LOCK_FILE))(e)
+        }
+    })
 }
 
 /// Creates `dir` (and missing ancestors) if needed, making each new entry
@@ -512,7 +524,8 @@ pub struct Partition {
     publisher: Option<Mutex<Publisher>>,
     /// Salvage gaps, checked by reads at the end of an adopted segment.
     manifest: SalvageManifest,
-    _lock: LockGuard,
+    /// Keeps a second opener out (see `tree_lock.rs`).
+    _hold: DirHold,
 }
 
 impl std::fmt::Debug for Partition {
@@ -541,13 +554,7 @@ impl Partition {
     ) -> Result<(Partition, Recovery), LogError> {
         let st = &*storage;
         create_dir_durably(st, dir)?;
-        let guard = st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                LogError::Locked { dir: dir.to_path_buf() }
-            } else {
-                LogError::io("lock", dir.join(LOCK_FILE))(e)
-            }
-        })?;
+        let hold = tree_lock::hold(st, dir, opts.dir_lock)?;
 
         // Leftovers of interrupted atomic writes / segment creations.
         let mut removed_temp_files = Vec::new();
@@ -659,7 +666,7 @@ impl Partition {
             fsync_ewma_us: AtomicU64::new(0),
             publisher: None,
             manifest,
-            _lock: guard,
+            _hold: hold,
         };
         let deleted_segments = p.gc(wm)?;
         if opts.publish_durable_end {

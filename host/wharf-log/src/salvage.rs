@@ -31,7 +31,6 @@ use crate::durable_end;
 use crate::error::{CorruptionKind, LogError};
 use crate::follower::FOLLOWER_LOCK_FILE;
 use crate::manifest::{self, SalvageEntry};
-use crate::partition::LOCK_FILE;
 use crate::scan::{self, Progress, ScanArgs, TornTail};
 use crate::segment::{self, HEADER_LEN};
 use crate::storage::{FsStorage, OpenMode, Storage, read_all, write_atomic};
@@ -66,13 +65,8 @@ pub fn salvage_with(
     if !storage.exists(dir) {
         return Err(LogError::io("open", dir)(std::io::ErrorKind::NotFound.into()));
     }
-    let _guard = storage.lock(&dir.join(LOCK_FILE)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            LogError::Locked { dir: dir.to_path_buf() }
-        } else {
-            LogError::io("lock", dir.join(LOCK_FILE))(e)
-        }
-    })?;
+    // Also a sidecar holding the tree this partition is in may have it open.
+    let _hold = crate::tree_lock::hold(storage, dir, crate::tree_lock::DirLock::Own)?;
     // A follower reading a log that is being rewritten could take the
     // repair for corruption: salvage waits until it is gone.
     let _follower_guard = storage.lock(&dir.join(FOLLOWER_LOCK_FILE)).map_err(|e| {

@@ -195,38 +195,38 @@ mod tests {
 
     #[test]
     fn a_lone_commit_leads_and_is_durable() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let p = open(dir.path());
-        let mut c = p.enqueue_stamped(&[b"a", b"b"], &mut |_, _| {}).unwrap();
+        let mut c = p.enqueue_stamped(&[b"a", b"b"], &mut |_, _| {}).expect("test");
         assert!(matches!(poll(&p, &mut c), Poll::Ready(CommitStep::Lead)));
-        let a = p.lead_commit(&mut c).unwrap();
+        let a = p.lead_commit(&mut c).expect("test");
         assert_eq!((a.first_seq, a.last_seq, a.synced), (0, 1, true));
         assert!(a.synced_through >= 2);
         drop(c);
         assert_eq!(p.in_append.load(Ordering::Acquire), 0);
         drop(p);
-        let (p, rec) = Partition::open(dir.path(), LogOptions::default()).unwrap();
+        let (p, rec) = Partition::open(dir.path(), LogOptions::default()).expect("test");
         assert_eq!(rec.next_seq, 2);
-        assert_eq!(p.read(0, 10, 1 << 20).unwrap().len(), 2);
+        assert_eq!(p.read(0, 10, 1 << 20).expect("test").len(), 2);
     }
 
     #[test]
     fn a_commit_queued_behind_a_round_waits_then_is_covered_or_leads() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let p = open(dir.path());
-        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).unwrap();
+        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
         assert!(matches!(poll(&p, &mut a), Poll::Ready(CommitStep::Lead)));
         // A round in flight (as the leader marks it) makes a later commit wait.
         lock(&p.sync).syncing = true;
-        let mut b = p.enqueue_stamped(&[b"b"], &mut |_, _| {}).unwrap();
+        let mut b = p.enqueue_stamped(&[b"b"], &mut |_, _| {}).expect("test");
         assert!(poll(&p, &mut b).is_pending());
         assert_eq!(lock(&p.sync).waiters.len(), 1);
         lock(&p.sync).syncing = false;
         // Leading `a` writes the whole queue: `b` is covered by that round.
-        p.lead_commit(&mut a).unwrap();
+        p.lead_commit(&mut a).expect("test");
         match poll(&p, &mut b) {
             Poll::Ready(CommitStep::Done(Ok(ack))) => assert_eq!(ack.first_seq, 1),
-            Poll::Ready(CommitStep::Lead) => assert_eq!(p.lead_commit(&mut b).unwrap().first_seq, 1),
+            Poll::Ready(CommitStep::Lead) => assert_eq!(p.lead_commit(&mut b).expect("test").first_seq, 1),
             other => panic!("b: {other:?}"),
         }
         assert!(lock(&p.sync).waiters.is_empty());
@@ -234,11 +234,11 @@ mod tests {
 
     #[test]
     fn an_abandoned_waiter_deregisters_and_hands_on_the_lead() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let p = open(dir.path());
         lock(&p.sync).syncing = true;
-        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).unwrap();
-        let mut b = p.enqueue_stamped(&[b"b"], &mut |_, _| {}).unwrap();
+        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
+        let mut b = p.enqueue_stamped(&[b"b"], &mut |_, _| {}).expect("test");
         assert!(poll(&p, &mut a).is_pending());
         assert!(poll(&p, &mut b).is_pending());
         lock(&p.sync).syncing = false;
@@ -246,7 +246,7 @@ mod tests {
         // `b` was told to re-check: with no round in flight it leads, and
         // its round writes `a`'s queued record too.
         assert!(matches!(poll(&p, &mut b), Poll::Ready(CommitStep::Lead)));
-        let ack = p.lead_commit(&mut b).unwrap();
+        let ack = p.lead_commit(&mut b).expect("test");
         assert!(ack.synced_through >= 2);
         assert_eq!(p.in_append.load(Ordering::Acquire), 1);
         drop(b);
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn concurrent_async_and_blocking_appenders_get_every_sequence_once() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let p = open(dir.path());
         let (threads, each) = (16u64, 40u64);
         let mut seqs: Vec<u64> = std::thread::scope(|sc| {
@@ -292,7 +292,10 @@ mod tests {
                                 let ack = if t % 4 == 0 {
                                     p.append(&[body.as_bytes()]).expect("append")
                                 } else {
-                                    drive(p, p.enqueue_stamped(&[body.as_bytes()], &mut |_, _| {}).unwrap())
+                                    drive(
+                                        p,
+                                        p.enqueue_stamped(&[body.as_bytes()], &mut |_, _| {}).expect("test"),
+                                    )
                                 };
                                 assert!(ack.synced && ack.synced_through > ack.last_seq);
                                 ack.first_seq
@@ -301,24 +304,24 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles.into_iter().flat_map(|h| h.join().expect("test")).collect()
         });
         seqs.sort_unstable();
         assert_eq!(seqs, (0..threads * each).collect::<Vec<u64>>());
         assert_eq!(p.in_append.load(Ordering::Acquire), 0);
         assert!(lock(&p.sync).waiters.is_empty());
         drop(p);
-        let (p, rec) = Partition::open(dir.path(), LogOptions::default()).unwrap();
+        let (p, rec) = Partition::open(dir.path(), LogOptions::default()).expect("test");
         assert_eq!(rec.next_seq, threads * each);
-        assert_eq!(p.read(0, usize::MAX, usize::MAX).unwrap().len() as u64, threads * each);
+        assert_eq!(p.read(0, usize::MAX, usize::MAX).expect("test").len() as u64, threads * each);
     }
 
     #[test]
     fn a_halted_partition_fails_a_waiting_commit() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let p = open(dir.path());
         lock(&p.sync).syncing = true;
-        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).unwrap();
+        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
         assert!(poll(&p, &mut a).is_pending());
         p.halt_and_wake("test".into());
         assert!(matches!(poll(&p, &mut a), Poll::Ready(CommitStep::Done(Err(LogError::Halted { .. })))));

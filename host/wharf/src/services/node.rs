@@ -62,6 +62,8 @@ pub struct Node {
     pub runtime: Runtime,
     pub role: Role,
     log_opts: wharf_log::LogOptions,
+    /// Held for the process's life with [`Role::All`].
+    _tree: Option<wharf_log::TreeLock>,
     /// `server.min_free_bytes` on the data dir.
     pub reserve: Arc<crate::storage::free_space::Reserve>,
     shutdown: watch::Sender<bool>,
@@ -76,14 +78,27 @@ impl Node {
     /// Opens every namespace's logs. Never fails because of one bad
     /// partition: that partition is halted instead.
     pub fn open(cfg: &Loaded, config_path: &Path, role: Role) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&cfg.server.data_dir)?;
+        // A process with every role owns the whole data dir: one tree lock
+        // instead of a lock fd per partition (wharf-log tree_lock.rs). Split
+        // roles share it, each partition locked by its owner.
+        let tree = match role {
+            Role::All => Some(wharf_log::lock_tree(&cfg.server.data_dir).with_context(|| {
+                format!("data dir {} is in use by another wharf", cfg.server.data_dir.display())
+            })?),
+            Role::Processor | Role::Consumer => None,
+        };
         let log_opts = wharf_log::LogOptions {
             segment_max_bytes: cfg.server.segment_max_bytes,
             durability: cfg.server.durability,
             // A consumer process follows the log through it.
             publish_durable_end: role == Role::Processor,
+            dir_lock: match tree {
+                Some(_) => wharf_log::DirLock::Tree,
+                None => wharf_log::DirLock::Own,
+            },
             ..Default::default()
         };
-        std::fs::create_dir_all(&cfg.server.data_dir)?;
         let audit_key = crate::storage::keyfile::load_or_create(&cfg.server.data_dir.join("audit.key"))?;
         let runtime = Runtime::new(&cfg.server.plugin_cache())?;
         let (shutdown, _) = watch::channel(false);
@@ -96,6 +111,7 @@ impl Node {
             runtime,
             role,
             log_opts,
+            _tree: tree,
             reserve: Arc::new(crate::storage::free_space::Reserve::new(
                 &cfg.server.data_dir,
                 cfg.server.min_free_bytes,
