@@ -10,6 +10,10 @@
 //!   as acks come back (policy `Fsync`, group commit);
 //! - `wharf N @50%`: N = 16 and 64 threads paced to half the throughput
 //!   measured at 64 writers (open loop: latency measured from the call);
+//! - `async N` / `async N @50%`: the same with N tasks on a 2-worker tokio
+//!   runtime using the async append (`Partition::enqueue_stamped` +
+//!   `poll_commit`, the leader on the blocking pool): the HTTP and gRPC
+//!   write path's way of waiting, with no thread per writer;
 //! - `raw bN`: one thread writing N 1 KiB chunks with write(2) then
 //!   fdatasync, repeatedly, to an O_APPEND file — what a perfect group
 //!   commit of N writers could achieve. `raw b64` and `wharf 64` are
@@ -27,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wharf_log::{LogOptions, Partition};
+use wharf_log::{CommitStep, LogOptions, Partition};
 
 const RECORD: usize = 1024;
 /// Issue 18: group commit at 64 writers reaches this share of the raw
@@ -96,6 +100,58 @@ impl Wharf {
         Wharf { _dir: dir, p: Arc::new(p) }
     }
 
+    /// `writers` tasks appending 1 KiB records for `dur` through the async
+    /// append, on a 2-worker runtime; with `rate`, paced to `rate`
+    /// appends/s in total (open loop).
+    fn run_async(&self, writers: usize, dur: Duration, rate: Option<f64>) -> Row {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build();
+        let rt = rt.expect("runtime");
+        let fsyncs_before = self.p.stats().fsyncs;
+        let start = tokio::time::Instant::now();
+        let deadline = start + dur;
+        let lat_us: Vec<u64> = rt.block_on(async {
+            let tasks: Vec<_> = (0..writers)
+                .map(|t| {
+                    let p = self.p.clone();
+                    tokio::spawn(async move {
+                        let payload = vec![t as u8; RECORD];
+                        let mut lat = Vec::new();
+                        let interval = rate.map(|r| Duration::from_secs_f64(writers as f64 / r));
+                        let mut next =
+                            start + interval.map_or(Duration::ZERO, |i| i.mul_f64(t as f64 / writers as f64));
+                        loop {
+                            if let Some(i) = interval {
+                                tokio::time::sleep_until(next).await;
+                                next += i;
+                            }
+                            let t0 = tokio::time::Instant::now();
+                            if t0 >= deadline {
+                                break;
+                            }
+                            append_async(&p, &payload).await;
+                            lat.push(t0.elapsed().as_micros() as u64);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("task"));
+            }
+            all
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let mut lat_us = lat_us;
+        lat_us.sort_unstable();
+        let name = match rate {
+            Some(_) => format!("async {writers} @50%"),
+            None => format!("async {writers}"),
+        };
+        let fsyncs = self.p.stats().fsyncs - fsyncs_before;
+        Row { name, writers, acks: lat_us.len() as u64, secs, fsyncs, lat_us }
+    }
+
     /// `writers` threads appending 1 KiB records for `dur`; with `rate`,
     /// paced to `rate` appends/s in total (open loop).
     fn run(&self, writers: usize, dur: Duration, rate: Option<f64>) -> Row {
@@ -139,6 +195,21 @@ impl Wharf {
         };
         let fsyncs = self.p.stats().fsyncs - fsyncs_before;
         Row { name, writers, acks: lat_us.len() as u64, secs, fsyncs, lat_us }
+    }
+}
+
+/// One durable append the way the sidecar's write path makes it.
+async fn append_async(p: &Arc<Partition>, payload: &[u8]) {
+    let mut commit = p.enqueue_stamped(&[payload], &mut |_, _| {}).expect("enqueue");
+    match std::future::poll_fn(|cx| p.poll_commit(&mut commit, cx)).await {
+        CommitStep::Done(r) => {
+            r.expect("append");
+        }
+        CommitStep::Lead => {
+            let p = p.clone();
+            let r = tokio::task::spawn_blocking(move || p.lead_commit(&mut commit)).await;
+            r.expect("leader").expect("append");
+        }
     }
 }
 
@@ -226,22 +297,27 @@ fn main() {
     let slice = dur.mul_f64(2.0 / slices as f64);
     let mut raw64 = raw.run(64, slice);
     let mut wharf64 = w.run(64, slice, None);
+    let mut async64 = w.run_async(64, slice, None);
     for _ in 1..slices {
         raw64.merge(raw.run(64, slice));
         wharf64.merge(w.run(64, slice, None));
+        async64.merge(w.run_async(64, slice, None));
     }
     for n in [1, 8] {
         rows.push(w.run(n, dur, None));
     }
     let full64 = wharf64.acks_per_s();
+    let full_async64 = async64.acks_per_s();
     rows.insert(2, raw64);
     rows.push(wharf64);
+    rows.push(async64);
     // Half load: half the 64-writer throughput, offered by 16 threads and
     // by 64 threads (with 64 threads on few cores the run-queue delay of
     // waking threads, not the log, dominates the tail).
     for n in [16, 64] {
         rows.push(w.run(n, dur, Some(full64 / 2.0)));
     }
+    rows.push(w.run_async(64, dur, Some(full_async64 / 2.0)));
 
     // The cost of publishing the durable end: the same load with and
     // without it, in alternating slices.
@@ -264,12 +340,14 @@ fn main() {
     let publish_us = pwrite_40_us(&base, dur / 5);
 
     let find = |n: &str| rows.iter().find(|r| r.name == n);
-    let ratio = match (find("wharf 64"), find("raw b64")) {
+    let ratio_of = |name: &str| match (find(name), find("raw b64")) {
         (Some(w), Some(r)) if r.mib_per_s() > 0.0 => w.mib_per_s() / r.mib_per_s(),
         _ => 0.0,
     };
+    let (ratio, ratio_async) = (ratio_of("wharf 64"), ratio_of("async 64"));
     let half = |n: &str| find(n).map_or(0, |r| r.pct(0.99));
-    let (half16, half64) = (half("wharf 16 @50%"), half("wharf 64 @50%"));
+    let (half16, half64, half_async64) =
+        (half("wharf 16 @50%"), half("wharf 64 @50%"), half("async 64 @50%"));
     println!();
     println!(
         "{:<16} {:>7} {:>11} {:>8} {:>14} {:>9} {:>9}",
@@ -293,10 +371,18 @@ fn main() {
         "target: wharf 64 writers >= {RATIO_TARGET:.2} of raw b64: {} ({ratio:.2})",
         verdict(ratio >= RATIO_TARGET)
     );
+    println!(
+        "target: async 64 writers >= {RATIO_TARGET:.2} of raw b64: {} ({ratio_async:.2})",
+        verdict(ratio_async >= RATIO_TARGET)
+    );
     println!("p99 ack at half load: {:.2} ms with 16 writers", half16 as f64 / 1000.0);
     println!(
         "target: p99 ack at half load, 64 writers <= {P99_TARGET_US} µs: {} ({half64} µs)",
         verdict(half64 > 0 && half64 <= P99_TARGET_US)
+    );
+    println!(
+        "target: p99 ack at half load, 64 async writers <= {P99_TARGET_US} µs: {} ({half_async64} µs)",
+        verdict(half_async64 > 0 && half_async64 <= P99_TARGET_US)
     );
     let sync_p50 = find("raw b1").map_or(0, |r| r.pct(0.5));
     println!(
@@ -327,8 +413,10 @@ fn main() {
                 "record_bytes": RECORD,
                 "rows": rows_json,
                 "ratio_wharf_raw_64": (ratio * 1000.0).round() / 1000.0,
+                "ratio_async_raw_64": (ratio_async * 1000.0).round() / 1000.0,
                 "p99_half_load_16_writers_us": half16,
                 "p99_half_load_64_writers_us": half64,
+                "p99_half_load_64_async_writers_us": half_async64,
                 "ratio_publish_on_off_1": (publish_ratio[0] * 1000.0).round() / 1000.0,
                 "ratio_publish_on_off_64": (publish_ratio[1] * 1000.0).round() / 1000.0,
                 "publish_pwrite_us": (publish_us * 100.0).round() / 100.0,

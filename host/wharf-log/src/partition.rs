@@ -461,7 +461,9 @@ impl SyncState {
         if !self.syncing
             && let Some(pos) = (0..self.waiters.len()).min_by_key(|&i| self.waiters[i].end)
         {
-            list.push((self.waiters.swap_remove(pos), RECHECK));
+            // Woken first: the next round starts while the covered ones
+            // are still being woken.
+            list.insert(0, (self.waiters.swap_remove(pos), RECHECK));
         }
         Wakeups { list, synced }
     }
