@@ -239,3 +239,35 @@ fn the_dlq_cli_lists_and_replays() {
         (sink.accepted().len() == 2).then_some(())
     });
 }
+
+/// `wharf_plugin_instances{namespace="hooks",...}` summed over targets.
+fn instances_held(wharf: &Wharf) -> u64 {
+    wharf
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("wharf_plugin_instances{") && l.contains("namespace=\"hooks\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_idle_lane_drops_its_plugin_instance_and_the_next_batch_makes_a_new_one() {
+    let sink = HttpSink::start();
+    // A slow target keeps the call (and so the instance) around long
+    // enough to be seen.
+    sink.set(|b| b.delay = Duration::from_secs(3));
+    let wharf = Wharf::start(&namespace(&sink, "[namespaces.hooks.delivery]\ninstance_idle_ms = 300\n"));
+    let c = client(&wharf);
+    write(&c, "a", b"first");
+    eventually(Duration::from_secs(30), "an instance held during the call", || {
+        (instances_held(&wharf) == 1).then_some(())
+    });
+    eventually(Duration::from_secs(30), "the first delivery", || (sink.accepted().len() >= 1).then_some(()));
+    sink.set(|b| b.delay = Duration::ZERO);
+    eventually(Duration::from_secs(30), "the idle instance dropped", || {
+        (instances_held(&wharf) == 0).then_some(())
+    });
+    write(&c, "a", b"second");
+    eventually(Duration::from_secs(30), "the second delivery", || (sink.accepted().len() >= 2).then_some(()));
+    eventually(Duration::from_secs(30), "dropped again", || (instances_held(&wharf) == 0).then_some(()));
+}

@@ -110,6 +110,7 @@ pub struct Metrics {
     pub durable: Family<NsPart, Gauge>,
     pub watermark: Family<NsPart, Gauge>,
     pub in_flight: Family<NsTargetPart, Gauge>,
+    pub plugin_instances: Family<NsTarget, Gauge>,
     pub halted: Family<NsPart, Gauge>,
     pub fsyncs: Family<NsPart, Gauge>,
     pub appends: Family<NsPart, Gauge>,
@@ -236,6 +237,11 @@ impl Metrics {
                 Family::default()
             ),
             in_flight: reg!("wharf_in_flight_messages", "Messages inside a plugin call", Family::default()),
+            plugin_instances: reg!(
+                "wharf_plugin_instances",
+                "Plugin instances held by delivery lanes (dropped after delivery.instance_idle_ms unused)",
+                Family::default()
+            ),
             halted: reg!("wharf_partition_halted", "1 when the partition is halted", Family::default()),
             fsyncs: reg!(
                 "wharf_log_fsyncs",

@@ -342,11 +342,21 @@ pub struct Delivery {
     /// A call slower than this counts as throttling: the batch size halves.
     /// Default 1000 ms.
     pub slow_call_ms: u64,
+    /// A lane drops its plugin instance once unused this long (an idle
+    /// partition holds none); the next batch makes a new one. Default
+    /// 30000 ms.
+    pub instance_idle_ms: u64,
 }
 
 impl Default for Delivery {
     fn default() -> Self {
-        Self { batch_max: 100, linger_ms: 2, max_in_flight: 1000, slow_call_ms: 1000 }
+        Self {
+            batch_max: 100,
+            linger_ms: 2,
+            max_in_flight: 1000,
+            slow_call_ms: 1000,
+            instance_idle_ms: 30_000,
+        }
     }
 }
 

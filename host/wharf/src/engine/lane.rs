@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::watch;
 
+use super::held_instance::HeldInstance;
 use crate::clock::{engine_ms, now_ms};
 use crate::config::Ordering;
 use crate::engine::breaker::{Breaker, CallSummary, Transition};
@@ -30,7 +31,7 @@ use crate::engine::source::{Pulled, Source};
 use crate::engine::target::{Lane, MoveRefused, PluginState, RewindRefused, TargetRt};
 use crate::engine::window::{KeyCap, OverCap, Pending, Window};
 use crate::metrics;
-use crate::plugin::{Batch, Instance, Message, Outcome, Plugin, PluginError, RetryOutcome};
+use crate::plugin::{Batch, Message, Outcome, Plugin, PluginError, RetryOutcome};
 use crate::storage::dlq::{DlqEntry, Failure, FailureKind};
 use crate::storage::envelope::TxnMarker;
 use crate::storage::halts::Halt;
@@ -50,7 +51,7 @@ pub struct Engine {
     /// The target's plugin slot and the plugin taken from it.
     slot: watch::Receiver<Option<Plugin>>,
     plugin: Option<Plugin>,
-    instance: Option<Instance>,
+    instance: Option<HeldInstance>,
     shutdown: watch::Receiver<bool>,
     /// Calls in a row that failed as a whole without one message to blame
     /// (init, load, wrong outcome count): the quarantine counter.
@@ -185,6 +186,7 @@ impl Engine {
                 batch = self.select();
             }
             if batch.is_empty() {
+                self.drop_idle_instance();
                 Box::pin(self.persist_watermark(true)).await;
                 continue;
             }
@@ -543,18 +545,28 @@ impl Engine {
         }
     }
 
+    /// Nothing to deliver: an instance unused for `instance_idle_ms` goes
+    /// (see `held_instance.rs`).
+    fn drop_idle_instance(&mut self) {
+        let idle = Duration::from_millis(self.ns.cfg.delivery.instance_idle_ms);
+        if self.instance.as_ref().is_some_and(|i| i.unused_for(idle)) {
+            tracing::debug!("plugin instance idle: dropped");
+            self.instance = None;
+        }
+    }
+
     /// One `deliver` call on the current instance (instantiated on demand).
     async fn call(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
         if let Some(i) = self.instance.as_mut() {
-            return i.deliver(batch).await;
+            return i.use_now().deliver(batch).await;
         }
         let Some(p) = self.plugin.clone() else {
             return Err(PluginError::Init("no plugin installed".into()));
         };
-        let mut i = p.instantiate().await?;
-        let r = i.deliver(batch).await;
-        self.instance = Some(i);
-        r
+        let i = p.instantiate().await?;
+        let held = metrics::get().plugin_instances.get_or_create(&self.label()).clone();
+        let i = self.instance.insert(HeldInstance::new(i, held));
+        i.use_now().deliver(batch).await
     }
 
     /// Applies the plugin's outcomes: delivered messages leave the window,

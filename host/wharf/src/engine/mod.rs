@@ -13,6 +13,7 @@
 //! `clock` and `error`; nothing above it (`services`, `adapters`, `cli`).
 
 pub mod breaker;
+pub mod held_instance;
 pub mod lane;
 pub mod namespace;
 pub mod reconcile;
