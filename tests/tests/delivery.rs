@@ -262,7 +262,7 @@ fn an_idle_lane_drops_its_plugin_instance_and_the_next_batch_makes_a_new_one() {
     eventually(Duration::from_secs(30), "an instance held during the call", || {
         (instances_held(&wharf) == 1).then_some(())
     });
-    eventually(Duration::from_secs(30), "the first delivery", || (sink.accepted().len() >= 1).then_some(()));
+    eventually(Duration::from_secs(30), "the first delivery", || (!sink.accepted().is_empty()).then_some(()));
     sink.set(|b| b.delay = Duration::ZERO);
     eventually(Duration::from_secs(30), "the idle instance dropped", || {
         (instances_held(&wharf) == 0).then_some(())
