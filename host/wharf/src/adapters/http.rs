@@ -1,6 +1,7 @@
 //! The HTTP/JSON API. Every error is `{"error": {"code", "message"}}` with a
 //! matching status, and a request that fails validation changes nothing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::adapters::path::namespace;
@@ -125,7 +126,7 @@ fn who<'a>(node: &'a Node, headers: &HeaderMap) -> Who<'a> {
     Who { data_dir: &node.data_dir, actor: crate::adapters::admin::actor(node, headers) }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
 }
 
@@ -133,8 +134,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// base64 is decoded; the write path takes bytes).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct JsonMessage {
-    pub payload: String,
+pub(crate) struct JsonMessage<'a> {
+    /// Borrowed from the body when it has no escapes (base64 has none).
+    #[serde(borrow)]
+    pub payload: Cow<'a, str>,
     #[serde(default)]
     pub key: Option<String>,
     #[serde(default)]
@@ -147,7 +150,7 @@ pub(crate) struct JsonMessage {
     pub deliver_at_ms: Option<u64>,
 }
 
-impl JsonMessage {
+impl JsonMessage<'_> {
     /// The protocol-neutral request, its payload decoded.
     pub(crate) fn decode(self) -> Result<WriteRequest, ApiError> {
         let payload = decode_payload(&self.payload)?;
@@ -174,8 +177,9 @@ pub(crate) fn decode_payload(b64: &str) -> Result<Vec<u8>, ApiError> {
 /// `POST /v1/namespaces/{ns}/messages/batch`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WriteMany {
-    pub messages: Vec<JsonMessage>,
+pub(crate) struct WriteMany<'a> {
+    #[serde(borrow)]
+    pub messages: Vec<JsonMessage<'a>>,
     #[serde(default)]
     pub wait: WaitFor,
     #[serde(default)]
@@ -183,7 +187,7 @@ pub(crate) struct WriteMany {
 }
 
 /// The body of `POST /v1/namespaces/{ns}/messages/batch`, its size checked.
-pub(crate) fn parse_write_many(body: &[u8]) -> Result<WriteMany, ApiError> {
+pub(crate) fn parse_write_many(body: &[u8]) -> Result<WriteMany<'_>, ApiError> {
     let req: WriteMany = parse_json(body)?;
     check_batch_len(req.messages.len())?;
     Ok(req)
@@ -219,8 +223,9 @@ async fn write_one(
 /// unknown and duplicate keys through.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WriteOne {
-    payload: String,
+struct WriteOne<'a> {
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
@@ -268,7 +273,7 @@ async fn write_many(
     Path(ns): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BatchReply>, ApiError> {
     let ns = namespace(&node, &ns)?;
     let req = parse_write_many(&body)?;
     let ctx = trace_context(&headers);
@@ -280,14 +285,37 @@ async fn write_many(
     };
     let messages = req.messages.into_iter().map(|m| m.decode().map(with_trace)).collect();
     let results = write::write_batch(&ns, messages, req.wait, wait_timeout(req.timeout_ms)).await?;
-    let results: Vec<_> = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(ack) => json!(ack),
-            Err(e) => e.body(),
-        })
-        .collect();
-    Ok(Json(json!({"results": results})))
+    Ok(Json(BatchReply { results: results.into_iter().map(BatchResult::from).collect() }))
+}
+
+/// The reply to a batch: each message's result, in request order.
+#[derive(Debug, Serialize)]
+struct BatchReply {
+    results: Vec<BatchResult>,
+}
+
+/// One message's result, serialized as it is (no `serde_json::Value` per
+/// message): its ack, or the error body every error has.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum BatchResult {
+    Ack(write::WriteAck),
+    Error { error: ErrorBody },
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+impl From<Result<write::WriteAck, ApiError>> for BatchResult {
+    fn from(r: Result<write::WriteAck, ApiError>) -> Self {
+        match r {
+            Ok(ack) => BatchResult::Ack(ack),
+            Err(e) => BatchResult::Error { error: ErrorBody { code: e.code, message: e.message } },
+        }
+    }
 }
 
 /// `POST /v1/namespaces/{ns}/transactions` (body optional).

@@ -213,7 +213,18 @@ impl Envelope {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(WRITTEN_AT.end + self.payload.len() + 32);
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// A capacity hint for the encoded bytes.
+    pub fn encoded_len_hint(&self) -> usize {
+        WRITTEN_AT.end + self.payload.len() + 32
+    }
+
+    /// [`Envelope::encode`], appended to `out` (one buffer for many).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
         out.extend_from_slice(&self.written_at_ms.to_le_bytes());
         let body = BodyRef {
@@ -227,8 +238,7 @@ impl Envelope {
             only_target: &self.only_target,
         };
         // Encoding plain data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(&body).unwrap_or_default());
-        out
+        let _ = postcard::to_io(&body, out);
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
