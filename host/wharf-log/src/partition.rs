@@ -310,6 +310,10 @@ struct SyncState {
     synced: u64,
     /// A leader round is in flight.
     syncing: bool,
+    /// A thread keeps leading rounds while records are queued
+    /// ([`Partition::keep_leading`]): nobody else is picked to lead, and an
+    /// async appender waits for its round instead of starting one.
+    committer: bool,
     /// Parked followers.
     waiters: Vec<Waiter>,
     /// Bumped when unwritten records are discarded (a temporary failure):
@@ -459,6 +463,7 @@ impl SyncState {
             }
         }
         if !self.syncing
+            && !self.committer
             && let Some(pos) = (0..self.waiters.len()).min_by_key(|&i| self.waiters[i].end)
         {
             // Woken first: the next round starts while the covered ones
@@ -645,6 +650,7 @@ impl Partition {
                 written: next_seq,
                 synced: next_seq,
                 syncing: false,
+                committer: false,
                 waiters: Vec::new(),
                 pending_appends: 0,
                 gathering: None,

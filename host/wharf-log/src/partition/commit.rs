@@ -15,6 +15,10 @@
 //!
 //! So a round costs one blocking call (the leader's) and one wake per
 //! waiter, whatever the number of writers, and a waiting writer holds no
+//! thread. After its own round a leader may go on leading
+//! ([`Partition::keep_leading`]): while records keep arriving one thread
+//! runs round after round, the async appenders wait for its next round
+//! instead of starting one, and no round needs a hand-off to a new leader
 //! thread. Buffered partitions complete in `enqueue_stamped` (write(2)
 //! under the writer lock, as `append` does).
 //!
@@ -121,7 +125,7 @@ impl Partition {
             }
             return Poll::Ready(CommitStep::Done(self.finish(commit, result)));
         }
-        if !s.syncing {
+        if !s.syncing && !s.committer {
             return Poll::Ready(CommitStep::Lead);
         }
         let slot = Arc::new(WaitSlot { waker: Mutex::new(Some(cx.waker().clone())), ..WaitSlot::default() });
@@ -141,6 +145,42 @@ impl Partition {
         let s = lock(&self.sync);
         let result = self.wait_durable(s, commit.first + commit.n, commit.generation);
         self.finish(commit, result)
+    }
+
+    /// After [`Partition::lead_commit`] (its `Commit` dropped): keeps
+    /// leading rounds on this thread while records are queued, so the
+    /// appenders behind need no thread hand-off for the next round (a
+    /// committer thread while the load lasts, none when it stops). Returns
+    /// once nothing is queued, another leader runs a round, or the
+    /// partition halted; then, if appenders still wait, one is picked to
+    /// lead as usual.
+    pub fn keep_leading(&self) {
+        {
+            let mut s = lock(&self.sync);
+            if s.committer {
+                return; // one committer at a time
+            }
+            s.committer = true;
+        }
+        loop {
+            let mut s = lock(&self.sync);
+            if s.syncing || s.pending.is_empty() || self.halted.get().is_some() {
+                s.committer = false;
+                let wake = s.release(false);
+                drop(s);
+                wake.run();
+                return;
+            }
+            let (end, generation) = (s.next_seq, s.generation);
+            if self.wait_durable(s, end, generation).is_err() {
+                let mut s = lock(&self.sync);
+                s.committer = false;
+                let wake = s.release(true);
+                drop(s);
+                wake.run();
+                return;
+            }
+        }
     }
 
     fn finish(&self, commit: &mut Commit, synced: Result<u64, LogError>) -> Result<Appended, LogError> {
@@ -270,7 +310,12 @@ mod tests {
         loop {
             match p.poll_commit(&mut c, &mut cx) {
                 Poll::Ready(CommitStep::Done(r)) => return r.expect("durable"),
-                Poll::Ready(CommitStep::Lead) => return p.lead_commit(&mut c).expect("durable"),
+                Poll::Ready(CommitStep::Lead) => {
+                    let ack = p.lead_commit(&mut c).expect("durable");
+                    drop(c);
+                    p.keep_leading();
+                    return ack;
+                }
                 Poll::Pending => std::thread::park(),
             }
         }
@@ -314,6 +359,29 @@ mod tests {
         let (p, rec) = Partition::open(dir.path(), LogOptions::default()).expect("test");
         assert_eq!(rec.next_seq, threads * each);
         assert_eq!(p.read(0, usize::MAX, usize::MAX).expect("test").len() as u64, threads * each);
+    }
+
+    #[test]
+    fn a_committer_leads_the_rounds_of_those_queued_behind_it() {
+        let dir = tempfile::tempdir().expect("test");
+        let p = open(dir.path());
+        let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
+        assert!(matches!(poll(&p, &mut a), Poll::Ready(CommitStep::Lead)));
+        p.lead_commit(&mut a).expect("test");
+        drop(a);
+        lock(&p.sync).committer = true; // as keep_leading marks it
+        let mut b = p.enqueue_stamped(&[b"b"], &mut |_, _| {}).expect("test");
+        assert!(poll(&p, &mut b).is_pending(), "waits for the committer's round");
+        lock(&p.sync).committer = false;
+        p.keep_leading();
+        assert!(!lock(&p.sync).committer);
+        match poll(&p, &mut b) {
+            Poll::Ready(CommitStep::Done(Ok(ack))) => assert_eq!(ack.first_seq, 1),
+            other => panic!("b: {other:?}"),
+        }
+        // Nothing queued: keep_leading returns at once.
+        p.keep_leading();
+        assert!(!lock(&p.sync).committer);
     }
 
     #[test]

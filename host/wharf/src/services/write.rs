@@ -528,7 +528,7 @@ async fn append_durably(
     part: &Arc<PartitionRt>,
     log: Arc<PartLog>,
     encoded: &Encoded,
-) -> Result<Option<Result<wharf_log::Appended, wharf_log::LogError>>, tokio::task::JoinError> {
+) -> Result<Option<Result<wharf_log::Appended, wharf_log::LogError>>, String> {
     let Some(writer) = log.writer() else { return Ok(None) };
     let queued = {
         let refs = encoded.records();
@@ -550,8 +550,17 @@ async fn append_durably(
     match std::future::poll_fn(|cx| writer.poll_commit(&mut commit, cx)).await {
         wharf_log::CommitStep::Done(result) => Ok(Some(result)),
         wharf_log::CommitStep::Lead => {
+            // The leader's reply goes out once its own round is durable; its
+            // thread then goes on leading while records keep arriving.
+            let (tx, rx) = tokio::sync::oneshot::channel();
             let log = log.clone();
-            tokio::task::spawn_blocking(move || log.writer().map(|w| w.lead_commit(&mut commit))).await
+            tokio::task::spawn_blocking(move || {
+                let Some(w) = log.writer() else { return };
+                let _ = tx.send(w.lead_commit(&mut commit));
+                drop(commit);
+                w.keep_leading();
+            });
+            rx.await.map(Some).map_err(|_| "the group-commit leader stopped".to_string())
         }
     }
 }
