@@ -35,14 +35,14 @@ pub use fault::{FaultStorage, Rng};
 pub use follower::{FOLLOWER_LOCK_FILE, Follower, FollowerStats};
 pub use frame::MAX_RECORD_LEN;
 pub use manifest::{MANIFEST_FILE, SalvageEntry, SalvageManifest};
-pub use options::{Durability, LogOptions, Retention};
+pub use options::{DirLock, Durability, LogOptions, Retention};
 pub use partition::{
     Appended, Commit, CommitStep, FsyncObserver, Partition, PartitionStats, Record, Recovery, Stamp,
 };
 pub use salvage::{SalvageReport, salvage, salvage_with};
 pub use scan::{Progress, TornTail};
 pub use storage::{FsStorage, Storage, StorageFile};
-pub use tree_lock::{DirLock, TREE_LOCK_FILE, TreeLock, lock_tree};
+pub use tree_lock::{TREE_LOCK_FILE, TreeLock, lock_tree};
 pub use verify::{
     DumpRecord, PartitionReport, VerifyProblem, VerifyReport, dump, dump_with, find_partitions, verify,
     verify_with,

@@ -1,6 +1,5 @@
 //! Policies: durability, segment size, retention.
 
-use crate::tree_lock::DirLock;
 use std::time::Duration;
 
 /// When an append is acknowledged.
@@ -40,6 +39,18 @@ pub enum Retention {
     /// it is older than `max_age`, or once the newer delivered segments
     /// already fill `max_bytes`. With neither set, nothing delivered goes.
     Within { max_age: Option<Duration>, max_bytes: Option<u64> },
+}
+
+/// How a partition is protected from a second opener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DirLock {
+    /// The partition holds `<dir>/LOCK` while open (and a shared lock on
+    /// any ancestor's `TREE.LOCK`).
+    #[default]
+    Own,
+    /// This process holds [`lock_tree`] on an ancestor: the partition
+    /// holds no lock of its own. Opening fails if no ancestor is locked.
+    Tree,
 }
 
 /// Options for [`crate::Partition::open`].

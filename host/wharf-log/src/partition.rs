@@ -94,29 +94,17 @@ use crate::manifest::{self, SalvageManifest};
 use crate::options::{Durability, LogOptions, Retention};
 use crate::scan::{self, Scan, ScanArgs, TornTail};
 use crate::segment::{self, Segment};
-use crate::storage::{FsStorage, LazyFile, LockGuard, OpenMode, Storage, StorageFile, parent, read_full_at};
+use crate::storage::{FsStorage, LazyFile, OpenMode, Storage, StorageFile, parent, read_full_at};
 use crate::tree_lock::{self, DirHold};
 use crate::watermark;
 
 mod commit;
 pub use commit::{Commit, CommitStep};
 
-pub(crate) const LOCK_FILE: &str = "LOCK";
 const READ_CHUNK: usize = 256 << 10;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Takes `<dir>/LOCK` (`Locked` if another opener holds it).
-pub(crate) fn lock_dir(st: &dyn Storage, dir: &Path) -> Result<LockGuard, LogError> {
-    st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            LogError::Locked { dir: dir.to_path_buf() }
-        } else {
-            LogError::io("lock", dir.join(LOCK_FILE))(e)
-        }
-    })
 }
 
 /// Creates `dir` (and missing ancestors) if needed, making each new entry

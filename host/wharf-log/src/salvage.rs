@@ -66,7 +66,7 @@ pub fn salvage_with(
         return Err(LogError::io("open", dir)(std::io::ErrorKind::NotFound.into()));
     }
     // Also a sidecar holding the tree this partition is in may have it open.
-    let _hold = crate::tree_lock::hold(storage, dir, crate::tree_lock::DirLock::Own)?;
+    let _hold = crate::tree_lock::hold(storage, dir, crate::options::DirLock::Own)?;
     // A follower reading a log that is being rewritten could take the
     // repair for corruption: salvage waits until it is gone.
     let _follower_guard = storage.lock(&dir.join(FOLLOWER_LOCK_FILE)).map_err(|e| {

@@ -31,22 +31,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::LogError;
-use crate::partition::lock_dir;
+use crate::options::DirLock;
 use crate::storage::{LockGuard, Storage};
 
 /// The tree lock's file name, in the tree's root.
 pub const TREE_LOCK_FILE: &str = "TREE.LOCK";
 
-/// How a partition is protected from a second opener.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DirLock {
-    /// The partition holds `<dir>/LOCK` while open (and a shared lock on
-    /// any ancestor's `TREE.LOCK`).
-    #[default]
-    Own,
-    /// This process holds [`lock_tree`] on an ancestor: the partition
-    /// holds no lock of its own. Opening fails if no ancestor is locked.
-    Tree,
+/// A partition's own lock file.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// Takes `<dir>/LOCK` (`Locked` if another opener holds it).
+pub(crate) fn lock_dir(st: &dyn Storage, dir: &Path) -> Result<LockGuard, LogError> {
+    st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LogError::Locked { dir: dir.to_path_buf() }
+        } else {
+            LogError::io("lock", dir.join(LOCK_FILE))(e)
+        }
+    })
 }
 
 /// Roots this process holds exclusively, shared tree locks it holds, and
