@@ -12,8 +12,9 @@
 //!   measured at 64 writers (open loop: latency measured from the call);
 //! - `async N` / `async N @50%`: the same with N tasks on a 2-worker tokio
 //!   runtime using the async append (`Partition::enqueue_stamped` +
-//!   `poll_commit`, the leader on the blocking pool): the HTTP and gRPC
-//!   write path's way of waiting, with no thread per writer;
+//!   `poll_commit`, the leader on the blocking pool, going on with
+//!   `keep_leading`): the HTTP and gRPC write path's way of waiting, with
+//!   no thread per writer;
 //! - `raw bN`: one thread writing N 1 KiB chunks with write(2) then
 //!   fdatasync, repeatedly, to an O_APPEND file — what a perfect group
 //!   commit of N writers could achieve. `raw b64` and `wharf 64` are
@@ -198,7 +199,9 @@ impl Wharf {
     }
 }
 
-/// One durable append the way the sidecar's write path makes it.
+/// One durable append the way the sidecar's write path makes it
+/// (`services/write.rs` `append_durably`): the leader answers once its
+/// round is durable, then keeps leading while records keep arriving.
 async fn append_async(p: &Arc<Partition>, payload: &[u8]) {
     let mut commit = p.enqueue_stamped(&[payload], &mut |_, _| {}).expect("enqueue");
     match std::future::poll_fn(|cx| p.poll_commit(&mut commit, cx)).await {
@@ -206,9 +209,14 @@ async fn append_async(p: &Arc<Partition>, payload: &[u8]) {
             r.expect("append");
         }
         CommitStep::Lead => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
             let p = p.clone();
-            let r = tokio::task::spawn_blocking(move || p.lead_commit(&mut commit)).await;
-            r.expect("leader").expect("append");
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(p.lead_commit(&mut commit));
+                drop(commit);
+                p.keep_leading();
+            });
+            rx.await.expect("leader").expect("append");
         }
     }
 }
