@@ -12,8 +12,8 @@
 //!   measured at 64 writers (open loop: latency measured from the call);
 //! - `async N` / `async N @50%`: the same with N tasks on a 2-worker tokio
 //!   runtime using the async append (`Partition::enqueue_stamped` +
-//!   `poll_commit`, the leader on the blocking pool, going on with
-//!   `keep_leading`): the HTTP and gRPC write path's way of waiting, with
+//!   `poll_commit`, the leader on the blocking pool through
+//!   `Partition::lead`): the HTTP and gRPC write path's way of waiting, with
 //!   no thread per writer;
 //! - `raw bN`: one thread writing N 1 KiB chunks with write(2) then
 //!   fdatasync, repeatedly, to an O_APPEND file — what a perfect group
@@ -117,9 +117,8 @@ impl Wharf {
                     tokio::spawn(async move {
                         let payload = vec![t as u8; RECORD];
                         let mut lat = Vec::new();
-                        let interval = rate.map(|r| Duration::from_secs_f64(writers as f64 / r));
-                        let mut next =
-                            start + interval.map_or(Duration::ZERO, |i| i.mul_f64(t as f64 / writers as f64));
+                        let (interval, offset) = pacing(writers, t, rate);
+                        let mut next = start + offset;
                         loop {
                             if let Some(i) = interval {
                                 tokio::time::sleep_until(next).await;
@@ -142,15 +141,7 @@ impl Wharf {
             }
             all
         });
-        let secs = start.elapsed().as_secs_f64();
-        let mut lat_us = lat_us;
-        lat_us.sort_unstable();
-        let name = match rate {
-            Some(_) => format!("async {writers} @50%"),
-            None => format!("async {writers}"),
-        };
-        let fsyncs = self.p.stats().fsyncs - fsyncs_before;
-        Row { name, writers, acks: lat_us.len() as u64, secs, fsyncs, lat_us }
+        self.row("async", writers, rate, lat_us, start.elapsed().as_secs_f64(), fsyncs_before)
     }
 
     /// `writers` threads appending 1 KiB records for `dur`; with `rate`,
@@ -165,9 +156,8 @@ impl Wharf {
                 std::thread::spawn(move || {
                     let payload = vec![t as u8; RECORD];
                     let mut lat = Vec::new();
-                    let interval = rate.map(|r| Duration::from_secs_f64(writers as f64 / r));
-                    let mut next =
-                        start + interval.map_or(Duration::ZERO, |i| i.mul_f64(t as f64 / writers as f64));
+                    let (interval, offset) = pacing(writers, t, rate);
+                    let mut next = start + offset;
                     loop {
                         if let Some(i) = interval {
                             let now = Instant::now();
@@ -187,16 +177,36 @@ impl Wharf {
                 })
             })
             .collect();
-        let mut lat_us: Vec<u64> = hs.into_iter().flat_map(|h| h.join().expect("join")).collect();
-        let secs = start.elapsed().as_secs_f64();
+        let lat_us: Vec<u64> = hs.into_iter().flat_map(|h| h.join().expect("join")).collect();
+        self.row("wharf", writers, rate, lat_us, start.elapsed().as_secs_f64(), fsyncs_before)
+    }
+
+    /// The row of a run: `kind writers[ @50%]`, latencies sorted.
+    fn row(
+        &self,
+        kind: &str,
+        writers: usize,
+        rate: Option<f64>,
+        mut lat_us: Vec<u64>,
+        secs: f64,
+        fsyncs_before: u64,
+    ) -> Row {
         lat_us.sort_unstable();
         let name = match rate {
-            Some(_) => format!("wharf {writers} @50%"),
-            None => format!("wharf {writers}"),
+            Some(_) => format!("{kind} {writers} @50%"),
+            None => format!("{kind} {writers}"),
         };
         let fsyncs = self.p.stats().fsyncs - fsyncs_before;
         Row { name, writers, acks: lat_us.len() as u64, secs, fsyncs, lat_us }
     }
+}
+
+/// Writer `t` of `writers` at `rate` appends/s in total: its interval and
+/// its first slot's offset from the start (spread evenly); no pacing
+/// without a rate.
+fn pacing(writers: usize, t: usize, rate: Option<f64>) -> (Option<Duration>, Duration) {
+    let interval = rate.map(|r| Duration::from_secs_f64(writers as f64 / r));
+    (interval, interval.map_or(Duration::ZERO, |i| i.mul_f64(t as f64 / writers as f64)))
 }
 
 /// One durable append the way the sidecar's write path makes it
@@ -211,11 +221,7 @@ async fn append_async(p: &Arc<Partition>, payload: &[u8]) {
         CommitStep::Lead => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let p = p.clone();
-            tokio::task::spawn_blocking(move || {
-                let _ = tx.send(p.lead_commit(&mut commit));
-                drop(commit);
-                p.keep_leading();
-            });
+            tokio::task::spawn_blocking(move || p.lead(commit, |r| drop(tx.send(r))));
             rx.await.expect("leader").expect("append");
         }
     }

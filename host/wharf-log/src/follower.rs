@@ -189,12 +189,8 @@ impl Follower {
     pub fn open_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<Follower, LogError> {
         let st = &*storage;
         create_dir_durably(st, dir)?;
-        let guard = st.lock(&dir.join(FOLLOWER_LOCK_FILE)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                LogError::FollowerLocked { dir: dir.to_path_buf() }
-            } else {
-                LogError::io("lock", dir.join(FOLLOWER_LOCK_FILE))(e)
-            }
+        let guard = crate::tree_lock::lock_in(st, dir, FOLLOWER_LOCK_FILE, || LogError::FollowerLocked {
+            dir: dir.to_path_buf(),
         })?;
         let tmp = dir.join(watermark::FOLLOWER_TMP_FILE);
         if st.exists(&tmp) {

@@ -48,7 +48,7 @@ pub enum DirLock {
     /// any ancestor's `TREE.LOCK`).
     #[default]
     Own,
-    /// This process holds [`lock_tree`] on an ancestor: the partition
+    /// This process holds [`crate::lock_tree`] on an ancestor: the partition
     /// holds no lock of its own. Opening fails if no ancestor is locked.
     Tree,
 }

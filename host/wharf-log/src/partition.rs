@@ -299,7 +299,7 @@ struct SyncState {
     /// A leader round is in flight.
     syncing: bool,
     /// A thread keeps leading rounds while records are queued
-    /// ([`Partition::keep_leading`]): nobody else is picked to lead, and an
+    /// ([`Partition::lead`]): nobody else is picked to lead, and an
     /// async appender waits for its round instead of starting one.
     committer: bool,
     /// Parked followers.

@@ -69,12 +69,8 @@ pub fn salvage_with(
     let _hold = crate::tree_lock::hold(storage, dir, crate::options::DirLock::Own)?;
     // A follower reading a log that is being rewritten could take the
     // repair for corruption: salvage waits until it is gone.
-    let _follower_guard = storage.lock(&dir.join(FOLLOWER_LOCK_FILE)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            LogError::Locked { dir: dir.to_path_buf() }
-        } else {
-            LogError::io("lock", dir.join(FOLLOWER_LOCK_FILE))(e)
-        }
+    let _follower_guard = crate::tree_lock::lock_in(storage, dir, FOLLOWER_LOCK_FILE, || LogError::Locked {
+        dir: dir.to_path_buf(),
     })?;
     let io = |op, p: &Path| LogError::io(op, p.to_path_buf());
     let mut actions = Vec::new();

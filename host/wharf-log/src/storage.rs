@@ -79,6 +79,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
+/// Opens (creating) a lock file for flock(2), its contents untouched.
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+}
+
 /// A file opened on its first use, so that an idle partition holds no
 /// descriptor for its active segment (issue 18: many namespaces). An open
 /// that fails then (out of descriptors, say) fails that read or append
@@ -264,7 +269,7 @@ impl Storage for FsStorage {
         fs::metadata(path)?.modified()
     }
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let f = open_lock_file(path)?;
         match f.try_lock() {
             Ok(()) => Ok(Box::new(f)),
             Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),

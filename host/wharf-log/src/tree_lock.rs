@@ -26,7 +26,7 @@
 //! there (an in-memory [`Storage`]) holds just its own lock.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -42,12 +42,21 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 
 /// Takes `<dir>/LOCK` (`Locked` if another opener holds it).
 pub(crate) fn lock_dir(st: &dyn Storage, dir: &Path) -> Result<LockGuard, LogError> {
-    st.lock(&dir.join(LOCK_FILE)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            LogError::Locked { dir: dir.to_path_buf() }
-        } else {
-            LogError::io("lock", dir.join(LOCK_FILE))(e)
-        }
+    lock_in(st, dir, LOCK_FILE, || LogError::Locked { dir: dir.to_path_buf() })
+}
+
+/// Takes the lock file `name` in `dir`; `held()` is the error when another
+/// opener holds it.
+pub(crate) fn lock_in(
+    st: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    held: impl FnOnce() -> LogError,
+) -> Result<LockGuard, LogError> {
+    let path = dir.join(name);
+    st.lock(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => held(),
+        _ => LogError::io("lock", path)(e),
     })
 }
 
@@ -85,13 +94,7 @@ fn canonical(dir: &Path) -> Result<PathBuf, LogError> {
 }
 
 fn open_lock_file(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(LogError::io("open", path))
+    crate::storage::open_lock_file(path).map_err(LogError::io("open", path))
 }
 
 fn locked(dir: &Path, path: &Path, e: TryLockError) -> LogError {

@@ -19,6 +19,14 @@ fn tree() -> LogOptions {
     LogOptions { dir_lock: DirLock::Tree, ..LogOptions::default() }
 }
 
+/// A data dir `root` in a temporary dir, and a partition dir under it.
+fn layout() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("data");
+    let dir = root.join("ns").join("p0");
+    (tmp, root, dir)
+}
+
 /// This process's open descriptors that point at `path`.
 fn fds_on(path: &Path) -> usize {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -32,9 +40,7 @@ fn fds_on(path: &Path) -> usize {
 #[test]
 fn a_partition_under_a_locked_tree_keeps_no_lock_fd_and_excludes_a_second_open() {
     let _serial = serial();
-    let tmp = tempfile::tempdir().expect("test");
-    let root = tmp.path().join("data");
-    let dir = root.join("ns").join("p0");
+    let (_tmp, root, dir) = layout();
     let tree_lock = lock_tree(&root).expect("lock the tree");
 
     let (p, _) = Partition::open(&dir, tree()).expect("open under the tree");
@@ -67,9 +73,7 @@ fn a_partition_under_a_locked_tree_keeps_no_lock_fd_and_excludes_a_second_open()
 #[test]
 fn a_tree_held_by_another_process_keeps_own_openers_and_salvage_out() {
     let _serial = serial();
-    let tmp = tempfile::tempdir().expect("test");
-    let root = tmp.path().join("data");
-    let dir = root.join("ns").join("p0");
+    let (_tmp, root, dir) = layout();
     drop(Partition::open(&dir, LogOptions::default()).expect("create"));
     // `flock(1)` holds the tree exclusively from another process until its
     // stdin closes; it says so on stdout once it holds it.

@@ -99,6 +99,25 @@ impl Error {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+        serde_json::json!(ErrorBody::of(self.clone()))
+    }
+}
+
+/// The body every error has: `{"error": {"code", "message"}}`, typed (a
+/// batch reply serializes one per failed message without a `Value`).
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorBody {
+    error: ErrorFields,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ErrorFields {
+    code: &'static str,
+    message: String,
+}
+
+impl ErrorBody {
+    pub fn of(e: Error) -> Self {
+        Self { error: ErrorFields { code: e.code, message: e.message } }
     }
 }

@@ -10,13 +10,14 @@
 //!   waiter and its waker is woken when a round covers it or picks it to
 //!   lead (the same targeted wake-ups as a parked thread's);
 //! - `Ready(Lead)`: no round is in flight: the caller must run
-//!   [`Partition::lead_commit`] on a thread that may block (it gathers,
-//!   writes, fdatasyncs, wakes the waiters it covered and one to lead next).
+//!   [`Partition::lead`] (or [`Partition::lead_commit`]) on a thread that
+//!   may block (it gathers, writes, fdatasyncs, wakes the waiters it
+//!   covered and one to lead next).
 //!
 //! So a round costs one blocking call (the leader's) and one wake per
 //! waiter, whatever the number of writers, and a waiting writer holds no
-//! thread. After its own round a leader may go on leading
-//! ([`Partition::keep_leading`]): while records keep arriving one thread
+//! thread. [`Partition::lead`] goes on leading after the leader's own
+//! round (`keep_leading`): while records keep arriving one thread
 //! runs round after round, the async appenders wait for its next round
 //! instead of starting one, and no round needs a hand-off to a new leader
 //! thread. Buffered partitions complete in `enqueue_stamped` (write(2)
@@ -147,14 +148,24 @@ impl Partition {
         self.finish(commit, result)
     }
 
-    /// After [`Partition::lead_commit`] (its `Commit` dropped): keeps
-    /// leading rounds on this thread while records are queued, so the
-    /// appenders behind need no thread hand-off for the next round (a
-    /// committer thread while the load lasts, none when it stops). Returns
-    /// once nothing is queued, another leader runs a round, or the
-    /// partition halted; then, if appenders still wait, one is picked to
-    /// lead as usual.
-    pub fn keep_leading(&self) {
+    /// [`Partition::lead_commit`], its outcome handed to `reply` as soon as
+    /// it is durable, then [`Partition::keep_leading`] on the same thread:
+    /// what an async caller runs where blocking is allowed after a poll
+    /// said [`CommitStep::Lead`].
+    pub fn lead(&self, mut commit: Commit, reply: impl FnOnce(Result<Appended, LogError>)) {
+        reply(self.lead_commit(&mut commit));
+        drop(commit); // out of flight: the next round's gathering must not wait for it
+        self.keep_leading();
+    }
+
+    /// After a leader's own round (its `Commit` dropped): keeps leading
+    /// rounds on this thread while records are queued, so the appenders
+    /// behind need no thread hand-off for the next round (a committer
+    /// thread while the load lasts, none when it stops). Returns once
+    /// nothing is queued, another leader runs a round, or the partition
+    /// halted; then, if appenders still wait, one is picked to lead as
+    /// usual.
+    fn keep_leading(&self) {
         {
             let mut s = lock(&self.sync);
             if s.committer {
@@ -163,22 +174,13 @@ impl Partition {
             s.committer = true;
         }
         loop {
-            let mut s = lock(&self.sync);
+            let s = lock(&self.sync);
             if s.syncing || s.pending.is_empty() || self.halted.get().is_some() {
-                s.committer = false;
-                let wake = s.release(false);
-                drop(s);
-                wake.run();
-                return;
+                return stop_committing(s, false);
             }
             let (end, generation) = (s.next_seq, s.generation);
             if self.wait_durable(s, end, generation).is_err() {
-                let mut s = lock(&self.sync);
-                s.committer = false;
-                let wake = s.release(true);
-                drop(s);
-                wake.run();
-                return;
+                return stop_committing(lock(&self.sync), true);
             }
         }
     }
@@ -196,6 +198,15 @@ impl Partition {
             synced_through: through,
         })
     }
+}
+
+/// The committer steps down: waiters, if any, get a leader again (`all`:
+/// every one re-checks, after a failed round).
+fn stop_committing(mut s: std::sync::MutexGuard<'_, SyncState>, all: bool) {
+    s.committer = false;
+    let wake = s.release(all);
+    drop(s);
+    wake.run();
 }
 
 impl Drop for Commit {
@@ -229,14 +240,16 @@ mod tests {
         p.poll_commit(c, &mut Context::from_waker(Waker::noop()))
     }
 
-    fn open(dir: &std::path::Path) -> Partition {
-        Partition::open(dir, LogOptions::default()).expect("open").0
+    /// A new partition in a temporary dir (kept alive beside it).
+    fn fresh() -> (tempfile::TempDir, Partition) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = Partition::open(dir.path(), LogOptions::default()).expect("open").0;
+        (dir, p)
     }
 
     #[test]
     fn a_lone_commit_leads_and_is_durable() {
-        let dir = tempfile::tempdir().expect("test");
-        let p = open(dir.path());
+        let (dir, p) = fresh();
         let mut c = p.enqueue_stamped(&[b"a", b"b"], &mut |_, _| {}).expect("test");
         assert!(matches!(poll(&p, &mut c), Poll::Ready(CommitStep::Lead)));
         let a = p.lead_commit(&mut c).expect("test");
@@ -252,8 +265,7 @@ mod tests {
 
     #[test]
     fn a_commit_queued_behind_a_round_waits_then_is_covered_or_leads() {
-        let dir = tempfile::tempdir().expect("test");
-        let p = open(dir.path());
+        let (_dir, p) = fresh();
         let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
         assert!(matches!(poll(&p, &mut a), Poll::Ready(CommitStep::Lead)));
         // A round in flight (as the leader marks it) makes a later commit wait.
@@ -274,8 +286,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_waiter_deregisters_and_hands_on_the_lead() {
-        let dir = tempfile::tempdir().expect("test");
-        let p = open(dir.path());
+        let (_dir, p) = fresh();
         lock(&p.sync).syncing = true;
         let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
         let mut b = p.enqueue_stamped(&[b"b"], &mut |_, _| {}).expect("test");
@@ -311,10 +322,9 @@ mod tests {
             match p.poll_commit(&mut c, &mut cx) {
                 Poll::Ready(CommitStep::Done(r)) => return r.expect("durable"),
                 Poll::Ready(CommitStep::Lead) => {
-                    let ack = p.lead_commit(&mut c).expect("durable");
-                    drop(c);
-                    p.keep_leading();
-                    return ack;
+                    let mut ack = None;
+                    p.lead(c, |r| ack = Some(r.expect("durable")));
+                    return ack.expect("lead replies");
                 }
                 Poll::Pending => std::thread::park(),
             }
@@ -323,8 +333,7 @@ mod tests {
 
     #[test]
     fn concurrent_async_and_blocking_appenders_get_every_sequence_once() {
-        let dir = tempfile::tempdir().expect("test");
-        let p = open(dir.path());
+        let (dir, p) = fresh();
         let (threads, each) = (16u64, 40u64);
         let mut seqs: Vec<u64> = std::thread::scope(|sc| {
             let handles: Vec<_> = (0..threads)
@@ -363,8 +372,7 @@ mod tests {
 
     #[test]
     fn a_committer_leads_the_rounds_of_those_queued_behind_it() {
-        let dir = tempfile::tempdir().expect("test");
-        let p = open(dir.path());
+        let (_dir, p) = fresh();
         let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
         assert!(matches!(poll(&p, &mut a), Poll::Ready(CommitStep::Lead)));
         p.lead_commit(&mut a).expect("test");
@@ -386,8 +394,7 @@ mod tests {
 
     #[test]
     fn a_halted_partition_fails_a_waiting_commit() {
-        let dir = tempfile::tempdir().expect("test");
-        let p = open(dir.path());
+        let (_dir, p) = fresh();
         lock(&p.sync).syncing = true;
         let mut a = p.enqueue_stamped(&[b"a"], &mut |_, _| {}).expect("test");
         assert!(poll(&p, &mut a).is_pending());

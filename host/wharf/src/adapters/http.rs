@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::adapters::path::namespace;
-use crate::error::Error as ApiError;
+use crate::error::{Error as ApiError, ErrorBody};
 use crate::services::access::Verdict;
 use crate::services::control::Who;
 use crate::services::node::Node;
@@ -300,20 +300,14 @@ struct BatchReply {
 #[serde(untagged)]
 enum BatchResult {
     Ack(write::WriteAck),
-    Error { error: ErrorBody },
-}
-
-#[derive(Debug, Serialize)]
-struct ErrorBody {
-    code: &'static str,
-    message: String,
+    Error(ErrorBody),
 }
 
 impl From<Result<write::WriteAck, ApiError>> for BatchResult {
     fn from(r: Result<write::WriteAck, ApiError>) -> Self {
         match r {
             Ok(ack) => BatchResult::Ack(ack),
-            Err(e) => BatchResult::Error { error: ErrorBody { code: e.code, message: e.message } },
+            Err(e) => BatchResult::Error(ErrorBody::of(e)),
         }
     }
 }

@@ -84,7 +84,10 @@ impl Node {
         // roles share it, each partition locked by its owner.
         let tree = match role {
             Role::All => Some(wharf_log::lock_tree(&cfg.server.data_dir).with_context(|| {
-                format!("data dir {} is in use by another wharf", cfg.server.data_dir.display())
+                format!(
+                    "data dir {} is in use by another wharf (or by `wharf log salvage` on one of its partitions); stop it first",
+                    cfg.server.data_dir.display()
+                )
             })?),
             Role::Processor | Role::Consumer => None,
         };

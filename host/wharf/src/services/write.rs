@@ -555,10 +555,9 @@ async fn append_durably(
             let (tx, rx) = tokio::sync::oneshot::channel();
             let log = log.clone();
             tokio::task::spawn_blocking(move || {
-                let Some(w) = log.writer() else { return };
-                let _ = tx.send(w.lead_commit(&mut commit));
-                drop(commit);
-                w.keep_leading();
+                if let Some(w) = log.writer() {
+                    w.lead(commit, |r| drop(tx.send(r)));
+                }
             });
             rx.await.map(Some).map_err(|_| "the group-commit leader stopped".to_string())
         }
