@@ -336,9 +336,20 @@ impl StorageFile for MemFile {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
         }
         self.shared.op()?;
+        let room = self.shared.room();
         let mut d = lock(&self.node.0);
         let off = usize::try_from(offset).map_err(|_| io::Error::other("too large"))?;
-        let end = off + buf.len();
+        let mut end = off + buf.len();
+        // Only growing the file takes space: a short write up to the room.
+        let room_end = room.map(|r| d.data.len().max(off) + usize::try_from(r).unwrap_or(usize::MAX));
+        let short = room_end.is_some_and(|r| end > r);
+        if let Some(r) = room_end {
+            end = end.min(r);
+        }
+        if end <= off {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        let buf = &buf[..end - off];
         if off < d.data.len() {
             // Rewriting bytes in place: like a truncation, the rewritten
             // range is not durable until the next sync.
@@ -349,6 +360,9 @@ impl StorageFile for MemFile {
         }
         d.data[off..end].copy_from_slice(buf);
         d.mtime = Some(SystemTime::now());
+        if short {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC, after a short write
+        }
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {

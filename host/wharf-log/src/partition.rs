@@ -99,6 +99,7 @@ use crate::tree_lock::{self, DirHold};
 use crate::watermark;
 
 mod commit;
+mod zeroed;
 pub use commit::{Commit, CommitStep};
 
 const READ_CHUNK: usize = 256 << 10;
@@ -277,6 +278,8 @@ impl Drop for InAppend<'_> {
 struct Writer {
     active: Arc<Segment>,
     buf: Vec<u8>,
+    /// The active segment's pre-zeroed space (`partition/zeroed.rs`).
+    zeroed: zeroed::Zeroed,
 }
 
 /// The commit queue; held only for short, I/O-free critical sections.
@@ -591,7 +594,7 @@ impl Partition {
                 st.remove_file(&t.file).map_err(LogError::io("remove", &t.file))?;
                 st.sync_dir(dir).map_err(LogError::io("fsync dir", dir))?;
             } else {
-                let f = st.open(&t.file, OpenMode::Append).map_err(LogError::io("open", &t.file))?;
+                let f = st.open(&t.file, OpenMode::Write).map_err(LogError::io("open", &t.file))?;
                 f.set_len(t.offset).map_err(LogError::io("truncate", &t.file))?;
                 f.sync_data().map_err(LogError::io("fdatasync", &t.file))?;
             }
@@ -607,11 +610,12 @@ impl Partition {
                     // The surviving tail may only be in the page cache (a
                     // process crash); it is acknowledged from now on, so
                     // make it durable.
-                    let f = st.open(&s.path, OpenMode::Append).map_err(LogError::io("open", &s.path))?;
+                    let f = st.open(&s.path, OpenMode::Write).map_err(LogError::io("open", &s.path))?;
                     f.sync_data().map_err(LogError::io("fdatasync", &s.path))?;
                 }
                 // The active segment: opened on the first append or read.
-                Arc::new(LazyFile::new(storage.clone(), s.path.clone(), OpenMode::Append))
+                // Written with pwrite: frames land on pre-zeroed space.
+                Arc::new(LazyFile::new(storage.clone(), s.path.clone(), OpenMode::Write))
             } else {
                 st.open(&s.path, OpenMode::Read).map_err(LogError::io("open", &s.path))?
             };
@@ -646,7 +650,7 @@ impl Partition {
                 discarded: None,
                 discard_runs: VecDeque::new(),
             })),
-            writer: Mutex::new(Writer { active, buf: Vec::new() }),
+            writer: Mutex::new(Writer { active, buf: Vec::new(), zeroed: zeroed::Zeroed::default() }),
             segments: Mutex::new(segments),
             next_seq: AtomicU64::new(next_seq),
             acked: AtomicU64::new(next_seq),
@@ -848,7 +852,10 @@ impl Partition {
         }
         let active = w.active.clone();
         let start = active.len();
-        if let Err(e) = active.file.append(frames) {
+        let end = start + frames.len() as u64;
+        w.zeroed.ahead_of(&*active.file, start, end, self.opts.segment_max_bytes);
+        if let Err(e) = active.file.write_at(frames, start) {
+            w.zeroed.reset();
             let err = LogError::Io { path: active.path.clone(), op: "write", source: e };
             if err.temporary().is_none() {
                 self.halt_and_wake(err.to_string());
@@ -857,6 +864,7 @@ impl Partition {
             }
             return Err(err);
         }
+        w.zeroed.wrote(end);
         {
             let mut idx = lock(&active.index);
             let (mut off, mut seq, mut p) = (start, from, 0usize);
@@ -1063,6 +1071,10 @@ impl Partition {
     /// Seals the active segment (fdatasync) and starts a new one at `base`.
     fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
         let old = w.active.clone();
+        if w.zeroed.beyond(&*old.file, old.len()) {
+            // A sealed segment ends at its last frame (`zeroed.rs`).
+            old.file.set_len(old.len()).map_err(LogError::io("truncate", &old.path))?;
+        }
         old.file.sync_data().map_err(LogError::io("fdatasync", &old.path))?;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.publish(segment_end(&old));
@@ -1079,6 +1091,7 @@ impl Partition {
         lock(&self.segments).push(seg.clone());
         tracing::debug!(file = %seg.path.display(), base_seq = seg.base_seq, "rolled segment");
         w.active = seg;
+        w.zeroed.reset();
         Ok(())
     }
 
@@ -1154,6 +1167,11 @@ impl Partition {
     }
 
     /// The sequence the next append will get.
+    /// The first sequence of the active segment (the one being written).
+    pub fn active_base_seq(&self) -> u64 {
+        lock(&self.segments).last().map_or(0, |s| s.base_seq)
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
     }

@@ -174,7 +174,7 @@ pub fn salvage_with(
                 storage.remove_file(&path).map_err(io("remove", &path))?;
                 storage.sync_dir(dir).map_err(io("fsync dir", dir))?;
             } else {
-                let f = storage.open(&path, OpenMode::Append).map_err(io("open", &path))?;
+                let f = storage.open(&path, OpenMode::Write).map_err(io("open", &path))?;
                 f.set_len(x as u64).map_err(io("truncate", &path))?;
                 f.sync_data().map_err(io("fdatasync", &path))?;
             }

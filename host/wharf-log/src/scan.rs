@@ -141,6 +141,11 @@ fn frame_kind(p: &FrameProblem) -> CorruptionKind {
 }
 
 /// Scans a partition directory. Read-only.
+/// Whether `rest` holds only zero bytes (pre-zeroed segment space).
+fn all_zero(rest: &[u8]) -> bool {
+    rest.iter().all(|b| *b == 0)
+}
+
 pub(crate) fn scan_partition(
     storage: &dyn Storage,
     dir: &Path,
@@ -251,6 +256,9 @@ pub(crate) fn scan_files(
                     }
                 }
                 Step::End => break,
+                // The active segment's pre-zeroed space (`partition/zeroed.rs`):
+                // the log ends here; nothing was torn.
+                Step::Bad { offset, .. } if is_last && all_zero(&bytes[offset as usize..]) => break,
                 Step::Bad { offset, problem: p } => {
                     // Salvage gaps exist only between segments (salvage
                     // splits a segment at the gap), never inside one.

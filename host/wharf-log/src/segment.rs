@@ -311,7 +311,8 @@ pub(crate) fn create_segment(storage: &dyn Storage, dir: &Path, base_seq: u64) -
     drop(f);
     storage.rename(&tmp, &path)?;
     storage.sync_dir(parent(&path))?;
-    let file = storage.open(&path, OpenMode::Append)?;
+    // Written with pwrite: frames land on pre-zeroed space (`partition/zeroed.rs`).
+    let file = storage.open(&path, OpenMode::Write)?;
     Ok(Segment::new(base_seq, path, file, HEADER_LEN as u64, base_seq, Vec::new()))
 }
 

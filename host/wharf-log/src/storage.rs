@@ -27,8 +27,9 @@ use std::time::SystemTime;
 pub enum OpenMode {
     /// Existing file, reads only.
     Read,
-    /// Existing file, reads and appends.
-    Append,
+    /// Existing file, reads and positioned writes ([`StorageFile::write_at`];
+    /// no O_APPEND: the active segment's frames land on pre-zeroed space).
+    Write,
     /// Create (or truncate) for reads and appends.
     Create,
     /// Create if missing, never truncate; reads and positioned writes
@@ -72,7 +73,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Appends all of `buf` at the end of the file.
     fn append(&self, buf: &[u8]) -> io::Result<()>;
     /// Writes all of `buf` at `offset` (pwrite), for files opened with
-    /// [`OpenMode::Overwrite`].
+    /// [`OpenMode::Write`] or [`OpenMode::Overwrite`].
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
@@ -245,7 +246,7 @@ impl Storage for FsStorage {
         let mut o = OpenOptions::new();
         match mode {
             OpenMode::Read => o.read(true),
-            OpenMode::Append => o.read(true).append(true),
+            OpenMode::Write => o.read(true).write(true),
             // O_APPEND excludes O_TRUNC in std; truncate explicitly.
             OpenMode::Create => o.read(true).append(true).create(true),
             OpenMode::Overwrite => o.read(true).write(true).create(true).truncate(false),

@@ -135,12 +135,15 @@ fn a_torn_last_record_is_truncated_and_was_never_acknowledged() {
 fn garbage_after_the_last_record_is_a_torn_tail() {
     let fs = build(10, 1 << 20);
     let file = segments(&fs, Path::new(DIR)).pop().expect("segment");
+    let (_, _, off, len) = layout(&fs).pop().expect("last record");
+    let end = off + len;
     let mut b = fs.read(&file).expect("file");
-    let end = b.len() as u64;
+    // The garbage lands in the segment's pre-zeroed space, after the last record.
+    let zeros = b.len() as u64 - end;
     b.extend((0..100u32).map(|i| (i * 7919 % 251) as u8));
     fs.overwrite(&file, b);
     let (_, rec) = mem_open(&fs, Path::new(DIR), LogOptions::default()).expect("open");
-    assert_eq!(rec.truncated_tail.map(|t| (t.offset, t.bytes_dropped)), Some((end, 100)));
+    assert_eq!(rec.truncated_tail.map(|t| (t.offset, t.bytes_dropped)), Some((end, zeros + 100)));
     assert_eq!(rec.next_seq, 10);
 }
 

@@ -18,31 +18,47 @@ fn is_disk_full(r: &Result<wharf_log::Appended, LogError>) -> bool {
     matches!(r, Err(e) if e.temporary() == Some(Temporary::DiskFull))
 }
 
+/// Appends `payload` until an append fails (the pre-zeroed space used up):
+/// how many succeeded, and the failure.
+fn append_until_full(
+    p: &wharf_log::Partition,
+    payload: &[u8],
+) -> (u64, Result<wharf_log::Appended, LogError>) {
+    for acked in 0..100_000 {
+        let r = p.append(&[payload]);
+        if r.is_err() {
+            return (acked, r);
+        }
+    }
+    panic!("100,000 appends of {} bytes fitted on a full disk", payload.len());
+}
+
 #[test]
 fn a_full_disk_rolls_the_append_back_and_the_partition_resumes_when_space_returns() {
     let fs = FaultStorage::new();
     let dir = Path::new("/data/p");
     let (p, _) = mem_open(&fs, dir, small_opts(1 << 20)).expect("open");
     append_n(&p, 3);
-    // Room for part of the next frame only: a short write, then ENOSPC.
+    // Room for part of a frame only: a short write, then ENOSPC. Frames
+    // first fill the segment's pre-zeroed space, which is already taken.
     fs.set_capacity(Some(fs.used_bytes() + 10));
     let big = vec![7u8; 100];
-    let r = p.append(&[&big]);
+    let (acked, r) = append_until_full(&p, &big);
     assert!(is_disk_full(&r), "{r:?}");
-    assert!(is_disk_full(&p.append(&[b"again"])), "still full");
+    assert!(is_disk_full(&p.append(&[&big])), "still full");
     assert_eq!(p.stats().halted, None, "a full disk does not halt");
-    assert_eq!(read_all(&p).len(), 3, "nothing of the failed appends is readable");
+    assert_eq!(read_all(&p).len() as u64, 3 + acked, "nothing of the failed appends is readable");
 
     fs.set_capacity(None);
     let a = p.append(&[b"after"]).expect("space is back");
-    assert_eq!(a.first_seq, 3, "the failed appends' sequences were handed out again");
+    assert_eq!(a.first_seq, 3 + acked, "the failed appends' sequences were handed out again");
     drop(p);
     fs.crash(1);
     let (p, rec) = mem_open(&fs, dir, small_opts(1 << 20)).expect("reopen");
     assert_eq!(rec.truncated_tail, None, "the partial frame was truncated at once, not left for recovery");
     let got = read_all(&p);
-    assert_eq!(got.len(), 4);
-    assert_eq!(got[3], (3, b"after".to_vec()));
+    assert_eq!(got.len() as u64, 4 + acked);
+    assert_eq!(got[got.len() - 1], (3 + acked, b"after".to_vec()));
 }
 
 #[test]
@@ -140,8 +156,9 @@ fn a_full_disk_on_a_buffered_partition_rolls_back_too() {
     let (p, _) = mem_open(&fs, dir, opts).expect("open");
     append_n(&p, 2);
     fs.set_capacity(Some(fs.used_bytes() + 5));
-    assert!(is_disk_full(&p.append(&[&[1u8; 64]])));
+    let (acked, r) = append_until_full(&p, &[1u8; 64]);
+    assert!(is_disk_full(&r), "{r:?}");
     fs.set_capacity(None);
-    assert_eq!(p.append(&[b"ok"]).expect("append").first_seq, 2);
-    assert_eq!(read_all(&p).len(), 3);
+    assert_eq!(p.append(&[b"ok"]).expect("append").first_seq, 2 + acked);
+    assert_eq!(read_all(&p).len() as u64, 3 + acked);
 }

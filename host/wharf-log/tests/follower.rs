@@ -262,7 +262,7 @@ fn bytes_beyond_the_durable_end_are_not_looked_at() {
     wharf_log::frame::encode(10, &payload(10), &mut half);
     half.truncate(half.len() / 2);
     half.extend_from_slice(&[0xEE; 40]);
-    let h = fs.open(&seg, OpenMode::Append).expect("open segment");
+    let h = fs.open(&seg, OpenMode::Write).expect("open segment");
     h.append(&half).expect("append garbage");
     assert_eq!(f.next_seq(), 10);
     assert_eq!(follow_all(&f).len(), 10);

@@ -77,3 +77,19 @@ pub fn flip_bit(fs: &FaultStorage, file: &Path, offset: usize) {
     b[offset] ^= 0x10;
     fs.overwrite(file, b);
 }
+
+/// The segment `file` cut to its last frame: without the pre-zeroed space
+/// that follows the frames of the active segment.
+pub fn frames_only(fs: &FaultStorage, dir: &Path, file: &Path) -> Vec<u8> {
+    let mut end = 32; // the segment header
+    wharf_log::dump_with(fs, dir, 0, &mut |_| {}, &mut |r| {
+        if r.file == file {
+            end = r.offset + 16 + r.payload.len() as u64;
+        }
+        true
+    })
+    .expect("dump");
+    let mut b = fs.read(file).expect("file");
+    b.truncate(end as usize);
+    b
+}

@@ -404,20 +404,23 @@ impl Engine {
         };
         let mut undecodable = std::mem::take(&mut self.undecodable);
         let mut count = reread;
-        for item in pulled {
-            match item {
-                Pulled::Skip(seq) => self.lane.with(|w| w.skip_to(seq + 1)),
-                Pulled::Settled(id) => self.lane.with(|w| w.remember_finished(id)),
-                Pulled::Message(seq, pending) => {
-                    let pending = self.prepared(seq, pending);
-                    if pending.failures.iter().any(|f| f.kind == FailureKind::Decode.as_str()) {
-                        undecodable.push(seq);
+        let pulled = self.prepared_all(pulled);
+        // One window lock per pull, not per message.
+        self.lane.with(|w| {
+            for item in pulled {
+                match item {
+                    Pulled::Skip(seq) => w.skip_to(seq + 1),
+                    Pulled::Settled(id) => w.remember_finished(id),
+                    Pulled::Message(seq, pending) => {
+                        if pending.failures.iter().any(|f| f.kind == FailureKind::Decode.as_str()) {
+                            undecodable.push(seq);
+                        }
+                        w.admit(seq, pending);
+                        count += 1;
                     }
-                    self.lane.with(|w| w.admit(seq, pending));
-                    count += 1;
                 }
             }
-        }
+        });
         for seq in undecodable {
             self.lane.with(|w| w.get_mut(seq).map(|p| p.in_flight = true));
             self.dead_letter(seq, FailureKind::Decode, "not a wharf envelope".into()).await;
@@ -425,19 +428,33 @@ impl Engine {
         Ok(count)
     }
 
-    /// A message as it enters the window: its trap count, its replay flag,
-    /// its transaction's chunks pinned.
-    fn prepared(&self, seq: u64, mut pending: Pending) -> Pending {
-        pending.traps = self.target.traps.get(&pending.id);
-        if self.lane.rewind().is_some_and(|r| seq < r.end) {
-            // Delivered before: a rewind's replay (`replays`).
-            pending.env.replays = pending.env.replays.saturating_add(1);
-        }
-        if let Some(t) = &pending.env.transaction {
-            // Its marker is in the log: the chunks must not expire.
-            self.ns.txns.pin(&t.id);
-        }
-        pending
+    /// Messages as they enter the window: their trap counts, their replay
+    /// flags, their transactions' chunks pinned. The rewind and whether any
+    /// trap is counted are read once per pull.
+    fn prepared_all(&self, pulled: Vec<Pulled>) -> Vec<Pulled> {
+        let replayed_below = self.lane.rewind().map(|r| r.end);
+        let any_traps = !self.target.traps.is_empty();
+        let prepared = |seq: u64, mut pending: Pending| {
+            if any_traps {
+                pending.traps = self.target.traps.get(&pending.id);
+            }
+            if replayed_below.is_some_and(|end| seq < end) {
+                // Delivered before: a rewind's replay (`replays`).
+                pending.env.replays = pending.env.replays.saturating_add(1);
+            }
+            if let Some(t) = &pending.env.transaction {
+                // Its marker is in the log: the chunks must not expire.
+                self.ns.txns.pin(&t.id);
+            }
+            pending
+        };
+        pulled
+            .into_iter()
+            .map(|item| match item {
+                Pulled::Message(seq, pending) => Pulled::Message(seq, prepared(seq, pending)),
+                other => other,
+            })
+            .collect()
     }
 
     /// Reads again the deferred messages of keys that have room (log
@@ -449,17 +466,17 @@ impl Engine {
         }
         let target = self.target.name.clone();
         let pulled = self.source().reread(&seqs, &target).map_err(|e| e.to_string())?;
+        let pulled = self.prepared_all(pulled);
         let mut count = 0;
-        for item in pulled {
-            match item {
-                Pulled::Message(seq, pending) => {
-                    let pending = self.prepared(seq, pending);
-                    count += usize::from(self.lane.with(|w| w.readmit(seq, pending)));
+        self.lane.with(|w| {
+            for item in pulled {
+                match item {
+                    Pulled::Message(seq, pending) => count += usize::from(w.readmit(seq, pending)),
+                    Pulled::Skip(seq) => w.drop_deferred(seq),
+                    Pulled::Settled(_) => {}
                 }
-                Pulled::Skip(seq) => self.lane.with(|w| w.drop_deferred(seq)),
-                Pulled::Settled(_) => {}
             }
-        }
+        });
         Ok(count)
     }
 

@@ -333,17 +333,23 @@ impl Window {
     }
 
     /// The window room taken: messages in the window, less delayed ones
-    /// not due yet, and at most the cap of each key.
+    /// not due yet, and at most the cap of each key. Runs before every
+    /// pull, so it looks up messages only for keys holding more than the
+    /// cap: every message in the window is in its key's queue, so the rest
+    /// are counted as they are.
     pub fn occupying(&self, now: u64) -> usize {
         let occupies = |p: &Pending| !(p.attempts == 0 && p.due_ms > now);
-        let keyless = self.pending.values().filter(|p| p.env.key.is_none() && occupies(p)).count();
-        let per_key = self.cap.map_or(usize::MAX, |c| c.per_key);
-        let keyed: usize = self
+        let all = self.pending.values().filter(|p| occupies(p)).count();
+        let Some(per_key) = self.cap.map(|c| c.per_key) else { return all };
+        let over_cap: usize = self
             .keys
             .values()
-            .map(|q| q.iter().filter(|s| self.pending.get(s).is_some_and(occupies)).take(per_key).count())
+            .filter(|q| q.len() > per_key)
+            .map(|q| {
+                q.iter().filter(|s| self.pending.get(s).is_some_and(occupies)).count().saturating_sub(per_key)
+            })
             .sum();
-        keyless + keyed
+        all - over_cap
     }
 
     /// Write time of the oldest message in the window, if any.

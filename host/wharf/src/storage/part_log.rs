@@ -56,6 +56,15 @@ impl PartLog {
         }
     }
 
+    /// Whether `seq` is in the writer's active segment (recently written,
+    /// so its pages are cached); `false` for a follower.
+    pub fn in_active_segment(&self, seq: u64) -> bool {
+        match self {
+            PartLog::Writer(p) => seq >= p.active_base_seq(),
+            PartLog::Follower(_) => false,
+        }
+    }
+
     pub fn advance_watermark(&self, to: u64) -> Result<(), LogError> {
         match self {
             PartLog::Writer(p) => p.advance_watermark(to),

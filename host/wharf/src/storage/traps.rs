@@ -64,6 +64,12 @@ impl Traps {
         Ok(Self { path, counts: Mutex::new(counts) })
     }
 
+    /// Whether no message has a trap counted (the common case: the
+    /// delivery loop then skips the per-message lookup).
+    pub fn is_empty(&self) -> bool {
+        self.lock().traps.is_empty()
+    }
+
     pub fn get(&self, id: &str) -> u32 {
         self.lock().traps.get(id).copied().unwrap_or(0)
     }
