@@ -28,6 +28,7 @@
 //!   pwrite in place) is also timed alone, beside the fdatasync it follows.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,19 +276,16 @@ impl Raw {
         Raw { _dir: dir, f, at: 0, zeroed: 0 }
     }
 
+    /// Zeros in 256 KiB chunks until the file is zeroed past `end`.
     fn zero_ahead(&mut self, end: u64) {
-        use std::os::unix::fs::FileExt;
-        const AHEAD: u64 = 256 << 10;
-        if end <= self.zeroed {
-            return;
+        static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
+        while self.zeroed < end {
+            self.f.write_all_at(&ZEROS, self.zeroed).expect("zero");
+            self.zeroed += ZEROS.len() as u64;
         }
-        let zeros = vec![0u8; AHEAD as usize];
-        self.f.write_all_at(&zeros, self.zeroed).expect("zero");
-        self.zeroed += AHEAD;
     }
 
     fn run(&mut self, batch: usize, dur: Duration) -> Row {
-        use std::os::unix::fs::FileExt;
         let chunk = vec![0x5a; RECORD];
         let start = Instant::now();
         let (mut acks, mut fsyncs) = (0u64, 0u64);

@@ -299,6 +299,41 @@ struct MemFile {
     writable: bool,
 }
 
+impl MemFile {
+    /// Writes `buf` at `off` (the end for an append), filling any gap with
+    /// zeros. Growing the file takes room on the disk: without enough, a
+    /// short write, then ENOSPC; rewriting bytes in place needs none.
+    fn write(&self, buf: &[u8], off: Option<usize>) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
+        }
+        self.shared.op()?;
+        let room = self.shared.room();
+        let mut d = lock(&self.node.0);
+        let off = off.unwrap_or(d.data.len());
+        let limit = room
+            .map_or(usize::MAX, |r| d.data.len().saturating_add(usize::try_from(r).unwrap_or(usize::MAX)));
+        let fits = limit.saturating_sub(off).min(buf.len());
+        if off < d.data.len() {
+            // Rewriting bytes in place: like a truncation, the rewritten
+            // range is not durable until the next sync.
+            d.dirty_from = Some(d.dirty_from.map_or(off, |x| x.min(off)));
+        }
+        if fits > 0 {
+            let end = off + fits;
+            if d.data.len() < end {
+                d.data.resize(end, 0);
+            }
+            d.data[off..end].copy_from_slice(&buf[..fits]);
+        }
+        d.mtime = Some(SystemTime::now());
+        if fits < buf.len() {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC, after a short write
+        }
+        Ok(())
+    }
+}
+
 impl StorageFile for MemFile {
     fn len(&self) -> io::Result<u64> {
         self.shared.read_op()?;
@@ -317,53 +352,11 @@ impl StorageFile for MemFile {
         Ok(n)
     }
     fn append(&self, buf: &[u8]) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
-        }
-        self.shared.op()?;
-        let room = self.shared.room();
-        let mut d = lock(&self.node.0);
-        let fits = room.map_or(buf.len(), |r| buf.len().min(usize::try_from(r).unwrap_or(usize::MAX)));
-        d.data.extend_from_slice(&buf[..fits]);
-        d.mtime = Some(SystemTime::now());
-        if fits < buf.len() {
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC, after a short write
-        }
-        Ok(())
+        self.write(buf, None)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
-        }
-        self.shared.op()?;
-        let room = self.shared.room();
-        let mut d = lock(&self.node.0);
         let off = usize::try_from(offset).map_err(|_| io::Error::other("too large"))?;
-        let mut end = off + buf.len();
-        // Only growing the file takes space: a short write up to the room.
-        let room_end = room.map(|r| d.data.len().max(off) + usize::try_from(r).unwrap_or(usize::MAX));
-        let short = room_end.is_some_and(|r| end > r);
-        if let Some(r) = room_end {
-            end = end.min(r);
-        }
-        if end <= off {
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
-        }
-        let buf = &buf[..end - off];
-        if off < d.data.len() {
-            // Rewriting bytes in place: like a truncation, the rewritten
-            // range is not durable until the next sync.
-            d.dirty_from = Some(d.dirty_from.map_or(off, |x| x.min(off)));
-        }
-        if d.data.len() < end {
-            d.data.resize(end, 0);
-        }
-        d.data[off..end].copy_from_slice(buf);
-        d.mtime = Some(SystemTime::now());
-        if short {
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC, after a short write
-        }
-        Ok(())
+        self.write(buf, Some(off))
     }
     fn sync_data(&self) -> io::Result<()> {
         let delay = self.shared.sync()?;

@@ -11,7 +11,7 @@ pub enum Durability {
     /// Acks say `synced: true`.
     #[default]
     Fsync,
-    /// `append` returns after write(2); nothing is fsync'ed on the append
+    /// `append` returns after pwrite(2); nothing is fsync'ed on the append
     /// path, so a crash may lose acknowledged records. Acks say
     /// `synced: false`. (`advance_watermark` still fsyncs the records below
     /// the new watermark first, so the watermark never exceeds the log.)

@@ -21,7 +21,8 @@
 //!   appenders are in flight but not yet queued — typically the followers
 //!   the previous round just woke, coming straight back — it waits for them,
 //!   at most half the smoothed fdatasync time and 200 µs), takes the whole
-//!   queue, writes it with one write(2) under the `writer` mutex, fdatasyncs
+//!   queue, writes it with one pwrite(2) under the `writer` mutex (onto space
+//!   zeroed ahead, `partition/zeroed.rs`), fdatasyncs
 //!   the active segment, sets `synced`, and wakes exactly the followers it
 //!   covered (they return without touching the lock) plus one remaining
 //!   follower to lead the next round (unparking happens after the lock is
@@ -30,7 +31,7 @@
 //!
 //! Appends keep queueing while a round's fdatasync is in flight, so one
 //! fdatasync covers everybody who arrived during the previous one.
-//! `Buffered` appends write(2) directly under the `writer` mutex.
+//! `Buffered` appends pwrite(2) directly under the `writer` mutex.
 //! Lock order: `writer` → `sync`, `writer` → `segments`,
 //! `watermark` → `segments`; `sync` is never held across I/O or parking.
 //!
@@ -273,7 +274,7 @@ impl Drop for InAppend<'_> {
 }
 
 /// The write side: only the current group-commit leader (`Fsync`) or a
-/// `Buffered` appender holds it, across write(2) and segment rolls.
+/// `Buffered` appender holds it, across pwrite(2) and segment rolls.
 #[derive(Debug)]
 struct Writer {
     active: Arc<Segment>,
@@ -295,7 +296,7 @@ struct SyncState {
     pending_appends: usize,
     /// A leader waiting for stragglers to join its round.
     gathering: Option<Thread>,
-    /// Records `< written` are in the file (write(2) returned).
+    /// Records `< written` are in the file (pwrite(2) returned).
     written: u64,
     /// Records `< synced` are fdatasync'ed.
     synced: u64,
@@ -803,7 +804,7 @@ impl Partition {
         Ok((s, first, generation))
     }
 
-    /// `Buffered`: write(2) under the writer lock, no fdatasync.
+    /// `Buffered`: pwrite(2) under the writer lock, no fdatasync.
     fn append_buffered(&self, records: &[&[u8]], stamp: Option<&mut Stamp<'_>>) -> Result<u64, LogError> {
         let n = records.len() as u64;
         let mut w = lock(&self.writer);
@@ -853,7 +854,7 @@ impl Partition {
         let active = w.active.clone();
         let start = active.len();
         let end = start + frames.len() as u64;
-        w.zeroed.ahead_of(&*active.file, start, end, self.opts.segment_max_bytes);
+        w.zeroed.ahead_of(&*active.file, end, self.opts.segment_max_bytes);
         if let Err(e) = active.file.write_at(frames, start) {
             w.zeroed.reset();
             let err = LogError::Io { path: active.path.clone(), op: "write", source: e };
@@ -1166,12 +1167,12 @@ impl Partition {
         }
     }
 
-    /// The sequence the next append will get.
     /// The first sequence of the active segment (the one being written).
     pub fn active_base_seq(&self) -> u64 {
         lock(&self.segments).last().map_or(0, |s| s.base_seq)
     }
 
+    /// The sequence the next append will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
     }

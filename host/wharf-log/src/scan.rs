@@ -140,12 +140,12 @@ fn frame_kind(p: &FrameProblem) -> CorruptionKind {
     }
 }
 
-/// Scans a partition directory. Read-only.
 /// Whether `rest` holds only zero bytes (pre-zeroed segment space).
 fn all_zero(rest: &[u8]) -> bool {
     rest.iter().all(|b| *b == 0)
 }
 
+/// Scans a partition directory. Read-only.
 pub(crate) fn scan_partition(
     storage: &dyn Storage,
     dir: &Path,

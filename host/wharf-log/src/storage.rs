@@ -2,7 +2,8 @@
 //!
 //! Everything the log does to the disk goes through [`Storage`] and
 //! [`StorageFile`]. [`FsStorage`] is the real implementation (std::fs, pread,
-//! `O_APPEND` writes, `fdatasync` via [`std::fs::File::sync_data`]).
+//! pwrite for segments, `O_APPEND` for new files written whole, `fdatasync`
+//! via [`std::fs::File::sync_data`]).
 //! [`crate::FaultStorage`] is an in-memory implementation that models what a
 //! crash keeps and drops, used by the tests.
 //!

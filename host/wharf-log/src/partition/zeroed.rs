@@ -14,9 +14,9 @@
 //! - only the active segment has zeros after its last frame; `roll` cuts
 //!   the file to its last frame before the seal's fdatasync, so a sealed
 //!   segment's length is still its end;
-//! - zeros are written before any frame that lands on them, and one
-//!   fdatasync covers both, so an acknowledged frame never has a hole of
-//!   unwritten bytes before it;
+//! - zeros never overwrite a frame: they go after the frames about to be
+//!   written, which fill the file up to their end, and one fdatasync covers
+//!   both, so an acknowledged frame never has unwritten bytes before it;
 //! - recovery reads an all-zero remainder of the last segment as this
 //!   space, not as a torn tail (`scan.rs`), and keeps it;
 //! - zeroing is best effort: if it fails (a full disk), the frames are
@@ -53,18 +53,18 @@ impl Zeroed {
         self.known(file).is_some_and(|to| to > end)
     }
 
-    /// Before frames `[start, end)` are written: zeros past `end`, so that
-    /// this write and the next few leave the file's size alone.
-    pub fn ahead_of(&mut self, file: &dyn StorageFile, start: u64, end: u64, segment_max: u64) {
+    /// Before frames ending at `end` are written: zeros past `end`, so
+    /// that the next writes leave the file's size alone.
+    pub fn ahead_of(&mut self, file: &dyn StorageFile, end: u64, segment_max: u64) {
         let Some(zeroed) = self.known(file) else { return };
         if end <= zeroed {
             return;
         }
         let chunk = (end / 4).clamp(MIN_CHUNK, MAX_CHUNK);
         let target = (end + chunk).min(segment_max).max(end);
-        // Zeros from where the file ends (never over frames: `start` is the
-        // end of the last frame, at most `zeroed`).
-        let mut at = zeroed.max(start);
+        // Zeros after the frames about to be written (which fill the file
+        // up to `end` themselves), never over a frame.
+        let mut at = end;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64);
             if let Err(e) = file.write_at(&ZEROS[..n as usize], at) {
