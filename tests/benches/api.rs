@@ -10,6 +10,7 @@
 //! make build
 //! cargo bench -p wharf-tests --bench api
 //! cargo bench -p wharf-tests --bench api -- --seconds 3 --concurrency 32 --batch 100 --payload 100 [--fsync]
+//!   [--only "grpc wharf, batch"]   (one row, e.g. under perf)
 //! ```
 //!
 //! Same clients for both sides of a comparison: HTTP is `--concurrency`
@@ -47,10 +48,13 @@ struct Args {
     batch: usize,
     payload: usize,
     fsync: bool,
+    /// Run only the rows whose name contains this (for profiling one row);
+    /// the others print 0.
+    only: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { seconds: 3.0, concurrency: 32, batch: 100, payload: 100, fsync: false };
+    let mut a = Args { seconds: 3.0, concurrency: 32, batch: 100, payload: 100, fsync: false, only: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut num = |name: &str| -> f64 {
@@ -62,6 +66,9 @@ fn args() -> Args {
             "--batch" => a.batch = num("--batch") as usize,
             "--payload" => a.payload = num("--payload") as usize,
             "--fsync" => a.fsync = true,
+            "--only" => {
+                a.only = Some(it.next().expect("--only takes a row name, e.g. \"grpc wharf, batch\""))
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -296,6 +303,9 @@ fn main() {
     grpc_load(&clients, wharf.grpc_port, None, &warm);
 
     let run = |name: &str, f: &mut dyn FnMut() -> f64| {
+        if a.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+            return 0.0;
+        }
         eprintln!("{name} ...");
         f()
     };
@@ -308,6 +318,22 @@ fn main() {
     let g_echo_b = run("grpc echo, batch", &mut || grpc_load(&clients, grpc_echo, Some(a.batch), &a));
     let g_wharf_b = run("grpc wharf, batch", &mut || grpc_load(&clients, wharf.grpc_port, Some(a.batch), &a));
 
+    if let Some(only) = &a.only {
+        let rows = [
+            ("http echo, single", h_echo_1),
+            ("http wharf, single", h_wharf_1),
+            ("http echo, batch", h_echo_b),
+            ("http wharf, batch", h_wharf_b),
+            ("grpc echo, single", g_echo_1),
+            ("grpc wharf, single", g_wharf_1),
+            ("grpc echo, batch", g_echo_b),
+            ("grpc wharf, batch", g_wharf_b),
+        ];
+        for (name, rate) in rows.iter().filter(|(name, _)| name.contains(only.as_str())) {
+            println!("{name}: {rate:.0} msg/s");
+        }
+        return;
+    }
     let pct = |x: f64, of: f64| 100.0 * x / of.max(1e-9);
     println!(
         "\nAPI writes, {} B payloads, {} concurrent clients, {:.1} s per row, durability {}, batches of {}",

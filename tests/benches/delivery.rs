@@ -28,6 +28,11 @@
 //!    - the memcached plugin crate (rlib, the code the Wasm component is
 //!      built from) through `wharf_sdk::testing::Harness`, with 1 thread
 //!      and with one thread per partition (the host's concurrency);
+//!    - the memcached Wasm component's `deliver` calls alone: the same
+//!      component the host loads, in the host's own plugin runtime
+//!      (`wharf::benching`), in process, one instance and one tokio worker
+//!      per partition, with no engine around it (no log reads, no delivery
+//!      window, no watermark): the cost of the Wasm call itself;
 //!    - a hand-written pipelined client, one thread per partition;
 //!    - Wasm end to end: the data dir is restored from the snapshot, the
 //!      host restarts with the default `durability = "fsync"`, and the
@@ -39,14 +44,19 @@
 //!      loops start just before the port is bound) is reported separately.
 //!      Afterwards `delivered_total` must equal N (no redelivery, no miss).
 //! 4. Each row is the median of the rounds. The ratio is against the faster
-//!    native plugin-code row, the strictest baseline of the same code.
+//!    native plugin-code row, the strictest baseline of the same code. The
+//!    gap between it and the Wasm-calls row is what the Wasm boundary
+//!    costs; the gap between the Wasm-calls row and Wharf end to end is the
+//!    host engine's own work (and its start-up).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use wharf::benching;
 use wharf_plugin_memcached::Memcached as McTarget;
 use wharf_sdk::testing::Harness;
 use wharf_sdk::{Batch, Message};
@@ -57,6 +67,8 @@ const NS: &str = "bench";
 const BATCH: usize = 100;
 const WRITERS: usize = 8;
 const TARGET: f64 = 0.80;
+/// Width of the table's path column.
+const NAME_WIDTH: usize = 58;
 
 #[derive(Clone, Copy)]
 struct Opts {
@@ -278,6 +290,102 @@ fn native_raw(port: u16, batches: &[Vec<Batch>], threads: usize) -> Duration {
     )
 }
 
+// ------------------------------------------------------------ wasm calls
+
+/// The memcached component, compiled by the host's own plugin runtime with
+/// the settings the host gives it (`LoadedTarget::plugin_settings`: the
+/// namespace's `allow_connect` and config, the default memory limit and
+/// call timeout). Compiling is not timed; `cache` holds the compiled code.
+fn wasm_plugin(port: u16, cache: &Path) -> benching::Plugin {
+    let runtime = benching::Runtime::new(cache).expect("wasmtime runtime");
+    let server = format!("127.0.0.1:{port}");
+    let settings = benching::PluginSettings {
+        namespace: NS.into(),
+        net: benching::NetPolicy {
+            tcp: Arc::new(vec![server.parse().expect("memcached address")]),
+            http: Arc::new(vec![]),
+        },
+        memory_limit_bytes: 64 << 20,
+        call_timeout: Duration::from_secs(10),
+        config: vec![("servers".into(), server)],
+    };
+    let bytes = std::fs::read(plugin("memcached")).expect("read memcached.wasm");
+    runtime.load_bytes(&bytes, "memcached.wasm", settings).expect("load memcached.wasm")
+}
+
+/// The host's message (the `wharf:target@0.4.0` record) for an SDK one.
+fn host_message(m: &Message) -> benching::Message {
+    assert!(m.record.is_none(), "bench messages carry no log record");
+    benching::Message {
+        id: m.id.clone(),
+        namespace: m.namespace.clone(),
+        partition: m.partition,
+        sequence: m.sequence,
+        key: m.key.clone(),
+        payload: m.payload.clone(),
+        headers: m.headers.clone(),
+        idempotency_key: m.idempotency_key.clone(),
+        attempt: m.attempt,
+        replays: m.replays,
+        written_at_ms: m.written_at_ms,
+        record: None,
+    }
+}
+
+fn host_batch(b: &Batch) -> benching::Batch {
+    benching::Batch {
+        messages: b.messages.iter().map(host_message).collect(),
+        transaction_id: b.transaction_id.clone(),
+    }
+}
+
+/// The Wasm call's own cost: component-model lowering/lifting of the batch
+/// and the guest's memcached I/O through WASI sockets, without the engine's
+/// log reads, window and watermark. `Instance::deliver` on the same batches
+/// as the native rows, one instance per lane on a tokio runtime with one
+/// worker per lane (timers for the host's `tokio::time::timeout` around
+/// each call, I/O for the WASI sockets).
+///
+/// Instances are made and initialised before the common start, untimed, as
+/// the native rows' `Harness::init`; the clock stops when the last lane is
+/// done.
+fn wasm_calls(plugin: &benching::Plugin, batches: &[Vec<Batch>], threads: usize) -> Duration {
+    let lanes: Vec<Vec<benching::Batch>> =
+        lanes(batches, threads).into_iter().map(|l| l.into_iter().map(host_batch).collect()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let barrier = Arc::new(tokio::sync::Barrier::new(lanes.len() + 1));
+        let handles: Vec<_> = lanes
+            .into_iter()
+            .map(|lane| tokio::spawn(wasm_lane(plugin.clone(), lane, barrier.clone())))
+            .collect();
+        barrier.wait().await;
+        let t = Instant::now();
+        for h in handles {
+            h.await.expect("wasm lane panicked");
+        }
+        t.elapsed()
+    })
+}
+
+/// One lane of [`wasm_calls`]: instantiate (and `init`), wait for the
+/// start, deliver the lane's batches in order. A lane whose instance failed
+/// still reaches the start, so the failure panics instead of hanging.
+async fn wasm_lane(plugin: benching::Plugin, lane: Vec<benching::Batch>, start: Arc<tokio::sync::Barrier>) {
+    let instance = plugin.instantiate().await;
+    start.wait().await;
+    let mut instance = instance.expect("instantiate memcached.wasm");
+    for b in &lane {
+        let outcomes = instance.deliver(b).await.expect("wasm deliver");
+        let bad = outcomes.iter().find(|o| !matches!(o, benching::Outcome::Delivered));
+        assert!(bad.is_none(), "wasm plugin: {bad:?}");
+    }
+}
+
 // ------------------------------------------------------------ wharf path
 
 fn config(o: &Opts, mc_port: u16) -> String {
@@ -443,11 +551,14 @@ fn main() {
         assert_eq!(bad, 0, "{what}: {bad} of {} keys missing or wrong in memcached", o.messages);
     };
     native_plugin(mc_port, &batches, 1); // warm-up: memcached's slabs, caches
+    let cache = tempfile::tempdir().expect("plugin cache dir");
+    let component = wasm_plugin(mc_port, cache.path());
 
     // 3. Interleaved rounds.
     let threads = if o.partitions > 1 { vec![1, o.partitions] } else { vec![1] };
     let mut plugin_runs: Vec<Vec<Duration>> = vec![Vec::new(); threads.len()];
     let mut raw_runs = Vec::new();
+    let mut call_runs = Vec::new();
     let mut wasm_runs = Vec::new();
     for round in 1..=o.rounds {
         step(&format!("round {round} of {}", o.rounds));
@@ -456,6 +567,9 @@ fn main() {
             plugin_runs[k].push(native_plugin(mc_port, &batches, t));
             check("native plugin code");
         }
+        flush();
+        call_runs.push(wasm_calls(&component, &batches, o.partitions));
+        check("wasm plugin calls");
         flush();
         raw_runs.push(native_raw(mc_port, &batches, o.partitions));
         check("raw client");
@@ -472,14 +586,16 @@ fn main() {
     let plugin: Vec<(usize, Duration)> =
         threads.iter().zip(plugin_runs).map(|(t, runs)| (*t, median(runs, |d| *d))).collect();
     let raw = median(raw_runs, |d| *d);
+    let calls = median(call_runs, |d| *d);
     let wasm = median(wasm_runs, |r| r.total);
-    report(&o, &plugin, raw, &wasm, load_time, start.elapsed());
+    report(&o, &plugin, raw, calls, &wasm, load_time, start.elapsed());
 }
 
 fn report(
     o: &Opts,
     plugin: &[(usize, Duration)],
     raw: Duration,
+    calls: Duration,
     w: &WasmRun,
     load: Duration,
     wall: Duration,
@@ -488,6 +604,7 @@ fn report(
     let native = plugin.iter().map(|(_, d)| rate(n, *d)).fold(0.0, f64::max);
     let wasm = rate(n, w.total);
     let ratio = wasm / native;
+    let calls = rate(n, calls);
     // Rate once the API answered: excludes process start and plugin load,
     // and whatever was delivered before the first poll.
     let (early, at) = w.first_poll;
@@ -504,6 +621,8 @@ fn report(
             "partitions": o.partitions, "rounds": o.rounds,
             "native": native_rows,
             "native_raw_msgs_per_s": rate(n, raw).round(),
+            "wasm_calls_alone_msgs_per_s": calls.round(),
+            "wasm_calls_alone_ratio": (calls / native * 1000.0).round() / 1000.0,
             "wasm_end_to_end_msgs_per_s": wasm.round(),
             "wasm_after_api_up_msgs_per_s": steady.map(f64::round),
             "wasm_total_ms": w.total.as_millis() as u64,
@@ -521,11 +640,12 @@ fn report(
         "delivery to memcached, {n} msgs of {} bytes, batch {BATCH}, {} partitions, median of {} rounds",
         o.payload, o.partitions, o.rounds
     );
-    println!("{:<44} {:>10} {:>7}", "path", "msgs/s", "ratio");
-    let row = |name: &str, r: f64| println!("{name:<44} {r:>10.0} {:>7.2}", r / native);
+    println!("{:<NAME_WIDTH$} {:>10} {:>7}", "path", "msgs/s", "ratio");
+    let row = |name: &str, r: f64| println!("{name:<NAME_WIDTH$} {r:>10.0} {:>7.2}", r / native);
     for (t, d) in plugin {
         row(&format!("native plugin code (rlib), {}", threads(*t)), rate(n, *d));
     }
+    row(&format!("wasm plugin calls alone (in-process wasmtime), {}", threads(o.partitions)), calls);
     row(&format!("native raw pipelined client, {}", threads(o.partitions)), rate(n, raw));
     row("wharf end-to-end (wasm)", wasm);
     if let Some(s) = steady {

@@ -131,3 +131,39 @@ plugin = "{}"
     assert_eq!(wharf.get("/v1/status").status, 401);
     assert_eq!(wharf.get("/healthz").status, 200);
 }
+
+#[test]
+fn keyless_messages_of_one_batch_share_a_partition_and_later_ones_reach_every_partition() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&sink.namespace("hooks", 4, ""));
+    let partitions_of = |batch: &Value| -> Vec<u64> {
+        let r = wharf.post("/v1/namespaces/hooks/messages/batch", batch);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let results = r.body["results"].as_array().expect("results").clone();
+        results.iter().map(|a| a["partition"].as_u64().expect("partition")).collect()
+    };
+    let keyless = json!({"messages": (0..10).map(|i| json!({"payload": b64(format!("m{i}").as_bytes())})).collect::<Vec<_>>()});
+    let first = partitions_of(&keyless);
+    assert!(first.iter().all(|&p| p == first[0]), "one batch, one partition: {first:?}");
+    // Later batches move on to the other partitions (the sticky partition
+    // changes every few milliseconds): every one is reached.
+    let mut seen = std::collections::BTreeSet::from([first[0]]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 4 && std::time::Instant::now() < deadline {
+        let next = partitions_of(&keyless);
+        assert!(next.iter().all(|&p| p == next[0]), "one batch, one partition: {next:?}");
+        seen.insert(next[0]);
+    }
+    assert_eq!(seen.len(), 4, "keyless batches reached only partitions {seen:?}");
+    // Keyed messages still follow their key, in the same batch as keyless ones.
+    let key_alone = partitions_of(&json!({"messages": [{"key": "k7", "payload": b64(b"x")}]}))[0];
+    let mixed: Vec<Value> = (0..8)
+        .map(|i| match i % 2 {
+            0 => json!({"key": "k7", "payload": b64(b"x")}),
+            _ => json!({"payload": b64(b"y")}),
+        })
+        .collect();
+    let got = partitions_of(&json!({"messages": mixed}));
+    assert!(got.iter().step_by(2).all(|&p| p == key_alone), "k7 keeps its partition: {got:?}");
+    assert!(got.iter().skip(1).step_by(2).all(|&p| p == got[1]), "keyless share one: {got:?}");
+}

@@ -1,6 +1,7 @@
 //! The wharf host as a library. The `wharf` binary (`main.rs`) is a thin
-//! shell over [`cli::main`]; the fuzz targets in `fuzz/` call [`fuzzing`].
-//! Nothing else is public: the host is a program, not an API.
+//! shell over [`cli::main`]; the fuzz targets in `fuzz/` call [`fuzzing`],
+//! the delivery bench [`benching`]. Nothing else is public: the host is a
+//! program, not an API.
 //!
 //! Layers, top to bottom (a module imports only from its own layer or
 //! below; see `docs/ARCHITECTURE.md`):
@@ -10,6 +11,8 @@
 //! `otel` (host spans), `clock`.
 
 mod adapters;
+#[doc(hidden)]
+pub mod benching;
 pub mod cli;
 mod clock;
 mod config;

@@ -31,8 +31,9 @@
 //! client that disconnects.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use super::{
     Appended, COVERED, Durability, LogError, Partition, Stamp, SyncState, WAITING, WaitSlot, Waiter,
@@ -174,7 +175,7 @@ impl Partition {
             s.committer = true;
         }
         loop {
-            let s = lock(&self.sync);
+            let s = self.linger(lock(&self.sync));
             if s.syncing || s.pending.is_empty() || self.halted.get().is_some() {
                 return stop_committing(s, false);
             }
@@ -183,6 +184,32 @@ impl Partition {
                 return stop_committing(lock(&self.sync), true);
             }
         }
+    }
+
+    /// Between a committer's rounds, while nothing is queued: waits (at
+    /// most half an fdatasync, 200 µs) for the appenders the last round
+    /// woke to queue again, so that their round runs on this thread
+    /// instead of a new leader's. Returns at once if a round is in flight
+    /// or records are queued; woken by [`Partition::enqueue`] once everybody
+    /// in flight has queued (as a leader's gathering is).
+    fn linger<'a>(&'a self, mut s: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        let wait = Duration::from_micros((self.fsync_ewma_us.load(Ordering::Relaxed) / 2).min(200));
+        let deadline = Instant::now() + wait;
+        let me = std::thread::current();
+        while s.pending.is_empty() && !s.syncing && self.halted.get().is_none() {
+            let now = Instant::now();
+            if now >= deadline || self.in_append.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            s.gathering = Some(me.clone());
+            drop(s);
+            std::thread::park_timeout(deadline - now);
+            s = lock(&self.sync);
+            if s.gathering.as_ref().is_some_and(|t| t.id() == me.id()) {
+                s.gathering = None; // not another leader's (a blocking appender may lead meanwhile)
+            }
+        }
+        s
     }
 
     fn finish(&self, commit: &mut Commit, synced: Result<u64, LogError>) -> Result<Appended, LogError> {

@@ -2,7 +2,7 @@
 //! nothing of ours for Kafka/SQS), its targets, and what writes need.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -15,6 +15,12 @@ use crate::storage::halts::Halt;
 use crate::storage::idempotency::Idempotency;
 use crate::storage::part_log::PartLog;
 use crate::storage::txn_store::{MarkerPlace, TxnStore};
+
+/// How long keyless messages go to one partition before the next takes
+/// over ([`Namespace::partition_for`]): several group-commit rounds (an
+/// fdatasync takes 0.1-2 ms on common disks), short enough that a burst
+/// of a few milliseconds is already spread.
+pub const KEYLESS_STICK: std::time::Duration = std::time::Duration::from_millis(4);
 
 #[derive(Debug)]
 pub struct Namespace {
@@ -38,7 +44,9 @@ pub struct Namespace {
     pub writes: bool,
     /// This process delivers (not `--role processor`).
     pub delivers: bool,
-    pub round_robin: AtomicU32,
+    /// Start of the time slices that place keyless messages
+    /// ([`Namespace::partition_for`]).
+    pub keyless_epoch: std::time::Instant,
     /// The free-space reserve of the data dir (shared by every namespace).
     pub reserve: Arc<crate::storage::free_space::Reserve>,
 }
@@ -227,13 +235,18 @@ impl Namespace {
     }
 
     /// Same key, same partition, forever: FNV-1a of the key. Keyless
-    /// messages are spread round-robin.
+    /// messages stick to one partition for [`KEYLESS_STICK`], then move to
+    /// the next (Kafka's sticky partitioner, by time): concurrent keyless
+    /// writes then share group-commit rounds in one log instead of paying
+    /// one fdatasync per partition, and over time every partition gets its
+    /// share.
     pub fn partition_for(&self, key: Option<&str>) -> u32 {
-        let n = self.partitions.len().max(1) as u32;
-        match key {
-            Some(k) => (fnv1a(k.as_bytes()) % n as u64) as u32,
-            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
-        }
+        let n = self.partitions.len().max(1) as u64;
+        let at = match key {
+            Some(k) => fnv1a(k.as_bytes()),
+            None => (self.keyless_epoch.elapsed().as_micros() / KEYLESS_STICK.as_micros()) as u64,
+        };
+        (at % n) as u32
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
@@ -210,7 +210,7 @@ impl Node {
             producer: std::sync::OnceLock::new(),
             writes: self.role.writes(),
             delivers: self.role.delivers(),
-            round_robin: AtomicU32::new(0),
+            keyless_epoch: std::time::Instant::now(),
             reserve: self.reserve.clone(),
         }))
     }

@@ -294,6 +294,10 @@ pub async fn write_envelopes(
     // Idempotency keys reserved by this batch, and their first index.
     let mut reserved: HashMap<String, usize> = HashMap::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
+    // Keyless messages of one request share one partition (picked
+    // round-robin per request, like Kafka's sticky partitioner): a batch
+    // of them costs one append and one fdatasync, not one per partition.
+    let mut keyless_partition: Option<u32> = None;
     for (i, env) in envelopes.into_iter().enumerate() {
         let env = match env {
             Ok(e) => e,
@@ -317,7 +321,11 @@ pub async fn write_envelopes(
                 }
             }
         }
-        by_partition.entry(ns.partition_for(env.key.as_deref())).or_default().push((i, env));
+        let partition = match env.key.as_deref() {
+            Some(key) => ns.partition_for(Some(key)),
+            None => *keyless_partition.get_or_insert_with(|| ns.partition_for(None)),
+        };
+        by_partition.entry(partition).or_default().push((i, env));
     }
 
     let mut keys_to_record = Vec::new();
