@@ -103,7 +103,11 @@ mod commit;
 mod zeroed;
 pub use commit::{Commit, CommitStep};
 
+/// Largest pread of a read; a read wanting fewer records reads less
+/// ([`read_size`]).
 const READ_CHUNK: usize = 256 << 10;
+/// Smallest pread of a read.
+const MIN_READ: usize = 4 << 10;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -1377,6 +1381,21 @@ struct Walked {
 /// the records `>= seq` into `r`. Every frame is checked (length, CRC,
 /// sequence); a problem is corruption with the segment and the offset.
 /// Walking an adopted segment records index entries on the way.
+/// How many bytes to pread for the records `r` still wants, after
+/// `skip` records before them (from the sparse index's entry to the first
+/// wanted one): at the segment's mean frame size, plus one frame, within
+/// [`MIN_READ`]..=[`READ_CHUNK`]. A lane asking for 100 records of a
+/// backlog reads about 100 frames, not 256 KiB (a copy from the page cache
+/// and a zeroed buffer of that size per pull). A guess too small costs one
+/// more pread: the walk reads on from where the last whole frame ended.
+fn read_size(seg: &Segment, r: &ReadOut, skip: u64) -> usize {
+    let records = (seg.end_seq() - seg.base_seq).max(1);
+    let mean = usize::try_from(seg.len() / records).unwrap_or(READ_CHUNK).max(FRAME_HEADER_LEN);
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    let wanted = r.max_records.saturating_sub(r.out.len()).saturating_add(skip).saturating_add(1);
+    wanted.saturating_mul(mean).clamp(MIN_READ, READ_CHUNK)
+}
+
 fn walk_segment(seg: &Segment, seq: u64, r: &mut ReadOut) -> Result<Walked, LogError> {
     let (mut cur, mut off) = seg.seek(seq);
     let seg_len = seg.len();
@@ -1384,7 +1403,7 @@ fn walk_segment(seg: &Segment, seq: u64, r: &mut ReadOut) -> Result<Walked, LogE
     let mut next_index = if seg.adopted { seg.next_index_offset() } else { u64::MAX };
     let mut buf = Vec::new();
     'seg: while off < seg_len {
-        let mut want = READ_CHUNK.min((seg_len - off) as usize);
+        let mut want = read_size(seg, r, seq.saturating_sub(cur)).min((seg_len - off) as usize);
         'fill: loop {
             buf.resize(want, 0);
             let got = read_full_at(&*seg.file, &mut buf, off).map_err(LogError::io("read", &seg.path))?;

@@ -20,7 +20,11 @@
 //! round (`keep_leading`): while records keep arriving one thread
 //! runs round after round, the async appenders wait for its next round
 //! instead of starting one, and no round needs a hand-off to a new leader
-//! thread. Buffered partitions complete in `enqueue_stamped` (write(2)
+//! thread. Between rounds it lingers (`linger`: at most half an fdatasync,
+//! 200 µs) while appenders are in flight, since those it just woke come
+//! straight back; without that wait the queue is empty at the end of
+//! every round and each round starts on a new blocking thread. Buffered
+//! partitions complete in `enqueue_stamped` (write(2)
 //! under the writer lock, as `append` does).
 //!
 //! Invariant: a dropped, unfinished `Commit` leaves the queue as it found

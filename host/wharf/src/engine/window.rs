@@ -348,9 +348,7 @@ impl Window {
             .keys
             .values()
             .filter(|q| q.len() > per_key)
-            .map(|q| {
-                q.iter().filter(|&&s| self.get(s).is_some_and(occupies)).count().saturating_sub(per_key)
-            })
+            .map(|q| q.iter().filter(|&&s| self.get(s).is_some_and(occupies)).count().saturating_sub(per_key))
             .sum();
         all - over_cap
     }
