@@ -368,7 +368,7 @@ fn reads_of_any_start_and_count_over_mixed_sizes_return_exactly_those_records() 
     let body = |i: usize| -> Vec<u8> { vec![(i % 251) as u8; sizes[i % sizes.len()]] };
     let n = 40;
     {
-        let (p, _) = mem_open(&fs, dir, opts.clone()).expect("open");
+        let (p, _) = mem_open(&fs, dir, opts).expect("open");
         for i in 0..n {
             p.append(&[&body(i)]).expect("append");
         }
