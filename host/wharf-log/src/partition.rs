@@ -1389,7 +1389,7 @@ struct Walked {
 /// and a zeroed buffer of that size per pull). A guess too small costs one
 /// more pread: the walk reads on from where the last whole frame ended.
 fn read_size(seg: &Segment, r: &ReadOut, skip: u64) -> usize {
-    let records = (seg.end_seq() - seg.base_seq).max(1);
+    let records = seg.end_seq().saturating_sub(seg.base_seq).max(1);
     let mean = usize::try_from(seg.len() / records).unwrap_or(READ_CHUNK).max(FRAME_HEADER_LEN);
     let skip = usize::try_from(skip).unwrap_or(usize::MAX);
     let wanted = r.max_records.saturating_sub(r.out.len()).saturating_add(skip).saturating_add(1);
