@@ -307,7 +307,11 @@ fn main() {
             return 0.0;
         }
         eprintln!("{name} ...");
-        f()
+        let rate = f();
+        if a.only.is_some() {
+            println!("{name}: {rate:.0} msg/s");
+        }
+        rate
     };
     let h_echo_1 = run("http echo, single", &mut || http_load(&echo_url, &one, 1, &a));
     let h_wharf_1 = run("http wharf, single", &mut || http_load(&write_url, &one, 1, &a));
@@ -318,21 +322,8 @@ fn main() {
     let g_echo_b = run("grpc echo, batch", &mut || grpc_load(&clients, grpc_echo, Some(a.batch), &a));
     let g_wharf_b = run("grpc wharf, batch", &mut || grpc_load(&clients, wharf.grpc_port, Some(a.batch), &a));
 
-    if let Some(only) = &a.only {
-        let rows = [
-            ("http echo, single", h_echo_1),
-            ("http wharf, single", h_wharf_1),
-            ("http echo, batch", h_echo_b),
-            ("http wharf, batch", h_wharf_b),
-            ("grpc echo, single", g_echo_1),
-            ("grpc wharf, single", g_wharf_1),
-            ("grpc echo, batch", g_echo_b),
-            ("grpc wharf, batch", g_wharf_b),
-        ];
-        for (name, rate) in rows.iter().filter(|(name, _)| name.contains(only.as_str())) {
-            println!("{name}: {rate:.0} msg/s");
-        }
-        return;
+    if a.only.is_some() {
+        return; // each row run printed its own rate
     }
     let pct = |x: f64, of: f64| 100.0 * x / of.max(1e-9);
     println!(

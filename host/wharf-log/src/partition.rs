@@ -966,8 +966,7 @@ impl Partition {
             // half an fdatasync and 200 µs. One fdatasync then covers
             // everybody instead of alternating between two half groups.
             s.syncing = true;
-            let max_wait = Duration::from_micros((self.fsync_ewma_us.load(Ordering::Relaxed) / 2).min(200));
-            let deadline = Instant::now() + max_wait;
+            let deadline = Instant::now() + self.gather_wait();
             while s.pending_appends < self.in_append.load(Ordering::Acquire) {
                 let now = Instant::now();
                 if now >= deadline {
@@ -1051,6 +1050,12 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// How long a leader gathers stragglers, or a committer waits for the
+    /// appenders it woke: half the smoothed fdatasync time, at most 200 µs.
+    fn gather_wait(&self) -> Duration {
+        Duration::from_micros((self.fsync_ewma_us.load(Ordering::Relaxed) / 2).min(200))
     }
 
     /// After a temporary write failure: every record from `from` on (the
@@ -1377,10 +1382,6 @@ struct Walked {
     stop: Stop,
 }
 
-/// Walks the frames of `seg` from the index entry before `seq`, collecting
-/// the records `>= seq` into `r`. Every frame is checked (length, CRC,
-/// sequence); a problem is corruption with the segment and the offset.
-/// Walking an adopted segment records index entries on the way.
 /// How many bytes to pread for the records `r` still wants, after
 /// `skip` records before them (from the sparse index's entry to the first
 /// wanted one): at the segment's mean frame size, plus one frame, within
@@ -1396,6 +1397,10 @@ fn read_size(seg: &Segment, r: &ReadOut, skip: u64) -> usize {
     wanted.saturating_mul(mean).clamp(MIN_READ, READ_CHUNK)
 }
 
+/// Walks the frames of `seg` from the index entry before `seq`, collecting
+/// the records `>= seq` into `r`. Every frame is checked (length, CRC,
+/// sequence); a problem is corruption with the segment and the offset.
+/// Walking an adopted segment records index entries on the way.
 fn walk_segment(seg: &Segment, seq: u64, r: &mut ReadOut) -> Result<Walked, LogError> {
     let (mut cur, mut off) = seg.seek(seq);
     let seg_len = seg.len();

@@ -44,7 +44,11 @@ fn the_active_segment_is_zeroed_ahead_and_a_restart_keeps_its_records_and_its_ze
     let got = read_all(&p);
     assert_eq!(got.len(), 11);
     assert_eq!(got[10], (10, b"after".to_vec()));
-    assert_eq!(frames_only(&fs, dir, &seg).len(), frames + 16 + 5, "the frame landed right after the others");
+    assert_eq!(
+        frames_only(&fs, dir, &seg).len(),
+        frames + wharf_log::frame::FRAME_HEADER_LEN + 5,
+        "the frame landed right after the others"
+    );
     assert!(wharf_log::verify_with(&fs, dir, &mut |_| {}).expect("verify").is_clean());
 }
 

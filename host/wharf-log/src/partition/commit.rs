@@ -24,7 +24,7 @@
 //! 200 µs) while appenders are in flight, since those it just woke come
 //! straight back; without that wait the queue is empty at the end of
 //! every round and each round starts on a new blocking thread. Buffered
-//! partitions complete in `enqueue_stamped` (write(2)
+//! partitions complete in `enqueue_stamped` (pwrite(2)
 //! under the writer lock, as `append` does).
 //!
 //! Invariant: a dropped, unfinished `Commit` leaves the queue as it found
@@ -37,7 +37,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{
     Appended, COVERED, Durability, LogError, Partition, Stamp, SyncState, WAITING, WaitSlot, Waiter,
@@ -197,8 +197,7 @@ impl Partition {
     /// or records are queued; woken by [`Partition::enqueue`] once everybody
     /// in flight has queued (as a leader's gathering is).
     fn linger<'a>(&'a self, mut s: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
-        let wait = Duration::from_micros((self.fsync_ewma_us.load(Ordering::Relaxed) / 2).min(200));
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + self.gather_wait();
         let me = std::thread::current();
         while s.pending.is_empty() && !s.syncing && self.halted.get().is_none() {
             let now = Instant::now();

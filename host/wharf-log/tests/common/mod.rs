@@ -81,10 +81,10 @@ pub fn flip_bit(fs: &FaultStorage, file: &Path, offset: usize) {
 /// The segment `file` cut to its last frame: without the pre-zeroed space
 /// that follows the frames of the active segment.
 pub fn frames_only(fs: &FaultStorage, dir: &Path, file: &Path) -> Vec<u8> {
-    let mut end = 32; // the segment header
+    let mut end = wharf_log::segment::HEADER_LEN as u64;
     wharf_log::dump_with(fs, dir, 0, &mut |_| {}, &mut |r| {
         if r.file == file {
-            end = r.offset + 16 + r.payload.len() as u64;
+            end = r.offset + (wharf_log::frame::FRAME_HEADER_LEN + r.payload.len()) as u64;
         }
         true
     })

@@ -294,9 +294,9 @@ pub async fn write_envelopes(
     // Idempotency keys reserved by this batch, and their first index.
     let mut reserved: HashMap<String, usize> = HashMap::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
-    // Keyless messages of one request share one partition (picked
-    // round-robin per request, like Kafka's sticky partitioner): a batch
-    // of them costs one append and one fdatasync, not one per partition.
+    // Keyless messages of one request share one partition (the one keyless
+    // writes stick to when its first one is placed, even if the request
+    // straddles a change): a batch of them is one append and one fdatasync.
     let mut keyless_partition: Option<u32> = None;
     for (i, env) in envelopes.into_iter().enumerate() {
         let env = match env {
