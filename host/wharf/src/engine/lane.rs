@@ -195,7 +195,9 @@ impl Engine {
             self.switch_plugin_if_changed();
             if self.plugin.is_none() {
                 // Removed meanwhile: the batch waits for the next plugin.
-                self.lane.with(|w| batch.iter().for_each(|(seq, _)| w.postpone(*seq, 0)));
+                let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
+                self.give_back(batch);
+                self.lane.with(|w| seqs.iter().for_each(|seq| w.postpone(*seq, 0)));
                 continue;
             }
             let summary = Box::pin(self.deliver(batch)).await;
@@ -390,7 +392,7 @@ impl Engine {
             p = self.source().pull(from, room, wait, &target) => p,
             _ = shutdown.changed() => return Ok(0),
         };
-        let pulled = match pulled {
+        let mut pulled = match pulled {
             Ok(p) => p,
             // The mirror cannot prove these records: this target halts on
             // this partition; writes and other targets go on.
@@ -404,7 +406,7 @@ impl Engine {
         };
         let mut undecodable = std::mem::take(&mut self.undecodable);
         let mut count = reread;
-        let pulled = self.prepared_all(pulled);
+        self.prepare_all(&mut pulled);
         // One window lock per pull, not per message.
         self.lane.with(|w| {
             for item in pulled {
@@ -431,14 +433,15 @@ impl Engine {
     /// Messages as they enter the window: their trap counts, their replay
     /// flags, their transactions' chunks pinned. The rewind and whether any
     /// trap is counted are read once per pull.
-    fn prepared_all(&self, pulled: Vec<Pulled>) -> Vec<Pulled> {
+    fn prepare_all(&self, pulled: &mut [Pulled]) {
         let replayed_below = self.lane.rewind().map(|r| r.end);
         let any_traps = !self.target.traps.is_empty();
-        let prepared = |seq: u64, mut pending: Pending| {
+        for item in pulled {
+            let Pulled::Message(seq, pending) = item else { continue };
             if any_traps {
                 pending.traps = self.target.traps.get(&pending.id);
             }
-            if replayed_below.is_some_and(|end| seq < end) {
+            if replayed_below.is_some_and(|end| *seq < end) {
                 // Delivered before: a rewind's replay (`replays`).
                 pending.env.replays = pending.env.replays.saturating_add(1);
             }
@@ -446,15 +449,7 @@ impl Engine {
                 // Its marker is in the log: the chunks must not expire.
                 self.ns.txns.pin(&t.id);
             }
-            pending
-        };
-        pulled
-            .into_iter()
-            .map(|item| match item {
-                Pulled::Message(seq, pending) => Pulled::Message(seq, prepared(seq, pending)),
-                other => other,
-            })
-            .collect()
+        }
     }
 
     /// Reads again the deferred messages of keys that have room (log
@@ -465,8 +460,8 @@ impl Engine {
             return Ok(0);
         }
         let target = self.target.name.clone();
-        let pulled = self.source().reread(&seqs, &target).map_err(|e| e.to_string())?;
-        let pulled = self.prepared_all(pulled);
+        let mut pulled = self.source().reread(&seqs, &target).map_err(|e| e.to_string())?;
+        self.prepare_all(&mut pulled);
         let mut count = 0;
         self.lane.with(|w| {
             for item in pulled {
@@ -510,8 +505,20 @@ impl Engine {
                 (false, true) => w.select_probe(now),
                 (false, false) => w.select(now, max),
             };
-            seqs.into_iter().filter_map(|seq| Some((seq, to_message(&ns, seq, w.get(seq)?)))).collect()
+            seqs.into_iter().filter_map(|seq| Some((seq, lend(&ns, seq, w.get_mut(seq)?)))).collect()
         })
+    }
+
+    /// Puts back into the window what [`lend`] moved into the call's
+    /// messages: from here on the window's messages are whole again.
+    fn give_back(&self, lent: impl IntoIterator<Item = (u64, Message)>) {
+        self.lane.with(|w| {
+            for (seq, m) in lent {
+                if let Some(p) = w.get_mut(seq) {
+                    take_back(p, m);
+                }
+            }
+        });
     }
 
     async fn deliver(&mut self, batch: Vec<(u64, Message)>) -> CallSummary {
@@ -522,19 +529,21 @@ impl Engine {
             [seq] => self.lane.with(|w| w.get(*seq).and_then(|p| p.env.transaction.clone())),
             _ => None,
         };
-        let wit_batch = match (&marker, batch.as_slice()) {
-            (Some(_), [(seq, _)]) if self.strict => {
-                // Its chunks are not in the log: a mirror cannot carry it.
-                let reason = "unsupported: a transaction is not replicated (docs/replication.md); resume after moving it to the DLQ".to_string();
-                self.halt_lane(vec![*seq], reason).await;
-                return CallSummary::SETTLED;
-            }
-            (Some(txn), [(seq, head)]) => {
-                match reassemble(self.ns.clone(), txn.clone(), head.clone()).await {
+        let wit_batch = match (&marker, batch.first().cloned()) {
+            (Some(txn), Some((seq, head))) => {
+                // A marker travels alone; its chunks make the call's batch.
+                self.give_back(batch);
+                if self.strict {
+                    // Its chunks are not in the log: a mirror cannot carry it.
+                    let reason = "unsupported: a transaction is not replicated (docs/replication.md); resume after moving it to the DLQ".to_string();
+                    self.halt_lane(vec![seq], reason).await;
+                    return CallSummary::SETTLED;
+                }
+                match reassemble(self.ns.clone(), txn.clone(), head).await {
                     Ok(b) => b,
                     Err(reason) => {
                         // Nothing a retry could fix: keep it, visibly, in the DLQ.
-                        self.dead_letter(*seq, FailureKind::Transaction, reason).await;
+                        self.dead_letter(seq, FailureKind::Transaction, reason).await;
                         return CallSummary::SETTLED;
                     }
                 }
@@ -543,6 +552,9 @@ impl Engine {
         };
         let started = Instant::now();
         let result = self.call(&wit_batch).await;
+        if marker.is_none() {
+            self.give_back(seqs.iter().copied().zip(wit_batch.messages));
+        }
         // A transaction has one outcome, for its marker.
         let result = match marker {
             Some(_) => result.map(|outcomes| vec![transaction_outcome(outcomes)]),
@@ -672,7 +684,7 @@ impl Engine {
 
     /// A finished message: release its reservation, finish a transaction
     /// when this is the namespace's only target.
-    async fn released(&mut self, p: Pending) {
+    async fn released(&mut self, p: Box<Pending>) {
         self.source().release(&p).await;
         if p.traps > 0 {
             let (traps, id) = (self.target.traps.clone(), p.id.clone());
@@ -1009,20 +1021,36 @@ fn position(seq: u64, p: &Pending) -> (u32, u64) {
 
 /// The message the plugin sees. On a queue the partition and sequence are
 /// the backend's where it has them (Kafka), else the lane's receive order.
-fn to_message(ns: &str, seq: u64, p: &Pending) -> Message {
+///
+/// Its id, payload, headers, idempotency key and stored record are *moved*
+/// out of the window's message for the call, not copied (copies were a
+/// tenth of a drain): nothing in the window reads them while the message
+/// is in flight, and [`Engine::give_back`] puts them back before the
+/// outcome is applied (or the batch is put back untried). The key stays:
+/// the window orders by it.
+fn lend(ns: &str, seq: u64, p: &mut Pending) -> Message {
     let (partition, sequence) = position(seq, p);
     Message {
-        id: p.id.clone(),
+        id: std::mem::take(&mut p.id),
         namespace: ns.to_string(),
         partition,
         sequence,
         key: p.env.key.clone(),
-        payload: p.env.payload.clone(),
-        headers: p.env.headers.clone(),
-        idempotency_key: p.env.idempotency_key.clone(),
+        payload: std::mem::take(&mut p.env.payload),
+        headers: std::mem::take(&mut p.env.headers),
+        idempotency_key: p.env.idempotency_key.take(),
         attempt: p.attempts + 1,
         replays: p.env.replays,
         written_at_ms: p.env.written_at_ms,
-        record: p.record.clone(),
+        record: p.record.take(),
     }
+}
+
+/// Undoes [`lend`].
+fn take_back(p: &mut Pending, m: Message) {
+    p.id = m.id;
+    p.env.payload = m.payload;
+    p.env.headers = m.headers;
+    p.env.idempotency_key = m.idempotency_key;
+    p.record = m.record;
 }

@@ -192,7 +192,7 @@ impl Window {
     /// Takes a message read from the source; its sequence must be
     /// `next_read` or later (sequences only grow). Returns `false` when the
     /// message was deferred (left in the log, see [`OverCap::Defer`]).
-    pub fn admit(&mut self, seq: u64, pending: Pending) -> bool {
+    pub fn admit(&mut self, seq: u64, pending: Box<Pending>) -> bool {
         debug_assert!(seq >= self.next_read, "sequence {seq} admitted below {}", self.next_read);
         self.next_read = seq + 1;
         if let Some(k) = pending.env.key.as_deref()
@@ -211,14 +211,14 @@ impl Window {
         self.deferred.contains_key(key) || self.keys.get(key).is_some_and(|q| q.len() >= per_key)
     }
 
-    fn hold(&mut self, seq: u64, pending: Pending) {
+    fn hold(&mut self, seq: u64, pending: Box<Pending>) {
         if let Some(k) = &pending.env.key {
             self.keys.entry(k.clone()).or_default().push_back(seq);
         }
         if pending.receipt.is_some() {
             self.ids.insert(pending.id.clone(), seq);
         }
-        self.pending.insert(seq, Box::new(pending));
+        self.pending.insert(seq, pending);
     }
 
     /// Deferred sequences to read again now, ascending: of each key with
@@ -238,7 +238,7 @@ impl Window {
     /// messages of its key. Only its key's oldest deferred one is taken
     /// (returns `false` for any other: it stays deferred, so a short read
     /// never reorders a key).
-    pub fn readmit(&mut self, seq: u64, pending: Pending) -> bool {
+    pub fn readmit(&mut self, seq: u64, pending: Box<Pending>) -> bool {
         let Some(key) = pending.env.key.clone() else { return false };
         let Some(deferred) = self.deferred.get_mut(&key) else { return false };
         if deferred.front() != Some(&seq) {
@@ -522,8 +522,8 @@ impl Window {
     }
 
     /// The message is delivered or its DLQ entry is durable.
-    pub fn finish(&mut self, seq: u64) -> Option<Pending> {
-        let p = *self.pending.remove(&seq)?;
+    pub fn finish(&mut self, seq: u64) -> Option<Box<Pending>> {
+        let p = self.pending.remove(&seq)?;
         if let Some(k) = &p.env.key
             && let Some(q) = self.keys.get_mut(k)
         {
@@ -574,8 +574,8 @@ impl Window {
 mod strict_tests {
     use super::*;
 
-    fn pending(key: &str) -> Pending {
-        Pending {
+    fn pending(key: &str) -> Box<Pending> {
+        Box::new(Pending {
             id: String::new(),
             env: Envelope::raw(Some(key.to_string()), Vec::new()),
             attempts: 0,
@@ -586,7 +586,7 @@ mod strict_tests {
             traps: 0,
             isolate: false,
             record: None,
-        }
+        })
     }
 
     #[test]

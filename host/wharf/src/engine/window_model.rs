@@ -63,7 +63,7 @@ struct Msg {
     deliver_at_ms: Option<u64>,
 }
 
-fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
+fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Box<Pending> {
     let env = Envelope {
         key: key.map(|k| format!("k{k}")),
         payload: seq.to_le_bytes().to_vec(),
@@ -76,7 +76,7 @@ fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
         only_target: None,
     };
     let due_ms = deliver_at_ms.unwrap_or(0);
-    Pending {
+    Box::new(Pending {
         id: format!("0-{seq}"),
         env,
         attempts: 0,
@@ -87,7 +87,7 @@ fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Pending {
         traps: 0,
         isolate: false,
         record: None,
-    }
+    })
 }
 
 /// The window under test, the model, and the lane's clock.

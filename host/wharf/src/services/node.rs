@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rayon::prelude::*;
 use tokio::sync::watch;
 
 use crate::config::{Loaded, LoadedNamespace, LoadedTarget};
@@ -22,7 +23,7 @@ use crate::engine::source::{LogSource, QueueSource, Source};
 use crate::engine::target::{TargetRt, target_dir};
 use crate::plugin::Runtime;
 use crate::storage::dlq::Dlq;
-use crate::storage::envelope::{Envelope, message_id};
+use crate::storage::envelope::{self, message_id};
 use crate::storage::idempotency::{Idempotency, Seen};
 use crate::storage::part_log::PartLog;
 use crate::storage::rewind;
@@ -142,7 +143,9 @@ impl Node {
         let dir = self.data_dir.join(name);
         let embedded = ns.queue.is_none();
         let partitions: Vec<Arc<PartitionRt>> = match embedded {
+            // In parallel: each open scans its partition's last segment.
             true => (0..ns.partitions)
+                .into_par_iter()
                 .map(|i| {
                     let holds = rewind_positions(ns, &dir, i);
                     let floor = holds.values().copied().min();
@@ -403,19 +406,20 @@ async fn every_partition(
 /// partition that fails to read here is skipped: it is halted already, or
 /// will halt when its delivery loop reads the same records.
 fn retained_idempotency_keys(partitions: &[Arc<PartitionRt>]) -> Vec<Seen> {
+    partitions.par_iter().flat_map_iter(|p| keys_in(p)).collect()
+}
+
+/// The idempotency keys of one partition's retained messages.
+fn keys_in(p: &PartitionRt) -> Vec<Seen> {
     let mut out = Vec::new();
-    for p in partitions {
-        let Some(log) = &p.log else { continue };
-        let mut from = log.first_seq();
-        while let Ok(records) = log.read(from, 4096, 16 << 20) {
-            let Some(last) = records.last() else { break };
-            from = last.seq + 1;
-            for r in records {
-                if let Ok(Envelope { idempotency_key: Some(key), written_at_ms, .. }) =
-                    Envelope::decode(&r.payload)
-                {
-                    out.push(Seen { key, message_id: message_id(p.index, r.seq), at_ms: written_at_ms });
-                }
+    let Some(log) = &p.log else { return out };
+    let mut from = log.first_seq();
+    while let Ok(records) = log.read(from, 4096, 16 << 20) {
+        let Some(last) = records.last() else { break };
+        from = last.seq + 1;
+        for r in records {
+            if let Some((key, at_ms)) = envelope::idempotency_key_of(&r.payload) {
+                out.push(Seen { key, message_id: message_id(p.index, r.seq), at_ms });
             }
         }
     }

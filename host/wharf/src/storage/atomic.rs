@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Replaces the file at `path` with `bytes`, durably.
 pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
@@ -25,7 +25,13 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path))
+}
+
+/// The directory holding `path`: `.` for a bare file name (whose
+/// `parent()` is the empty path, which cannot be opened).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Makes a directory's entries (creations, renames, removals) durable.
@@ -48,5 +54,12 @@ mod tests {
         remove(&p).expect("remove");
         remove(&p).expect("remove again");
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_bare_file_name_is_replaced_in_the_working_directory() {
+        assert_eq!(parent_dir(Path::new("addr.json")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/addr.json")), Path::new("/"));
+        assert_eq!(parent_dir(Path::new("run/addr.json")), Path::new("run"));
     }
 }

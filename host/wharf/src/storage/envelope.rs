@@ -277,6 +277,31 @@ pub fn written_at(bytes: &[u8]) -> Option<u64> {
     }
 }
 
+/// The idempotency key and write time of an encoded envelope, or `None`
+/// for a message without a key (or bytes that do not decode: delivery
+/// reports those). The current version is read in place, without copying
+/// the payload; older ones are decoded whole.
+pub fn idempotency_key_of(bytes: &[u8]) -> Option<(String, u64)> {
+    /// The leading fields of version 4's body, borrowed from the record.
+    #[derive(Deserialize)]
+    struct KeyPeek<'a> {
+        #[serde(borrow)]
+        _key: Option<&'a str>,
+        _payload: &'a [u8],
+        #[serde(borrow)]
+        _headers: Vec<(&'a str, &'a str)>,
+        #[serde(borrow)]
+        idempotency_key: Option<&'a str>,
+    }
+    if bytes.first() != Some(&VERSION) {
+        let e = Envelope::decode(bytes).ok()?;
+        return e.idempotency_key.map(|k| (k, e.written_at_ms));
+    }
+    let at = u64::from_le_bytes(bytes.get(WRITTEN_AT)?.try_into().ok()?);
+    let peek: KeyPeek<'_> = postcard::from_bytes(&bytes[WRITTEN_AT.end..]).ok()?;
+    peek.idempotency_key.map(|k| (k.to_string(), at))
+}
+
 /// `<partition>-<sequence>`: unique within a namespace, and enough to find
 /// the message again.
 pub fn message_id(partition: u32, sequence: u64) -> String {
@@ -310,6 +335,20 @@ mod tests {
             only_target: Some("b".into()),
         };
         assert_eq!(Envelope::decode(&e.encode()).expect("decodes"), e);
+    }
+
+    #[test]
+    fn the_idempotency_key_is_read_in_place_as_a_full_decode_reads_it() {
+        let mut e = Envelope::raw(Some("k".into()), vec![9; 300]);
+        e.headers = vec![("h".into(), "v".into())];
+        e.written_at_ms = 77;
+        assert_eq!(idempotency_key_of(&e.encode()), None, "no key");
+        e.idempotency_key = Some("req-1".into());
+        e.deliver_at_ms = Some(5);
+        assert_eq!(idempotency_key_of(&e.encode()), Some(("req-1".to_string(), 77)));
+        let v1 = hex::decode(V1_FIXTURE).expect("hex");
+        assert_eq!(idempotency_key_of(&v1), Some(("idm1".to_string(), 1234)), "older versions too");
+        assert_eq!(idempotency_key_of(&[VERSION, 1, 2]), None, "short bytes");
     }
 
     /// Version 1 as written to disk; it must decode forever.
