@@ -15,6 +15,11 @@
 //!
 //! A record that does not decode is reported as corruption of that record,
 //! never skipped.
+//!
+//! Payloads go through `serde_bytes`: postcard writes a byte string and a
+//! sequence of `u8` alike (a varint length, then the bytes), so the bytes
+//! on disk are the same, but a byte string is one copy where a sequence
+//! was a loop per byte.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +54,7 @@ pub struct Envelope {
 #[derive(Serialize)]
 struct BodyRef<'a> {
     key: &'a Option<String>,
+    #[serde(with = "serde_bytes")]
     payload: &'a [u8],
     headers: &'a [(String, String)],
     idempotency_key: &'a Option<String>,
@@ -62,6 +68,7 @@ struct BodyRef<'a> {
 #[derive(Deserialize)]
 struct Body {
     key: Option<String>,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
@@ -91,6 +98,7 @@ impl Body {
 #[derive(Debug, Deserialize)]
 pub(crate) struct EnvelopeV3 {
     key: Option<String>,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
@@ -121,6 +129,7 @@ impl From<EnvelopeV3> for Envelope {
 #[derive(Debug, Deserialize)]
 pub(crate) struct EnvelopeV2 {
     key: Option<String>,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
@@ -169,6 +178,7 @@ pub struct Chunk {
 #[derive(Debug, Deserialize)]
 pub(crate) struct EnvelopeV1 {
     key: Option<String>,
+    #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
     headers: Vec<(String, String)>,
     idempotency_key: Option<String>,
