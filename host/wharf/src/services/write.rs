@@ -288,7 +288,8 @@ pub async fn write_envelopes(
     }
     admit(ns)?;
     let spans = crate::otel::AppendSpans::start(&envelopes);
-    let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; envelopes.len()];
+    let n = envelopes.len();
+    let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; n];
     // Messages to append, per partition, in request order.
     let mut by_partition: BTreeMap<u32, Vec<(usize, Envelope)>> = BTreeMap::new();
     // Idempotency keys reserved by this batch, and their first index.
@@ -325,7 +326,9 @@ pub async fn write_envelopes(
             Some(key) => ns.partition_for(Some(key)),
             None => *keyless_partition.get_or_insert_with(|| ns.partition_for(None)),
         };
-        by_partition.entry(partition).or_default().push((i, env));
+        // Room for the whole request at once: an envelope is a few hundred
+        // bytes, and growing the list moved them again and again.
+        by_partition.entry(partition).or_insert_with(|| Vec::with_capacity(n)).push((i, env));
     }
 
     let mut keys_to_record = Vec::new();
