@@ -43,3 +43,34 @@ fn ready_after_start_a_failed_plugin_is_its_namespace_only_and_draining_answers_
     assert_eq!(r.status, 200, "writes are still served: {:?}", r.body);
     assert_eq!(w.wait_exit(Duration::from_secs(30)), Some(0), "{}", w.log());
 }
+
+/// `--addr-file` given as a bare file name is written in the working
+/// directory (its parent is the empty path, which cannot be opened: the
+/// process used to exit right after binding).
+#[test]
+fn a_bare_addr_file_name_is_written_in_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "[server]\nhttp = \"127.0.0.1:0\"\ndata_dir = \"data\"\n";
+    std::fs::write(dir.path().join("wharf.toml"), config).expect("write config");
+    let mut child = std::process::Command::new(wharf_tests::wharf_bin())
+        .current_dir(dir.path())
+        .args(["serve", "--config", "wharf.toml", "--addr-file", "addr.json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn wharf");
+    let pid = u64::from(child.id());
+    let written = eventually(Duration::from_secs(60), "addr.json names the process", || {
+        let text = std::fs::read_to_string(dir.path().join("addr.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        (v["pid"].as_u64() == Some(pid)).then_some(v)
+    });
+    let http = written["http"].as_str().unwrap_or_default().to_string();
+    let health =
+        wharf_tests::agent().get(&format!("http://{http}/healthz")).call().map(|r| r.status().as_u16());
+    let running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(health, Ok(200)), "GET /healthz at {http}: {health:?}");
+    assert!(running, "wharf exited after writing its address file");
+}

@@ -125,9 +125,17 @@ impl Node {
             control: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         };
-        for ns in cfg.namespaces.values() {
-            let opened = node.open_namespace(ns)?;
-            node.insert(opened);
+        // In parallel: each namespace's opens read its logs' tails (and
+        // its partitions open in parallel in turn, for one large one).
+        let opened: Vec<anyhow::Result<Arc<Namespace>>> = cfg
+            .namespaces
+            .values()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|ns| node.open_namespace(ns))
+            .collect();
+        for ns in opened {
+            node.insert(ns?);
         }
         Ok(node)
     }
