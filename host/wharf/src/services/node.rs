@@ -187,12 +187,12 @@ impl Node {
             targets.push(Arc::new(TargetRt::new(t.clone(), tdir, dlq, traps, lanes)));
         }
         let idempotency = match self.role.writes() {
-            true => Some(Idempotency::open(
-                &dir.join("idempotency"),
-                opts,
-                Duration::from_millis(ns.idempotency.window_ms),
-                retained_idempotency_keys(&partitions),
-            )?),
+            true => {
+                let window = Duration::from_millis(ns.idempotency.window_ms);
+                let idem = Idempotency::open(&dir.join("idempotency"), opts, window)?;
+                idem.recover(unrecorded_idempotency_keys(&partitions, &idem))?;
+                Some(idem)
+            }
             false => None,
         };
         let txn_dir = dir.join("transactions");
@@ -413,12 +413,13 @@ async fn every_partition(
 /// Every message still in the logs that carries an idempotency key. A
 /// partition that fails to read here is skipped: it is halted already, or
 /// will halt when its delivery loop reads the same records.
-fn retained_idempotency_keys(partitions: &[Arc<PartitionRt>]) -> Vec<Seen> {
-    partitions.par_iter().flat_map_iter(|p| keys_in(p)).collect()
+fn unrecorded_idempotency_keys(partitions: &[Arc<PartitionRt>], idem: &Idempotency) -> Vec<Seen> {
+    partitions.par_iter().flat_map_iter(|p| unrecorded_keys_in(p, idem)).collect()
 }
 
-/// The idempotency keys of one partition's retained messages.
-fn keys_in(p: &PartitionRt) -> Vec<Seen> {
+/// The idempotency keys of one partition's retained messages that `idem`
+/// does not know (looked up in place: nothing is copied for a known key).
+fn unrecorded_keys_in(p: &PartitionRt, idem: &Idempotency) -> Vec<Seen> {
     let mut out = Vec::new();
     let Some(log) = &p.log else { return out };
     let mut from = log.first_seq();
@@ -426,8 +427,10 @@ fn keys_in(p: &PartitionRt) -> Vec<Seen> {
         let Some(last) = records.last() else { break };
         from = last.seq + 1;
         for r in records {
-            if let Some((key, at_ms)) = envelope::idempotency_key_of(&r.payload) {
-                out.push(Seen { key, message_id: message_id(p.index, r.seq), at_ms });
+            if let Some((key, at_ms)) = envelope::idempotency_key_of(&r.payload)
+                && !idem.knows(&key)
+            {
+                out.push(Seen { key: key.into_owned(), message_id: message_id(p.index, r.seq), at_ms });
             }
         }
     }

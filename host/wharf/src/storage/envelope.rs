@@ -291,7 +291,7 @@ pub fn written_at(bytes: &[u8]) -> Option<u64> {
 /// for a message without a key (or bytes that do not decode: delivery
 /// reports those). The current version is read in place, without copying
 /// the payload; older ones are decoded whole.
-pub fn idempotency_key_of(bytes: &[u8]) -> Option<(String, u64)> {
+pub fn idempotency_key_of(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, u64)> {
     /// The leading fields of version 4's body, borrowed from the record.
     #[derive(Deserialize)]
     struct KeyPeek<'a> {
@@ -305,11 +305,11 @@ pub fn idempotency_key_of(bytes: &[u8]) -> Option<(String, u64)> {
     }
     if bytes.first() != Some(&VERSION) {
         let e = Envelope::decode(bytes).ok()?;
-        return e.idempotency_key.map(|k| (k, e.written_at_ms));
+        return e.idempotency_key.map(|k| (k.into(), e.written_at_ms));
     }
     let at = u64::from_le_bytes(bytes.get(WRITTEN_AT)?.try_into().ok()?);
     let peek: KeyPeek<'_> = postcard::from_bytes(&bytes[WRITTEN_AT.end..]).ok()?;
-    peek.idempotency_key.map(|k| (k.to_string(), at))
+    peek.idempotency_key.map(|k| (k.into(), at))
 }
 
 /// `<partition>-<sequence>`: unique within a namespace, and enough to find
@@ -355,9 +355,9 @@ mod tests {
         assert_eq!(idempotency_key_of(&e.encode()), None, "no key");
         e.idempotency_key = Some("req-1".into());
         e.deliver_at_ms = Some(5);
-        assert_eq!(idempotency_key_of(&e.encode()), Some(("req-1".to_string(), 77)));
+        assert_eq!(idempotency_key_of(&e.encode()), Some(("req-1".into(), 77)));
         let v1 = hex::decode(V1_FIXTURE).expect("hex");
-        assert_eq!(idempotency_key_of(&v1), Some(("idm1".to_string(), 1234)), "older versions too");
+        assert_eq!(idempotency_key_of(&v1), Some(("idm1".into(), 1234)), "older versions too");
         assert_eq!(idempotency_key_of(&[VERSION, 1, 2]), None, "short bytes");
     }
 

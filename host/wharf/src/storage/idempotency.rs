@@ -60,13 +60,12 @@ pub enum Reservation {
 }
 
 impl Idempotency {
-    /// Opens the window and folds in `retained`: messages still in the
-    /// namespace's logs that carry an idempotency key.
+    /// Opens the window. Before it is used, [`Idempotency::recover`] folds
+    /// in the keys of retained messages it does not know.
     pub fn open(
         dir: &Path,
         opts: wharf_log::LogOptions,
         window: Duration,
-        retained: Vec<Seen>,
     ) -> Result<Self, wharf_log::LogError> {
         let (log, _) = wharf_log::Partition::open(dir, opts)?;
         let window_ms = window.as_millis() as u64;
@@ -89,16 +88,30 @@ impl Idempotency {
                 }
             }
         }
-        let this = Self { window_ms, log, slots: Mutex::new(slots), order: Mutex::new(order) };
+        Ok(Self { window_ms, log, slots: Mutex::new(slots), order: Mutex::new(order) })
+    }
+
+    /// Whether `key` is recorded (at start-up, before any write: see
+    /// [`Idempotency::recover`]).
+    pub fn knows(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    /// Folds in `retained`: messages still in the namespace's logs whose
+    /// idempotency key the window does not know (a crash came between the
+    /// message's append and its key's record). Those older than the window
+    /// are left out.
+    pub fn recover(&self, retained: Vec<Seen>) -> Result<(), wharf_log::LogError> {
+        let cutoff = engine_ms().saturating_sub(self.window_ms);
         let missing: Vec<Seen> =
-            retained.into_iter().filter(|s| s.at_ms >= cutoff && !this.lock().contains_key(&s.key)).collect();
+            retained.into_iter().filter(|s| s.at_ms >= cutoff && !self.knows(&s.key)).collect();
         if !missing.is_empty() {
             tracing::info!(keys = missing.len(), "idempotency keys recovered from the message log");
             for chunk in missing.chunks(4096) {
-                this.record(chunk.to_vec())?;
+                self.record(chunk.to_vec())?;
             }
         }
-        Ok(this)
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -219,4 +232,26 @@ fn encode(s: &Seen) -> Vec<u8> {
 
 fn decode(bytes: &[u8]) -> Option<Seen> {
     crate::storage::record::decode(VERSION, bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_recovered_from_the_message_log_are_recorded_durably_unless_older_than_the_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = wharf_log::LogOptions::default();
+        let window = Duration::from_secs(60);
+        let now = engine_ms();
+        let seen = |key: &str, at_ms| Seen { key: key.into(), message_id: format!("0-{key}"), at_ms };
+        let idem = Idempotency::open(dir.path(), opts, window).expect("open");
+        idem.recover(vec![seen("fresh", now), seen("stale", now - 120_000)]).expect("recover");
+        assert!(idem.knows("fresh"), "a key of the window is folded in");
+        assert!(!idem.knows("stale"), "a key older than the window is not");
+        drop(idem);
+        let again = Idempotency::open(dir.path(), opts, window).expect("reopen");
+        assert_eq!(again.lookup("fresh").as_deref(), Some("0-fresh"), "recorded durably");
+        assert!(!again.knows("stale"));
+    }
 }
