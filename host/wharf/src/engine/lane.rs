@@ -424,7 +424,7 @@ impl Engine {
             }
         });
         for seq in undecodable {
-            self.lane.with(|w| w.get_mut(seq).map(|p| p.in_flight = true));
+            self.lane.with(|w| w.mark_in_flight(&[seq]));
             self.dead_letter(seq, FailureKind::Decode, "not a wharf envelope".into()).await;
         }
         Ok(count)

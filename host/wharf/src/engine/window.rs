@@ -25,7 +25,7 @@
 //!   losing its place, so it *holds* the followers (reservation kept) but
 //!   counts at most the cap of them as room ([`Window::occupying`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::engine::breaker::BreakerState;
 use crate::storage::dlq::{Failure, FailureKind};
@@ -153,6 +153,14 @@ pub struct Window {
     /// Log lanes: per key, the sequences read and left in the log (oldest
     /// first); every one is above the key's messages in `pending`.
     deferred: HashMap<String, VecDeque<u64>>,
+    /// `(due_ms, seq)` of the messages in `pending` never tried and with a
+    /// due time: those not due yet take no room ([`Window::occupying`]),
+    /// counted without walking the window before every pull.
+    untried_delayed: BTreeSet<(u64, u64)>,
+    /// How many messages in `pending` are in flight, and which were tried
+    /// before (`/v1/status` reads them without walking the window).
+    in_flight: usize,
+    tried: BTreeSet<u64>,
     pub delivered_total: u64,
     pub retries_total: u64,
     pub dead_lettered_total: u64,
@@ -212,6 +220,13 @@ impl Window {
     }
 
     fn hold(&mut self, seq: u64, pending: Box<Pending>) {
+        if pending.attempts == 0 && pending.due_ms > 0 {
+            self.untried_delayed.insert((pending.due_ms, seq));
+        }
+        if pending.attempts > 0 {
+            self.tried.insert(seq);
+        }
+        self.in_flight += usize::from(pending.in_flight);
         if let Some(k) = &pending.env.key {
             self.keys.entry(k.clone()).or_default().push_back(seq);
         }
@@ -283,7 +298,7 @@ impl Window {
     pub fn snapshot(&self) -> WindowSnapshot {
         WindowSnapshot {
             window: self.pending.len(),
-            in_flight: self.pending.values().filter(|p| p.in_flight).count(),
+            in_flight: self.in_flight,
             retrying_keys: self.retrying_keys(),
             deferred: self.deferred.values().map(VecDeque::len).sum(),
             delivered_total: self.delivered_total,
@@ -294,10 +309,15 @@ impl Window {
         }
     }
 
+    /// Keys whose oldest message was tried before: of the tried messages,
+    /// the keyed ones that head their key.
     fn retrying_keys(&self) -> usize {
-        self.keys
-            .values()
-            .filter(|q| q.front().and_then(|s| self.pending.get(s)).is_some_and(|p| p.attempts > 0))
+        debug_assert_eq!(self.tried.len(), self.pending.values().filter(|p| p.attempts > 0).count());
+        self.tried
+            .iter()
+            .filter(|s| {
+                self.pending.get(s).is_some_and(|p| p.env.key.is_some() && self.heads_its_key(**s, p))
+            })
             .count()
     }
 
@@ -342,7 +362,12 @@ impl Window {
     /// are counted as they are.
     pub fn occupying(&self, now: u64) -> usize {
         let occupies = |p: &Pending| !(p.attempts == 0 && p.due_ms > now);
-        let all = self.pending.values().filter(|p| occupies(p)).count();
+        debug_assert_eq!(
+            self.untried_delayed.len(),
+            self.pending.values().filter(|p| p.attempts == 0 && p.due_ms > 0).count()
+        );
+        let not_due = self.untried_delayed.range((now.saturating_add(1), 0)..).count();
+        let all = self.pending.len() - not_due;
         let Some(per_key) = self.cap.map(|c| c.per_key) else { return all };
         let over_cap: usize = self
             .keys
@@ -418,7 +443,7 @@ impl Window {
     /// before a message that is not due; nothing while anything is in
     /// flight, so nothing past an unfinished message is ever sent.
     pub fn select_run(&mut self, now: u64, max: usize) -> Vec<u64> {
-        if self.pending.values().any(|p| p.in_flight) {
+        if self.in_flight > 0 {
             return Vec::new();
         }
         let mut seqs: Vec<u64> = Vec::new();
@@ -470,20 +495,37 @@ impl Window {
         seqs
     }
 
-    fn mark_in_flight(&mut self, seqs: &[u64]) {
+    /// Marks messages in flight (a call is about to carry them).
+    pub fn mark_in_flight(&mut self, seqs: &[u64]) {
         for seq in seqs {
             if let Some(p) = self.pending.get_mut(seq) {
+                self.in_flight += usize::from(!p.in_flight);
                 p.in_flight = true;
             }
         }
+        self.check_in_flight();
+    }
+
+    /// Marks a message as back from its call (or never sent).
+    fn land(in_flight: &mut usize, p: &mut Pending) {
+        *in_flight -= usize::from(p.in_flight);
+        p.in_flight = false;
+    }
+
+    /// The in-flight count against a walk of the window (debug builds: the
+    /// model test and every other test run it).
+    fn check_in_flight(&self) {
+        debug_assert_eq!(self.in_flight, self.pending.values().filter(|p| p.in_flight).count());
     }
 
     /// Records a failed attempt. Returns `true` when attempts ran out
     /// (`max_attempts`); otherwise the message is due again at `due_ms`.
     pub fn fail(&mut self, seq: u64, failure: Failure, max_attempts: u32, due_ms: u64) -> bool {
         let Some(p) = self.pending.get_mut(&seq) else { return false };
+        self.untried_delayed.remove(&(p.due_ms, seq));
+        self.tried.insert(seq);
         p.attempts += 1;
-        p.in_flight = false;
+        Self::land(&mut self.in_flight, p);
         p.failures.push(Failure { attempt: p.attempts, ..failure });
         if p.attempts >= max_attempts {
             return true;
@@ -497,8 +539,10 @@ impl Window {
     /// moved by an operator): one more attempt on its record.
     pub fn reject(&mut self, seq: u64, kind: FailureKind, at_ms: u64, reason: String) {
         if let Some(p) = self.pending.get_mut(&seq) {
+            self.untried_delayed.remove(&(p.due_ms, seq));
+            self.tried.insert(seq);
             p.attempts += 1;
-            p.in_flight = false;
+            Self::land(&mut self.in_flight, p);
             p.failures.push(Failure { attempt: p.attempts, at_ms, kind: kind.into(), reason });
         }
     }
@@ -507,7 +551,7 @@ impl Window {
     /// once, with no attempt counted against it.
     pub fn isolate(&mut self, seq: u64) {
         if let Some(p) = self.pending.get_mut(&seq) {
-            p.in_flight = false;
+            Self::land(&mut self.in_flight, p);
             p.isolate = true;
         }
     }
@@ -516,14 +560,21 @@ impl Window {
     /// that failed, or a call that never happened).
     pub fn postpone(&mut self, seq: u64, due_ms: u64) {
         if let Some(p) = self.pending.get_mut(&seq) {
-            p.in_flight = false;
+            Self::land(&mut self.in_flight, p);
+            self.untried_delayed.remove(&(p.due_ms, seq));
             p.due_ms = due_ms;
+            if p.attempts == 0 && due_ms > 0 {
+                self.untried_delayed.insert((due_ms, seq));
+            }
         }
     }
 
     /// The message is delivered or its DLQ entry is durable.
     pub fn finish(&mut self, seq: u64) -> Option<Box<Pending>> {
         let p = self.pending.remove(&seq)?;
+        self.untried_delayed.remove(&(p.due_ms, seq));
+        self.tried.remove(&seq);
+        self.in_flight -= usize::from(p.in_flight);
         if let Some(k) = &p.env.key
             && let Some(q) = self.keys.get_mut(k)
         {
@@ -553,6 +604,9 @@ impl Window {
         self.keys.clear();
         self.ids.clear();
         self.deferred.clear();
+        self.untried_delayed.clear();
+        self.in_flight = 0;
+        self.tried.clear();
         self.next_read = next_read;
     }
 

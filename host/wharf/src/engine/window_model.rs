@@ -356,6 +356,12 @@ impl Lane {
         let mut keys_seen = HashSet::new();
         let heads = self.msgs.iter().filter(|m| Self::held(m) && m.key.is_none_or(|k| keys_seen.insert(k)));
         assert_eq!(self.window.next_due_ms(), heads.map(|m| m.due_ms).min(), "next_due_ms");
+        let retrying = (0..KEYS)
+            .filter(|k| {
+                self.msgs.iter().find(|m| Self::held(m) && m.key == Some(*k)).is_some_and(|m| m.attempts > 0)
+            })
+            .count();
+        assert_eq!(self.window.snapshot().retrying_keys, retrying, "retrying_keys");
     }
 
     /// Every key healthy, the clock moved to the next due time each round:
