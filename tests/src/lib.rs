@@ -656,7 +656,9 @@ impl Wharf {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("wharf exited before listening: {status}"));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // A file read: polling often costs the process nothing, and a
+            // start (tens of ms) is seen within 5 ms of it.
+            std::thread::sleep(Duration::from_millis(5));
         }
         panic!("wharf did not report its addresses within 180 s\n{}", self.log());
     }
