@@ -529,7 +529,9 @@ impl Engine {
             [seq] => self.lane.with(|w| w.get(*seq).and_then(|p| p.env.transaction.clone())),
             _ => None,
         };
-        let wit_batch = match (&marker, batch.first().cloned()) {
+        // Only a marker's head is copied (it travels alone).
+        let marker_head = marker.as_ref().and_then(|_| batch.first().cloned());
+        let wit_batch = match (&marker, marker_head) {
             (Some(txn), Some((seq, head))) => {
                 // A marker travels alone; its chunks make the call's batch.
                 self.give_back(batch);
