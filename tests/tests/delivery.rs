@@ -271,3 +271,50 @@ fn an_idle_lane_drops_its_plugin_instance_and_the_next_batch_makes_a_new_one() {
     eventually(Duration::from_secs(30), "the second delivery", || (sink.accepted().len() >= 2).then_some(()));
     eventually(Duration::from_secs(30), "dropped again", || (instances_held(&wharf) == 0).then_some(()));
 }
+
+/// A call borrows a message's id, payload, headers and idempotency key
+/// from the window (`engine/lane.rs`, `lend`): after the call they must be
+/// back, so a retry sends every field again and a rejected message keeps
+/// them in the DLQ.
+#[test]
+fn a_retried_or_dead_lettered_message_keeps_every_field_after_its_call() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespace(
+        &sink,
+        "[namespaces.hooks.retry]\nmax_attempts = 100\ninitial_backoff_ms = 10\nmax_backoff_ms = 50\n",
+    ));
+    let c = client(&wharf);
+    sink.set(|b| {
+        b.fail_keys = vec!["again".into()];
+        b.reject_keys = vec!["bad".into()];
+    });
+    let message = |key: &str| {
+        Message::new(format!("body-of-{key}").into_bytes())
+            .with_key(key)
+            .with_idempotency_key(format!("idem-{key}"))
+            .with_header("x-trace", format!("trace-{key}"))
+    };
+    let again = c.write("hooks", message("again")).expect("write again").message_id;
+    let bad = c.write("hooks", message("bad")).expect("write bad").message_id;
+
+    let second = eventually(Duration::from_secs(30), "a second attempt of `again`", || {
+        sink.refused().into_iter().map(|(_, r)| r).find(|r| r.header("x-wharf-attempt") == Some("2"))
+    });
+    sink.set(|b| b.fail_keys.clear());
+    let delivered = eventually(Duration::from_secs(30), "`again` delivered", || {
+        sink.accepted().into_iter().find(|r| r.header("x-wharf-key") == Some("again"))
+    });
+    for r in [&second, &delivered] {
+        assert_eq!(r.body, b"body-of-again");
+        assert_eq!(r.header("x-wharf-message-id"), Some(again.as_str()));
+        assert_eq!(r.header("idempotency-key"), Some("idem-again"));
+        assert_eq!(r.header("x-trace"), Some("trace-again"));
+    }
+
+    let entry = eventually(Duration::from_secs(30), "`bad` in the DLQ", || {
+        c.dlq_list("hooks", None).ok()?.entries.into_iter().find(|e| e.message_id == bad)
+    });
+    assert_eq!(entry.payload, b"body-of-bad");
+    assert_eq!(entry.idempotency_key.as_deref(), Some("idem-bad"));
+    assert_eq!(entry.headers.get("x-trace").map(String::as_str), Some("trace-bad"));
+}

@@ -271,20 +271,7 @@ impl LogSource {
                 out.push(Pulled::Skip(r.seq));
                 continue;
             }
-            let due_ms = env.deliver_at_ms.map(crate::clock::engine_ms_at).unwrap_or(0);
-            let id = message_id(partition, r.seq);
-            let pending = Pending {
-                id,
-                env,
-                attempts: 0,
-                due_ms,
-                in_flight: false,
-                failures: Vec::new(),
-                receipt: None,
-                traps: 0,
-                isolate: false,
-                record: None,
-            };
+            let pending = Pending::new(message_id(partition, r.seq), env);
             out.push(Pulled::Message(r.seq, Box::new(pending)));
         }
         Ok(out)
@@ -325,17 +312,11 @@ impl LogSource {
                 prev_digest: chain::to_hex(prev),
                 bytes: r.payload,
             };
+            // Every record is due at once on a mirror, whatever its delay.
             let pending = Pending {
-                id: message_id(partition, r.seq),
-                env,
-                attempts: 0,
                 due_ms: 0,
-                in_flight: false,
-                failures: Vec::new(),
-                receipt: None,
-                traps: 0,
-                isolate: false,
                 record: Some(record),
+                ..Pending::new(message_id(partition, r.seq), env)
             };
             out.push(Pulled::Message(r.seq, Box::new(pending)));
         }
@@ -428,17 +409,6 @@ fn queue_pending(d: wharf_queue::Delivery) -> Pending {
             (raw, vec![failure])
         }
     };
-    let due_ms = env.deliver_at_ms.map(crate::clock::engine_ms_at).unwrap_or(0);
-    Pending {
-        id: d.id.clone(),
-        env,
-        attempts: 0,
-        due_ms,
-        in_flight: false,
-        failures,
-        receipt: Some(d),
-        traps: 0,
-        isolate: false,
-        record: None,
-    }
+    let id = d.id.clone();
+    Pending { failures, receipt: Some(d), ..Pending::new(id, env) }
 }

@@ -63,7 +63,9 @@ impl KeyCap {
     }
 }
 
-/// One message in the window.
+/// One message in the window. While it is in flight, its id, payload,
+/// headers, idempotency key and stored record are lent to the call
+/// (`lane.rs`, `lend`) and empty here; the window never reads them.
 #[derive(Debug, Clone)]
 pub struct Pending {
     /// The id clients know: `<partition>-<seq>` on the log, the backend's id
@@ -87,6 +89,26 @@ pub struct Pending {
     /// The stored record with its chained digest, for a target that mirrors
     /// the log (`ordering = "partition"`).
     pub record: Option<crate::plugin::LogRecord>,
+}
+
+impl Pending {
+    /// A message as it comes from its source: untried, due at the
+    /// envelope's `deliver_at_ms` (on the engine's clock) or at once.
+    pub fn new(id: String, env: Envelope) -> Self {
+        let due_ms = env.deliver_at_ms.map(crate::clock::engine_ms_at).unwrap_or(0);
+        Pending {
+            id,
+            env,
+            attempts: 0,
+            due_ms,
+            in_flight: false,
+            failures: Vec::new(),
+            receipt: None,
+            traps: 0,
+            isolate: false,
+            record: None,
+        }
+    }
 }
 
 /// Where a message is in the window, for lookups.
@@ -133,6 +155,39 @@ pub struct WindowSnapshot {
     pub breaker: BreakerState,
 }
 
+/// Counts over the messages in `pending`, derived from each message's
+/// state and kept as it changes ([`Counts::add`] when a message enters or
+/// is about to change, [`Counts::remove`] when it leaves or before it
+/// changes): so the lane asks for room before every pull, and status reads
+/// the window, without walking it.
+#[derive(Debug, Default)]
+struct Counts {
+    /// `(due_ms, seq)` of the messages never tried and with a due time:
+    /// those not due yet take no room ([`Window::occupying`]).
+    untried_delayed: BTreeSet<(u64, u64)>,
+    /// The messages tried before (for `retrying_keys`).
+    tried: BTreeSet<u64>,
+    in_flight: usize,
+}
+
+impl Counts {
+    fn add(&mut self, seq: u64, p: &Pending) {
+        if p.attempts == 0 && p.due_ms > 0 {
+            self.untried_delayed.insert((p.due_ms, seq));
+        }
+        if p.attempts > 0 {
+            self.tried.insert(seq);
+        }
+        self.in_flight += usize::from(p.in_flight);
+    }
+
+    fn remove(&mut self, seq: u64, p: &Pending) {
+        self.untried_delayed.remove(&(p.due_ms, seq));
+        self.tried.remove(&seq);
+        self.in_flight -= usize::from(p.in_flight);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Window {
     /// Boxed: a `Pending` is several hundred bytes, and a B-tree moves its
@@ -153,14 +208,8 @@ pub struct Window {
     /// Log lanes: per key, the sequences read and left in the log (oldest
     /// first); every one is above the key's messages in `pending`.
     deferred: HashMap<String, VecDeque<u64>>,
-    /// `(due_ms, seq)` of the messages in `pending` never tried and with a
-    /// due time: those not due yet take no room ([`Window::occupying`]),
-    /// counted without walking the window before every pull.
-    untried_delayed: BTreeSet<(u64, u64)>,
-    /// How many messages in `pending` are in flight, and which were tried
-    /// before (`/v1/status` reads them without walking the window).
-    in_flight: usize,
-    tried: BTreeSet<u64>,
+    /// What `occupying` and `/v1/status` count, kept as `pending` changes.
+    counts: Counts,
     pub delivered_total: u64,
     pub retries_total: u64,
     pub dead_lettered_total: u64,
@@ -220,13 +269,7 @@ impl Window {
     }
 
     fn hold(&mut self, seq: u64, pending: Box<Pending>) {
-        if pending.attempts == 0 && pending.due_ms > 0 {
-            self.untried_delayed.insert((pending.due_ms, seq));
-        }
-        if pending.attempts > 0 {
-            self.tried.insert(seq);
-        }
-        self.in_flight += usize::from(pending.in_flight);
+        self.counts.add(seq, &pending);
         if let Some(k) = &pending.env.key {
             self.keys.entry(k.clone()).or_default().push_back(seq);
         }
@@ -290,15 +333,37 @@ impl Window {
         self.pending.get(&seq).map(|p| &**p)
     }
 
+    /// A message to change fields the window does not count or order by
+    /// (its lent fields, its trap count); attempts, due time and in-flight
+    /// change only through the window's own methods ([`Window::update`]).
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut Pending> {
         self.pending.get_mut(&seq).map(|p| &mut **p)
+    }
+
+    /// Changes a message with `f`, keeping [`Counts`] right; `None` if the
+    /// message is not in the window.
+    fn update<R>(&mut self, seq: u64, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
+        let p = self.pending.get_mut(&seq)?;
+        self.counts.remove(seq, p);
+        let r = f(p);
+        self.counts.add(seq, p);
+        Some(r)
+    }
+
+    /// The counts against a walk of the window (debug builds: the model
+    /// test and the other unit tests run them).
+    fn check_counts(&self) {
+        let walk = |f: fn(&Pending) -> bool| self.pending.values().filter(|p| f(p)).count();
+        debug_assert_eq!(self.counts.in_flight, walk(|p| p.in_flight));
+        debug_assert_eq!(self.counts.tried.len(), walk(|p| p.attempts > 0));
+        debug_assert_eq!(self.counts.untried_delayed.len(), walk(|p| p.attempts == 0 && p.due_ms > 0));
     }
 
     /// What `/v1/status` shows.
     pub fn snapshot(&self) -> WindowSnapshot {
         WindowSnapshot {
             window: self.pending.len(),
-            in_flight: self.in_flight,
+            in_flight: self.counts.in_flight,
             retrying_keys: self.retrying_keys(),
             deferred: self.deferred.values().map(VecDeque::len).sum(),
             delivered_total: self.delivered_total,
@@ -312,8 +377,9 @@ impl Window {
     /// Keys whose oldest message was tried before: of the tried messages,
     /// the keyed ones that head their key.
     fn retrying_keys(&self) -> usize {
-        debug_assert_eq!(self.tried.len(), self.pending.values().filter(|p| p.attempts > 0).count());
-        self.tried
+        self.check_counts();
+        self.counts
+            .tried
             .iter()
             .filter(|s| {
                 self.pending.get(s).is_some_and(|p| p.env.key.is_some() && self.heads_its_key(**s, p))
@@ -362,11 +428,8 @@ impl Window {
     /// are counted as they are.
     pub fn occupying(&self, now: u64) -> usize {
         let occupies = |p: &Pending| !(p.attempts == 0 && p.due_ms > now);
-        debug_assert_eq!(
-            self.untried_delayed.len(),
-            self.pending.values().filter(|p| p.attempts == 0 && p.due_ms > 0).count()
-        );
-        let not_due = self.untried_delayed.range((now.saturating_add(1), 0)..).count();
+        self.check_counts();
+        let not_due = self.counts.untried_delayed.range((now.saturating_add(1), 0)..).count();
         let all = self.pending.len() - not_due;
         let Some(per_key) = self.cap.map(|c| c.per_key) else { return all };
         let over_cap: usize = self
@@ -443,7 +506,7 @@ impl Window {
     /// before a message that is not due; nothing while anything is in
     /// flight, so nothing past an unfinished message is ever sent.
     pub fn select_run(&mut self, now: u64, max: usize) -> Vec<u64> {
-        if self.in_flight > 0 {
+        if self.counts.in_flight > 0 {
             return Vec::new();
         }
         let mut seqs: Vec<u64> = Vec::new();
@@ -498,83 +561,60 @@ impl Window {
     /// Marks messages in flight (a call is about to carry them).
     pub fn mark_in_flight(&mut self, seqs: &[u64]) {
         for seq in seqs {
-            if let Some(p) = self.pending.get_mut(seq) {
-                self.in_flight += usize::from(!p.in_flight);
-                p.in_flight = true;
-            }
+            self.update(*seq, |p| p.in_flight = true);
         }
-        self.check_in_flight();
-    }
-
-    /// Marks a message as back from its call (or never sent).
-    fn land(in_flight: &mut usize, p: &mut Pending) {
-        *in_flight -= usize::from(p.in_flight);
-        p.in_flight = false;
-    }
-
-    /// The in-flight count against a walk of the window (debug builds: the
-    /// model test and every other test run it).
-    fn check_in_flight(&self) {
-        debug_assert_eq!(self.in_flight, self.pending.values().filter(|p| p.in_flight).count());
     }
 
     /// Records a failed attempt. Returns `true` when attempts ran out
     /// (`max_attempts`); otherwise the message is due again at `due_ms`.
     pub fn fail(&mut self, seq: u64, failure: Failure, max_attempts: u32, due_ms: u64) -> bool {
-        let Some(p) = self.pending.get_mut(&seq) else { return false };
-        self.untried_delayed.remove(&(p.due_ms, seq));
-        self.tried.insert(seq);
-        p.attempts += 1;
-        Self::land(&mut self.in_flight, p);
-        p.failures.push(Failure { attempt: p.attempts, ..failure });
-        if p.attempts >= max_attempts {
-            return true;
+        let out_of_attempts = self.update(seq, |p| {
+            p.attempts += 1;
+            p.in_flight = false;
+            p.failures.push(Failure { attempt: p.attempts, ..failure });
+            if p.attempts < max_attempts {
+                p.due_ms = due_ms;
+            }
+            p.attempts >= max_attempts
+        });
+        if out_of_attempts == Some(false) {
+            self.retries_total += 1;
         }
-        p.due_ms = due_ms;
-        self.retries_total += 1;
-        false
+        out_of_attempts == Some(true)
     }
 
     /// A message going to the DLQ at once (rejected by the plugin, or
     /// moved by an operator): one more attempt on its record.
     pub fn reject(&mut self, seq: u64, kind: FailureKind, at_ms: u64, reason: String) {
-        if let Some(p) = self.pending.get_mut(&seq) {
-            self.untried_delayed.remove(&(p.due_ms, seq));
-            self.tried.insert(seq);
+        self.update(seq, |p| {
             p.attempts += 1;
-            Self::land(&mut self.in_flight, p);
+            p.in_flight = false;
             p.failures.push(Failure { attempt: p.attempts, at_ms, kind: kind.into(), reason });
-        }
+        });
     }
 
     /// A batch trapped: each of its messages goes alone from now on, at
     /// once, with no attempt counted against it.
     pub fn isolate(&mut self, seq: u64) {
-        if let Some(p) = self.pending.get_mut(&seq) {
-            Self::land(&mut self.in_flight, p);
+        self.update(seq, |p| {
+            p.in_flight = false;
             p.isolate = true;
-        }
+        });
     }
 
     /// Puts a message back, not in flight, due at `due_ms` (a DLQ write
     /// that failed, or a call that never happened).
     pub fn postpone(&mut self, seq: u64, due_ms: u64) {
-        if let Some(p) = self.pending.get_mut(&seq) {
-            Self::land(&mut self.in_flight, p);
-            self.untried_delayed.remove(&(p.due_ms, seq));
+        self.update(seq, |p| {
+            p.in_flight = false;
             p.due_ms = due_ms;
-            if p.attempts == 0 && due_ms > 0 {
-                self.untried_delayed.insert((due_ms, seq));
-            }
-        }
+        });
     }
 
     /// The message is delivered or its DLQ entry is durable.
     pub fn finish(&mut self, seq: u64) -> Option<Box<Pending>> {
         let p = self.pending.remove(&seq)?;
-        self.untried_delayed.remove(&(p.due_ms, seq));
-        self.tried.remove(&seq);
-        self.in_flight -= usize::from(p.in_flight);
+        self.counts.remove(seq, &p);
         if let Some(k) = &p.env.key
             && let Some(q) = self.keys.get_mut(k)
         {
@@ -604,9 +644,7 @@ impl Window {
         self.keys.clear();
         self.ids.clear();
         self.deferred.clear();
-        self.untried_delayed.clear();
-        self.in_flight = 0;
-        self.tried.clear();
+        self.counts = Counts::default();
         self.next_read = next_read;
     }
 

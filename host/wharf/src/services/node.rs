@@ -127,13 +127,8 @@ impl Node {
         };
         // In parallel: each namespace's opens read its logs' tails (and
         // its partitions open in parallel in turn, for one large one).
-        let opened: Vec<anyhow::Result<Arc<Namespace>>> = cfg
-            .namespaces
-            .values()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|ns| node.open_namespace(ns))
-            .collect();
+        let opened: Vec<anyhow::Result<Arc<Namespace>>> =
+            cfg.namespaces.par_iter().map(|(_, ns)| node.open_namespace(ns)).collect();
         for ns in opened {
             node.insert(ns?);
         }
@@ -410,15 +405,17 @@ async fn every_partition(
     }
 }
 
-/// Every message still in the logs that carries an idempotency key. A
-/// partition that fails to read here is skipped: it is halted already, or
-/// will halt when its delivery loop reads the same records.
+/// The messages still in the logs whose idempotency key `idem` lacks
+/// (inside its window and not recorded). A partition that fails to read
+/// here is skipped: it is halted already, or will halt when its delivery
+/// loop reads the same records.
 fn unrecorded_idempotency_keys(partitions: &[Arc<PartitionRt>], idem: &Idempotency) -> Vec<Seen> {
     partitions.par_iter().flat_map_iter(|p| unrecorded_keys_in(p, idem)).collect()
 }
 
 /// The idempotency keys of one partition's retained messages that `idem`
-/// does not know (looked up in place: nothing is copied for a known key).
+/// lacks (looked up in place: nothing is copied for a key it has or one
+/// older than its window).
 fn unrecorded_keys_in(p: &PartitionRt, idem: &Idempotency) -> Vec<Seen> {
     let mut out = Vec::new();
     let Some(log) = &p.log else { return out };
@@ -428,7 +425,7 @@ fn unrecorded_keys_in(p: &PartitionRt, idem: &Idempotency) -> Vec<Seen> {
         from = last.seq + 1;
         for r in records {
             if let Some((key, at_ms)) = envelope::idempotency_key_of(&r.payload)
-                && !idem.knows(&key)
+                && idem.lacks(&key, at_ms)
             {
                 out.push(Seen { key: key.into_owned(), message_id: message_id(p.index, r.seq), at_ms });
             }

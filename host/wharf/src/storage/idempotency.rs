@@ -97,14 +97,17 @@ impl Idempotency {
         self.lock().contains_key(key)
     }
 
-    /// Folds in `retained`: messages still in the namespace's logs whose
-    /// idempotency key the window does not know (a crash came between the
-    /// message's append and its key's record). Those older than the window
-    /// are left out.
+    /// Whether a retained message with `key`, written at `at_ms`, is one
+    /// [`Idempotency::recover`] must fold in: inside the window, and not
+    /// recorded (a crash came between its append and its key's record).
+    pub fn lacks(&self, key: &str, at_ms: u64) -> bool {
+        !self.knows(key) && at_ms >= engine_ms().saturating_sub(self.window_ms)
+    }
+
+    /// Folds in the retained messages the window [`lacks`](Idempotency::lacks);
+    /// the others in `retained` are left out.
     pub fn recover(&self, retained: Vec<Seen>) -> Result<(), wharf_log::LogError> {
-        let cutoff = engine_ms().saturating_sub(self.window_ms);
-        let missing: Vec<Seen> =
-            retained.into_iter().filter(|s| s.at_ms >= cutoff && !self.knows(&s.key)).collect();
+        let missing: Vec<Seen> = retained.into_iter().filter(|s| self.lacks(&s.key, s.at_ms)).collect();
         if !missing.is_empty() {
             tracing::info!(keys = missing.len(), "idempotency keys recovered from the message log");
             for chunk in missing.chunks(4096) {
@@ -246,8 +249,9 @@ mod tests {
         let now = engine_ms();
         let seen = |key: &str, at_ms| Seen { key: key.into(), message_id: format!("0-{key}"), at_ms };
         let idem = Idempotency::open(dir.path(), opts, window).expect("open");
+        assert!(idem.lacks("fresh", now) && !idem.lacks("stale", now - 120_000));
         idem.recover(vec![seen("fresh", now), seen("stale", now - 120_000)]).expect("recover");
-        assert!(idem.knows("fresh"), "a key of the window is folded in");
+        assert!(idem.knows("fresh") && !idem.lacks("fresh", now), "a key of the window is folded in");
         assert!(!idem.knows("stale"), "a key older than the window is not");
         drop(idem);
         let again = Idempotency::open(dir.path(), opts, window).expect("reopen");
