@@ -667,18 +667,7 @@ mod strict_tests {
     use super::*;
 
     fn pending(key: &str) -> Box<Pending> {
-        Box::new(Pending {
-            id: String::new(),
-            env: Envelope::raw(Some(key.to_string()), Vec::new()),
-            attempts: 0,
-            due_ms: 0,
-            in_flight: false,
-            failures: Vec::new(),
-            receipt: None,
-            traps: 0,
-            isolate: false,
-            record: None,
-        })
+        Box::new(Pending::new(String::new(), Envelope::raw(Some(key.to_string()), Vec::new())))
     }
 
     #[test]

@@ -75,19 +75,8 @@ fn pending(seq: u64, key: Option<u8>, deliver_at_ms: Option<u64>) -> Box<Pending
         transaction: None,
         only_target: None,
     };
-    let due_ms = deliver_at_ms.unwrap_or(0);
-    Box::new(Pending {
-        id: format!("0-{seq}"),
-        env,
-        attempts: 0,
-        due_ms,
-        in_flight: false,
-        failures: Vec::new(),
-        receipt: None,
-        traps: 0,
-        isolate: false,
-        record: None,
-    })
+    // The model's times are the engine's own: no conversion from the wall clock.
+    Box::new(Pending { due_ms: deliver_at_ms.unwrap_or(0), ..Pending::new(format!("0-{seq}"), env) })
 }
 
 /// The window under test, the model, and the lane's clock.
