@@ -189,6 +189,29 @@ fn a_rewind_redelivers_history_in_key_order_as_replays_with_a_progress_bar() {
     assert!(w.log().contains("rewind finished"), "{}", w.log());
 }
 
+/// A rewind that comes while the lane holds records it read during its
+/// last call (`engine/read_ahead.rs`). A window of 8 and batches of 4, on
+/// a target that fails everything: each retried call reads the next batch
+/// ahead, and the full window keeps it there. The rewind drops it and the
+/// lane reads from sequence 0 again: every message arrives, in key order.
+#[test]
+fn a_rewind_while_the_lane_holds_records_read_ahead_delivers_every_message_in_key_order() {
+    let sink = HttpSink::start();
+    sink.set(|b| b.fail_all = Some(503));
+    let window = "[namespaces.orders.delivery]\nbatch_max = 4\nmax_in_flight = 8\n";
+    let w = Wharf::start_with_server("", &orders(&sink, 1, &format!("{KEEP}\n{window}")), "all");
+    let written = write_keys(&w, 4, 25, "a");
+    eventually(Duration::from_secs(30), "a call retried", || {
+        (w.target_delivery_sum("orders", "default", "retries_total") > 0).then_some(())
+    });
+    let r = w.post("/v1/admin/namespaces/orders/rewind", &json!({"earliest": true}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["rewinds"][0]["from"], 0, "{:?}", r.body);
+    sink.set(|b| b.fail_all = None);
+    wait_delivered(&w);
+    assert_eq!(arrivals(&sink), written, "every message once, in key order\n{}", w.log());
+}
+
 #[test]
 fn a_rewind_from_a_time_sends_only_what_was_written_since_and_new_writes_follow_it() {
     let sink = HttpSink::start();

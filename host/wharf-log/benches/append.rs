@@ -3,7 +3,9 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/tmp/tgt-log cargo bench -p wharf-log --bench append [-- --json]`
 //! Env: `WHARF_BENCH_DIR` (default: the system temp dir) picks the disk;
-//! `WHARF_BENCH_SECS` (default 2.5) the duration of each measurement.
+//! `WHARF_BENCH_SECS` (default 2.5) the duration of each measurement;
+//! `WHARF_BENCH_ONLY=raw|wharf|async` runs only that 64-writer row, for a
+//! profiler.
 //!
 //! Rows:
 //! - `wharf N`: N threads each appending one 1 KiB record at a time, as fast
@@ -314,6 +316,24 @@ impl Raw {
     }
 }
 
+/// `WHARF_BENCH_ONLY=async|wharf|raw`: only that 64-writer row, for a
+/// profiler (`perf record -- <bench binary> --bench`).
+fn profile_one(base: &Path, only: &str, dur: Duration) {
+    let row = match only {
+        "raw" => Raw::new(base).run(64, dur),
+        "wharf" => Wharf::new(base, LogOptions::default()).run(64, dur, None),
+        _ => Wharf::new(base, LogOptions::default()).run_async(64, dur, None),
+    };
+    println!(
+        "{}: {:.0} acks/s, {:.1} fsyncs/1k acks, p50 {} µs, p99 {} µs",
+        row.name,
+        row.acks_per_s(),
+        row.fsyncs_per_1k(),
+        row.pct(0.5),
+        row.pct(0.99)
+    );
+}
+
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let secs: f64 = std::env::var("WHARF_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.5);
@@ -321,6 +341,9 @@ fn main() {
     let base = bench_dir();
     eprintln!("wharf-log append bench: 1 KiB records, {secs}s per row, dir {}", base.display());
 
+    if let Ok(only) = std::env::var("WHARF_BENCH_ONLY") {
+        return profile_one(&base, &only, dur);
+    }
     let mut rows = Vec::new();
     let mut raw = Raw::new(&base);
     for b in [1, 8] {

@@ -16,13 +16,16 @@
 //!   transaction id, and the whole batch has one outcome (any reject
 //!   rejects it, else any retry retries it).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::watch;
 
 use super::held_instance::HeldInstance;
+use super::read_ahead::ReadAhead;
 use crate::clock::{engine_ms, now_ms};
 use crate::config::Ordering;
 use crate::engine::breaker::{Breaker, CallSummary, Transition};
@@ -71,6 +74,8 @@ pub struct Engine {
     /// `ordering = "partition"` on the log: contiguous runs, retries never
     /// give up, each message carries its stored record (a mirror).
     strict: bool,
+    /// Records read while the last call waited (`read_ahead.rs`).
+    ahead: Option<ReadAhead>,
 }
 
 impl Engine {
@@ -114,6 +119,7 @@ impl Engine {
             finished_transaction: false,
             undecodable: Vec::new(),
             strict,
+            ahead: None,
         }
     }
 
@@ -379,7 +385,11 @@ impl Engine {
     /// when nothing in the window is eligible now. Returns how many came.
     async fn fill(&mut self) -> Result<usize, String> {
         let reread = self.reread()?;
+        let ahead = self.admit_read_ahead().await;
         let (from, room, wait) = self.pull_plan(engine_ms());
+        if ahead > 0 && room == 0 {
+            return Ok(reread + ahead);
+        }
         if !wait.is_zero() && self.source().would_wait(from, room) {
             // Caught up: the watermark is made exact before the lane waits
             // (status, a restart and the log's GC read it), not one idle
@@ -392,7 +402,7 @@ impl Engine {
             p = self.source().pull(from, room, wait, &target) => p,
             _ = shutdown.changed() => return Ok(0),
         };
-        let mut pulled = match pulled {
+        let pulled = match pulled {
             Ok(p) => p,
             // The mirror cannot prove these records: this target halts on
             // this partition; writes and other targets go on.
@@ -404,8 +414,29 @@ impl Engine {
             }
             Err(e) => return Err(e.to_string()),
         };
+        Ok(reread + ahead + self.admit(pulled).await)
+    }
+
+    /// Admits what was read ahead, up to the window's room (see
+    /// `read_ahead.rs`). Returns how many messages came.
+    async fn admit_read_ahead(&mut self) -> usize {
+        let Some(ahead) = self.ahead.take() else { return 0 };
+        let max = self.ns.cfg.delivery.max_in_flight;
+        let (next_read, room) =
+            self.lane.with(|w| (w.next_read(), max.saturating_sub(w.occupying(engine_ms()))));
+        let (now, rest) = ahead.take(next_read, room);
+        self.ahead = rest;
+        match now.is_empty() {
+            true => 0,
+            false => self.admit(now).await,
+        }
+    }
+
+    /// Takes pulled messages into the window (one window lock for all);
+    /// what is not an envelope goes to the DLQ. Returns how many came.
+    async fn admit(&mut self, mut pulled: Vec<Pulled>) -> usize {
         let mut undecodable = std::mem::take(&mut self.undecodable);
-        let mut count = reread;
+        let mut count = 0;
         self.prepare_all(&mut pulled);
         // One window lock per pull, not per message.
         self.lane.with(|w| {
@@ -427,7 +458,7 @@ impl Engine {
             self.lane.with(|w| w.mark_in_flight(&[seq]));
             self.dead_letter(seq, FailureKind::Decode, "not a wharf envelope".into()).await;
         }
-        Ok(count)
+        count
     }
 
     /// Messages as they enter the window: their trap counts, their replay
@@ -553,7 +584,7 @@ impl Engine {
             _ => Batch { messages: batch.into_iter().map(|(_, m)| m).collect(), transaction_id: None },
         };
         let started = Instant::now();
-        let result = self.call(&wit_batch).await;
+        let result = self.call_reading_ahead(&wit_batch).await;
         if marker.is_none() {
             self.give_back(seqs.iter().copied().zip(wit_batch.messages));
         }
@@ -584,6 +615,32 @@ impl Engine {
             tracing::debug!("plugin instance idle: dropped");
             self.instance = None;
         }
+    }
+
+    /// [`Self::call`]; once the call waits on its target, a log lane reads
+    /// its next records meanwhile (`read_ahead.rs`), unless it still holds
+    /// some read ahead.
+    async fn call_reading_ahead(&mut self, batch: &Batch) -> Result<Vec<Outcome>, PluginError> {
+        if self.ahead.is_some() || !matches!(self.source, Some(Source::Log(_))) {
+            return self.call(batch).await;
+        }
+        let (from, n) = self.lane.with(|w| (w.next_read(), w.batch_limit.max(1)));
+        let source = self.source.take();
+        let target = self.target.clone();
+        let mut read = None;
+        let result = {
+            let mut call = std::pin::pin!(self.call(batch));
+            match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    read = source.as_ref().and_then(|s| s.read_ahead(from, n, &target.name));
+                    call.await
+                }
+            }
+        };
+        self.source = source;
+        self.ahead = read.and_then(|pulled| ReadAhead::new(from, pulled));
+        result
     }
 
     /// One `deliver` call on the current instance (instantiated on demand).

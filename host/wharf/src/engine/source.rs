@@ -72,6 +72,16 @@ pub enum Pulled {
     Settled(String),
 }
 
+impl Pulled {
+    /// The source position it came from (`None`: a queue message).
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Pulled::Message(seq, _) | Pulled::Skip(seq) => Some(*seq),
+            Pulled::Settled(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Source {
     Log(LogSource),
@@ -155,6 +165,21 @@ impl Source {
         match self {
             Source::Log(s) => s.pull(from, room, wait, target).await,
             Source::Queue(q) => Ok(q.pull(room, wait, target).await),
+        }
+    }
+
+    /// Reads up to `n` records from `from` on without waiting, while the
+    /// lane's call runs (see `lane.rs`, "read-ahead"): only an embedded
+    /// log's active segment (pages just written, no blocking I/O), never a
+    /// mirror (its chain check reads in order) nor a queue (a receive
+    /// reserves messages). `None`: nothing to read ahead here. An error is
+    /// left for the next pull, which reads the same records and reports it.
+    pub fn read_ahead(&self, from: u64, n: usize, target: &str) -> Option<Vec<Pulled>> {
+        match self {
+            Source::Log(s) if !s.mirror && !s.nothing_new(from, n) && s.log.in_active_segment(from) => {
+                s.log.read(from, n, 16 << 20).ok().and_then(|records| s.decoded(records, target).ok())
+            }
+            _ => None,
         }
     }
 
