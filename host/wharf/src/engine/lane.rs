@@ -421,9 +421,7 @@ impl Engine {
     /// `read_ahead.rs`). Returns how many messages came.
     async fn admit_read_ahead(&mut self) -> usize {
         let Some(ahead) = self.ahead.take() else { return 0 };
-        let max = self.ns.cfg.delivery.max_in_flight;
-        let (next_read, room) =
-            self.lane.with(|w| (w.next_read(), max.saturating_sub(w.occupying(engine_ms()))));
+        let (next_read, room) = self.lane.with(|w| (w.next_read(), self.room_in(w, engine_ms())));
         let (now, rest) = ahead.take(next_read, room);
         self.ahead = rest;
         match now.is_empty() {
@@ -509,17 +507,21 @@ impl Engine {
     /// Where the next pull starts, the window room it may fill, and how long
     /// it may wait for news: not at all while something is due.
     fn pull_plan(&self, now: u64) -> (u64, usize, Duration) {
-        let max = self.ns.cfg.delivery.max_in_flight;
-        // Delayed messages that are not due yet do not take window room, so
-        // they never hold back the messages written after them.
         let (from, room, next_due) =
-            self.lane.with(|w| (w.next_read(), max.saturating_sub(w.occupying(now)), w.next_due_ms()));
+            self.lane.with(|w| (w.next_read(), self.room_in(w, now), w.next_due_ms()));
         let wait = match next_due {
             Some(due) if due <= now => Duration::ZERO,
             Some(due) => Duration::from_millis(due - now).min(IDLE),
             None => IDLE,
         };
         (from, room, wait)
+    }
+
+    /// How many more messages `w` may take (`max_in_flight`). Delayed
+    /// messages that are not due yet take no room, so they never hold back
+    /// the messages written after them.
+    fn room_in(&self, w: &Window, now: u64) -> usize {
+        self.ns.cfg.delivery.max_in_flight.saturating_sub(w.occupying(now))
     }
 
     /// Picks the eligible messages (oldest first; one probe while the
@@ -627,14 +629,13 @@ impl Engine {
         let (from, n) = self.lane.with(|w| (w.next_read(), w.batch_limit.max(1)));
         let source = self.source.take();
         let target = self.target.clone();
-        let mut read = None;
-        let result = {
+        let (result, read) = {
             let mut call = std::pin::pin!(self.call(batch));
             match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-                Poll::Ready(result) => result,
+                Poll::Ready(result) => (result, None),
                 Poll::Pending => {
-                    read = source.as_ref().and_then(|s| s.read_ahead(from, n, &target.name));
-                    call.await
+                    let read = source.as_ref().and_then(|s| s.read_ahead(from, n, &target.name));
+                    (call.await, read)
                 }
             }
         };

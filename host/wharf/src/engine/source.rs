@@ -57,6 +57,9 @@ pub enum OpenError {
     NotRetained { position: u64, first: u64 },
 }
 
+/// Most payload bytes one log read returns (it returns at least one record).
+const READ_MAX_BYTES: usize = 16 << 20;
+
 /// A message pulled from the source.
 #[derive(Debug)]
 pub enum Pulled {
@@ -169,15 +172,16 @@ impl Source {
     }
 
     /// Reads up to `n` records from `from` on without waiting, while the
-    /// lane's call runs (see `lane.rs`, "read-ahead"): only an embedded
-    /// log's active segment (pages just written, no blocking I/O), never a
-    /// mirror (its chain check reads in order) nor a queue (a receive
-    /// reserves messages). `None`: nothing to read ahead here. An error is
-    /// left for the next pull, which reads the same records and reports it.
+    /// lane's call runs (`read_ahead.rs`): only an embedded log's active
+    /// segment (pages just written, no blocking I/O). Never a mirror (its
+    /// chain may have to catch up from disk, and a chain error halts the
+    /// lane) nor a queue (a receive reserves messages). `None`: nothing to
+    /// read ahead here. An error is left for the next pull, which reads the
+    /// same records and reports it.
     pub fn read_ahead(&self, from: u64, n: usize, target: &str) -> Option<Vec<Pulled>> {
         match self {
             Source::Log(s) if !s.mirror && !s.nothing_new(from, n) && s.log.in_active_segment(from) => {
-                s.log.read(from, n, 16 << 20).ok().and_then(|records| s.decoded(records, target).ok())
+                s.log.read(from, n, READ_MAX_BYTES).ok().and_then(|records| s.decoded(records, target).ok())
             }
             _ => None,
         }
@@ -258,7 +262,7 @@ impl LogSource {
         // the page cache: on the worker (block_in_place hands the worker to
         // another thread each time: 10 % of the delivery rate, measured).
         // Older segments may be cold: block in place.
-        let read = || self.log.read(from, room, 16 << 20);
+        let read = || self.log.read(from, room, READ_MAX_BYTES);
         let records = match self.log.in_active_segment(from) {
             true => read()?,
             false => tokio::task::block_in_place(read)?,
@@ -274,7 +278,7 @@ impl LogSource {
     fn reread(&self, seqs: &[u64], target: &str) -> Result<Vec<Pulled>, SourceError> {
         let mut out = Vec::with_capacity(seqs.len());
         for run in seqs.chunk_by(|a, b| b == &(a + 1)) {
-            let records = tokio::task::block_in_place(|| self.log.read(run[0], run.len(), 16 << 20))?;
+            let records = tokio::task::block_in_place(|| self.log.read(run[0], run.len(), READ_MAX_BYTES))?;
             let records = records.into_iter().filter(|r| run.contains(&r.seq)).collect();
             out.extend(self.decoded(records, target)?);
         }
