@@ -377,7 +377,14 @@ fn main() {
     for n in [16, 64] {
         rows.push(w.run(n, dur, Some(full64 / 2.0)));
     }
-    rows.push(w.run_async(64, dur, Some(full_async64 / 2.0)));
+    let half_async = w.run_async(64, dur, Some(full_async64 / 2.0));
+    // The disk's own floor for that row: one thread writing rounds of the
+    // size the half-load rounds had, each a pwrite burst and an fdatasync.
+    // An ack waits for at least one whole round, so its p99 cannot be
+    // below this row's.
+    let half_round = (1000.0 / half_async.fsyncs_per_1k().max(1.0)).round().max(1.0) as usize;
+    rows.push(half_async);
+    rows.push(raw.run(half_round, dur));
 
     // The cost of publishing the durable end: the same load with and
     // without it, in alternating slices.
@@ -444,6 +451,11 @@ fn main() {
         "target: p99 ack at half load, 64 async writers <= {P99_TARGET_US} µs: {} ({half_async64} µs)",
         verdict(half_async64 > 0 && half_async64 <= P99_TARGET_US)
     );
+    let floor = half(&format!("raw b{half_round}"));
+    println!(
+        "the disk's floor at half load: one round of {half_round} records (the async @50% rounds' size), raw, p99 {floor} µs{}",
+        if floor > P99_TARGET_US { ": over the target by itself" } else { "" }
+    );
     let sync_p50 = find("raw b1").map_or(0, |r| r.pct(0.5));
     println!(
         "publish_durable_end on/off (interleaved): {:.1}% of the acks/s at 1 writer, {:.1}% at 64; one publication (40-byte pwrite) {:.2} µs vs fdatasync p50 {} µs",
@@ -477,6 +489,8 @@ fn main() {
                 "p99_half_load_16_writers_us": half16,
                 "p99_half_load_64_writers_us": half64,
                 "p99_half_load_64_async_writers_us": half_async64,
+                "p99_half_load_disk_floor_us": floor,
+                "half_load_round_records": half_round,
                 "ratio_publish_on_off_1": (publish_ratio[0] * 1000.0).round() / 1000.0,
                 "ratio_publish_on_off_64": (publish_ratio[1] * 1000.0).round() / 1000.0,
                 "publish_pwrite_us": (publish_us * 100.0).round() / 100.0,

@@ -332,7 +332,7 @@ pub async fn write_envelopes(
     }
 
     let mut keys_to_record = Vec::new();
-    let mut tasks = Vec::new();
+    let mut outcomes = Vec::new();
     if let Some(producer) = ns.producer.get() {
         // A Kafka or SQS queue: append in request order; the backend keeps
         // per-key order (Kafka partition, SQS FIFO group).
@@ -349,13 +349,9 @@ pub async fn write_envelopes(
     } else if ns.cfg.queue.is_some() {
         return Err(ApiError::role_consumer());
     } else {
-        for (partition, items) in by_partition {
-            let part = ns.partitions[partition as usize].clone();
-            tasks.push((partition, part.clone(), tokio::spawn(append(part, items))));
-        }
+        outcomes = append_partitions(ns, by_partition).await;
     }
-    for (partition, part, task) in tasks {
-        let outcome = task.await.unwrap_or_else(|e| Err((Vec::new(), ApiError::internal(e.to_string()))));
+    for (partition, part, outcome) in outcomes {
         match outcome {
             Ok(acks) => {
                 part.wake();
@@ -443,6 +439,39 @@ pub async fn wait_all_visible(ns: &Namespace, acks: impl Iterator<Item = &mut Wr
 
 type Appended = Vec<(usize, u64, bool, Option<String>)>;
 type Failed = (Vec<(usize, Option<String>)>, ApiError);
+
+/// Appends each partition's share of a request. One share (a single
+/// message, or a keyless batch) is appended in the request's own task: no
+/// spawned task and no wake-up to hand its outcome back. Several shares go
+/// to one task each, so that their group commits run in parallel. A request
+/// dropped while waiting loses only its acknowledgement, as with a client
+/// that disconnects: its records are queued and the log writes them
+/// (`wharf_log` `Commit`).
+async fn append_partitions(
+    ns: &Namespace,
+    mut by_partition: BTreeMap<u32, Vec<(usize, Envelope)>>,
+) -> Vec<(u32, Arc<PartitionRt>, Result<Appended, Failed>)> {
+    if by_partition.len() == 1
+        && let Some((partition, items)) = by_partition.pop_first()
+    {
+        let part = ns.partitions[partition as usize].clone();
+        let outcome = append(part.clone(), items).await;
+        return vec![(partition, part, outcome)];
+    }
+    let tasks: Vec<_> = by_partition
+        .into_iter()
+        .map(|(partition, items)| {
+            let part = ns.partitions[partition as usize].clone();
+            (partition, part.clone(), tokio::spawn(append(part, items)))
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for (partition, part, task) in tasks {
+        let outcome = task.await.unwrap_or_else(|e| Err((Vec::new(), ApiError::internal(e.to_string()))));
+        outcomes.push((partition, part, outcome));
+    }
+    outcomes
+}
 
 /// Appends one partition's share of a batch in a single durable call.
 async fn append(part: Arc<PartitionRt>, items: Vec<(usize, Envelope)>) -> Result<Appended, Failed> {
