@@ -256,6 +256,35 @@ fn a_repeated_idempotency_key_returns_the_original_id_and_writes_nothing() {
     assert_eq!(sink.accepted().len(), 2, "a duplicate was delivered");
 }
 
+/// A call cut off by its deadline while the write waits for its fdatasync
+/// must leave the idempotency key settled either way: a retry with the
+/// same key returns (a duplicate of the cut-off write, or the first write
+/// if the cut-off one never started), and each key is delivered once.
+#[test]
+fn a_write_cut_off_by_its_deadline_never_holds_up_a_retry_of_its_idempotency_key() {
+    let sink = HttpSink::start();
+    let wharf = Wharf::start(&namespaces(&sink, ""));
+    let grpc = Grpc::connect(&wharf);
+    let tries = 20;
+    for i in 0..tries {
+        let mut req = write(format!("m{i}").as_bytes(), Some(&format!("k{i}")));
+        req.idempotency_key = Some(format!("cut-{i}"));
+        // 1 µs: the server drops the call in the middle of the write.
+        let mut cut = grpc.request(req.clone());
+        cut.set_timeout(Duration::from_micros(1));
+        let _ = grpc.rt.block_on(grpc.client.clone().write(cut));
+        let mut retry = grpc.request(req);
+        retry.set_timeout(Duration::from_secs(10));
+        let ack = grpc.rt.block_on(grpc.client.clone().write(retry));
+        assert!(ack.is_ok(), "retry {i} of a cut-off write: {ack:?}");
+    }
+    eventually(Duration::from_secs(30), "a delivery per key", || {
+        (sink.accepted().len() >= tries).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.accepted().len(), tries, "a key was written twice");
+}
+
 #[test]
 fn errors_carry_the_http_apis_code_with_the_matching_grpc_code() {
     let sink = HttpSink::start();

@@ -287,6 +287,29 @@ pub async fn write_envelopes(
         ));
     }
     admit(ns)?;
+    if envelopes.iter().any(|e| e.as_ref().is_ok_and(|e| e.idempotency_key.is_some())) {
+        // A reserved idempotency key must end completed or released,
+        // whatever becomes of the request (its client gone, its deadline
+        // passed): otherwise a retry with that key waits for it forever.
+        // So the rest runs in a task of its own, which a dropped request
+        // does not cancel.
+        let ns = ns.clone();
+        let detached =
+            tokio::spawn(async move { place_and_append(&ns, envelopes, wait, timeout, started).await });
+        return detached.await.unwrap_or_else(|e| Err(ApiError::internal(e.to_string())));
+    }
+    place_and_append(ns, envelopes, wait, timeout, started).await
+}
+
+/// [`write_envelopes`] once admitted: deduplicate, place, append, record
+/// the idempotency keys, wait.
+async fn place_and_append(
+    ns: &Arc<Namespace>,
+    envelopes: Vec<Result<Envelope, ApiError>>,
+    wait: WaitFor,
+    timeout: Duration,
+    started: Instant,
+) -> Result<Vec<Result<WriteAck, ApiError>>, ApiError> {
     let spans = crate::otel::AppendSpans::start(&envelopes);
     let n = envelopes.len();
     let mut results: Vec<Option<Result<WriteAck, ApiError>>> = vec![None; n];
