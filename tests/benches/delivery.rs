@@ -60,6 +60,7 @@ use wharf::benching;
 use wharf_plugin_memcached::Memcached as McTarget;
 use wharf_sdk::testing::Harness;
 use wharf_sdk::{Batch, Message};
+use wharf_tests::redis::{Redis, bench_tool};
 use wharf_tests::{Memcached, Wharf, free_port, plugin};
 
 const NS: &str = "bench";
@@ -76,11 +77,21 @@ struct Opts {
     payload: usize,
     partitions: usize,
     rounds: usize,
+    /// Messages the peer rows drain (a BullMQ job costs tens of
+    /// microseconds of Redis work, so it gets a smaller backlog).
+    peer_messages: usize,
     json: bool,
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { messages: 100_000, payload: 100, partitions: 4, rounds: 3, json: false };
+    let mut o = Opts {
+        messages: 100_000,
+        payload: 100,
+        partitions: 4,
+        rounds: 3,
+        peer_messages: 20_000,
+        json: false,
+    };
     let mut args = std::env::args().skip(1);
     let num = |args: &mut dyn Iterator<Item = String>, what: &str| -> usize {
         args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{what} needs a number"))
@@ -92,6 +103,7 @@ fn opts() -> Opts {
             "--payload" => o.payload = num(&mut args, "--payload"),
             "--partitions" => o.partitions = num(&mut args, "--partitions"),
             "--rounds" => o.rounds = num(&mut args, "--rounds"),
+            "--peer-messages" => o.peer_messages = num(&mut args, "--peer-messages"),
             // `cargo bench` passes `--bench`; name filters do not apply.
             _ => {}
         }
@@ -189,14 +201,14 @@ impl Conn {
     }
 }
 
-/// Reads every key back with multi-gets; returns how many are missing or
+/// Reads keys `0..n` back with multi-gets; returns how many are missing or
 /// hold the wrong value.
-fn count_bad(port: u16, o: &Opts) -> usize {
+fn count_bad(port: u16, n: usize, o: &Opts) -> usize {
     let mut c = Conn::open(port);
     let mut bad = 0;
     let mut line = String::new();
-    for start in (0..o.messages).step_by(100) {
-        let keys: Vec<String> = (start..o.messages.min(start + 100)).map(key_of).collect();
+    for start in (0..n).step_by(100) {
+        let keys: Vec<String> = (start..n.min(start + 100)).map(key_of).collect();
         c.r.get_mut().write_all(format!("get {}\r\n", keys.join(" ")).as_bytes()).expect("write");
         let mut good = 0;
         loop {
@@ -218,6 +230,51 @@ fn count_bad(port: u16, o: &Opts) -> usize {
         bad += keys.len() - good;
     }
     bad
+}
+
+// ------------------------------------------------------------ peer: BullMQ
+
+/// The peer's concurrency per queue: 1 keeps each queue in order (Wharf's
+/// per-key guarantee); 64 lets a queue's jobs overtake each other.
+const PEER_CONCURRENCY: [usize; 2] = [1, 64];
+
+/// `tests/benches/delivery-peer`: BullMQ's worker and its `node_modules`.
+fn peer_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/delivery-peer");
+    assert!(
+        dir.join("node_modules/bullmq").is_dir(),
+        "the delivery peer is not installed: run scripts/bench-deps.sh (make bench does)"
+    );
+    dir
+}
+
+/// One drain of `o.peer_messages` jobs by BullMQ into memcached: the
+/// drain's time (from starting the workers to the last job completed; the
+/// load and node's start-up are not counted).
+fn peer_run(redis: &Redis, mc_port: u16, o: &Opts, concurrency: usize) -> Duration {
+    let dir = peer_dir();
+    let mut args = vec!["drain.mjs".to_string()];
+    for (k, v) in [
+        ("--redis", usize::from(redis.port)),
+        ("--memcached", usize::from(mc_port)),
+        ("--messages", o.peer_messages),
+        ("--payload", o.payload),
+        ("--partitions", o.partitions),
+        ("--concurrency", concurrency),
+    ] {
+        args.extend([k.to_string(), v.to_string()]);
+    }
+    let out = std::process::Command::new(bench_tool("node"))
+        .args(&args)
+        .current_dir(&dir)
+        .output()
+        .expect("run node drain.mjs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the BullMQ drain failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_str(text.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("the BullMQ drain printed {text:?}: {e}"));
+    assert_eq!(line["completed"], json!(o.peer_messages), "BullMQ completed jobs: {line}");
+    Duration::from_secs_f64(line["drain_ms"].as_f64().expect("drain_ms") / 1000.0)
 }
 
 // ------------------------------------------------------------ native paths
@@ -547,12 +604,15 @@ fn main() {
     let mc = Memcached::start_on(mc_port);
     let flush = || Conn::open(mc_port).flush_all();
     let check = |what: &str| {
-        let bad = count_bad(mc_port, &o);
+        let bad = count_bad(mc_port, o.messages, &o);
         assert_eq!(bad, 0, "{what}: {bad} of {} keys missing or wrong in memcached", o.messages);
     };
     native_plugin(mc_port, &batches, 1); // warm-up: memcached's slabs, caches
     let cache = tempfile::tempdir().expect("plugin cache dir");
     let component = wasm_plugin(mc_port, cache.path());
+    let redis_dir = tempfile::tempdir().expect("redis data dir");
+    let redis = Redis::start(redis_dir.path());
+    assert_eq!(redis.appendfsync(), "always", "the peer's Redis must fsync every write");
 
     // 3. Interleaved rounds.
     let threads = if o.partitions > 1 { vec![1, o.partitions] } else { vec![1] };
@@ -560,6 +620,7 @@ fn main() {
     let mut raw_runs = Vec::new();
     let mut call_runs = Vec::new();
     let mut wasm_runs = Vec::new();
+    let mut peer_runs: Vec<Vec<Duration>> = vec![Vec::new(); PEER_CONCURRENCY.len()];
     for round in 1..=o.rounds {
         step(&format!("round {round} of {}", o.rounds));
         for (k, &t) in threads.iter().enumerate() {
@@ -576,19 +637,28 @@ fn main() {
         flush();
         wasm_runs.push(wasm_run(&mut w, &snapshot, &o));
         check("wharf reported everything delivered, but");
+        for (k, &c) in PEER_CONCURRENCY.iter().enumerate() {
+            flush();
+            peer_runs[k].push(peer_run(&redis, mc_port, &o, c));
+            let bad = count_bad(mc_port, o.peer_messages, &o);
+            assert_eq!(bad, 0, "BullMQ: {bad} of {} keys missing or wrong in memcached", o.peer_messages);
+        }
     }
     if let Some(path) = std::env::var_os("WHARF_BENCH_LOG") {
         std::fs::write(path, w.log()).expect("write WHARF_BENCH_LOG");
     }
     drop(w);
     drop(mc);
+    drop(redis);
 
     let plugin: Vec<(usize, Duration)> =
         threads.iter().zip(plugin_runs).map(|(t, runs)| (*t, median(runs, |d| *d))).collect();
     let raw = median(raw_runs, |d| *d);
     let calls = median(call_runs, |d| *d);
     let wasm = median(wasm_runs, |r| r.total);
-    report(&o, &plugin, raw, calls, &wasm, load_time, start.elapsed());
+    let peer: Vec<(usize, Duration)> =
+        PEER_CONCURRENCY.iter().zip(peer_runs).map(|(c, runs)| (*c, median(runs, |d| *d))).collect();
+    report(&o, &plugin, raw, calls, &wasm, &peer, load_time, start.elapsed());
 }
 
 fn report(
@@ -597,6 +667,7 @@ fn report(
     raw: Duration,
     calls: Duration,
     w: &WasmRun,
+    peer: &[(usize, Duration)],
     load: Duration,
     wall: Duration,
 ) {
@@ -627,6 +698,12 @@ fn report(
             "wasm_after_api_up_msgs_per_s": steady.map(f64::round),
             "wasm_total_ms": w.total.as_millis() as u64,
             "wasm_startup_ms": w.startup.as_millis() as u64,
+            "peer": {
+                "name": "BullMQ 6.7 over redis-server (appendonly, appendfsync always), memjs",
+                "messages": o.peer_messages, "queues": o.partitions,
+                "msgs_per_s": peer.iter().map(|(c, d)| (format!("concurrency_{c}"), json!(rate(o.peer_messages, *d).round())))
+                    .collect::<serde_json::Map<String, Value>>(),
+            },
             "ratio": (ratio * 1000.0).round() / 1000.0,
             "target": TARGET, "pass": ratio >= TARGET,
             "load_ms": load.as_millis() as u64,
@@ -651,6 +728,13 @@ fn report(
     if let Some(s) = steady {
         row("  wharf, from the first status poll", s);
     }
+    for (c, d) in peer {
+        let order = if *c == 1 { "in order".to_string() } else { format!("x {c}, unordered") };
+        row(
+            &format!("peer: BullMQ + Redis AOF always, {} queues, {order}", o.partitions),
+            rate(o.peer_messages, *d),
+        );
+    }
     println!(
         "wharf: {} ms from spawn until every watermark reached its head; start-up (spawn until the API \
          answered) {} ms; {early} delivered at the first poll ({} ms)",
@@ -664,6 +748,15 @@ fn report(
         load.as_secs_f64(),
         wall.as_secs_f64()
     );
+    if let Some((_, d)) = peer.first() {
+        println!(
+            "peer: BullMQ (npm) jobs in its own redis-server (appendfsync always), one worker per queue setting \
+             each job into the same memcached with memjs; {} msgs; timed from starting the workers to the last \
+             job completed (node's start-up and the load not counted); wharf end to end / peer in order: {:.1}x",
+            o.peer_messages,
+            wasm / rate(o.peer_messages, *d)
+        );
+    }
     println!(
         "target: wasm >= {TARGET:.2} of native: {} ({ratio:.2})",
         if ratio >= TARGET { "MET" } else { "MISS" }

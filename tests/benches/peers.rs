@@ -22,13 +22,11 @@
 //! calibration run). Targets: Wharf's rate >= Redis's, and
 //! Wharf's p99 <= 2 ms.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use wharf_tests::{Wharf, b64, eventually, free_port};
+use wharf_tests::redis::{Redis, bench_tool};
+use wharf_tests::{Wharf, b64};
 
 /// Wharf's rate over Redis's, at least.
 const TARGET_RATIO: f64 = 1.0;
@@ -64,16 +62,6 @@ struct Figures {
     per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
-}
-
-fn tool(name: &str) -> String {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "{name} is missing: run scripts/bench-deps.sh (make bench does)");
-    name.to_string()
 }
 
 /// `wrk` durations: `812.00us`, `3.10ms`, `1.02s`.
@@ -114,7 +102,7 @@ fn run_wrk(wharf: &Wharf, a: &Args, dir: &Path) -> Figures {
         ),
     )
     .expect("wrk script");
-    let out = Command::new(tool("wrk"))
+    let out = Command::new(bench_tool("wrk"))
         .args(["-t2", &format!("-c{}", a.connections), &format!("-d{}s", a.seconds), "--latency", "-s"])
         .arg(&script)
         .arg(wharf.url("/v1/namespaces/bench/messages"))
@@ -123,52 +111,6 @@ fn run_wrk(wharf: &Wharf, a: &Args, dir: &Path) -> Figures {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     parse_wrk(&text)
-}
-
-/// A `redis-server` with its own data dir, stopped by PID on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        let port = free_port();
-        let child = Command::new(tool("redis-server"))
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
-            .arg(dir)
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"])
-            .args(["--logfile", "", "--maxclients", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let redis = Redis { port, child };
-        eventually(Duration::from_secs(20), "redis answers PING", || redis.ping().then_some(()));
-        redis
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    /// The AOF policy the server runs with, as it reports it.
-    fn appendfsync(&self) -> String {
-        let out = Command::new(tool("redis-cli"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "config", "get", "appendfsync"])
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap_or("").to_string()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Parses `redis-benchmark --csv`: the last row's rps and p50/p99 (ms).
@@ -183,7 +125,7 @@ fn parse_redis_csv(out: &str) -> Figures {
 
 fn run_redis(redis: &Redis, a: &Args, requests: u64) -> Figures {
     let field = "x".repeat(a.payload);
-    let out = Command::new(tool("redis-benchmark"))
+    let out = Command::new(bench_tool("redis-benchmark"))
         .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
         .args(["-c", &a.connections.to_string(), "-n", &requests.to_string(), "--csv"])
         .args(["XADD", "wharfbench", "*", "payload", &field])

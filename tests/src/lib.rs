@@ -6,6 +6,7 @@
 
 pub mod cql;
 pub mod proxy;
+pub mod redis;
 pub mod tcp_proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
