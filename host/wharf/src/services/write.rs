@@ -5,7 +5,7 @@
 //! partition are appended in one call, in request order, so a batch costs one
 //! group-committed fdatasync per partition and keeps per-key order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::engine::target::TargetRt;
 use crate::error::Error as ApiError;
 use crate::metrics;
 use crate::storage::envelope::{Envelope, message_id, parse_message_id, stamp_written_at};
-use crate::storage::idempotency::Reservation;
+use crate::storage::idempotency::{HeldKeys, Reservation};
 use crate::storage::part_log::PartLog;
 
 /// Input limits; a violation is a 400 or 413 that writes nothing.
@@ -320,8 +320,9 @@ async fn place_and_append(
     // is about 200 bytes and moving it was a third of the batch path's
     // memmove.
     let mut by_partition: BTreeMap<u32, Vec<(usize, &Envelope)>> = BTreeMap::new();
-    // Idempotency keys reserved by this batch, and their first index.
-    let mut reserved: HashMap<String, usize> = HashMap::new();
+    // Idempotency keys reserved by this batch, and their first index;
+    // released on the way out unless recorded (an early return, a panic).
+    let mut held = HeldKeys::new(ns.idempotency.as_ref());
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     // Keyless messages of one request share one partition (the one keyless
     // writes stick to when its first one is placed, even if the request
@@ -336,8 +337,8 @@ async fn place_and_append(
             }
         };
         if let Some(k) = &env.idempotency_key {
-            if let Some(first) = reserved.get(k) {
-                repeats.push((i, *first));
+            if let Some(first) = held.first_use(k) {
+                repeats.push((i, first));
                 continue;
             }
             match ns.idempotency()?.reserve(k).await {
@@ -345,9 +346,7 @@ async fn place_and_append(
                     results[i] = Some(Ok(duplicate_ack(&id)));
                     continue;
                 }
-                Reservation::Reserved => {
-                    reserved.insert(k.clone(), i);
-                }
+                Reservation::Reserved => held.hold(k.clone(), i),
             }
         }
         let partition = match env.key.as_deref() {
@@ -369,8 +368,8 @@ async fn place_and_append(
             results[i] = Some(append_external(producer, env).await);
             if let (Some(k), Some(Ok(ack))) = (&env.idempotency_key, &results[i]) {
                 keys_to_record.push((k.clone(), ack.message_id.clone()));
-            } else if let (Some(k), Some(idem)) = (&env.idempotency_key, &ns.idempotency) {
-                idem.release(k);
+            } else if let Some(k) = &env.idempotency_key {
+                held.release(k);
             }
         }
     } else if ns.cfg.queue.is_some() {
@@ -399,8 +398,8 @@ async fn place_and_append(
             }
             Err((items, e)) => {
                 for (i, idem) in items {
-                    if let (Some(k), Some(idem)) = (idem, &ns.idempotency) {
-                        idem.release(&k);
+                    if let Some(k) = idem {
+                        held.release(&k);
                     }
                     results[i] = Some(Err(e.clone()));
                 }
@@ -414,6 +413,9 @@ async fn place_and_append(
             idem.complete(&keys_to_record)
         })
         .await;
+        if recorded.is_ok() {
+            held.settled();
+        }
         if !matches!(recorded, Ok(Ok(()))) {
             // The messages are durable; only the dedup window lost them until
             // the next start, which folds retained messages back in.

@@ -167,9 +167,17 @@ impl Idempotency {
         )
     }
 
-    /// Gives up a reservation after a failed write.
+    /// Gives up a reservation after a failed write. A key already recorded
+    /// is left as it is.
     pub fn release(&self, key: &str) {
-        if let Some(Slot::Pending(n)) = self.lock().remove(key) {
+        let pending = {
+            let mut slots = self.lock();
+            match slots.get(key) {
+                Some(Slot::Pending(_)) => slots.remove(key),
+                _ => None,
+            }
+        };
+        if let Some(Slot::Pending(n)) = pending {
             n.notify_waiters();
         }
     }
@@ -237,6 +245,57 @@ fn decode(bytes: &[u8]) -> Option<Seen> {
     crate::storage::record::decode(VERSION, bytes).ok()
 }
 
+/// The keys one write has reserved and not yet settled, each with the
+/// index of the first message in the write that uses it. Dropping it
+/// releases every key still held, so a write that ends early (an error
+/// returned, a panic unwinding its task) never leaves a key pending: a
+/// retry with that key would wait for it forever.
+#[derive(Debug)]
+pub struct HeldKeys<'a> {
+    window: Option<&'a Idempotency>,
+    first_use: HashMap<String, usize>,
+}
+
+impl<'a> HeldKeys<'a> {
+    pub fn new(window: Option<&'a Idempotency>) -> Self {
+        Self { window, first_use: HashMap::new() }
+    }
+
+    /// The index of the message that holds `key`, if this write holds it.
+    pub fn first_use(&self, key: &str) -> Option<usize> {
+        self.first_use.get(key).copied()
+    }
+
+    /// Takes over a key [`Idempotency::reserve`] just reserved.
+    pub fn hold(&mut self, key: String, index: usize) {
+        self.first_use.insert(key, index);
+    }
+
+    /// Gives `key` back now: its message was not appended.
+    pub fn release(&mut self, key: &str) {
+        if self.first_use.remove(key).is_some()
+            && let Some(w) = self.window
+        {
+            w.release(key);
+        }
+    }
+
+    /// [`Idempotency::complete`] returned for every key still held: each is
+    /// recorded, or was given back by it, so none is this write's to release.
+    pub fn settled(&mut self) {
+        self.first_use.clear();
+    }
+}
+
+impl Drop for HeldKeys<'_> {
+    fn drop(&mut self) {
+        let Some(w) = self.window else { return };
+        for key in self.first_use.keys() {
+            w.release(key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +316,59 @@ mod tests {
         let again = Idempotency::open(dir.path(), opts, window).expect("reopen");
         assert_eq!(again.lookup("fresh").as_deref(), Some("0-fresh"), "recorded durably");
         assert!(!again.knows("stale"));
+    }
+
+    fn window(dir: &Path) -> Idempotency {
+        Idempotency::open(dir, wharf_log::LogOptions::default(), Duration::from_secs(60)).expect("open")
+    }
+
+    /// Reserves `key`, or says it is still pending (a retry would wait).
+    fn try_reserve(idem: &Idempotency, key: &str) -> Option<Reservation> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(50), idem.reserve(key)).await.ok() })
+    }
+
+    #[test]
+    fn keys_a_write_still_holds_are_released_when_it_ends_early_even_by_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idem = window(dir.path());
+        // Ended by an error: the write returns with its keys held.
+        let held_then_dropped = || -> Result<(), &'static str> {
+            let mut held = HeldKeys::new(Some(&idem));
+            assert!(matches!(try_reserve(&idem, "a"), Some(Reservation::Reserved)));
+            held.hold("a".into(), 0);
+            assert!(try_reserve(&idem, "a").is_none(), "a held key makes a retry wait");
+            Err("the write failed before recording its keys")
+        };
+        assert!(held_then_dropped().is_err());
+        assert!(matches!(try_reserve(&idem, "a"), Some(Reservation::Reserved)), "released on return");
+        idem.release("a");
+        // Ended by a panic.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut held = HeldKeys::new(Some(&idem));
+            assert!(matches!(try_reserve(&idem, "b"), Some(Reservation::Reserved)));
+            held.hold("b".into(), 0);
+            panic!("a bug in the write path");
+        }));
+        assert!(unwound.is_err());
+        assert!(matches!(try_reserve(&idem, "b"), Some(Reservation::Reserved)), "released by the unwinding");
+    }
+
+    #[test]
+    fn a_settled_key_stays_recorded_and_a_release_never_drops_a_recorded_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idem = window(dir.path());
+        {
+            let mut held = HeldKeys::new(Some(&idem));
+            assert!(matches!(try_reserve(&idem, "k"), Some(Reservation::Reserved)));
+            held.hold("k".into(), 0);
+            idem.complete(&[("k".into(), "0-7".into())]).expect("record");
+            held.settled();
+        }
+        idem.release("k");
+        assert!(
+            matches!(try_reserve(&idem, "k"), Some(Reservation::Duplicate(id)) if id == "0-7"),
+            "the key answers as a duplicate of its first write"
+        );
     }
 }
