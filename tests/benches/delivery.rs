@@ -658,19 +658,23 @@ fn main() {
     let wasm = median(wasm_runs, |r| r.total);
     let peer: Vec<(usize, Duration)> =
         PEER_CONCURRENCY.iter().zip(peer_runs).map(|(c, runs)| (*c, median(runs, |d| *d))).collect();
-    report(&o, &plugin, raw, calls, &wasm, &peer, load_time, start.elapsed());
+    report(&o, &Medians { plugin, raw, calls, wasm, peer }, load_time, start.elapsed());
 }
 
-fn report(
-    o: &Opts,
-    plugin: &[(usize, Duration)],
+/// Every path's median time, for [`report`].
+struct Medians {
+    /// Per thread count, the native plugin code.
+    plugin: Vec<(usize, Duration)>,
     raw: Duration,
     calls: Duration,
-    w: &WasmRun,
-    peer: &[(usize, Duration)],
-    load: Duration,
-    wall: Duration,
-) {
+    wasm: WasmRun,
+    /// Per concurrency, the BullMQ peer.
+    peer: Vec<(usize, Duration)>,
+}
+
+fn report(o: &Opts, m: &Medians, load: Duration, wall: Duration) {
+    let Medians { plugin, raw, calls, wasm: w, peer } = m;
+    let (raw, calls) = (*raw, *calls);
     let n = o.messages;
     let native = plugin.iter().map(|(_, d)| rate(n, *d)).fold(0.0, f64::max);
     let wasm = rate(n, w.total);

@@ -796,6 +796,18 @@ impl Wharf {
         self.post_raw(path, &body.to_string())
     }
 
+    /// A POST whose connection may fail (the process dies answering it):
+    /// `None` then.
+    pub fn try_post(&self, path: &str, body: &Value) -> Option<Reply> {
+        let mut r = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .ok()?;
+        Some(reply(&mut r))
+    }
+
     pub fn put(&self, path: &str, body: &Value) -> Reply {
         let mut r = self
             .agent

@@ -78,6 +78,61 @@ fn a_repeated_idempotency_key_returns_the_original_id_and_writes_nothing_even_af
     assert_eq!(heads, 2, "a duplicate was written");
 }
 
+/// Messages in every partition (the heads' sum).
+fn messages_in(wharf: &Wharf) -> u64 {
+    wharf.status()["namespaces"]["hooks"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["head_sequence"].as_u64().expect("head"))
+        .sum()
+}
+
+#[test]
+fn a_clean_stop_spares_the_next_start_the_key_scan_and_a_crash_after_it_still_finds_an_unrecorded_key() {
+    let sink = HttpSink::start();
+    let mut wharf = Wharf::start(&namespaces(&sink, ""));
+    let write = |wharf: &Wharf, key: &str| {
+        wharf.post(
+            "/v1/namespaces/hooks/messages",
+            &json!({"key": "order", "payload": b64(key.as_bytes()), "idempotency_key": key}),
+        )
+    };
+    let first = write(&wharf, "req-a");
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let mark = wharf.data_dir().join("hooks/idempotency/clean-stop");
+    wharf.terminate();
+    assert_eq!(wharf.wait_exit(Duration::from_secs(30)), Some(0), "{}", wharf.log());
+    assert!(mark.exists(), "a clean stop marks the window\n{}", wharf.log());
+
+    // A start after it does not scan the logs and uses the mark once; then
+    // a message is appended and the process dies before its key is recorded.
+    wharf.set_env("WHARF_FAULT_ABORT", Some("idempotency.before_record"));
+    wharf.restart();
+    assert_eq!(wharf.log().matches("no log scan").count(), 1, "{}", wharf.log());
+    assert!(!mark.exists(), "the mark is removed when used");
+    let cut = wharf.try_post(
+        "/v1/namespaces/hooks/messages",
+        &json!({"key": "order", "payload": b64(b"req-b"), "idempotency_key": "req-b"}),
+    );
+    assert!(cut.is_none_or(|r| r.status != 200), "the process was to abort before recording the key");
+    let code = wharf.wait_exit(Duration::from_secs(30));
+    assert!(wharf.pid().is_none() && code.is_none(), "aborted ({code:?})\n{}", wharf.log());
+
+    // The next start scans (its heads moved), so the key is found.
+    wharf.set_env("WHARF_FAULT_ABORT", None);
+    wharf.restart();
+    assert_eq!(wharf.log().matches("no log scan").count(), 1, "scanned again\n{}", wharf.log());
+    let again = write(&wharf, "req-b");
+    assert_eq!(again.body["duplicate"], json!(true), "{:?}\n{}", again.body, wharf.log());
+    let a = write(&wharf, "req-a");
+    assert_eq!(
+        (a.body["duplicate"].clone(), a.body["message_id"].clone()),
+        (json!(true), first.body["message_id"].clone())
+    );
+    assert_eq!(messages_in(&wharf), 2, "a retried key was written again");
+}
+
 #[test]
 fn wait_visible_answers_after_delivery_and_times_out_as_durable_not_as_an_error() {
     let sink = HttpSink::start();

@@ -306,6 +306,7 @@ fn serve(config_path: PathBuf, role: node::Role, addr_file: Option<PathBuf>) -> 
         if tokio::time::timeout(Duration::from_secs(10), node.drain()).await.is_err() {
             tracing::warn!("delivery loops did not stop within 10 s; undelivered messages stay in the log");
         }
+        node::mark_clean_stops(node.namespaces()).await;
         Ok(ExitCode::SUCCESS)
     });
     // After the last delivery attempt: flush the spans still queued.

@@ -185,7 +185,12 @@ impl Node {
             true => {
                 let window = Duration::from_millis(ns.idempotency.window_ms);
                 let idem = Idempotency::open(&dir.join("idempotency"), opts, window)?;
-                idem.recover(unrecorded_idempotency_keys(&partitions, &idem))?;
+                let marked = idem.take_clean_stop();
+                if marked.is_some() && marked == heads(&partitions) {
+                    tracing::info!(namespace = %name, "idempotency window: clean stop, nothing appended since; no log scan");
+                } else {
+                    idem.recover(unrecorded_idempotency_keys(&partitions, &idem))?;
+                }
                 Some(idem)
             }
             false => None,
@@ -400,6 +405,42 @@ async fn every_partition(
             let done = tokio::task::spawn_blocking(move || log.writer().map(f)).await;
             if let Ok(Some(Err(e))) = done {
                 tracing::error!(namespace = %ns.name, partition = part.index, error = %e, "{what}");
+            }
+        }
+    }
+}
+
+/// Every partition's head, or `None` if one has no log (it failed to open).
+fn heads(partitions: &[Arc<PartitionRt>]) -> Option<Vec<u64>> {
+    partitions.iter().map(|p| p.log.as_ref().map(|l| l.next_seq())).collect()
+}
+
+/// At a clean stop, after the API and the delivery loops stopped: each
+/// primary namespace's idempotency window marks its partitions' heads, so
+/// the next start need not scan the logs for keys it lacks (see
+/// `storage::idempotency`). A replica folds its replicated messages' keys
+/// in at start only, so it always scans.
+pub async fn mark_clean_stops(namespaces: Vec<Arc<Namespace>>) {
+    for ns in namespaces {
+        if ns.cfg.mode != crate::config::NamespaceMode::Primary || ns.idempotency.is_none() {
+            continue;
+        }
+        let name = ns.name.clone();
+        let marked = tokio::task::spawn_blocking(move || {
+            let Some(idem) = &ns.idempotency else { return Ok(false) };
+            idem.mark_clean_stop(|| heads(&ns.partitions))
+        })
+        .await;
+        match marked {
+            Ok(Ok(true)) => tracing::debug!(namespace = %name, "idempotency window: clean stop marked"),
+            Ok(Ok(false)) => {
+                tracing::info!(namespace = %name, "idempotency window: not marked clean (a write was unsettled); the next start scans")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(namespace = %name, error = %e, "idempotency window: clean stop not marked; the next start scans")
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %name, error = %e, "idempotency window: clean stop not marked; the next start scans")
             }
         }
     }

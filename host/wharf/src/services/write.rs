@@ -410,6 +410,8 @@ async fn place_and_append(
         let ns2 = ns.clone();
         let recorded = tokio::task::spawn_blocking(move || {
             let Some(idem) = &ns2.idempotency else { return Ok(()) };
+            // Crash tests: the messages are durable, their keys not yet.
+            crate::storage::fault_point("idempotency.before_record");
             idem.complete(&keys_to_record)
         })
         .await;

@@ -11,9 +11,21 @@
 //!
 //! Concurrent writes with the same key: the first reserves the key, the
 //! others wait for it and then answer as duplicates of it.
+//!
+//! The clean-stop mark, `<dir>/clean-stop` (JSON `{"version":1,"heads":[..]}`,
+//! the namespace's partition heads): written at a clean stop once no key
+//! is reserved and every key recorded is durable, so it says "every
+//! retained message below these heads has its key recorded". The next
+//! start reads it, removes it (durably, so it is used once), and skips
+//! the scan of the logs when every head still equals its mark: nothing
+//! was appended since, so nothing can lack its key. Any other start (a
+//! crash, a mark missing or unreadable, a head that moved) scans. A write
+//! that ended without settling its keys, or a key record that failed,
+//! makes this process write no mark.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +60,23 @@ pub struct Idempotency {
     slots: Mutex<HashMap<String, Slot>>,
     /// (log sequence, time) of recorded keys, oldest first, for GC.
     order: Mutex<VecDeque<(u64, u64, String)>>,
+    /// Where the clean-stop mark lives (the window's own directory).
+    dir: PathBuf,
+    /// Reservations ever made: a mark is written only if none came while
+    /// it read the heads.
+    reservations: AtomicU64,
+    /// A write ended with keys unsettled, or a key record failed: a
+    /// message may lack its key, so this process writes no mark.
+    unsettled: AtomicBool,
+}
+
+/// The clean-stop mark's file name in the window's directory.
+const CLEAN_STOP: &str = "clean-stop";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CleanStop {
+    version: u8,
+    heads: Vec<u64>,
 }
 
 /// The answer to [`Idempotency::reserve`].
@@ -88,7 +117,67 @@ impl Idempotency {
                 }
             }
         }
-        Ok(Self { window_ms, log, slots: Mutex::new(slots), order: Mutex::new(order) })
+        Ok(Self {
+            window_ms,
+            log,
+            slots: Mutex::new(slots),
+            order: Mutex::new(order),
+            dir: dir.to_path_buf(),
+            reservations: AtomicU64::new(0),
+            unsettled: AtomicBool::new(false),
+        })
+    }
+
+    /// The heads the last clean stop marked, if it left a mark; the mark is
+    /// removed (durably) first, so it is used once. A mark that cannot be
+    /// read or removed is reported and not used: the caller scans.
+    pub fn take_clean_stop(&self) -> Option<Vec<u64>> {
+        let path = self.dir.join(CLEAN_STOP);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "clean-stop mark unreadable; scanning the logs");
+                return None;
+            }
+        };
+        if let Err(e) = crate::storage::atomic::remove(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "clean-stop mark not removed; scanning the logs");
+            return None;
+        }
+        match serde_json::from_slice::<CleanStop>(&bytes) {
+            Ok(m) if m.version == 1 => Some(m.heads),
+            _ => {
+                tracing::warn!(file = %path.display(), "clean-stop mark does not decode; scanning the logs");
+                None
+            }
+        }
+    }
+
+    /// At a clean stop: marks `heads()` (the partitions' heads) as covered,
+    /// if no key is reserved and none was reserved while the heads were
+    /// read, and every write settled its keys. Returns whether it wrote
+    /// the mark. Blocking (fdatasync, rename).
+    pub fn mark_clean_stop(&self, heads: impl FnOnce() -> Option<Vec<u64>>) -> std::io::Result<bool> {
+        let reservations = self.reservations.load(Ordering::SeqCst);
+        if self.unsettled.load(Ordering::SeqCst) || self.any_pending() {
+            return Ok(false);
+        }
+        let Some(heads) = heads() else { return Ok(false) };
+        if self.any_pending()
+            || self.reservations.load(Ordering::SeqCst) != reservations
+            || self.unsettled.load(Ordering::SeqCst)
+        {
+            return Ok(false);
+        }
+        self.log.flush().map_err(std::io::Error::other)?;
+        let mark = serde_json::to_vec(&CleanStop { version: 1, heads }).map_err(std::io::Error::other)?;
+        crate::storage::atomic::replace(&self.dir.join(CLEAN_STOP), &mark)?;
+        Ok(true)
+    }
+
+    fn any_pending(&self) -> bool {
+        self.lock().values().any(|s| matches!(s, Slot::Pending(_)))
     }
 
     /// Whether `key` is recorded (at start-up, before any write: see
@@ -135,6 +224,7 @@ impl Idempotency {
                     Some(Slot::Pending(n)) => n.clone(),
                     _ => {
                         slots.insert(key.to_string(), Slot::Pending(Arc::new(Notify::new())));
+                        self.reservations.fetch_add(1, Ordering::SeqCst);
                         return Reservation::Reserved;
                     }
                 }
@@ -162,9 +252,13 @@ impl Idempotency {
     /// blocking thread).
     pub fn complete(&self, done: &[(String, String)]) -> Result<(), wharf_log::LogError> {
         let at_ms = engine_ms();
-        self.record(
+        let recorded = self.record(
             done.iter().map(|(key, id)| Seen { key: key.clone(), message_id: id.clone(), at_ms }).collect(),
-        )
+        );
+        if recorded.is_err() {
+            self.unsettled.store(true, Ordering::SeqCst);
+        }
+        recorded
     }
 
     /// Gives up a reservation after a failed write. A key already recorded
@@ -290,6 +384,10 @@ impl<'a> HeldKeys<'a> {
 impl Drop for HeldKeys<'_> {
     fn drop(&mut self) {
         let Some(w) = self.window else { return };
+        if !self.first_use.is_empty() {
+            // Its message may be appended with the key unrecorded.
+            w.unsettled.store(true, Ordering::SeqCst);
+        }
         for key in self.first_use.keys() {
             w.release(key);
         }
@@ -370,5 +468,35 @@ mod tests {
             matches!(try_reserve(&idem, "k"), Some(Reservation::Duplicate(id)) if id == "0-7"),
             "the key answers as a duplicate of its first write"
         );
+    }
+
+    #[test]
+    fn a_clean_stop_is_marked_only_with_no_key_reserved_or_unsettled_and_the_mark_is_used_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idem = window(dir.path());
+        assert_eq!(idem.take_clean_stop(), None, "no mark yet");
+        // A key reserved and not recorded: no mark.
+        assert!(matches!(try_reserve(&idem, "r"), Some(Reservation::Reserved)));
+        assert!(!idem.mark_clean_stop(|| Some(vec![3, 4])).expect("mark"));
+        idem.release("r");
+        // A reservation while the heads are read: no mark.
+        let during = idem.mark_clean_stop(|| {
+            assert!(matches!(try_reserve(&idem, "s"), Some(Reservation::Reserved)));
+            idem.release("s");
+            Some(vec![3, 4])
+        });
+        assert!(!during.expect("mark"));
+        assert!(idem.mark_clean_stop(|| Some(vec![3, 4])).expect("mark"), "nothing pending: marked");
+        drop(idem);
+        let idem = window(dir.path());
+        assert_eq!(idem.take_clean_stop(), Some(vec![3, 4]));
+        assert_eq!(idem.take_clean_stop(), None, "used once");
+        // A write that ended with its keys unsettled: never again in this process.
+        {
+            let mut held = HeldKeys::new(Some(&idem));
+            assert!(matches!(try_reserve(&idem, "t"), Some(Reservation::Reserved)));
+            held.hold("t".into(), 0);
+        }
+        assert!(!idem.mark_clean_stop(|| Some(vec![3, 4])).expect("mark"));
     }
 }

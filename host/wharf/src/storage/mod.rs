@@ -27,7 +27,7 @@ pub mod write_clock;
 /// Fault injection for crash tests: when the environment variable
 /// `WHARF_FAULT_ABORT` names this point, the process aborts here (as a
 /// SIGKILL would leave it). Unset in production; the tests in
-/// `tests/tests/replication.rs` set it.
+/// `tests/tests/replication.rs` and `tests/tests/client_api.rs` set it.
 pub fn fault_point(name: &str) {
     if std::env::var("WHARF_FAULT_ABORT").is_ok_and(|v| v == name) {
         tracing::error!(point = name, "WHARF_FAULT_ABORT: aborting here");
