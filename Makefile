@@ -101,6 +101,7 @@ bench: build
 	$(CARGO) bench --locked -p wharf-tests --bench api -- --fsync
 	$(CARGO) bench --locked -p wharf-tests --bench peers
 	$(CARGO) bench --locked -p wharf-tests --bench namespaces
+	$(CARGO) bench --locked -p wharf-tests --bench sidecar_restart
 	$(CARGO) bench --locked -p wharf-queue --bench backends
 
 ## fuzz: each fuzz target for FUZZ_SECONDS (default 60) seconds; not part of `make test` (docs/api.md, "Fuzzing")

@@ -831,6 +831,16 @@ impl Wharf {
         self.get("/v1/status").body
     }
 
+    /// Each partition's head sequence in namespace `ns`, from the status.
+    pub fn heads(&self, ns: &str) -> Vec<u64> {
+        self.status()["namespaces"][ns]["partitions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no partitions of {ns} in the status"))
+            .iter()
+            .map(|p| p["head_sequence"].as_u64().expect("head_sequence"))
+            .collect()
+    }
+
     /// Writes one message with `"wait": "visible"` and `timeout_ms`.
     pub fn write_visible(&self, ns: &str, key: &str, payload: &[u8], timeout_ms: u64) -> Reply {
         let body = serde_json::json!({

@@ -51,14 +51,7 @@ fn a_written_message_lands_in_memcached_through_the_plugin() {
 fn bad_input_gets_a_typed_error_and_changes_nothing() {
     let mc = Memcached::start();
     let wharf = Wharf::start(&namespace(&mc));
-    let heads = |w: &Wharf| -> Vec<u64> {
-        w.status()["namespaces"]["orders"]["partitions"]
-            .as_array()
-            .expect("partitions")
-            .iter()
-            .map(|p| p["head_sequence"].as_u64().expect("head"))
-            .collect()
-    };
+    let heads = |w: &Wharf| w.heads("orders");
     let before = heads(&wharf);
     let cases = [
         ("/v1/namespaces/nope/messages", r#"{"payload":"aGk="}"#, 404, "namespace_not_found"),
