@@ -77,49 +77,60 @@ fn messages_in(wharf: &Wharf) -> u64 {
     wharf.heads("hooks").iter().sum()
 }
 
+/// The heads of the idempotency window's covered mark, summed (`None`
+/// without a mark).
+fn covered_sum(wharf: &Wharf) -> Option<u64> {
+    let text = std::fs::read(wharf.data_dir().join("hooks/idempotency/keys-covered")).ok()?;
+    let mark: Value = serde_json::from_slice(&text).expect("the mark is JSON");
+    Some(mark["heads"].as_array().expect("heads").iter().map(|h| h.as_u64().expect("head")).sum())
+}
+
+/// What the last start logged about its read of the logs for keys.
+fn last_key_read(wharf: &Wharf) -> String {
+    let log = wharf.log();
+    log.lines().rfind(|l| l.contains("read for unrecorded keys")).unwrap_or_default().to_string()
+}
+
 #[test]
-fn a_clean_stop_spares_the_next_start_the_key_scan_and_a_crash_after_it_still_finds_an_unrecorded_key() {
+fn a_start_reads_the_log_for_unrecorded_keys_only_from_the_covered_mark_and_still_finds_them() {
     let sink = HttpSink::start();
     let mut wharf = Wharf::start(&namespaces(&sink, ""));
-    let write = |wharf: &Wharf, key: &str| {
-        wharf.post(
-            "/v1/namespaces/hooks/messages",
-            &json!({"key": "order", "payload": b64(key.as_bytes()), "idempotency_key": key}),
-        )
-    };
-    let first = write(&wharf, "req-a");
+    let keyed = |key: &str| json!({"key": "order", "payload": b64(key.as_bytes()), "idempotency_key": key});
+    let first = wharf.post("/v1/namespaces/hooks/messages", &keyed("req-a"));
     assert_eq!(first.status, 200, "{:?}", first.body);
-    let mark = wharf.data_dir().join("hooks/idempotency/clean-stop");
     wharf.terminate();
     assert_eq!(wharf.wait_exit(Duration::from_secs(30)), Some(0), "{}", wharf.log());
-    assert!(mark.exists(), "a clean stop marks the window\n{}", wharf.log());
+    assert_eq!(covered_sum(&wharf), Some(1), "a clean stop marks the heads\n{}", wharf.log());
 
-    // A start after it does not scan the logs and uses the mark once; then
-    // a message is appended and the process dies before its key is recorded.
+    // A start after a clean stop reads nothing. While it runs, the mark
+    // follows the heads; then a keyed message is appended and the process
+    // dies before its key is recorded.
     wharf.set_env("WHARF_FAULT_ABORT", Some("idempotency.before_record"));
     wharf.restart();
-    assert_eq!(wharf.log().matches("no log scan").count(), 1, "{}", wharf.log());
-    assert!(!mark.exists(), "the mark is removed when used");
-    let cut = wharf.try_post(
-        "/v1/namespaces/hooks/messages",
-        &json!({"key": "order", "payload": b64(b"req-b"), "idempotency_key": "req-b"}),
-    );
+    assert!(last_key_read(&wharf).contains("records_read=0"), "{}", wharf.log());
+    for i in 0..20 {
+        assert_eq!(wharf.write("hooks", Some("plain"), format!("m{i}").as_bytes()).status, 200);
+    }
+    eventually(Duration::from_secs(30), "the mark covers 21 messages", || {
+        (covered_sum(&wharf) == Some(21)).then_some(())
+    });
+    let cut = wharf.try_post("/v1/namespaces/hooks/messages", &keyed("req-b"));
     assert!(cut.is_none_or(|r| r.status != 200), "the process was to abort before recording the key");
     let code = wharf.wait_exit(Duration::from_secs(30));
     assert!(wharf.pid().is_none() && code.is_none(), "aborted ({code:?})\n{}", wharf.log());
 
-    // The next start scans (its heads moved), so the key is found.
+    // The next start reads only what came after the mark: req-b's record.
     wharf.set_env("WHARF_FAULT_ABORT", None);
     wharf.restart();
-    assert_eq!(wharf.log().matches("no log scan").count(), 1, "scanned again\n{}", wharf.log());
-    let again = write(&wharf, "req-b");
+    assert!(last_key_read(&wharf).contains("records_read=1 "), "{}", wharf.log());
+    let again = wharf.post("/v1/namespaces/hooks/messages", &keyed("req-b"));
     assert_eq!(again.body["duplicate"], json!(true), "{:?}\n{}", again.body, wharf.log());
-    let a = write(&wharf, "req-a");
+    let a = wharf.post("/v1/namespaces/hooks/messages", &keyed("req-a"));
     assert_eq!(
         (a.body["duplicate"].clone(), a.body["message_id"].clone()),
         (json!(true), first.body["message_id"].clone())
     );
-    assert_eq!(messages_in(&wharf), 2, "a retried key was written again");
+    assert_eq!(messages_in(&wharf), 22, "a retried key was written again");
 }
 
 #[test]

@@ -185,12 +185,8 @@ impl Node {
             true => {
                 let window = Duration::from_millis(ns.idempotency.window_ms);
                 let idem = Idempotency::open(&dir.join("idempotency"), opts, window)?;
-                let marked = idem.take_clean_stop();
-                if marked.is_some() && marked == heads(&partitions) {
-                    tracing::info!(namespace = %name, "idempotency window: clean stop, nothing appended since; no log scan");
-                } else {
-                    idem.recover(unrecorded_idempotency_keys(&partitions, &idem))?;
-                }
+                let primary = ns.mode == crate::config::NamespaceMode::Primary;
+                recover_keys(name, &partitions, &idem, primary)?;
                 Some(idem)
             }
             false => None,
@@ -271,6 +267,7 @@ impl Node {
     pub fn start_delivery(&self, ns: &Arc<Namespace>) {
         if self.role.writes() && ns.cfg.queue.is_none() {
             self.spawn(crate::services::txn::expire_loop(ns.clone(), self.shutdown.subscribe()));
+            self.spawn(mark_covered_loop(ns.clone(), self.shutdown.subscribe()));
         }
         if self.role == Role::Processor && ns.cfg.queue.is_none() {
             let buffered = self.durability == wharf_log::Durability::Buffered;
@@ -415,55 +412,119 @@ fn heads(partitions: &[Arc<PartitionRt>]) -> Option<Vec<u64>> {
     partitions.iter().map(|p| p.log.as_ref().map(|l| l.next_seq())).collect()
 }
 
-/// At a clean stop, after the API and the delivery loops stopped: each
-/// primary namespace's idempotency window marks its partitions' heads, so
-/// the next start need not scan the logs for keys it lacks (see
-/// `storage::idempotency`). A replica folds its replicated messages' keys
-/// in at start only, so it always scans.
-pub async fn mark_clean_stops(namespaces: Vec<Arc<Namespace>>) {
-    for ns in namespaces {
-        if ns.cfg.mode != crate::config::NamespaceMode::Primary || ns.idempotency.is_none() {
-            continue;
+/// Every partition's durable head (an fdatasync each), or `None` if one
+/// has no log it writes or fails to flush.
+fn durable_heads(partitions: &[Arc<PartitionRt>]) -> Option<Vec<u64>> {
+    partitions.iter().map(|p| p.log.as_ref()?.writer()?.flush().ok()).collect()
+}
+
+/// At open: folds into the window the keys of the messages appended since
+/// its covered mark (every message, without one) that it lacks, then marks
+/// the durable heads as covered. A replica reads every message (its
+/// replicated messages' keys are folded in at start only) and writes no mark.
+fn recover_keys(
+    name: &str,
+    partitions: &[Arc<PartitionRt>],
+    idem: &Idempotency,
+    primary: bool,
+) -> anyhow::Result<()> {
+    let covered = idem.covered_heads().filter(|c| primary && c.len() == partitions.len());
+    let from = |i: usize| covered.as_ref().map_or(0, |c| c[i]);
+    let found: Vec<(Vec<Seen>, u64)> =
+        partitions.par_iter().enumerate().map(|(i, p)| unrecorded_keys_in(p, idem, from(i))).collect();
+    let read: u64 = found.iter().map(|(_, n)| n).sum();
+    tracing::info!(
+        namespace = name,
+        records_read = read,
+        from_mark = covered.is_some(),
+        "idempotency window: retained messages read for unrecorded keys"
+    );
+    idem.recover(found.into_iter().flat_map(|(seen, _)| seen).collect())?;
+    if !primary {
+        return Ok(());
+    }
+    // Everything below the durable heads now has its key recorded. A mark
+    // above a head (a log that lost its tail) must not outlive this start.
+    if covered.is_some() && covered == heads(partitions) {
+        return Ok(()); // nothing appended since the mark
+    }
+    if let Err(e) = idem.mark_covered(|| durable_heads(partitions)) {
+        tracing::warn!(namespace = name, error = %e, "idempotency window: covered mark not written");
+        idem.forget_covered()
+            .with_context(|| format!("namespace {name}: removing a covered mark it could not renew"))?;
+    }
+    Ok(())
+}
+
+/// Every few seconds while messages arrive, and once at a clean stop: the
+/// primary namespace's window marks the partitions' durable heads as
+/// covered, so that a start after a crash reads only what came after.
+pub async fn mark_covered_loop(ns: Arc<Namespace>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(MARK_COVERED_EVERY) => {}
+            _ = shutdown.changed() => return,
         }
-        let name = ns.name.clone();
-        let marked = tokio::task::spawn_blocking(move || {
-            let Some(idem) = &ns.idempotency else { return Ok(false) };
-            idem.mark_clean_stop(|| heads(&ns.partitions))
-        })
-        .await;
-        match marked {
-            Ok(Ok(true)) => tracing::debug!(namespace = %name, "idempotency window: clean stop marked"),
-            Ok(Ok(false)) => {
-                tracing::info!(namespace = %name, "idempotency window: not marked clean (a write was unsettled); the next start scans")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(namespace = %name, error = %e, "idempotency window: clean stop not marked; the next start scans")
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %name, error = %e, "idempotency window: clean stop not marked; the next start scans")
-            }
+        mark_covered(&ns).await;
+    }
+}
+
+/// How often [`mark_covered_loop`] marks a window whose heads moved.
+const MARK_COVERED_EVERY: Duration = Duration::from_secs(2);
+
+/// One covered mark of `ns` (blocking work on the blocking pool); whether
+/// it was written.
+async fn mark_covered(ns: &Arc<Namespace>) -> bool {
+    let Some(idem) = &ns.idempotency else { return false };
+    if ns.cfg.mode != crate::config::NamespaceMode::Primary {
+        return false;
+    }
+    if idem.last_covered().is_some() && idem.last_covered() == heads(&ns.partitions) {
+        return true; // nothing appended since the last mark
+    }
+    let ns2 = ns.clone();
+    let marked = tokio::task::spawn_blocking(move || {
+        let Some(idem) = &ns2.idempotency else { return Ok(false) };
+        idem.mark_covered(|| durable_heads(&ns2.partitions))
+    })
+    .await;
+    match marked {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            tracing::warn!(namespace = %ns.name, error = %e, "idempotency window: covered mark not written");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(namespace = %ns.name, error = %e, "idempotency window: covered mark not written");
+            false
         }
     }
 }
 
-/// The messages still in the logs whose idempotency key `idem` lacks
-/// (inside its window and not recorded). A partition that fails to read
-/// here is skipped: it is halted already, or will halt when its delivery
-/// loop reads the same records.
-fn unrecorded_idempotency_keys(partitions: &[Arc<PartitionRt>], idem: &Idempotency) -> Vec<Seen> {
-    partitions.par_iter().flat_map_iter(|p| unrecorded_keys_in(p, idem)).collect()
+/// At a clean stop, after the API and the delivery loops stopped: a last
+/// covered mark per namespace, so the next start reads nothing.
+pub async fn mark_clean_stops(namespaces: Vec<Arc<Namespace>>) {
+    for ns in namespaces {
+        if !mark_covered(&ns).await && ns.idempotency.is_some() {
+            tracing::info!(namespace = %ns.name, "idempotency window: no covered mark at this stop; the next start reads from the last one");
+        }
+    }
 }
 
-/// The idempotency keys of one partition's retained messages that `idem`
-/// lacks (looked up in place: nothing is copied for a key it has or one
-/// older than its window).
-fn unrecorded_keys_in(p: &PartitionRt, idem: &Idempotency) -> Vec<Seen> {
+/// The idempotency keys of one partition's retained messages from `from`
+/// on that `idem` lacks (looked up in place: nothing is copied for a key it
+/// has or one older than its window), and how many records were read. A
+/// partition that fails to read here is skipped: it is halted already, or
+/// will halt when its delivery loop reads the same records.
+fn unrecorded_keys_in(p: &PartitionRt, idem: &Idempotency, from: u64) -> (Vec<Seen>, u64) {
     let mut out = Vec::new();
-    let Some(log) = &p.log else { return out };
-    let mut from = log.first_seq();
+    let Some(log) = &p.log else { return (out, 0) };
+    let mut from = from.min(log.next_seq()).max(log.first_seq());
+    let mut read = 0;
     while let Ok(records) = log.read(from, 4096, 16 << 20) {
         let Some(last) = records.last() else { break };
         from = last.seq + 1;
+        read += records.len() as u64;
         for r in records {
             if let Some((key, at_ms)) = envelope::idempotency_key_of(&r.payload)
                 && idem.lacks(&key, at_ms)
@@ -472,7 +533,7 @@ fn unrecorded_keys_in(p: &PartitionRt, idem: &Idempotency) -> Vec<Seen> {
             }
         }
     }
-    out
+    (out, read)
 }
 
 /// Where each target's rewind of partition `index` stands: the log keeps

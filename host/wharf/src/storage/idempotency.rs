@@ -12,16 +12,18 @@
 //! Concurrent writes with the same key: the first reserves the key, the
 //! others wait for it and then answer as duplicates of it.
 //!
-//! The clean-stop mark, `<dir>/clean-stop` (JSON `{"version":1,"heads":[..]}`,
-//! the namespace's partition heads): written at a clean stop once no key
-//! is reserved and every key recorded is durable, so it says "every
-//! retained message below these heads has its key recorded". The next
-//! start reads it, removes it (durably, so it is used once), and skips
-//! the scan of the logs when every head still equals its mark: nothing
-//! was appended since, so nothing can lack its key. Any other start (a
-//! crash, a mark missing or unreadable, a head that moved) scans. A write
-//! that ended without settling its keys, or a key record that failed,
-//! makes this process write no mark.
+//! The covered mark, `<dir>/keys-covered` (JSON
+//! `{"version":1,"heads":[..]}`, one sequence per partition): every
+//! retained message below these sequences has its key recorded, durably.
+//! It is written while no key is reserved (and none was reserved while the
+//! heads were read), no write in this process ended with its keys
+//! unsettled, the heads are durable (flushed, so no record below them can
+//! be discarded and its sequence reused) and the window is fdatasync'ed:
+//! at start-up once the scan is done, every few seconds while messages
+//! arrive, and at a clean stop. A start reads each partition only from its
+//! mark (from its head, if the mark is above it), so a restart reads what
+//! came after the last mark, not the whole log. A mark that cannot be read
+//! is reported and the start reads everything.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -60,8 +62,10 @@ pub struct Idempotency {
     slots: Mutex<HashMap<String, Slot>>,
     /// (log sequence, time) of recorded keys, oldest first, for GC.
     order: Mutex<VecDeque<(u64, u64, String)>>,
-    /// Where the clean-stop mark lives (the window's own directory).
+    /// Where the covered mark lives (the window's own directory).
     dir: PathBuf,
+    /// The heads of the last covered mark this process read or wrote.
+    last_covered: Mutex<Option<Vec<u64>>>,
     /// Reservations ever made: a mark is written only if none came while
     /// it read the heads.
     reservations: AtomicU64,
@@ -70,11 +74,11 @@ pub struct Idempotency {
     unsettled: AtomicBool,
 }
 
-/// The clean-stop mark's file name in the window's directory.
-const CLEAN_STOP: &str = "clean-stop";
+/// The covered mark's file name in the window's directory.
+const COVERED: &str = "keys-covered";
 
 #[derive(Debug, Serialize, Deserialize)]
-struct CleanStop {
+struct Covered {
     version: u8,
     heads: Vec<u64>,
 }
@@ -123,42 +127,42 @@ impl Idempotency {
             slots: Mutex::new(slots),
             order: Mutex::new(order),
             dir: dir.to_path_buf(),
+            last_covered: Mutex::new(None),
             reservations: AtomicU64::new(0),
             unsettled: AtomicBool::new(false),
         })
     }
 
-    /// The heads the last clean stop marked, if it left a mark; the mark is
-    /// removed (durably) first, so it is used once. A mark that cannot be
-    /// read or removed is reported and not used: the caller scans.
-    pub fn take_clean_stop(&self) -> Option<Vec<u64>> {
-        let path = self.dir.join(CLEAN_STOP);
+    /// The sequences below which every retained message has its key
+    /// recorded, per partition, if a mark was written. A mark that cannot
+    /// be read is reported and not used: the caller reads everything.
+    pub fn covered_heads(&self) -> Option<Vec<u64>> {
+        let path = self.dir.join(COVERED);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "clean-stop mark unreadable; scanning the logs");
+                tracing::warn!(file = %path.display(), error = %e, "covered mark unreadable; reading the whole logs");
                 return None;
             }
         };
-        if let Err(e) = crate::storage::atomic::remove(&path) {
-            tracing::warn!(file = %path.display(), error = %e, "clean-stop mark not removed; scanning the logs");
-            return None;
-        }
-        match serde_json::from_slice::<CleanStop>(&bytes) {
-            Ok(m) if m.version == 1 => Some(m.heads),
+        match serde_json::from_slice::<Covered>(&bytes) {
+            Ok(m) if m.version == 1 => {
+                *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.heads.clone());
+                Some(m.heads)
+            }
             _ => {
-                tracing::warn!(file = %path.display(), "clean-stop mark does not decode; scanning the logs");
+                tracing::warn!(file = %path.display(), "covered mark does not decode; reading the whole logs");
                 None
             }
         }
     }
 
-    /// At a clean stop: marks `heads()` (the partitions' heads) as covered,
-    /// if no key is reserved and none was reserved while the heads were
-    /// read, and every write settled its keys. Returns whether it wrote
-    /// the mark. Blocking (fdatasync, rename).
-    pub fn mark_clean_stop(&self, heads: impl FnOnce() -> Option<Vec<u64>>) -> std::io::Result<bool> {
+    /// Marks `heads()` (the partitions' durable heads) as covered, if no
+    /// key is reserved and none was reserved while the heads were read, and
+    /// every write settled its keys. Returns whether it wrote the mark.
+    /// Blocking (fdatasync, rename).
+    pub fn mark_covered(&self, heads: impl FnOnce() -> Option<Vec<u64>>) -> std::io::Result<bool> {
         let reservations = self.reservations.load(Ordering::SeqCst);
         if self.unsettled.load(Ordering::SeqCst) || self.any_pending() {
             return Ok(false);
@@ -171,9 +175,24 @@ impl Idempotency {
             return Ok(false);
         }
         self.log.flush().map_err(std::io::Error::other)?;
-        let mark = serde_json::to_vec(&CleanStop { version: 1, heads }).map_err(std::io::Error::other)?;
-        crate::storage::atomic::replace(&self.dir.join(CLEAN_STOP), &mark)?;
+        let mark = serde_json::to_vec(&Covered { version: 1, heads: heads.clone() })
+            .map_err(std::io::Error::other)?;
+        crate::storage::atomic::replace(&self.dir.join(COVERED), &mark)?;
+        *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = Some(heads);
         Ok(true)
+    }
+
+    /// The heads of the last covered mark read or written by this process.
+    pub fn last_covered(&self) -> Option<Vec<u64>> {
+        self.last_covered.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Removes the covered mark (when it could not be brought down to the
+    /// heads after a log lost its tail): the next start reads everything.
+    pub fn forget_covered(&self) -> std::io::Result<()> {
+        crate::storage::atomic::remove(&self.dir.join(COVERED))?;
+        *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     fn any_pending(&self) -> bool {
@@ -471,32 +490,35 @@ mod tests {
     }
 
     #[test]
-    fn a_clean_stop_is_marked_only_with_no_key_reserved_or_unsettled_and_the_mark_is_used_once() {
+    fn the_covered_mark_is_written_only_with_no_key_reserved_or_unsettled() {
         let dir = tempfile::tempdir().expect("tempdir");
         let idem = window(dir.path());
-        assert_eq!(idem.take_clean_stop(), None, "no mark yet");
+        assert_eq!(idem.covered_heads(), None, "no mark yet");
         // A key reserved and not recorded: no mark.
         assert!(matches!(try_reserve(&idem, "r"), Some(Reservation::Reserved)));
-        assert!(!idem.mark_clean_stop(|| Some(vec![3, 4])).expect("mark"));
+        assert!(!idem.mark_covered(|| Some(vec![3, 4])).expect("mark"));
         idem.release("r");
         // A reservation while the heads are read: no mark.
-        let during = idem.mark_clean_stop(|| {
+        let during = idem.mark_covered(|| {
             assert!(matches!(try_reserve(&idem, "s"), Some(Reservation::Reserved)));
             idem.release("s");
             Some(vec![3, 4])
         });
         assert!(!during.expect("mark"));
-        assert!(idem.mark_clean_stop(|| Some(vec![3, 4])).expect("mark"), "nothing pending: marked");
+        assert!(idem.mark_covered(|| Some(vec![3, 4])).expect("mark"), "nothing pending: marked");
+        assert!(idem.mark_covered(|| Some(vec![5, 6])).expect("mark"), "marked again later");
         drop(idem);
         let idem = window(dir.path());
-        assert_eq!(idem.take_clean_stop(), Some(vec![3, 4]));
-        assert_eq!(idem.take_clean_stop(), None, "used once");
+        assert_eq!(idem.covered_heads(), Some(vec![5, 6]));
         // A write that ended with its keys unsettled: never again in this process.
         {
             let mut held = HeldKeys::new(Some(&idem));
             assert!(matches!(try_reserve(&idem, "t"), Some(Reservation::Reserved)));
             held.hold("t".into(), 0);
         }
-        assert!(!idem.mark_clean_stop(|| Some(vec![3, 4])).expect("mark"));
+        assert!(!idem.mark_covered(|| Some(vec![7, 8])).expect("mark"));
+        assert_eq!(idem.covered_heads(), Some(vec![5, 6]), "the last mark stands");
+        idem.forget_covered().expect("forget");
+        assert_eq!(idem.covered_heads(), None);
     }
 }
