@@ -267,7 +267,9 @@ impl Node {
     pub fn start_delivery(&self, ns: &Arc<Namespace>) {
         if self.role.writes() && ns.cfg.queue.is_none() {
             self.spawn(crate::services::txn::expire_loop(ns.clone(), self.shutdown.subscribe()));
-            self.spawn(mark_covered_loop(ns.clone(), self.shutdown.subscribe()));
+            if ns.cfg.mode == crate::config::NamespaceMode::Primary {
+                self.spawn(mark_covered_loop(ns.clone(), self.shutdown.subscribe()));
+            }
         }
         if self.role == Role::Processor && ns.cfg.queue.is_none() {
             let buffered = self.durability == wharf_log::Durability::Buffered;
@@ -448,10 +450,17 @@ fn recover_keys(
     if covered.is_some() && covered == heads(partitions) {
         return Ok(()); // nothing appended since the mark
     }
-    if let Err(e) = idem.mark_covered(|| durable_heads(partitions)) {
-        tracing::warn!(namespace = name, error = %e, "idempotency window: covered mark not written");
-        idem.forget_covered()
-            .with_context(|| format!("namespace {name}: removing a covered mark it could not renew"))?;
+    match idem.mark_covered(|| durable_heads(partitions)) {
+        Ok(true) => {}
+        outcome => {
+            // A partition without a log, or a failed write: no proof now,
+            // so the next start reads everything.
+            if let Err(e) = outcome {
+                tracing::warn!(namespace = name, error = %e, "idempotency window: covered mark not written");
+            }
+            idem.forget_covered()
+                .with_context(|| format!("namespace {name}: removing a covered mark it could not renew"))?;
+        }
     }
     Ok(())
 }
@@ -459,11 +468,17 @@ fn recover_keys(
 /// Every few seconds while messages arrive, and once at a clean stop: the
 /// primary namespace's window marks the partitions' durable heads as
 /// covered, so that a start after a crash reads only what came after.
+/// Ends once the namespace is taken out of service, so that it holds the
+/// namespace no longer than one period (a rebuild or a removal waits for
+/// every holder to let go).
 pub async fn mark_covered_loop(ns: Arc<Namespace>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(MARK_COVERED_EVERY) => {}
             _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() || ns.is_removed() {
+            return;
         }
         mark_covered(&ns).await;
     }
