@@ -465,18 +465,6 @@ config = {{ servers = "127.0.0.1:{mc_port}" }}
     )
 }
 
-fn set_buffered(w: &Wharf, buffered: bool) {
-    let path = w.config_path();
-    let text = std::fs::read_to_string(&path).expect("read config");
-    let line = "durability = \"buffered\"\n";
-    let text = if buffered {
-        text.replacen("[server]\n", &format!("[server]\n{line}"), 1)
-    } else {
-        text.replacen(line, "", 1)
-    };
-    std::fs::write(&path, text).expect("write config");
-}
-
 /// Writes the N messages with the harness's hand-built requests, not
 /// `wharf-client`, on purpose: the client gives every message an
 /// idempotency key, and a log of keyed messages takes longer to restart
@@ -589,13 +577,13 @@ fn main() {
     step("starting wharf");
     let mut w = Wharf::start(&config(&o, mc_port));
     w.kill();
-    set_buffered(&w, true);
+    w.set_buffered(true);
     w.restart();
     step(&format!("loading {} messages over HTTP", o.messages));
     let load_time = load(&w, &o);
     assert_eq!(progress(&w.status(), o.partitions).head, o.messages as u64, "head sequences after the load");
     w.kill();
-    set_buffered(&w, false);
+    w.set_buffered(false);
     let snapshot = w.dir.path().join("snapshot");
     copy_dir(&w.data_dir(), &snapshot);
     step(&format!("loaded in {:.1} s", load_time.as_secs_f64()));

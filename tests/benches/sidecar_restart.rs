@@ -66,17 +66,6 @@ fn config() -> String {
     )
 }
 
-fn set_buffered(w: &Wharf, buffered: bool) {
-    let path = w.config_path();
-    let text = std::fs::read_to_string(&path).expect("read config");
-    let line = "durability = \"buffered\"\n";
-    let text = match buffered {
-        true => text.replacen("[server]\n", &format!("[server]\n{line}"), 1),
-        false => text.replacen(line, "", 1),
-    };
-    std::fs::write(&path, text).expect("write config");
-}
-
 /// Writes `mib` MiB of 1 KiB records, keys spread over the partitions.
 fn load(w: &Wharf, mib: usize) {
     let n = mib * (1 << 20) / RECORD;
@@ -103,12 +92,12 @@ fn sidecar(mib: usize) -> Wharf {
     let mut w = Wharf::start(&config());
     if mib > 0 {
         w.kill();
-        set_buffered(&w, true);
+        w.set_buffered(true);
         w.restart();
         load(&w, mib);
         w.terminate();
         w.wait_exit(Duration::from_secs(60)).expect("a clean stop after the load");
-        set_buffered(&w, false);
+        w.set_buffered(false);
         w.restart();
     }
     w

@@ -831,6 +831,20 @@ impl Wharf {
         self.get("/v1/status").body
     }
 
+    /// Switches the config's `durability` to `"buffered"` (a fast load that
+    /// is not what a bench measures) or back to the default, from the next
+    /// start on.
+    pub fn set_buffered(&self, buffered: bool) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let line = "durability = \"buffered\"\n";
+        let text = match buffered {
+            true => text.replacen("[server]\n", &format!("[server]\n{line}"), 1),
+            false => text.replacen(line, "", 1),
+        };
+        std::fs::write(&path, text).expect("write config");
+    }
+
     /// Each partition's head sequence in namespace `ns`, from the status.
     pub fn heads(&self, ns: &str) -> Vec<u64> {
         self.status()["namespaces"][ns]["partitions"]

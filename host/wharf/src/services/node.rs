@@ -430,7 +430,7 @@ fn recover_keys(
     idem: &Idempotency,
     primary: bool,
 ) -> anyhow::Result<()> {
-    let covered = idem.covered_heads().filter(|c| primary && c.len() == partitions.len());
+    let covered = idem.last_covered().filter(|c| primary && c.len() == partitions.len());
     let from = |i: usize| covered.as_ref().map_or(0, |c| c[i]);
     let found: Vec<(Vec<Seen>, u64)> =
         partitions.par_iter().enumerate().map(|(i, p)| unrecorded_keys_in(p, idem, from(i))).collect();
@@ -447,10 +447,7 @@ fn recover_keys(
     }
     // Everything below the durable heads now has its key recorded. A mark
     // above a head (a log that lost its tail) must not outlive this start.
-    if covered.is_some() && covered == heads(partitions) {
-        return Ok(()); // nothing appended since the mark
-    }
-    match idem.mark_covered(|| durable_heads(partitions)) {
+    match mark_if_moved(idem, partitions) {
         Ok(true) => {}
         outcome => {
             // A partition without a log, or a failed write: no proof now,
@@ -463,6 +460,18 @@ fn recover_keys(
         }
     }
     Ok(())
+}
+
+/// Marks the partitions' durable heads as covered unless the last mark
+/// already holds them (no mark counts as every head at 0: a start reads
+/// from there either way). Whether the window is covered up to its heads.
+/// Blocking (fdatasyncs, rename).
+fn mark_if_moved(idem: &Idempotency, partitions: &[Arc<PartitionRt>]) -> std::io::Result<bool> {
+    let Some(now) = heads(partitions) else { return Ok(false) };
+    if idem.last_covered().unwrap_or_else(|| vec![0; now.len()]) == now {
+        return Ok(true);
+    }
+    idem.mark_covered(|| durable_heads(partitions))
 }
 
 /// Every few seconds while messages arrive, and once at a clean stop: the
@@ -487,33 +496,23 @@ pub async fn mark_covered_loop(ns: Arc<Namespace>, mut shutdown: watch::Receiver
 /// How often [`mark_covered_loop`] marks a window whose heads moved.
 const MARK_COVERED_EVERY: Duration = Duration::from_secs(2);
 
-/// One covered mark of `ns` (blocking work on the blocking pool); whether
-/// it was written.
+/// [`mark_if_moved`] for `ns` on the blocking pool, if it is a primary with
+/// a window; whether the window is covered up to its heads.
 async fn mark_covered(ns: &Arc<Namespace>) -> bool {
-    let Some(idem) = &ns.idempotency else { return false };
-    if ns.cfg.mode != crate::config::NamespaceMode::Primary {
+    if ns.idempotency.is_none() || ns.cfg.mode != crate::config::NamespaceMode::Primary {
         return false;
     }
-    if idem.last_covered().is_some() && idem.last_covered() == heads(&ns.partitions) {
-        return true; // nothing appended since the last mark
-    }
     let ns2 = ns.clone();
-    let marked = tokio::task::spawn_blocking(move || {
-        let Some(idem) = &ns2.idempotency else { return Ok(false) };
-        idem.mark_covered(|| durable_heads(&ns2.partitions))
+    let marked = tokio::task::spawn_blocking(move || match &ns2.idempotency {
+        Some(idem) => mark_if_moved(idem, &ns2.partitions).map_err(|e| e.to_string()),
+        None => Ok(false),
     })
-    .await;
-    match marked {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => {
-            tracing::warn!(namespace = %ns.name, error = %e, "idempotency window: covered mark not written");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(namespace = %ns.name, error = %e, "idempotency window: covered mark not written");
-            false
-        }
-    }
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    marked.unwrap_or_else(|e| {
+        tracing::warn!(namespace = %ns.name, error = %e, "idempotency window: covered mark not written");
+        false
+    })
 }
 
 /// At a clean stop, after the API and the delivery loops stopped: a last

@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,8 +64,12 @@ pub struct Idempotency {
     order: Mutex<VecDeque<(u64, u64, String)>>,
     /// Where the covered mark lives (the window's own directory).
     dir: PathBuf,
-    /// The heads of the last covered mark this process read or wrote.
+    /// The heads of the last covered mark this process read (at open) or
+    /// wrote.
     last_covered: Mutex<Option<Vec<u64>>>,
+    /// Keys reserved and not yet recorded or released (the `Pending`
+    /// slots, counted so that a mark does not walk the whole window).
+    pending: AtomicUsize,
     /// Reservations ever made: a mark is written only if none came while
     /// it read the heads.
     reservations: AtomicU64,
@@ -126,36 +130,12 @@ impl Idempotency {
             log,
             slots: Mutex::new(slots),
             order: Mutex::new(order),
+            last_covered: Mutex::new(read_covered(dir)),
             dir: dir.to_path_buf(),
-            last_covered: Mutex::new(None),
+            pending: AtomicUsize::new(0),
             reservations: AtomicU64::new(0),
             unsettled: AtomicBool::new(false),
         })
-    }
-
-    /// The sequences below which every retained message has its key
-    /// recorded, per partition, if a mark was written. A mark that cannot
-    /// be read is reported and not used: the caller reads everything.
-    pub fn covered_heads(&self) -> Option<Vec<u64>> {
-        let path = self.dir.join(COVERED);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "covered mark unreadable; reading the whole logs");
-                return None;
-            }
-        };
-        match serde_json::from_slice::<Covered>(&bytes) {
-            Ok(m) if m.version == 1 => {
-                *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.heads.clone());
-                Some(m.heads)
-            }
-            _ => {
-                tracing::warn!(file = %path.display(), "covered mark does not decode; reading the whole logs");
-                None
-            }
-        }
     }
 
     /// Marks `heads()` (the partitions' durable heads) as covered, if no
@@ -182,7 +162,9 @@ impl Idempotency {
         Ok(true)
     }
 
-    /// The heads of the last covered mark read or written by this process.
+    /// The sequences below which every retained message has its key
+    /// recorded, per partition: the covered mark read at open or written
+    /// since (`None`: no usable mark, read everything).
     pub fn last_covered(&self) -> Option<Vec<u64>> {
         self.last_covered.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -196,7 +178,7 @@ impl Idempotency {
     }
 
     fn any_pending(&self) -> bool {
-        self.lock().values().any(|s| matches!(s, Slot::Pending(_)))
+        self.pending.load(Ordering::SeqCst) > 0
     }
 
     /// Whether `key` is recorded (at start-up, before any write: see
@@ -243,6 +225,7 @@ impl Idempotency {
                     Some(Slot::Pending(n)) => n.clone(),
                     _ => {
                         slots.insert(key.to_string(), Slot::Pending(Arc::new(Notify::new())));
+                        self.pending.fetch_add(1, Ordering::SeqCst);
                         self.reservations.fetch_add(1, Ordering::SeqCst);
                         return Reservation::Reserved;
                     }
@@ -291,6 +274,7 @@ impl Idempotency {
             }
         };
         if let Some(Slot::Pending(n)) = pending {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
             n.notify_waiters();
         }
     }
@@ -316,6 +300,7 @@ impl Idempotency {
         };
         for p in previous {
             if let Some(Slot::Pending(n)) = p {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
                 n.notify_waiters();
             }
         }
@@ -413,6 +398,28 @@ impl Drop for HeldKeys<'_> {
     }
 }
 
+/// The covered mark in `dir`, if there is a usable one. One that cannot be
+/// read or decoded is reported with its path and not used: the start then
+/// reads everything.
+fn read_covered(dir: &Path) -> Option<Vec<u64>> {
+    let path = dir.join(COVERED);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "covered mark unreadable; reading the whole logs");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Covered>(&bytes) {
+        Ok(m) if m.version == 1 => Some(m.heads),
+        _ => {
+            tracing::warn!(file = %path.display(), "covered mark does not decode; reading the whole logs");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,7 +500,7 @@ mod tests {
     fn the_covered_mark_is_written_only_with_no_key_reserved_or_unsettled() {
         let dir = tempfile::tempdir().expect("tempdir");
         let idem = window(dir.path());
-        assert_eq!(idem.covered_heads(), None, "no mark yet");
+        assert_eq!(idem.last_covered(), None, "no mark yet");
         // A key reserved and not recorded: no mark.
         assert!(matches!(try_reserve(&idem, "r"), Some(Reservation::Reserved)));
         assert!(!idem.mark_covered(|| Some(vec![3, 4])).expect("mark"));
@@ -509,7 +516,7 @@ mod tests {
         assert!(idem.mark_covered(|| Some(vec![5, 6])).expect("mark"), "marked again later");
         drop(idem);
         let idem = window(dir.path());
-        assert_eq!(idem.covered_heads(), Some(vec![5, 6]));
+        assert_eq!(idem.last_covered(), Some(vec![5, 6]));
         // A write that ended with its keys unsettled: never again in this process.
         {
             let mut held = HeldKeys::new(Some(&idem));
@@ -517,8 +524,8 @@ mod tests {
             held.hold("t".into(), 0);
         }
         assert!(!idem.mark_covered(|| Some(vec![7, 8])).expect("mark"));
-        assert_eq!(idem.covered_heads(), Some(vec![5, 6]), "the last mark stands");
+        assert_eq!(idem.last_covered(), Some(vec![5, 6]), "the last mark stands");
         idem.forget_covered().expect("forget");
-        assert_eq!(idem.covered_heads(), None);
+        assert_eq!(idem.last_covered(), None);
     }
 }
