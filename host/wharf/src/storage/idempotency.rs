@@ -19,7 +19,8 @@
 //! heads were read), no write in this process ended with its keys
 //! unsettled, the heads are durable (flushed, so no record below them can
 //! be discarded and its sequence reused) and the window is fdatasync'ed:
-//! at start-up once the scan is done, every few seconds while messages
+//! when the heads moved past it (no mark counts as every head at 0): at
+//! start-up once the scan is done, every few seconds while messages
 //! arrive, and at a clean stop. A start reads each partition only from its
 //! mark (from its head, if the mark is above it), so a restart reads what
 //! came after the last mark, not the whole log. A mark that cannot be read
